@@ -1,0 +1,3 @@
+from modelcas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The ``cas`` command line: one module per command; the only place that prints.
+
+Exit codes: 0 all is well, 1 a check found a problem, 2 usage or unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from modelcas import __version__
+from modelcas.cli import hash as hash_cmd
+from modelcas.errors import ModelcasError
+
+COMMANDS = (hash_cmd,)
+
+DESCRIPTION = """\
+modelcas: a content-addressed store for ML model weights.
+
+Files are identified by what they contain (sha256 plus size), so the weights you load are
+exactly the ones you pinned."""
+
+EPILOG = """\
+examples:
+  cas hash best.pt                      sha256sum-compatible output
+  cas hash --algo both --json models/   -r: both digests and sizes as JSON
+  cas hash --check bundle.zip.sha256    verify a sha256sum/b3sum file
+
+Run `cas COMMAND --help` for the details of each command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, one subparser per command module."""
+    parser = argparse.ArgumentParser(
+        prog="cas",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"modelcas {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cas`` and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ModelcasError as e:
+        print(f"cas: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cas hash ... | head`); that is not our failure.
+        sys.stderr.close()
+        return 0
+    except OSError as e:
+        print(f"cas: error: {e}", file=sys.stderr)
+        return 2
+    return code

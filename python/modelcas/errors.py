@@ -1,0 +1,38 @@
+"""The exception hierarchy. Pure Python; the Rust core raises these same classes.
+
+Every error carries what a user needs to act: which file, model and version, what was expected,
+what was found, and what to do next (``hint``). ``exit_code`` follows the CLI contract: 1 when a
+check found a problem, 2 for usage or unexpected errors.
+"""
+
+from __future__ import annotations
+
+
+class ModelcasError(Exception):
+    """Base class of every modelcas error."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(ModelcasError):
+    """The caller asked for something that cannot work as asked."""
+
+
+class IntegrityError(ModelcasError):
+    """Bytes do not match the digest or size they must have."""
+
+    exit_code = 1
+
+
+class ChecksumFileError(ModelcasError):
+    """A checksum file (``sha256sum``/``b3sum`` format) cannot be parsed."""

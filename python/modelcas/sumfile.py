@@ -1,0 +1,106 @@
+"""Checksum files in the format of ``sha256sum`` and ``b3sum``, read and written byte-exactly.
+
+A line is ``<hex>  <name>`` (``*<name>`` in binary mode). Names holding a backslash, newline
+or carriage return are escaped, and the line then starts with a backslash, as GNU coreutils
+does. ``SHA256 (<name>) = <hex>`` (BSD tag format) is read too. Names are bytes: file names on
+Linux need not be UTF-8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelcas.errors import ChecksumFileError
+
+_PLAIN = re.compile(rb"([0-9a-fA-F]{64}) [ *](.*)", re.DOTALL)
+_TAG = re.compile(rb"(SHA256|BLAKE3) \((.*)\) = ([0-9a-fA-F]{64})", re.DOTALL)
+_ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r"}
+# b3sum (1.x) leaves carriage returns alone.
+_B3_ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n"}
+_UNESCAPES = {b"\\": b"\\", b"n": b"\n", b"r": b"\r"}
+
+
+def _table(b3sum: bool) -> dict[bytes, bytes]:
+    return _B3_ESCAPES if b3sum else _ESCAPES
+
+
+def needs_escape(name: bytes, *, b3sum: bool = False) -> bool:
+    """Whether ``sha256sum`` (or ``b3sum``) would escape this name."""
+    return any(c in name for c in _table(b3sum))
+
+
+def escape(name: bytes, *, b3sum: bool = False) -> bytes:
+    """Escape a name as ``sha256sum`` (or ``b3sum``) does, without the line's leading backslash."""
+    table = _table(b3sum)
+    return b"".join(table.get(bytes([c]), bytes([c])) for c in name)
+
+
+def format_line(hexdigest: str, name: bytes, *, b3sum: bool = False) -> bytes:
+    """One line of ``sha256sum`` (or ``b3sum``) output, newline included."""
+    if needs_escape(name, b3sum=b3sum):
+        return b"\\" + hexdigest.encode() + b"  " + escape(name, b3sum=b3sum) + b"\n"
+    return hexdigest.encode() + b"  " + name + b"\n"
+
+
+def _unescape(name: bytes, where: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(name):
+        c = name[i : i + 1]
+        if c == b"\\":
+            nxt = name[i + 1 : i + 2]
+            if nxt not in _UNESCAPES:
+                raise ChecksumFileError(f"{where}: bad escape sequence in file name")
+            out += _UNESCAPES[nxt]
+            i += 2
+        else:
+            out += c
+            i += 1
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class SumEntry:
+    """One checked file: its expected digest and its name as written in the checksum file."""
+
+    hexdigest: str
+    name: bytes
+    lineno: int
+    algo: str | None = None  # set by the BSD tag format; None means "as the caller decides"
+
+
+def parse(data: bytes, source: str) -> tuple[list[SumEntry], int]:
+    """Parse a checksum file.
+
+    Args:
+        data: the file's bytes.
+        source: its name, for error messages.
+
+    Returns:
+        The entries, and the number of improperly formatted lines that were skipped.
+
+    Raises:
+        ChecksumFileError: a line has a bad escape sequence.
+    """
+    entries: list[SumEntry] = []
+    bad = 0
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.removesuffix(b"\r")
+        if not line or line.startswith(b"#"):
+            continue
+        escaped = line.startswith(b"\\")
+        body = line[1:] if escaped else line
+        where = f"{source}:{lineno}"
+        if m := _PLAIN.fullmatch(body):
+            hexdigest, name, algo = m.group(1), m.group(2), None
+        elif m := _TAG.fullmatch(body):
+            algo = m.group(1).decode().lower()
+            name, hexdigest = m.group(2), m.group(3)
+        else:
+            bad += 1
+            continue
+        if escaped:
+            name = _unescape(name, where)
+        entries.append(SumEntry(hexdigest.decode().lower(), name, lineno, algo))
+    return entries, bad

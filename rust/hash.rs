@@ -1,0 +1,601 @@
+//! sha256, blake3 and crc32 over buffers, files and streams, all in one read pass.
+//!
+//! sha256 is sequential, blake3 is a tree. When both are wanted, sha256 (with crc32, which is
+//! nearly free) runs on one thread and blake3 on another, both over the same bytes: memory-mapped
+//! for large files, or fed by a reader thread through a small ring of buffers. When sha256 is not
+//! wanted, blake3 spreads its tree over the whole pool.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::control::{pool, Control};
+use crate::error::{Error, IoContext, Result};
+
+/// Below this, work stays on one thread: splitting it costs more than it saves.
+pub const PARALLEL_MIN: u64 = 16 << 20;
+/// Pieces handed to each lane; large enough for blake3's rayon split, small enough to cancel fast.
+const PIECE: usize = 4 << 20;
+/// Buffers in flight between the reader and the lanes (PIECE each): bounds peak memory.
+const RING: usize = 4;
+
+/// Which digests to compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Algos {
+    pub sha256: bool,
+    pub blake3: bool,
+    pub crc32: bool,
+}
+
+impl Algos {
+    pub const SHA256_BLAKE3: Algos = Algos {
+        sha256: true,
+        blake3: true,
+        crc32: false,
+    };
+
+    /// Parse names such as `["sha256", "blake3"]`.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Algos> {
+        let mut algos = Algos::default();
+        for name in names {
+            match name {
+                "sha256" => algos.sha256 = true,
+                "blake3" => algos.blake3 = true,
+                "crc32" => algos.crc32 = true,
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "unknown digest algorithm {other:?}: expected sha256, blake3 or crc32"
+                    )))
+                }
+            }
+        }
+        if algos == Algos::default() {
+            return Err(Error::Invalid("no digest algorithm requested".into()));
+        }
+        Ok(algos)
+    }
+}
+
+/// The digests of one byte stream, with its length.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub size: u64,
+    pub sha256: Option<[u8; 32]>,
+    pub blake3: Option<[u8; 32]>,
+    pub crc32: Option<u32>,
+}
+
+/// Lowercase hex, as `sha256sum` prints it.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// The sequential lane: sha256 and crc32.
+#[derive(Clone, Default)]
+struct SeqLane {
+    sha256: Option<Sha256>,
+    crc32: Option<crc32fast::Hasher>,
+}
+
+impl SeqLane {
+    fn is_empty(&self) -> bool {
+        self.sha256.is_none() && self.crc32.is_none()
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.crc32 {
+            h.update(data);
+        }
+    }
+}
+
+/// An incremental hasher: feed it bytes in any chunking, read the digests at any time.
+#[derive(Clone)]
+pub struct Hasher {
+    size: u64,
+    seq: SeqLane,
+    blake3: Option<blake3::Hasher>,
+}
+
+impl Hasher {
+    pub fn new(algos: Algos) -> Self {
+        Hasher {
+            size: 0,
+            seq: SeqLane {
+                sha256: algos.sha256.then(Sha256::new),
+                crc32: algos.crc32.then(crc32fast::Hasher::new),
+            },
+            blake3: algos.blake3.then(blake3::Hasher::new),
+        }
+    }
+
+    /// Hash `data` on the calling thread.
+    pub fn update(&mut self, data: &[u8]) {
+        self.size += data.len() as u64;
+        self.seq.update(data);
+        if let Some(h) = &mut self.blake3 {
+            h.update(data);
+        }
+    }
+
+    /// Hash `data`, using the pool when it is large enough to pay off.
+    pub fn update_parallel(&mut self, data: &[u8], ctl: &Control) -> Result<()> {
+        if (data.len() as u64) < PARALLEL_MIN {
+            for piece in data.chunks(PIECE) {
+                ctl.check()?;
+                self.update(piece);
+                ctl.advance(piece.len() as u64);
+            }
+            return Ok(());
+        }
+        let pool = pool()?;
+        let size = &mut self.size;
+        let seq = &mut self.seq;
+        let b3 = &mut self.blake3;
+        // Only one lane reports progress, so that bytes are not counted twice.
+        let seq_reports = !seq.is_empty();
+        let (a, b) = pool.install(|| {
+            rayon::join(
+                || {
+                    for piece in data.chunks(PIECE) {
+                        ctl.check()?;
+                        seq.update(piece);
+                        if seq_reports {
+                            ctl.advance(piece.len() as u64);
+                        }
+                    }
+                    Ok::<(), Error>(())
+                },
+                || {
+                    if let Some(h) = b3 {
+                        for piece in data.chunks(PIECE) {
+                            ctl.check()?;
+                            if seq_reports {
+                                h.update(piece);
+                            } else {
+                                h.update_rayon(piece);
+                                ctl.advance(piece.len() as u64);
+                            }
+                        }
+                    }
+                    Ok::<(), Error>(())
+                },
+            )
+        });
+        a?;
+        b?;
+        *size += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn finalize(&self) -> Digests {
+        Digests {
+            size: self.size,
+            sha256: self.seq.sha256.clone().map(|h| h.finalize().into()),
+            blake3: self.blake3.as_ref().map(|h| *h.finalize().as_bytes()),
+            crc32: self.seq.crc32.clone().map(|h| h.finalize()),
+        }
+    }
+}
+
+/// Hash a buffer.
+pub fn hash_bytes(data: &[u8], algos: Algos, ctl: &Control) -> Result<Digests> {
+    let mut h = Hasher::new(algos);
+    h.update_parallel(data, ctl)?;
+    Ok(h.finalize())
+}
+
+/// How to read a file.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadMode {
+    /// `Some(false)` never maps; `None` maps regular files of at least `PARALLEL_MIN` bytes.
+    pub mmap: Option<bool>,
+}
+
+impl Default for ReadMode {
+    fn default() -> Self {
+        ReadMode { mmap: None }
+    }
+}
+
+fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let file = File::open(path).at(path, "open")?;
+    let meta = file.metadata().at(path, "stat")?;
+    if meta.is_dir() {
+        // EISDIR, the errno `read` itself would give on Linux and macOS.
+        return Err(Error::io(path, "read", io::Error::from_raw_os_error(21)));
+    }
+    Ok((file, meta))
+}
+
+/// Hash one file in a single read pass.
+pub fn hash_file(path: &Path, algos: Algos, mode: ReadMode, ctl: &Control) -> Result<Digests> {
+    let (file, meta) = open_regular(path)?;
+    let size = meta.len();
+    let regular = meta.file_type().is_file();
+    let map = mode.mmap.unwrap_or(size >= PARALLEL_MIN) && regular && size > 0;
+    if map {
+        // SAFETY: the map is read-only and dropped before we return. If another process
+        // truncates the file meanwhile, reads fault; that is the same trade-off `b3sum` makes
+        // for its speed, and callers that cannot accept it pass `mmap: Some(false)`.
+        let mapped = unsafe { memmap2::Mmap::map(&file) }.at(path, "map")?;
+        let _ = mapped.advise(memmap2::Advice::Sequential);
+        return hash_bytes(&mapped, algos, ctl);
+    }
+    if regular && size < PARALLEL_MIN {
+        return hash_sequential(file, path, algos, size, ctl);
+    }
+    let (digests, _) = pipeline(file, path, Hasher::new(algos), None, ctl)?;
+    Ok(digests)
+}
+
+/// Read and hash on the calling thread: the fast path for small files.
+fn hash_sequential(
+    mut file: File,
+    path: &Path,
+    algos: Algos,
+    size_hint: u64,
+    ctl: &Control,
+) -> Result<Digests> {
+    let cap = usize::try_from(size_hint.saturating_add(1))
+        .unwrap_or(PIECE)
+        .clamp(4096, 1 << 20);
+    let mut buf = vec![0u8; cap];
+    let mut h = Hasher::new(algos);
+    loop {
+        let n = read_full(&mut file, &mut buf).at(path, "read")?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        ctl.advance(n as u64);
+        ctl.check()?;
+    }
+    Ok(h.finalize())
+}
+
+/// Hash many files in parallel across the pool. Results come back in input order; a failing
+/// file yields its own error without affecting the others.
+pub fn hash_files<P: AsRef<Path> + Sync>(
+    paths: &[P],
+    algos: Algos,
+    mode: ReadMode,
+    ctl: &Control,
+) -> Result<Vec<Result<Digests>>> {
+    let pool = pool()?;
+    let results: Vec<Result<Digests>> = pool.install(|| {
+        paths
+            .par_iter()
+            .map(|p| hash_file(p.as_ref(), algos, mode, ctl))
+            .collect()
+    });
+    ctl.check()?;
+    Ok(results)
+}
+
+/// Copy `src` to a new file `dst` while hashing it, reading `src` once. With `sync`, `dst` is
+/// flushed to disk before this returns. `dst` must not exist.
+pub fn copy_file(
+    src: &Path,
+    dst: &Path,
+    algos: Algos,
+    sync: bool,
+    ctl: &Control,
+) -> Result<Digests> {
+    let (file, _) = open_regular(src)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .at(dst, "create")?;
+    let (digests, _) = pipeline(file, src, Hasher::new(algos), Some((&mut out, dst)), ctl)?;
+    if sync {
+        out.sync_all().at(dst, "sync")?;
+    }
+    Ok(digests)
+}
+
+/// Fill `buf` as far as the reader allows; 0 means end of input.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A filled buffer shared by the lanes; it returns to the ring when the last lane drops it.
+struct Chunk {
+    data: Vec<u8>,
+    len: usize,
+    ring: SyncSender<Vec<u8>>,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let _ = self.ring.try_send(std::mem::take(&mut self.data));
+    }
+}
+
+enum Lane<'a> {
+    Seq(SeqLane),
+    Blake3(blake3::Hasher, Option<Arc<rayon::ThreadPool>>),
+    Write(&'a mut File, &'a Path),
+}
+
+impl Lane<'_> {
+    fn consume(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Lane::Seq(seq) => seq.update(data),
+            Lane::Blake3(h, Some(pool)) => {
+                pool.install(|| h.update_rayon(data));
+            }
+            Lane::Blake3(h, None) => {
+                h.update(data);
+            }
+            Lane::Write(file, path) => file.write_all(data).at(path, "write")?,
+        }
+        Ok(())
+    }
+}
+
+/// One reader thread feeds every lane (sha256+crc32, blake3, and an optional writer), each on
+/// its own thread, through a ring of `RING` buffers: peak memory stays at `RING * PIECE`.
+fn pipeline<'a>(
+    mut src: File,
+    src_path: &Path,
+    hasher: Hasher,
+    sink: Option<(&'a mut File, &'a Path)>,
+    ctl: &Control,
+) -> Result<(Digests, Option<&'a mut File>)> {
+    let Hasher {
+        seq, blake3: b3, ..
+    } = hasher;
+    let mut lanes: Vec<Lane<'a>> = Vec::new();
+    let seq_present = !seq.is_empty();
+    if seq_present {
+        lanes.push(Lane::Seq(seq));
+    }
+    if let Some(h) = b3 {
+        // blake3 gets the whole pool only when it has no sha256 lane to share the cores with.
+        let pool = if seq_present { None } else { Some(pool()?) };
+        lanes.push(Lane::Blake3(h, pool));
+    }
+    if let Some((file, path)) = sink {
+        lanes.push(Lane::Write(file, path));
+    }
+
+    let (ring_tx, ring_rx) = sync_channel::<Vec<u8>>(RING);
+    for _ in 0..RING {
+        let _ = ring_tx.try_send(Vec::new());
+    }
+
+    let (total, lanes) = std::thread::scope(|s| -> Result<(u64, Vec<Lane<'a>>)> {
+        let mut senders: Vec<SyncSender<Arc<Chunk>>> = Vec::new();
+        let mut handles = Vec::new();
+        for mut lane in lanes {
+            let (tx, rx): (SyncSender<Arc<Chunk>>, Receiver<Arc<Chunk>>) = sync_channel(RING);
+            senders.push(tx);
+            handles.push(s.spawn(move || -> Result<Lane<'a>> {
+                for chunk in rx {
+                    ctl.check()?;
+                    lane.consume(&chunk.data[..chunk.len])?;
+                }
+                Ok(lane)
+            }));
+        }
+
+        let read_result = (|| -> Result<u64> {
+            let mut total = 0u64;
+            loop {
+                ctl.check()?;
+                let Ok(mut buf) = ring_rx.recv() else {
+                    return Ok(total);
+                };
+                buf.resize(PIECE, 0);
+                let n = read_full(&mut src, &mut buf).at(src_path, "read")?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                total += n as u64;
+                let chunk = Arc::new(Chunk {
+                    data: buf,
+                    len: n,
+                    ring: ring_tx.clone(),
+                });
+                for tx in &senders {
+                    // A lane that stopped early reports its own error below.
+                    if tx.send(Arc::clone(&chunk)).is_err() {
+                        return Ok(total);
+                    }
+                }
+                drop(chunk);
+                ctl.advance(n as u64);
+            }
+        })();
+        drop(senders);
+
+        let mut finished = Vec::new();
+        let mut lane_error = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(lane)) => finished.push(lane),
+                Ok(Err(e)) => {
+                    lane_error.get_or_insert(e);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(e) = lane_error {
+            return Err(e);
+        }
+        Ok((read_result?, finished))
+    })?;
+    ctl.check()?;
+
+    let mut h = Hasher::new(Algos::default());
+    h.size = total;
+    let mut out = None;
+    for lane in lanes {
+        match lane {
+            Lane::Seq(seq) => h.seq = seq,
+            Lane::Blake3(b3, _) => h.blake3 = Some(b3),
+            Lane::Write(file, _) => out = Some(file),
+        }
+    }
+    Ok((h.finalize(), out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(data: &[u8]) -> Digests {
+        let mut h = Hasher::new(Algos {
+            sha256: true,
+            blake3: true,
+            crc32: true,
+        });
+        for b in data.chunks(1) {
+            h.update(b);
+        }
+        h.finalize()
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    }
+
+    #[test]
+    fn known_vectors() {
+        let d = hash_bytes(b"abc", Algos::SHA256_BLAKE3, &Control::default()).unwrap();
+        assert_eq!(
+            hex(&d.sha256.unwrap()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(&d.blake3.unwrap()),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        assert_eq!(d.size, 3);
+    }
+
+    #[test]
+    fn parse_rejects_unknown_and_empty() {
+        assert!(Algos::parse(["md5"]).is_err());
+        assert!(Algos::parse([]).is_err());
+        assert_eq!(
+            Algos::parse(["sha256", "blake3"]).unwrap(),
+            Algos::SHA256_BLAKE3
+        );
+    }
+
+    #[test]
+    fn every_path_agrees() {
+        let all = Algos {
+            sha256: true,
+            blake3: true,
+            crc32: true,
+        };
+        let data: Vec<u8> = (0..(PARALLEL_MIN as usize + PIECE + 12345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let want = reference(&data[..5000]);
+        let dir = std::env::temp_dir().join(format!("modelcas-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small");
+        std::fs::File::create(&small)
+            .unwrap()
+            .write_all(&data[..5000])
+            .unwrap();
+        let ctl = Control::default();
+        assert_eq!(
+            hash_file(&small, all, ReadMode::default(), &ctl).unwrap(),
+            want
+        );
+
+        let big = dir.join("big");
+        std::fs::File::create(&big).unwrap().write_all(&data).unwrap();
+        let want = hash_bytes(&data, all, &ctl).unwrap();
+        let mut seq = Hasher::new(all);
+        seq.update(&data);
+        assert_eq!(seq.finalize(), want);
+        for mmap in [Some(true), Some(false)] {
+            assert_eq!(hash_file(&big, all, ReadMode { mmap }, &ctl).unwrap(), want);
+        }
+        for algos in [
+            Algos {
+                sha256: false,
+                blake3: true,
+                crc32: false,
+            },
+            Algos {
+                sha256: true,
+                blake3: false,
+                crc32: false,
+            },
+        ] {
+            let one = hash_file(&big, algos, ReadMode { mmap: Some(false) }, &ctl).unwrap();
+            assert_eq!(one.sha256.is_some(), algos.sha256);
+            assert_eq!(one.blake3.is_some(), algos.blake3);
+            assert!(one.sha256 == want.sha256 || one.blake3 == want.blake3);
+        }
+
+        let copy = dir.join("copy");
+        let got = copy_file(&big, &copy, all, true, &ctl).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(std::fs::read(&copy).unwrap(), data);
+        assert!(copy_file(&big, &copy, all, true, &ctl).is_err(), "dst exists");
+
+        let many = hash_files(&[&small, &dir.join("missing"), &big], all, ReadMode::default(), &ctl)
+            .unwrap();
+        assert!(many[0].is_ok() && many[2].is_ok());
+        assert!(matches!(&many[1], Err(Error::Io { path, .. }) if path.ends_with("missing")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cancelled_work_stops() {
+        let ctl = Control::default();
+        ctl.cancel();
+        let data = vec![0u8; PARALLEL_MIN as usize];
+        assert!(matches!(
+            hash_bytes(&data, Algos::SHA256_BLAKE3, &ctl),
+            Err(Error::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn directory_is_refused() {
+        let err = hash_file(
+            &std::env::temp_dir(),
+            Algos::SHA256_BLAKE3,
+            ReadMode::default(),
+            &Control::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::IsADirectory)
+        );
+    }
+}

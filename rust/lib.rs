@@ -1,0 +1,9 @@
+//! modelcas core: the byte-heavy work (hashing, later bundle packing), free of Python.
+//! `py.rs` is the only file that knows about Python.
+
+pub mod control;
+pub mod error;
+pub mod hash;
+
+#[cfg(feature = "python")]
+mod py;
