@@ -200,16 +200,10 @@ pub fn hash_bytes(data: &[u8], algos: Algos, ctl: &Control) -> Result<Digests> {
 }
 
 /// How to read a file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ReadMode {
     /// `Some(false)` never maps; `None` maps regular files of at least `PARALLEL_MIN` bytes.
     pub mmap: Option<bool>,
-}
-
-impl Default for ReadMode {
-    fn default() -> Self {
-        ReadMode { mmap: None }
-    }
 }
 
 fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
@@ -338,7 +332,7 @@ impl Drop for Chunk {
 
 enum Lane<'a> {
     Seq(SeqLane),
-    Blake3(blake3::Hasher, Option<Arc<rayon::ThreadPool>>),
+    Blake3(Box<blake3::Hasher>, Option<Arc<rayon::ThreadPool>>),
     Write(&'a mut File, &'a Path),
 }
 
@@ -378,7 +372,7 @@ fn pipeline<'a>(
     if let Some(h) = b3 {
         // blake3 gets the whole pool only when it has no sha256 lane to share the cores with.
         let pool = if seq_present { None } else { Some(pool()?) };
-        lanes.push(Lane::Blake3(h, pool));
+        lanes.push(Lane::Blake3(Box::new(h), pool));
     }
     if let Some((file, path)) = sink {
         lanes.push(Lane::Write(file, path));
@@ -458,7 +452,7 @@ fn pipeline<'a>(
     for lane in lanes {
         match lane {
             Lane::Seq(seq) => h.seq = seq,
-            Lane::Blake3(b3, _) => h.blake3 = Some(b3),
+            Lane::Blake3(b3, _) => h.blake3 = Some(*b3),
             Lane::Write(file, _) => out = Some(file),
         }
     }
@@ -535,7 +529,10 @@ mod tests {
         );
 
         let big = dir.join("big");
-        std::fs::File::create(&big).unwrap().write_all(&data).unwrap();
+        std::fs::File::create(&big)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
         let want = hash_bytes(&data, all, &ctl).unwrap();
         let mut seq = Hasher::new(all);
         seq.update(&data);
@@ -565,10 +562,18 @@ mod tests {
         let got = copy_file(&big, &copy, all, true, &ctl).unwrap();
         assert_eq!(got, want);
         assert_eq!(std::fs::read(&copy).unwrap(), data);
-        assert!(copy_file(&big, &copy, all, true, &ctl).is_err(), "dst exists");
+        assert!(
+            copy_file(&big, &copy, all, true, &ctl).is_err(),
+            "dst exists"
+        );
 
-        let many = hash_files(&[&small, &dir.join("missing"), &big], all, ReadMode::default(), &ctl)
-            .unwrap();
+        let many = hash_files(
+            &[&small, &dir.join("missing"), &big],
+            all,
+            ReadMode::default(),
+            &ctl,
+        )
+        .unwrap();
         assert!(many[0].is_ok() && many[2].is_ok());
         assert!(matches!(&many[1], Err(Error::Io { path, .. }) if path.ends_with("missing")));
         std::fs::remove_dir_all(&dir).unwrap();

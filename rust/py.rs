@@ -52,7 +52,8 @@ fn to_py(err: Error) -> PyErr {
             let args = (
                 source.raw_os_error(),
                 format!("cannot {action}: {reason}"),
-                path,
+                // An OsString becomes a `str` (surrogate-escaped), as in Python's own OSError.
+                path.into_os_string(),
             );
             match source.kind() {
                 std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
@@ -188,7 +189,11 @@ fn hash_files(
 
 #[pyfunction]
 #[pyo3(signature = (data, algos))]
-fn hash_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, algos: Vec<String>) -> PyResult<DigestTuple> {
+fn hash_buffer(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    algos: Vec<String>,
+) -> PyResult<DigestTuple> {
     let algos = parse_algos(algos)?;
     let buf = PyUntypedBuffer::get(data)?;
     let bytes = bytes_of(&buf)?;

@@ -10,6 +10,7 @@ _DigestTuple = tuple[int, str | None, str | None, int | None]
 _Progress = Callable[[int], object]
 
 __version__: str
+__all__ = ["Hasher", "__version__", "copy_file", "hash_buffer", "hash_file", "hash_files"]
 
 def hash_file(
     path: _Path,
@@ -34,6 +35,7 @@ def copy_file(
     fsync: bool = True,
     progress: _Progress | None = None,
 ) -> _DigestTuple: ...
+
 @final
 class Hasher:
     def __new__(cls, algos: Sequence[str]) -> Hasher: ...

@@ -27,6 +27,7 @@ def parse_address(address: str) -> str:
 
     Raises:
         UsageError: ``address`` is not of that form.
+
     """
     hexpart = address.removeprefix(PREFIX)
     if not address.startswith(PREFIX) or not is_hex64(hexpart):
@@ -73,6 +74,7 @@ class Hashes:
 
         Raises:
             UsageError: sha256 was not computed.
+
         """
         if self.sha256 is None:
             raise UsageError("sha256 was not computed, so there is no content address")

@@ -41,6 +41,7 @@ def hash_file(
     Raises:
         FileNotFoundError, PermissionError, IsADirectoryError, OSError: with the path.
         KeyboardInterrupt: on Ctrl-C.
+
     """
     return Hashes.from_core(_core.hash_file(path, algos, mmap=mmap, progress=progress))
 
@@ -66,6 +67,7 @@ def hash_files(
 
     Raises:
         KeyboardInterrupt: on Ctrl-C.
+
     """
     raw = _core.hash_files(paths, algos, mmap=mmap, progress=progress)
     return [r if isinstance(r, OSError) else Hashes.from_core(r) for r in raw]
@@ -83,6 +85,7 @@ def hash_bytes(data: bytes | bytearray | memoryview, algos: Sequence[Algo] = BOT
 
     Raises:
         BufferError: the buffer is not contiguous.
+
     """
     return Hashes.from_core(_core.hash_buffer(data, algos))
 
@@ -110,6 +113,7 @@ def copy_file(
     Raises:
         FileExistsError: ``dst`` exists.
         OSError: reading or writing failed (the path is named).
+
     """
     return Hashes.from_core(_core.copy_file(src, dst, algos, fsync=fsync, progress=progress))
 

@@ -82,6 +82,7 @@ def parse(data: bytes, source: str) -> tuple[list[SumEntry], int]:
 
     Raises:
         ChecksumFileError: a line has a bad escape sequence.
+
     """
     entries: list[SumEntry] = []
     bad = 0

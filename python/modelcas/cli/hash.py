@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -117,10 +118,8 @@ def _hash_all(
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
-        try:
+        with contextlib.suppress(OSError):
             total += os.stat(f).st_size
-        except OSError:
-            pass
     with byte_bar(total, "hashing") as bar:
         results = iter(hashing.hash_files(on_disk, algos, mmap=mmap, progress=bar))
     return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
@@ -157,9 +156,7 @@ def _print(args: argparse.Namespace) -> int:
         else:
             hexdigest = r.blake3 if args.algo == "blake3" else r.sha256
             assert hexdigest is not None
-            out.write(
-                sumfile.format_line(hexdigest, os.fsencode(f), b3sum=args.algo == "blake3")
-            )
+            out.write(sumfile.format_line(hexdigest, os.fsencode(f), b3sum=args.algo == "blake3"))
     if json_out:
         out.write(json.dumps(records, indent=2).encode() + b"\n")
     out.flush()
@@ -205,18 +202,22 @@ def _check(args: argparse.Namespace) -> int:
             problems += 1
             continue
         if bad and not args.status:
-            print(f"cas: WARNING: {bad} line(s) in {sumpath} are improperly formatted",
-                  file=sys.stderr)
-        jobs.extend((e, _resolve(e.name, sumpath), _algo_for(e, sumpath, args.algo))
-                    for e in entries)
+            print(
+                f"cas: WARNING: {bad} line(s) in {sumpath} are improperly formatted",
+                file=sys.stderr,
+            )
+        jobs.extend(
+            (e, _resolve(e.name, sumpath), _algo_for(e, sumpath, args.algo)) for e in entries
+        )
 
     wanted = tuple(sorted({a for _, _, a in jobs}, reverse=True))
     results = _hash_all([p for _, p, _ in jobs], wanted, False if args.no_mmap else None)
     out: BinaryIO = sys.stdout.buffer
     failed = missing = 0
     for (entry, path, algo), r in zip(jobs, results, strict=True):
-        shown = (b"\\" + sumfile.escape(entry.name)) if sumfile.needs_escape(entry.name) \
-            else entry.name
+        shown = (
+            (b"\\" + sumfile.escape(entry.name)) if sumfile.needs_escape(entry.name) else entry.name
+        )
         if isinstance(r, OSError):
             if args.ignore_missing and isinstance(r, FileNotFoundError):
                 continue

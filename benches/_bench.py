@@ -1,0 +1,112 @@
+"""Shared helpers for the benchmarks: data, timing, peers, and the ratio table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA = Path(os.environ.get("MODELCAS_BENCH_DATA", Path(__file__).parent / "data"))
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def make_file(path: Path, size: int, *, seed: int = 0) -> Path:
+    """A file of pseudo-random bytes (weights barely compress), made once and reused."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(rng.bytes(n))
+            left -= n
+    tmp.rename(path)
+    return path
+
+
+def warm(*paths: Path) -> None:
+    """Read files once so every contender starts from the page cache."""
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(16 * MiB):
+                pass
+
+
+def need(tool: str) -> str:
+    """Path of a peer tool; the benchmark refuses to run without it rather than skip it."""
+    found = shutil.which(tool)
+    if not found:
+        sys.exit(f"benchmark peer {tool!r} is not installed (see `make bench-deps`)")
+    return found
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Fastest wall time of ``repeat`` runs (the least disturbed by other load)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def run_cmd(*args: str | Path) -> Callable[[], object]:
+    """A callable that runs a command quietly and fails loudly."""
+    argv = [str(a) for a in args]
+    return lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+
+
+def child_peak_rss_mib(code: str) -> float:
+    """Peak resident memory of a fresh Python running ``code``, in MiB (as it reports itself)."""
+    probe = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[tuple[str, float, str]] = field(default_factory=list)
+    checks: list[tuple[str, float, float, str]] = field(default_factory=list)
+
+    def time(self, name: str, fn: Callable[[], object], repeat: int = 3, note: str = "") -> float:
+        t = best_of(fn, repeat)
+        self.rows.append((name, t, note))
+        print(f"  {name:<58} {t:8.3f} s  {note}", flush=True)
+        return t
+
+    def ratio(self, what: str, ours: float, peer: float, target: float, peer_name: str) -> None:
+        self.checks.append((what, ours / peer, target, peer_name))
+
+    def report(self) -> bool:
+        print(f"\n{self.title}: ratios (ours / peer; lower is better)")
+        ok = True
+        for what, r, target, peer in self.checks:
+            verdict = "ok" if r <= target else "LOSE"
+            ok &= r <= target
+            print(f"  {what:<52} {r:6.2f} x {peer:<30} target <= {target:<5} {verdict}")
+        return ok
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
