@@ -18,6 +18,11 @@ pub enum Error {
     Integrity(String),
     /// The caller passed something we cannot work with.
     Invalid(String),
+    /// An archive breaks a rule that protects its reader (an unsafe name, overlapping entries,
+    /// disagreeing headers, encryption, an unsupported method); it is refused whole.
+    Unsafe(String),
+    /// Input goes over a configured limit (size, member count, compression ratio, zstd window).
+    Limit(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,7 +46,10 @@ impl fmt::Display for Error {
                 source,
             } => write!(f, "cannot {action} {}: {source}", path.display()),
             Error::Cancelled => f.write_str("interrupted"),
-            Error::Integrity(msg) | Error::Invalid(msg) => f.write_str(msg),
+            Error::Integrity(msg)
+            | Error::Invalid(msg)
+            | Error::Unsafe(msg)
+            | Error::Limit(msg) => f.write_str(msg),
         }
     }
 }

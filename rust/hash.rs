@@ -204,21 +204,41 @@ pub fn hash_bytes(data: &[u8], algos: Algos, ctl: &Control) -> Result<Digests> {
 pub struct ReadMode {
     /// `Some(false)` never maps; `None` maps regular files of at least `PARALLEL_MIN` bytes.
     pub mmap: Option<bool>,
+    /// Refuse symlinks (not followed) and anything but a regular file: for store objects,
+    /// where a planted link or device must never be read as content.
+    pub regular_only: bool,
 }
 
-fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
-    let file = File::open(path).at(path, "open")?;
+fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if regular_only {
+        // O_NONBLOCK so that opening a planted FIFO cannot hang before we refuse it.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).at(path, "open")?;
     let meta = file.metadata().at(path, "stat")?;
     if meta.is_dir() {
-        // EISDIR, the errno `read` itself would give on Linux and macOS.
-        return Err(Error::io(path, "read", io::Error::from_raw_os_error(21)));
+        return Err(Error::io(
+            path,
+            "read",
+            io::Error::from_raw_os_error(libc::EISDIR),
+        ));
+    }
+    if regular_only && !meta.file_type().is_file() {
+        return Err(Error::io(
+            path,
+            "read",
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
     }
     Ok((file, meta))
 }
 
 /// Hash one file in a single read pass.
 pub fn hash_file(path: &Path, algos: Algos, mode: ReadMode, ctl: &Control) -> Result<Digests> {
-    let (file, meta) = open_regular(path)?;
+    let (file, meta) = open_checked(path, mode.regular_only)?;
     let size = meta.len();
     let regular = meta.file_type().is_file();
     let map = mode.mmap.unwrap_or(size >= PARALLEL_MIN) && regular && size > 0;
@@ -282,7 +302,8 @@ pub fn hash_files<P: AsRef<Path> + Sync>(
 }
 
 /// Copy `src` to a new file `dst` while hashing it, reading `src` once. With `sync`, `dst` is
-/// flushed to disk before this returns. `dst` must not exist.
+/// flushed to disk before this returns. `dst` must not exist; `src` must be a regular file
+/// (symlinks to one are followed).
 pub fn copy_file(
     src: &Path,
     dst: &Path,
@@ -290,7 +311,14 @@ pub fn copy_file(
     sync: bool,
     ctl: &Control,
 ) -> Result<Digests> {
-    let (file, _) = open_regular(src)?;
+    let (file, _) = open_checked(src, false)?;
+    if !file.metadata().at(src, "stat")?.file_type().is_file() {
+        return Err(Error::io(
+            src,
+            "copy",
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -538,7 +566,19 @@ mod tests {
         seq.update(&data);
         assert_eq!(seq.finalize(), want);
         for mmap in [Some(true), Some(false)] {
-            assert_eq!(hash_file(&big, all, ReadMode { mmap }, &ctl).unwrap(), want);
+            assert_eq!(
+                hash_file(
+                    &big,
+                    all,
+                    ReadMode {
+                        mmap,
+                        regular_only: false
+                    },
+                    &ctl
+                )
+                .unwrap(),
+                want
+            );
         }
         for algos in [
             Algos {
@@ -552,7 +592,16 @@ mod tests {
                 crc32: false,
             },
         ] {
-            let one = hash_file(&big, algos, ReadMode { mmap: Some(false) }, &ctl).unwrap();
+            let one = hash_file(
+                &big,
+                algos,
+                ReadMode {
+                    mmap: Some(false),
+                    regular_only: false,
+                },
+                &ctl,
+            )
+            .unwrap();
             assert_eq!(one.sha256.is_some(), algos.sha256);
             assert_eq!(one.blake3.is_some(), algos.blake3);
             assert!(one.sha256 == want.sha256 || one.blake3 == want.blake3);

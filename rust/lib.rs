@@ -1,9 +1,11 @@
 //! modelcas core: the byte-heavy work (hashing, later bundle packing), free of Python.
 //! `py.rs` is the only file that knows about Python.
 
+pub mod bundle;
 pub mod control;
 pub mod error;
 pub mod hash;
+pub mod zipfmt;
 
 #[cfg(feature = "python")]
 mod py;

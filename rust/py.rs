@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::hash::{self, hex, Algos, Digests, ReadMode};
 
 pyo3::import_exception!(modelcas.errors, IntegrityError);
+pyo3::import_exception!(modelcas.errors, UnsafeArchiveError);
+pyo3::import_exception!(modelcas.errors, ArchiveLimitError);
 
 /// How often a waiting call looks for Ctrl-C and reports progress.
 const POLL: Duration = Duration::from_millis(50);
@@ -65,6 +67,8 @@ fn to_py(err: Error) -> PyErr {
         Error::Cancelled => PyKeyboardInterrupt::new_err(()),
         Error::Integrity(msg) => IntegrityError::new_err(msg),
         Error::Invalid(msg) => PyValueError::new_err(msg),
+        Error::Unsafe(msg) => UnsafeArchiveError::new_err(msg),
+        Error::Limit(msg) => ArchiveLimitError::new_err(msg),
     }
 }
 
@@ -150,17 +154,19 @@ fn bytes_of(buf: &PyUntypedBuffer) -> PyResult<&[u8]> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, algos, *, mmap = None, progress = None))]
+#[pyo3(signature = (path, algos, *, mmap = None, regular_only = false, progress = None))]
 fn hash_file(
     py: Python<'_>,
     path: PathBuf,
     algos: Vec<String>,
     mmap: Option<bool>,
+    regular_only: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<DigestTuple> {
     let algos = parse_algos(algos)?;
+    let mode = ReadMode { mmap, regular_only };
     run(py, progress.as_ref(), |ctl| {
-        hash::hash_file(&path, algos, ReadMode { mmap }, ctl)
+        hash::hash_file(&path, algos, mode, ctl)
     })
     .map(to_tuple)
 }
@@ -176,7 +182,11 @@ fn hash_files(
 ) -> PyResult<Vec<Py<PyAny>>> {
     let algos = parse_algos(algos)?;
     let results = run(py, progress.as_ref(), |ctl| {
-        hash::hash_files(&paths, algos, ReadMode { mmap }, ctl)
+        let mode = ReadMode {
+            mmap,
+            regular_only: false,
+        };
+        hash::hash_files(&paths, algos, mode, ctl)
     })?;
     results
         .into_iter()

@@ -17,6 +17,7 @@ def hash_file(
     algos: Sequence[str],
     *,
     mmap: bool | None = None,
+    regular_only: bool = False,
     progress: _Progress | None = None,
 ) -> _DigestTuple: ...
 def hash_files(

@@ -36,3 +36,31 @@ class IntegrityError(ModelcasError):
 
 class ChecksumFileError(ModelcasError):
     """A checksum file (``sha256sum``/``b3sum`` format) cannot be parsed."""
+
+
+class StoreError(ModelcasError):
+    """The store cannot be opened or written."""
+
+
+class StoreVersionError(StoreError):
+    """The store was created by a newer modelcas with a format this one does not know."""
+
+
+class ObjectNotFoundError(ModelcasError, LookupError):
+    """No object with that address is in the store."""
+
+    exit_code = 1
+
+
+class BundleError(ModelcasError):
+    """A bundle cannot be created, read or verified."""
+
+    exit_code = 1
+
+
+class UnsafeArchiveError(BundleError):
+    """An archive breaks a rule that protects its reader; it is refused whole."""
+
+
+class ArchiveLimitError(UnsafeArchiveError):
+    """An archive goes over a size, count, ratio or window limit."""

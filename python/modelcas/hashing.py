@@ -25,6 +25,7 @@ def hash_file(
     algos: Sequence[Algo] = BOTH,
     *,
     mmap: bool | None = None,
+    regular_only: bool = False,
     progress: Progress | None = None,
 ) -> Hashes:
     """Hash one file in one read pass.
@@ -33,6 +34,7 @@ def hash_file(
         path: the file.
         algos: digests to compute.
         mmap: ``False`` never memory-maps (bounded memory); ``None`` maps large files.
+        regular_only: refuse symlinks (not followed), devices and FIFOs.
         progress: called with the number of bytes done since the last call.
 
     Returns:
@@ -43,7 +45,8 @@ def hash_file(
         KeyboardInterrupt: on Ctrl-C.
 
     """
-    return Hashes.from_core(_core.hash_file(path, algos, mmap=mmap, progress=progress))
+    raw = _core.hash_file(path, algos, mmap=mmap, regular_only=regular_only, progress=progress)
+    return Hashes.from_core(raw)
 
 
 def hash_files(

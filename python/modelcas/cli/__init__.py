@@ -10,10 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from modelcas import __version__
+from modelcas.cli import add, gc, get, ls, path, store, verify
 from modelcas.cli import hash as hash_cmd
 from modelcas.errors import ModelcasError
 
-COMMANDS = (hash_cmd,)
+COMMANDS = (hash_cmd, add, ls, path, get, verify, gc, store)
 
 DESCRIPTION = """\
 modelcas: a content-addressed store for ML model weights.
@@ -26,6 +27,8 @@ examples:
   cas hash best.pt                      sha256sum-compatible output
   cas hash --algo both --json models/   -r: both digests and sizes as JSON
   cas hash --check bundle.zip.sha256    verify a sha256sum/b3sum file
+  cas add best.pt                       store a file, print its address
+  cas verify                            re-check every stored object
 
 Run `cas COMMAND --help` for the details of each command."""
 
@@ -39,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"modelcas {__version__}")
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        default=None,
+        help="the store directory (default: $MODELCAS_HOME, else ~/.cache/modelcas)",
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)

@@ -1,0 +1,34 @@
+"""``cas path``: print the verified local path of an object."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from modelcas.cli._common import add_command, open_store, show_path
+
+HELP = "print the verified local path of an object"
+DESCRIPTION = """\
+Verify an object (blake3; --deep adds sha256) and print its path in the store, for shell
+scripts: `python train.py --weights "$(cas path sha256:9f86...)"`. Nothing is printed
+when the object is missing or corrupt, and the exit status is 1. Never write to the path."""
+EPILOG = """\
+examples:
+  cas path sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  cas path sha256:9f86d0          a unique prefix is enough"""
+
+
+def register(sub: Any) -> None:
+    """Add ``cas path`` to the command parser."""
+    p = add_command(sub, "path", HELP, DESCRIPTION, EPILOG)
+    p.add_argument("ref", metavar="ADDRESS", help="sha256:<hex> (or a unique prefix)")
+    p.add_argument("--deep", action="store_true", help="recompute sha256 too")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``cas path``."""
+    store = open_store(args)
+    sha256 = store.resolve(args.ref)
+    print(show_path(store.path(sha256, deep=args.deep)))
+    return 0

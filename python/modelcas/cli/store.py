@@ -1,0 +1,46 @@
+"""``cas store``: facts about the store itself."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from typing import Any
+
+from modelcas.cli._common import add_command, human, open_store, show_path
+
+HELP = "show the store's location, format and size"
+DESCRIPTION = "Show where the store is, its format version, and what it holds."
+EPILOG = """\
+The store is --store DIR, else $MODELCAS_HOME, else $XDG_CACHE_HOME/modelcas, else
+~/.cache/modelcas.
+
+examples:
+  cas store info
+  cas --store /lab/shared/cas store info --json"""
+
+
+def register(sub: Any) -> None:
+    """Add ``cas store`` to the command parser."""
+    p = add_command(sub, "store", HELP, DESCRIPTION, EPILOG)
+    actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    info = actions.add_parser("info", help="location, format, object count and bytes")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Execute ``cas store info``."""
+    s = open_store(args).stats()
+    if args.json:
+        record = {**dataclasses.asdict(s), "root": os.fsdecode(s.root)}
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"location     {show_path(s.root)}")
+    print(f"format       {s.format}")
+    print(f"objects      {s.objects} ({human(s.bytes)}, {s.bytes} bytes)")
+    print(f"roots        {s.roots} lockfile(s)/bundle(s) pinning objects")
+    print(f"temporary    {s.temp_files} file(s) from writes in flight or interrupted")
+    print(f"quarantined  {s.quarantined} object(s)")
+    return 0
