@@ -52,10 +52,17 @@ def need(tool: str) -> str:
     return found
 
 
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    """Fastest wall time of ``repeat`` runs (the least disturbed by other load)."""
+def best_of(
+    fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None
+) -> float:
+    """Fastest wall time of ``repeat`` runs (the least disturbed by other load).
+
+    ``setup`` runs untimed before each run (clear the last run's output, flush writeback).
+    """
     times = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -81,8 +88,15 @@ class Table:
     rows: list[tuple[str, float, str]] = field(default_factory=list)
     checks: list[tuple[str, float, float, str]] = field(default_factory=list)
 
-    def time(self, name: str, fn: Callable[[], object], repeat: int = 3, note: str = "") -> float:
-        t = best_of(fn, repeat)
+    def time(
+        self,
+        name: str,
+        fn: Callable[[], object],
+        repeat: int = 3,
+        note: str = "",
+        setup: Callable[[], object] | None = None,
+    ) -> float:
+        t = best_of(fn, repeat, setup)
         self.rows.append((name, t, note))
         print(f"  {name:<58} {t:8.3f} s  {note}", flush=True)
         return t

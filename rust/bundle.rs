@@ -43,6 +43,8 @@ const ZSTD_MT_MIN: u64 = if cfg!(test) { 256 << 10 } else { 8 << 20 };
 /// zstd worker threads per large member. Fixed: with one worker or more the output is the same
 /// for any count, but keeping it fixed keeps the resource use predictable.
 const ZSTD_WORKERS: u32 = 4;
+/// A skippable zstd frame (magic 0x184D2A50) with no content.
+const ZSTD_SKIPPABLE_END: [u8; 8] = [0x50, 0x2A, 0x4D, 0x18, 0, 0, 0, 0];
 /// Unix file types and bits in the high half of the external attributes.
 const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
@@ -777,7 +779,15 @@ fn pack(
             let digests = pump(size, PIECE, &mut fill, &mut sink, ctl);
             match digests {
                 Ok(d) if d.size == size => {
-                    enc.finish().map_err(spool_err)?;
+                    let spool = enc.finish().map_err(spool_err)?;
+                    // An empty skippable frame after the data. libarchive (bsdtar 3.6, 3.7)
+                    // takes a member as finished only when the frame ends with its output
+                    // buffer (256 KiB) not full; for sizes that are multiples of 256 KiB, common
+                    // for weights, it then asks for input past the end and fails with
+                    // "Truncated zstd file body". The extra frame ends the member with no output.
+                    spool
+                        .write_all(&ZSTD_SKIPPABLE_END)
+                        .map_err(spool_err)?;
                     d
                 }
                 Ok(d) => return Err(changed_size(spec, &path, size, d.size)),

@@ -64,3 +64,27 @@ class UnsafeArchiveError(BundleError):
 
 class ArchiveLimitError(UnsafeArchiveError):
     """An archive goes over a size, count, ratio or window limit."""
+
+
+class LockfileError(ModelcasError):
+    """A lockfile is malformed, or an edit to it cannot be made."""
+
+
+class LockVersionError(LockfileError):
+    """A lockfile's ``lock-version`` is one this modelcas does not know."""
+
+
+class NotPinnedError(ModelcasError, LookupError):
+    """A name or version is not in the lockfile."""
+
+    exit_code = 1
+
+
+class WeightsCompatibilityError(ModelcasError):
+    """The chosen weights require another version of the package that uses them."""
+
+    exit_code = 1
+
+
+class RemoteError(ModelcasError):
+    """A remote (the Hub, a shared directory) failed or refused."""

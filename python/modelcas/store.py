@@ -25,8 +25,10 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import shutil
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Set
@@ -187,9 +189,13 @@ class StoreStats:
 class ObjectWriter:
     """Write one object from streamed bytes (a download), hashing while writing.
 
-    Use through :meth:`Store.writer`. Nothing is visible in the store until :meth:`commit`;
-    leaving the ``with`` block without committing removes the temporary file.
+    Use through :meth:`Store.writer`. Bytes are batched and handed to a worker thread that
+    hashes and writes them (both release the GIL), so the producer (a socket) keeps
+    receiving meanwhile. Nothing is visible in the store until :meth:`commit`; leaving the
+    ``with`` block without committing removes the temporary file.
     """
+
+    _BATCH = 8 << 20
 
     def __init__(self, store: Store, expected: Digest | None, what: str) -> None:
         self._store = store
@@ -198,15 +204,45 @@ class ObjectWriter:
         self._hasher = hashing.Hasher()
         self._tmp = store.temp_path()
         self._file = open(self._tmp, "xb")  # noqa: SIM115 (closed in commit/__exit__)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._drain, name="modelcas-writer", daemon=True)
+        self._worker.start()
         self._done = False
 
     def __enter__(self) -> Self:
         return self
 
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._hasher.update(data)
+                self._file.write(data)
+            except BaseException as e:
+                self._error = e
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._queue.put(b"".join(self._pending))
+            self._pending, self._pending_size = [], 0
+        if self._error is not None:
+            raise self._error
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes to the object being written."""
-        self._hasher.update(data)
-        self._file.write(data)
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+        if self._pending_size >= self._BATCH:
+            self._flush()
+
+    def _stop(self) -> None:
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
 
     def commit(self) -> ObjectInfo:
         """Check the bytes against the expected digest and publish the object.
@@ -216,7 +252,12 @@ class ObjectWriter:
 
         Raises:
             IntegrityError: the bytes are not what ``expected`` says; nothing is stored.
+            OSError: writing failed.
         """
+        self._flush()
+        self._stop()
+        if self._error is not None:
+            raise self._error
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -234,6 +275,7 @@ class ObjectWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stop()
         if not self._file.closed:
             self._file.close()
         if not self._done:
@@ -286,9 +328,18 @@ class Store:
             )
 
     def _create(self, marker: Path) -> None:
-        if self.root.exists() and any(
-            p.name not in ("store.json", "tmp") for p in self.root.iterdir()
-        ):
+        # Another process may be creating the store right now: only foreign entries refuse.
+        ours = {
+            "store.json",
+            "CACHEDIR.TAG",
+            "objects",
+            "index",
+            "tmp",
+            "quarantine",
+            "roots",
+            "locks",
+        }
+        if self.root.exists() and any(p.name not in ours for p in self.root.iterdir()):
             raise StoreError(
                 f"{self.root} exists, is not empty, and is not a modelcas store",
                 hint="choose an empty or new directory for --store / MODELCAS_HOME",

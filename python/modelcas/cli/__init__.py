@@ -10,11 +10,40 @@ import sys
 from collections.abc import Sequence
 
 from modelcas import __version__
-from modelcas.cli import add, gc, get, ls, path, store, verify
+from modelcas.cli import (
+    add,
+    gc,
+    get,
+    lock,
+    ls,
+    path,
+    publish,
+    pull,
+    push,
+    store,
+    sync,
+    update,
+    verify,
+)
 from modelcas.cli import hash as hash_cmd
 from modelcas.errors import ModelcasError
 
-COMMANDS = (hash_cmd, add, ls, path, get, verify, gc, store)
+COMMANDS = (
+    hash_cmd,
+    add,
+    ls,
+    path,
+    get,
+    verify,
+    sync,
+    lock,
+    publish,
+    pull,
+    push,
+    update,
+    gc,
+    store,
+)
 
 DESCRIPTION = """\
 modelcas: a content-addressed store for ML model weights.
@@ -27,8 +56,11 @@ examples:
   cas hash best.pt                      sha256sum-compatible output
   cas hash --algo both --json models/   -r: both digests and sizes as JSON
   cas hash --check bundle.zip.sha256    verify a sha256sum/b3sum file
-  cas add best.pt                       store a file, print its address
-  cas verify                            re-check every stored object
+  cas add best.pt --name cser-detector --version v1.1
+                                        store a file and pin it in cas.lock
+  cas sync                              fetch and verify everything cas.lock pins
+  cas verify --lock                     before a GPU run: are the pinned bytes intact?
+  cas path cser-detector                the verified local path, for scripts
 
 Run `cas COMMAND --help` for the details of each command."""
 

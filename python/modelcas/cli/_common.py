@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from modelcas.lockfile import split_ref
+from modelcas.registry import Registry, open_lock
 from modelcas.store import Store
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -42,3 +44,25 @@ def show_path(p: str | os.PathLike[str]) -> str:
 def err(message: str) -> None:
     """One line on stderr, prefixed like every cas message."""
     print(f"cas: {message}", file=sys.stderr)
+
+
+def add_ref_options(p: argparse.ArgumentParser) -> None:
+    """The options that let a command take ``NAME[@VERSION]`` as well as an address."""
+    p.add_argument("--file", metavar="FILE", help="which file of the version (if several)")
+    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
+
+
+def resolve_ref(args: argparse.Namespace, store: Store) -> tuple[str, str]:
+    """(sha256, label) of ``args.ref``: an address, or a pinned ``NAME[@VERSION]``.
+
+    A pinned file missing from the store is fetched from its source, as ``Registry.path``
+    does.
+    """
+    ref: str = args.ref
+    if ref.startswith("sha256:"):
+        sha256 = store.resolve(ref)
+        return sha256, f"sha256:{sha256}"
+    registry: Registry = open_lock(args.lock, store=store)
+    pin = registry.pin(*split_ref(ref), args.file)
+    registry.fetch(pin)
+    return pin.digest.sha256, f"{pin.model}@{pin.version} {pin.file}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command, open_store, show_path
+from modelcas.cli._common import add_command, add_ref_options, open_store, resolve_ref, show_path
 from modelcas.store import LINK_MODES
 
-HELP = "place a verified object at a path (reflink, hardlink, symlink or copy)"
+HELP = "place a verified object or pinned model at a path (reflink, hardlink, symlink, copy)"
 DESCRIPTION = """\
 Verify an object and place it at DEST. --link auto (the default) uses a reflink where the
 filesystem can (an independent copy-on-write copy, instant), else a hardlink to the
@@ -17,6 +17,7 @@ write through DEST change the object: objects are read-only, and `cas verify` ca
 anything that gets through anyway."""
 EPILOG = """\
 examples:
+  cas get cser-detector@v1.1 -o weights/best.pt
   cas get sha256:9f86d0 -o weights/best.pt
   cas get sha256:9f86d0 -o best.pt --link symlink"""
 
@@ -24,7 +25,8 @@ examples:
 def register(sub: Any) -> None:
     """Add ``cas get`` to the command parser."""
     p = add_command(sub, "get", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("ref", metavar="ADDRESS", help="sha256:<hex> (or a unique prefix)")
+    p.add_argument("ref", metavar="REF", help="NAME[@VERSION], or sha256:<hex> (or a prefix)")
+    add_ref_options(p)
     p.add_argument("-o", "--output", required=True, metavar="DEST", help="where to place it")
     p.add_argument("--link", choices=LINK_MODES, default="auto", help="how to place it")
     p.add_argument("--force", action="store_true", help="replace DEST if it has other content")
@@ -34,7 +36,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas get``."""
     store = open_store(args)
-    sha256 = store.resolve(args.ref)
+    sha256, label = resolve_ref(args, store)
     mode = store.place(sha256, args.output, link=args.link, force=args.force)
-    print(f"{show_path(args.output)}  ({mode} of sha256:{sha256})")
+    print(f"{show_path(args.output)}  ({mode} of {label}, sha256:{sha256})")
     return 0

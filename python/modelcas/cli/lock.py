@@ -1,0 +1,170 @@
+"""``cas lock``: read and edit the lockfile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from modelcas import lockfile
+from modelcas.cli._common import add_command, err, human, show_path
+from modelcas.lockfile import Lockfile, split_ref
+from modelcas.remotes import for_source
+
+HELP = "list, show, remove and check lockfile entries"
+DESCRIPTION = """\
+The lockfile (cas.lock, YAML) pins model names and versions to content: size, sha256 and
+blake3 of every file, the package versions the weights work with (requires), where the
+bytes can be fetched again (source) and, for Hub sources, the commit the tag resolved to.
+It is written canonically, so the same content always gives the same bytes."""
+EPILOG = """\
+examples:
+  cas lock ls
+  cas lock show cser-detector@v1.1
+  cas lock rm cser-detector@v1.0
+  cas lock check                 exit 1 if the lockfile would change (CI)"""
+
+
+def register(sub: Any) -> None:
+    """Add ``cas lock`` to the command parser."""
+    p = add_command(sub, "lock", HELP, DESCRIPTION, EPILOG)
+    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
+    actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    ls = actions.add_parser("ls", help="one line per pinned version")
+    ls.add_argument("--json", action="store_true", help="the whole lockfile as JSON")
+    ls.set_defaults(run=run_ls)
+    show = actions.add_parser("show", help="a model or version in full, with digests")
+    show.add_argument("ref", metavar="NAME[@VERSION]")
+    show.set_defaults(run=run_show)
+    rm = actions.add_parser("rm", help="remove a pinned version (latest falls back)")
+    rm.add_argument("ref", metavar="NAME@VERSION")
+    rm.set_defaults(run=run_rm)
+    check = actions.add_parser(
+        "check",
+        help="exit 1 if the lockfile would change: formatting, or a tag that moved",
+        description="Check that the lockfile is canonical and that every Hub source still "
+        "resolves to the pinned commit. Nothing is written.",
+    )
+    check.add_argument("--offline", action="store_true", help="skip asking remotes")
+    check.set_defaults(run=run_check)
+
+
+def _load(args: argparse.Namespace) -> Lockfile:
+    return Lockfile.load(lockfile.locate(args.lock))
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    """Execute ``cas lock ls``."""
+    lock = _load(args)
+    if args.json:
+        print(json.dumps(_as_json(lock), indent=2))
+        return 0
+    if not lock.models:
+        print(f"{show_path(lock.path or '')}: no models pinned")
+        return 0
+    for name, model in sorted(lock.models.items()):
+        for v in model.ordered():
+            entry = model.versions[v]
+            size = sum(d.size for d in entry.files.values())
+            mark = "*" if v == model.latest else " "
+            requires = entry.requires or "any"
+            print(
+                f"{mark} {name}@{v:<10} {len(entry.files)} file(s) {human(size):>10}  "
+                f"requires {requires:<14} {entry.source or '(no source)'}"
+            )
+    print("(* = latest)")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Execute ``cas lock show``."""
+    lock = _load(args)
+    name, version = split_ref(args.ref)
+    model = lock.model(name)
+    versions = [lock.version(name, version)[0]] if version else model.ordered()
+    print(f"{name}")
+    print(f"  latest:       {model.latest}")
+    if model.repo:
+        print(f"  repo:         {model.repo}")
+    if model.weights_path:
+        print(f"  weights-path: {model.weights_path}")
+    for v in versions:
+        entry = model.versions[v]
+        print(f"  {v}{'  (latest)' if v == model.latest else ''}")
+        print(f"    requires: {entry.requires or 'any version'}")
+        print(f"    source:   {entry.source or '(none)'}")
+        if entry.commit:
+            print(f"    commit:   {entry.commit}")
+        for fname, d in entry.files.items():
+            print(f"    {fname}: {d.size} bytes ({human(d.size)})")
+            print(f"      sha256: {d.sha256}")
+            print(f"      blake3: {d.blake3 or '(not recorded)'}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """Execute ``cas lock rm``."""
+    name, version = split_ref(args.ref)
+    if version is None:
+        err("name the version to remove: NAME@VERSION")
+        return 2
+    path = lockfile.locate(args.lock)
+    with lockfile.edit(path) as lock:
+        lock.unpin(name, version)
+        latest = lock.models[name].latest if name in lock.models else None
+    print(f"removed {name}@{version} from {show_path(path)} (latest: {latest})")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Execute ``cas lock check``."""
+    path = lockfile.locate(args.lock)
+    lock = Lockfile.load(path)
+    changes = []
+    if path.read_text(encoding="utf-8") != lock.dumps():
+        changes.append(f"{show_path(path)} is not in canonical form (any `cas` edit rewrites it)")
+    if not args.offline:
+        for name, model in sorted(lock.models.items()):
+            for v in model.ordered():
+                entry = model.versions[v]
+                if entry.source is None or entry.commit is None:
+                    continue
+                now = for_source(entry.source).resolve()
+                if now is not None and now != entry.commit:
+                    changes.append(
+                        f"models.{name}.versions.{v}: {entry.source} now resolves to commit "
+                        f"{now}, the lockfile pins {entry.commit}"
+                    )
+    for change in changes:
+        print(f"would change: {change}")
+    if changes:
+        err(f"{show_path(path)} is out of date ({len(changes)} change(s))")
+        return 1
+    print(f"{show_path(path)} is up to date")
+    return 0
+
+
+def _as_json(lock: Lockfile) -> dict[str, object]:
+    return {
+        "package": lock.package,
+        "models": {
+            name: {
+                "latest": m.latest,
+                "repo": m.repo,
+                "weights-path": m.weights_path,
+                "versions": {
+                    v: {
+                        "requires": e.requires,
+                        "source": e.source,
+                        "commit": e.commit,
+                        "files": {
+                            f: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
+                            for f, d in e.files.items()
+                        },
+                    }
+                    for v, e in ((v, m.versions[v]) for v in m.ordered())
+                },
+            }
+            for name, m in sorted(lock.models.items())
+        },
+    }

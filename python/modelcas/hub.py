@@ -1,0 +1,369 @@
+"""The Hugging Face Hub as a remote: publish versions, pull them, follow tags.
+
+Everything goes through ``huggingface_hub``. Downloads are made by commit (a tag is resolved
+once, first), streamed into the store and hashed while they arrive, then checked against the
+Hub's own LFS sha256 and against the lockfile's pin: the Hub client itself checks only sizes.
+``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` are honoured; a token never appears in
+any output.
+
+huggingface_hub is imported inside the functions that use it, so that commands which never
+touch the Hub do not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelcas.digest import Digest
+from modelcas.errors import IntegrityError, RemoteError
+from modelcas.hashing import Progress
+from modelcas.store import ObjectInfo, Store
+
+TAG_PREFIX = "weights-"
+# Written into every published commit: lets `cas update` check `requires` before pulling.
+METADATA_FILE = "modelcas.json"
+_CHUNK = 1 << 20
+
+
+def tag_for(version: str) -> str:
+    """The Hub tag of a weights version: ``v1.1`` -> ``weights-v1.1``."""
+    return TAG_PREFIX + version
+
+
+def version_of(tag: str) -> str | None:
+    """The weights version a tag names, or None for other tags."""
+    return tag.removeprefix(TAG_PREFIX) if tag.startswith(TAG_PREFIX) else None
+
+
+def scrub(text: str) -> str:
+    """Remove the Hub token from text that may reach a user or a log."""
+    token = _token()
+    if token and len(token) >= 4:
+        text = text.replace(token, "***")
+    return text
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def api() -> Any:
+    """An ``HfApi`` for ``HF_ENDPOINT`` as set now (not when huggingface_hub was imported)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+
+    # cas draws its own bars, on a terminal only; the client's would clutter logs.
+    disable_progress_bars()
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+def _remote_error(what: str, e: BaseException, hint: str | None = None) -> RemoteError:
+    return RemoteError(f"{what}: {scrub(str(e)).strip().splitlines()[0]}", hint=hint)
+
+
+@dataclass(frozen=True, slots=True)
+class HubFile:
+    """A file in a Hub commit: size, the LFS sha256 when it is an LFS file, the git blob id."""
+
+    path: str
+    size: int
+    sha256: str | None
+    blob_id: str
+
+
+class HubRemote:
+    """One Hub repository at one revision (a tag such as ``weights-v1.1``, or a commit)."""
+
+    def __init__(self, repo_id: str, revision: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        self.url = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+
+    def resolve(self) -> str | None:
+        """The commit the revision points at now.
+
+        Raises:
+            RemoteError: the repo or revision does not exist, or the Hub failed.
+        """
+        if _offline():
+            return None
+        try:
+            info = api().model_info(self.repo_id, revision=self.revision or "main")
+        except Exception as e:
+            raise _remote_error(
+                f"cannot resolve {self.url}", e, "check the repo and tag, your network and HF_TOKEN"
+            ) from e
+        return str(info.sha)
+
+    def files(self, commit: str, paths: Iterable[str] | None = None) -> dict[str, HubFile]:
+        """The files of a commit (all of them, or ``paths``), with their LFS sha256."""
+        try:
+            if paths is None:
+                entries = api().list_repo_tree(self.repo_id, revision=commit, recursive=True)
+            else:
+                entries = api().get_paths_info(self.repo_id, list(paths), revision=commit)
+            out = {}
+            for e in entries:
+                if not hasattr(e, "blob_id"):
+                    continue  # a folder
+                lfs = getattr(e, "lfs", None)
+                out[e.path] = HubFile(e.path, int(e.size), lfs.sha256 if lfs else None, e.blob_id)
+        except Exception as e:
+            raise _remote_error(f"cannot list files of {self.url} at {commit}", e) from e
+        return out
+
+    def fetch(
+        self,
+        file: str,
+        digest: Digest,
+        store: Store,
+        *,
+        commit: str | None = None,
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Download one pinned file by commit into the store, verified (see ``Remote``)."""
+        if store.has(digest.sha256):
+            return store.info(digest.sha256)
+        if _offline():
+            raise RemoteError(
+                f"{file} (sha256:{digest.sha256}) is not in the store and HF_HUB_OFFLINE is set",
+                hint="run `cas sync` once online; after that it works offline",
+            )
+        commit = commit or self.resolve()
+        assert commit is not None
+        listed = self.files(commit, [file]).get(file)
+        if listed is None:
+            raise RemoteError(f"{self.url} (commit {commit}) has no file {file!r}")
+        return self.download(listed, commit, store, digest, progress=progress)
+
+    def download(
+        self,
+        f: HubFile,
+        commit: str,
+        store: Store,
+        expected: Digest | None,
+        *,
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Stream a file of a commit into the store, hashing while it arrives.
+
+        The bytes must match the Hub's LFS sha256 (or, for a small non-LFS file, its git blob
+        id) and ``expected`` when given; otherwise nothing is stored.
+
+        Raises:
+            IntegrityError: other bytes than the Hub or the pin says.
+            RemoteError: the download failed or was cut short.
+        """
+        from huggingface_hub import get_session, hf_hub_url
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+        where = f"{f.path} from hf://{self.repo_id} at {commit}"
+        if expected is not None and f.sha256 is not None and f.sha256 != expected.sha256:
+            raise IntegrityError(
+                f"{where}: the Hub lists sha256:{f.sha256}, the lockfile pins "
+                f"sha256:{expected.sha256}; nothing was downloaded",
+                hint="the repo changed under the pin: check who moved it, then re-pin or fix",
+            )
+        want = expected or (Digest(f.sha256, f.size) if f.sha256 else None)
+        url = hf_hub_url(
+            self.repo_id, f.path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
+        )
+        blob = hashlib.sha1(f"blob {f.size}\0".encode()) if f.sha256 is None else None  # noqa: S324 (git's own blob id)
+        received = 0
+        try:
+            with (
+                store.writer(want, where) as w,
+                get_session().stream(
+                    "GET", url, headers=build_hf_headers(token=_token()), follow_redirects=True
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    raise RemoteError(f"{where}: HTTP {response.status_code}")
+                for chunk in response.iter_bytes(_CHUNK):
+                    w.write(chunk)
+                    if blob is not None:
+                        blob.update(chunk)
+                    received += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                if received != f.size:
+                    raise RemoteError(
+                        f"{where}: received {received} of {f.size} bytes; nothing was stored",
+                        hint="the connection was cut: run the command again",
+                    )
+                if blob is not None and blob.hexdigest() != f.blob_id:
+                    raise IntegrityError(
+                        f"{where}: git blob id {blob.hexdigest()} differs from the Hub's "
+                        f"{f.blob_id}; nothing was stored",
+                        hint="the download was corrupted: run the command again",
+                    )
+                return w.commit()
+        except (IntegrityError, RemoteError):
+            raise
+        except Exception as e:
+            raise _remote_error(
+                f"download of {where} failed after {received} bytes",
+                e,
+                "run the command again; nothing was stored",
+            ) from e
+
+
+def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
+    """The ``modelcas.json`` a publish wrote into a commit, or None."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(
+            repo_id, METADATA_FILE, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
+        )
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except Exception:
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def weight_tags(repo_id: str) -> dict[str, str]:
+    """``{version: commit}`` for every ``weights-*`` tag of a repo."""
+    try:
+        refs = api().list_repo_refs(repo_id)
+    except Exception as e:
+        raise _remote_error(f"cannot list tags of hf://{repo_id}", e) from e
+    return {v: t.target_commit for t in refs.tags if (v := version_of(t.name)) is not None}
+
+
+@dataclass
+class PublishPlan:
+    """Everything ``cas publish`` will do, computed without changing anything."""
+
+    model: str
+    version: str
+    repo_id: str
+    tag: str
+    files: dict[str, tuple[Path, Digest]]  # path in repo -> (local file, digest)
+    requires: str | None
+    weights_path: str | None
+    repo_exists: bool
+    already_on_hub: set[str]  # paths whose bytes the Hub already has at main
+    tag_commit: str | None  # set when the tag exists and already holds exactly these files
+
+    @property
+    def source(self) -> str:
+        """The lock entry's source."""
+        return f"hf://{self.repo_id}@{self.tag}"
+
+
+def plan_publish(
+    *,
+    model: str,
+    version: str,
+    repo_id: str,
+    files: dict[str, tuple[Path, Digest]],
+    requires: str | None,
+    weights_path: str | None,
+) -> PublishPlan:
+    """Look at the Hub and decide what publishing would do.
+
+    Raises:
+        RemoteError: the tag exists and points at other files (tags are never moved), or the
+            Hub failed.
+    """
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    tag = tag_for(version)
+    remote = HubRemote(repo_id)
+    plan = PublishPlan(
+        model, version, repo_id, tag, files, requires, weights_path, True, set(), None
+    )
+    try:
+        tags = weight_tags(repo_id)
+    except RemoteError as e:
+        if not isinstance(e.__cause__, RepositoryNotFoundError):
+            raise
+        plan.repo_exists = False
+        return plan
+    main = remote.files("main", files)
+    plan.already_on_hub = {
+        p for p, (_, d) in files.items() if p in main and main[p].sha256 == d.sha256
+    }
+    if version in tags:
+        commit = tags[version]
+        at_tag = remote.files(commit, files)
+        if all(p in at_tag and at_tag[p].sha256 == d.sha256 for p, (_, d) in files.items()):
+            plan.tag_commit = commit  # a rerun after a failure: adopt it
+        else:
+            raise RemoteError(
+                f"tag {tag} already exists on hf://{repo_id} at commit {commit} with other "
+                f"files; refusing to move it",
+                hint=f"publish a new version instead of {version}",
+            )
+    return plan
+
+
+def publish(plan: PublishPlan, *, private: bool = False) -> str:
+    """Carry out a plan: create the repo, upload in one commit, tag it. Returns the commit.
+
+    Bytes the Hub already has are not uploaded again (the LFS batch API skips them). Safe to
+    rerun after a failure at any point.
+
+    Raises:
+        RemoteError: the Hub failed or refused; the message names repo, tag and step.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    if plan.tag_commit is not None:
+        return plan.tag_commit
+    hub = api()
+    where = f"hf://{plan.repo_id}"
+    try:
+        hub.create_repo(plan.repo_id, private=private, exist_ok=True)
+    except Exception as e:
+        raise _remote_error(
+            f"cannot create {where}", e, "check HF_TOKEN (it needs write access) and the org name"
+        ) from e
+    metadata = {
+        "model": plan.model,
+        "version": plan.version,
+        "requires": plan.requires,
+        "files": {
+            p: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
+            for p, (_, d) in sorted(plan.files.items())
+        },
+    }
+    ops = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local))
+        for p, (local, _) in sorted(plan.files.items())
+    ]
+    ops.append(
+        CommitOperationAdd(
+            path_in_repo=METADATA_FILE,
+            path_or_fileobj=(json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(),
+        )
+    )
+    try:
+        info = hub.create_commit(
+            plan.repo_id, ops, commit_message=f"weights: publish {plan.model} {plan.version}"
+        )
+        commit = str(info.oid)
+    except Exception as e:
+        raise _remote_error(
+            f"upload to {where} failed", e, "run the same command again: it resumes"
+        ) from e
+    try:
+        hub.create_tag(plan.repo_id, tag=plan.tag, revision=commit)
+    except Exception as e:
+        # Somebody may have created it meanwhile; accept it only if it points at our commit.
+        if weight_tags(plan.repo_id).get(plan.version) != commit:
+            raise _remote_error(f"cannot tag {where} at {commit} as {plan.tag}", e) from e
+    return commit
