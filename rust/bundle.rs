@@ -634,6 +634,9 @@ fn write_members(
             let mut reports = Vec::with_capacity(members.len());
             for (i, spec) in members.iter().enumerate() {
                 ctl.check()?;
+                // Later compressed members go to the pool; this one is written here, straight
+                // into the output, unless it was sent ahead already.
+                next = next.max(i + 1);
                 while ahead.len() < window && next < members.len() {
                     let j = next;
                     next += 1;
@@ -648,19 +651,19 @@ fn write_members(
                     });
                     ahead.push_back((j, rx));
                 }
-                let report = match method_of(i) {
-                    Method::Stored => out.stored(spec, ctl)?,
-                    method => {
+                let method = method_of(i);
+                let report = match ahead.front() {
+                    Some((j, _)) if *j == i => {
                         let packed = match ahead.pop_front() {
-                            Some((j, rx)) if j == i => rx.recv().map_err(|_| {
+                            Some((_, rx)) => rx.recv().map_err(|_| {
                                 Error::Invalid("a compression worker stopped early".into())
                             })??,
-                            _ => {
-                                return Err(Error::Invalid("compression queue out of order".into()))
-                            }
+                            None => return Err(Error::Invalid("compression queue empty".into())),
                         };
                         out.packed(&spec.name, method.compression(), packed)?
                     }
+                    _ if method == Method::Stored => out.stored(spec, ctl)?,
+                    _ => out.compressed(spec, method, threads, ctl, &stop)?,
                 };
                 reports.push(report);
             }
@@ -673,14 +676,20 @@ fn write_members(
     })
 }
 
-/// Open a member's source: a reader, its expected size and a path for messages.
-fn open_source(spec: &MemberSpec) -> Result<(Box<dyn Read + Send + '_>, u64, PathBuf)> {
+/// An opened member source: a reader, its size when opened and a path for messages.
+struct Input<'a> {
+    src: Box<dyn Read + Send + 'a>,
+    size: u64,
+    path: PathBuf,
+}
+
+fn open_source(spec: &MemberSpec) -> Result<Input<'_>> {
     match &spec.source {
-        Source::Bytes(b) => Ok((
-            Box::new(&b[..]),
-            b.len() as u64,
-            PathBuf::from(format!("<bytes of {}>", spec.name)),
-        )),
+        Source::Bytes(b) => Ok(Input {
+            src: Box::new(&b[..]),
+            size: b.len() as u64,
+            path: PathBuf::from(format!("<bytes of {}>", spec.name)),
+        }),
         Source::File(path) => {
             let file = File::open(path).at(path, "open")?;
             let meta = file.metadata().at(path, "stat")?;
@@ -691,7 +700,11 @@ fn open_source(spec: &MemberSpec) -> Result<(Box<dyn Read + Send + '_>, u64, Pat
                     path.display()
                 )));
             }
-            Ok((Box::new(file), meta.len(), path.clone()))
+            Ok(Input {
+                src: Box::new(file),
+                size: meta.len(),
+                path: path.clone(),
+            })
         }
     }
 }
@@ -705,45 +718,71 @@ fn changed_size(spec: &MemberSpec, path: &Path, expected: u64, got: u64) -> Erro
     ))
 }
 
-/// Read, hash and compress one member into a spool.
-fn pack(
+/// Whether a member gets ZIP64 sizes, decided from its input size alone, before compressing:
+/// compressed data never exceeds its input by more than this margin (deflate and zstd both
+/// stay well under 1/128 plus a little). Both write paths use it, so the bytes do not depend on
+/// which one a member took.
+fn needs_zip64(size: u64, method: Compression, force: bool) -> bool {
+    force
+        || match method {
+            Compression::Stored => size >= MAX32,
+            _ => size.saturating_add(size / 128).saturating_add(1 << 20) >= MAX32,
+        }
+}
+
+/// Where compressed bytes go, and how a write error there is reported.
+struct Output<'a> {
+    w: &'a mut (dyn Write + Send),
+    err: &'a (dyn Fn(io::Error) -> Error + Sync),
+}
+
+/// Read, hash and compress one member into `out`, reading its source once.
+fn compress(
     spec: &MemberSpec,
+    input: Input<'_>,
     method: Method,
-    dir: &Path,
     threads: usize,
     ctl: &Control,
     stop: &AtomicBool,
-) -> Result<Packed> {
-    let (mut src, size, path) = open_source(spec)?;
+    out: Output<'_>,
+) -> Result<Digests> {
+    let Input {
+        mut src,
+        size,
+        path,
+    } = input;
+    let Output { w, err } = out;
     let mut fill = |buf: &mut [u8]| -> Result<usize> {
         if stop.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
         read_full(&mut src, buf).at(&path, "read")
     };
-    let spool_err = |e: io::Error| Error::io(dir, "write a spool file in", e);
-    let mut spool = Spool::new(dir);
     let digests = match method {
-        Method::Stored => return Err(Error::Invalid("stored members are not packed".into())),
+        Method::Stored => return Err(Error::Invalid("stored members are not compressed".into())),
         Method::Deflate { level } => {
             let mut tail: Vec<u8> = Vec::new();
             let mut sink = |data: &[u8], last: bool| -> Result<()> {
-                let parts: Vec<Vec<u8>> = data
-                    .par_chunks(DEFLATE_CHUNK)
-                    .enumerate()
-                    .map(|(k, chunk)| {
-                        let dict = match k.checked_sub(1) {
-                            None => &tail[..],
-                            Some(p) => {
-                                let prev = data.chunks(DEFLATE_CHUNK).nth(p).unwrap_or_default();
-                                &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
-                            }
-                        };
-                        deflate_chunk(chunk, dict, level, false)
-                    })
-                    .collect::<Result<_>>()?;
+                let parts: Vec<Vec<u8>> = if data.len() <= DEFLATE_CHUNK {
+                    vec![deflate_chunk(data, &tail, level, false)?]
+                } else {
+                    data.par_chunks(DEFLATE_CHUNK)
+                        .enumerate()
+                        .map(|(k, chunk)| {
+                            let dict = match k.checked_sub(1) {
+                                None => &tail[..],
+                                Some(p) => {
+                                    let prev =
+                                        data.chunks(DEFLATE_CHUNK).nth(p).unwrap_or_default();
+                                    &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
+                                }
+                            };
+                            deflate_chunk(chunk, dict, level, false)
+                        })
+                        .collect::<Result<_>>()?
+                };
                 for p in &parts {
-                    spool.write_all(p).map_err(spool_err)?;
+                    w.write_all(p).map_err(err)?;
                 }
                 if data.len() >= DEFLATE_WINDOW {
                     tail.clear();
@@ -757,7 +796,7 @@ fn pack(
                     // Every piece ends with a sync flush, so the end is always an empty final
                     // block: the output never depends on where the pieces were cut.
                     let end = deflate_chunk(&[], &[], level, true)?;
-                    spool.write_all(&end).map_err(spool_err)?;
+                    w.write_all(&end).map_err(err)?;
                 }
                 Ok(())
             };
@@ -766,7 +805,7 @@ fn pack(
         }
         Method::Zstd { level } => {
             let zerr = |e: io::Error| Error::Invalid(format!("zstd: {e}"));
-            let mut enc = zstd::stream::write::Encoder::new(&mut spool, level).map_err(zerr)?;
+            let mut enc = zstd::stream::write::Encoder::new(&mut *w, level).map_err(zerr)?;
             enc.include_checksum(false).map_err(zerr)?;
             enc.include_contentsize(true).map_err(zerr)?;
             enc.set_pledged_src_size(Some(size)).map_err(zerr)?;
@@ -774,35 +813,78 @@ fn pack(
             // the same for any count from 1 up.
             let workers = if size >= ZSTD_MT_MIN { ZSTD_WORKERS } else { 1 };
             enc.multithread(workers).map_err(zerr)?;
-            let mut sink =
-                |data: &[u8], _last: bool| -> Result<()> { enc.write_all(data).map_err(spool_err) };
-            let digests = pump(size, PIECE, &mut fill, &mut sink, ctl);
-            match digests {
-                Ok(d) if d.size == size => {
-                    let spool = enc.finish().map_err(spool_err)?;
-                    // An empty skippable frame after the data. libarchive (bsdtar 3.6, 3.7)
-                    // takes a member as finished only when the frame ends with its output
-                    // buffer (256 KiB) not full; for sizes that are multiples of 256 KiB, common
-                    // for weights, it then asks for input past the end and fails with
-                    // "Truncated zstd file body". The extra frame ends the member with no output.
-                    spool
-                        .write_all(&ZSTD_SKIPPABLE_END)
-                        .map_err(spool_err)?;
-                    d
-                }
-                Ok(d) => return Err(changed_size(spec, &path, size, d.size)),
-                Err(e) => return Err(e),
+            let mut sink = |data: &[u8], _last: bool| enc.write_all(data).map_err(err);
+            let digests = pump(size, PIECE, &mut fill, &mut sink, ctl)?;
+            if digests.size != size {
+                return Err(changed_size(spec, &path, size, digests.size));
             }
+            let w = enc.finish().map_err(err)?;
+            // An empty skippable frame after the data. libarchive (bsdtar 3.6, 3.7) takes a
+            // member as finished only when its frame ends with the output buffer (256 KiB) not
+            // full; for sizes that are multiples of 256 KiB, common for weights, it then asks
+            // for input past the end and fails with "Truncated zstd file body". The extra frame
+            // ends the member with no output.
+            w.write_all(&ZSTD_SKIPPABLE_END).map_err(err)?;
+            digests
         }
     };
     if digests.size != size {
         return Err(changed_size(spec, &path, size, digests.size));
     }
-    spool.flush().map_err(spool_err)?;
+    Ok(digests)
+}
+
+/// Compress one member into a spool, ahead of its turn.
+fn pack(
+    spec: &MemberSpec,
+    method: Method,
+    dir: &Path,
+    threads: usize,
+    ctl: &Control,
+    stop: &AtomicBool,
+) -> Result<Packed> {
+    let input = open_source(spec)?;
+    let err = |e: io::Error| Error::io(dir, "write a spool file in", e);
+    let mut spool = Spool::new(dir);
+    let out = Output {
+        w: &mut spool,
+        err: &err,
+    };
+    let digests = compress(spec, input, method, threads, ctl, stop, out)?;
+    spool.flush().map_err(err)?;
     Ok(Packed {
         digests,
         data: spool,
     })
+}
+
+/// Counts what passes through to the archive.
+struct Counted<'a, W: Write> {
+    w: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// Compressed data must fit the header chosen by `needs_zip64`.
+fn check_bound(name: &str, csize: u64, zip64: bool) -> Result<()> {
+    if !zip64 && csize >= MAX32 {
+        return Err(Error::Invalid(format!(
+            "member {}: compressed to {csize} bytes, past the bound its header was sized for",
+            quote(name)
+        )));
+    }
+    Ok(())
 }
 
 /// Raw deflate of one chunk, primed with `dict` (the data before it). Not the final chunk: ends
@@ -1006,10 +1088,35 @@ impl ZipOut<'_> {
         })
     }
 
+    /// Fill in the crc32 and sizes of a local header written with placeholders.
+    fn patch(&mut self, offset: u64, name_len: usize, crc32: u32, size: u64, csize: u64, zip64: bool) -> Result<()> {
+        self.buf.flush().at(self.path, "write")?;
+        let mut b = Vec::with_capacity(16);
+        put32(&mut b, crc32);
+        if !zip64 {
+            put32(&mut b, csize as u32);
+            put32(&mut b, size as u32);
+        }
+        write_all_at(self.file, &b, offset + 14).at(self.path, "write")?;
+        if zip64 {
+            let mut z = Vec::with_capacity(16);
+            put64(&mut z, size);
+            put64(&mut z, csize);
+            // Past the header, the name, and the extra field's id and length.
+            let at = offset + (LOCAL_LEN + name_len + 4) as u64;
+            write_all_at(self.file, &z, at).at(self.path, "write")?;
+        }
+        Ok(())
+    }
+
     /// Copy a stored member straight in, then patch its crc32 into the local header.
     fn stored(&mut self, spec: &MemberSpec, ctl: &Control) -> Result<MemberReport> {
-        let (mut src, size, path) = open_source(spec)?;
-        let zip64 = self.force_zip64 || size >= MAX32;
+        let Input {
+            mut src,
+            size,
+            path,
+        } = open_source(spec)?;
+        let zip64 = needs_zip64(size, Compression::Stored, self.force_zip64);
         let offset = self.pos;
         let header = self.local_header(&spec.name, Compression::Stored, 0, size, size, zip64);
         self.put(&header)?;
@@ -1022,23 +1129,51 @@ impl ZipOut<'_> {
             return Err(changed_size(spec, &path, size, digests.size));
         }
         let crc = digests.crc32.unwrap_or_default();
-        self.buf.flush().at(self.path, "write")?;
-        write_all_at(self.file, &crc.to_le_bytes(), offset + 14).at(self.path, "write")?;
-        self.record(
-            &spec.name,
-            Compression::Stored,
-            &digests,
-            size,
-            offset,
-            zip64,
-        )
+        self.patch(offset, spec.name.len(), crc, size, size, zip64)?;
+        self.record(&spec.name, Compression::Stored, &digests, size, offset, zip64)
+    }
+
+    /// Compress a member straight into the archive, then patch its local header.
+    fn compressed(
+        &mut self,
+        spec: &MemberSpec,
+        method: Method,
+        threads: usize,
+        ctl: &Control,
+        stop: &AtomicBool,
+    ) -> Result<MemberReport> {
+        let input = open_source(spec)?;
+        let size = input.size;
+        let comp = method.compression();
+        let zip64 = needs_zip64(size, comp, self.force_zip64);
+        let offset = self.pos;
+        let header = self.local_header(&spec.name, comp, 0, size, 0, zip64);
+        self.put(&header)?;
+        let path = self.path;
+        let err = |e: io::Error| Error::io(path, "write", e);
+        let mut counted = Counted {
+            w: &mut self.buf,
+            n: 0,
+        };
+        let out = Output {
+            w: &mut counted,
+            err: &err,
+        };
+        let digests = compress(spec, input, method, threads, ctl, stop, out)?;
+        let csize = counted.n;
+        self.pos += csize;
+        check_bound(&spec.name, csize, zip64)?;
+        let crc = digests.crc32.unwrap_or_default();
+        self.patch(offset, spec.name.len(), crc, size, csize, zip64)?;
+        self.record(&spec.name, comp, &digests, csize, offset, zip64)
     }
 
     /// Append a member compressed ahead; its header is final from the start.
     fn packed(&mut self, name: &str, method: Compression, packed: Packed) -> Result<MemberReport> {
         let Packed { digests, data } = packed;
         let csize = data.len;
-        let zip64 = self.force_zip64 || digests.size >= MAX32 || csize >= MAX32;
+        let zip64 = needs_zip64(digests.size, method, self.force_zip64);
+        check_bound(name, csize, zip64)?;
         let offset = self.pos;
         let header = self.local_header(
             name,
@@ -2498,6 +2633,52 @@ mod tests {
         let (one, _) = write(dir.path(), "one.zip", &members, &opts);
         let (two, _) = write(dir.path(), "two.zip", &members, &opts);
         assert!(std::fs::read(one).unwrap() == std::fs::read(two).unwrap());
+    }
+
+    #[test]
+    fn inline_and_ahead_members_are_written_alike() {
+        // Member 0 is compressed straight into the output, member 1 ahead into a spool; with
+        // names of equal length, their local records must match byte for byte but the name.
+        let dir = tempfile::tempdir().unwrap();
+        for (method, force_zip64) in [
+            (Method::Deflate { level: 6 }, false),
+            (Method::Zstd { level: 3 }, false),
+            (Method::Zstd { level: 3 }, true),
+        ] {
+            let data = sample(3 * PIECE + 11, 8);
+            let members = vec![
+                with(member("a.bin", &data), method),
+                with(member("b.bin", &data), method),
+            ];
+            let opts = WriteOptions {
+                force_zip64,
+                ..Default::default()
+            };
+            let (path, r) = write(dir.path(), "twins.zip", &members, &opts);
+            let bytes = std::fs::read(&path).unwrap();
+            let one = &bytes[r[0].offset as usize..r[1].offset as usize];
+            let two = &bytes[r[1].offset as usize..(2 * r[1].offset - r[0].offset) as usize];
+            let name_at = LOCAL_LEN;
+            assert_eq!(one[..name_at], two[..name_at]);
+            assert_eq!(one[name_at + 5..], two[name_at + 5..]);
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn zstd_members_end_with_a_skippable_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        // A multiple of 256 KiB: the size that trips libarchive without the extra frame.
+        let data = sample(1 << 20, 3);
+        let members = vec![with(member("w.bin", &data), Method::Zstd { level: 3 })];
+        let (path, r) = write(dir.path(), "z.zip", &members, &WriteOptions::default());
+        let b = Bundle::open(&path, Limits::default()).unwrap();
+        let e = &b.entries()[0];
+        let bytes = std::fs::read(&path).unwrap();
+        let end = (e.data_offset + e.compressed_size) as usize;
+        assert_eq!(bytes[end - 8..end], ZSTD_SKIPPABLE_END);
+        assert!(b.read_member(0, u64::MAX, &Control::default()).unwrap().0 == data);
+        assert_eq!(r[0].size, data.len() as u64);
     }
 
     #[test]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from modelcas.errors import (
 from modelcas.lockfile import Lockfile
 from modelcas.registry import Registry, open_lock
 from modelcas.store import Store
+from tests.pkgs import fake_package, run_in_site
 from tests.refs import ref_blake3, ref_sha256
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -370,21 +370,6 @@ def test_crash_while_writing_lockfile_leaves_old_or_new(tmp_path: Path, when: in
 # -- package registries and compatibility ---------------------------------------------------
 
 
-def _fake_package(site: Path, dist_version: str, lock_text: str) -> None:
-    """A real installed distribution: a dist-info directory and a package with weights.lock."""
-    info = site / f"structflo_cser-{dist_version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: structflo-cser\nVersion: {dist_version}\n"
-    )
-    (info / "RECORD").write_text("")
-    pkg = site / "structflo" / "cser"
-    pkg.mkdir(parents=True)
-    (site / "structflo" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "weights.lock").write_text(lock_text)
-
-
 def _registry_lock(shared: Store) -> str:
     lock = Lockfile(package="structflo-cser")
     for version, requires, payload in (
@@ -399,27 +384,11 @@ def _registry_lock(shared: Store) -> str:
     return lock.dumps()
 
 
-def _run_in_site(site: Path, store: Path, code: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "MODELCAS_HOME": str(store),
-    }
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-
-
 def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
     shared = Store(tmp_path / "shared")
     site = tmp_path / "site"
-    _fake_package(site, "0.2.0", _registry_lock(shared))
-    r = _run_in_site(
+    fake_package(site, "0.2.0", _registry_lock(shared))
+    r = run_in_site(
         site,
         tmp_path / "user-store",
         """
@@ -453,8 +422,8 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
 def test_registry_with_no_compatible_version(tmp_path: Path) -> None:
     shared = Store(tmp_path / "shared")
     site = tmp_path / "site"
-    _fake_package(site, "0.0.5", _registry_lock(shared))
-    r = _run_in_site(
+    fake_package(site, "0.0.5", _registry_lock(shared))
+    r = run_in_site(
         site,
         tmp_path / "user-store",
         """
@@ -474,8 +443,8 @@ def test_registry_with_no_compatible_version(tmp_path: Path) -> None:
 
 def test_registry_missing_resource_is_clear(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    _fake_package(site, "0.2.0", "")
-    r = _run_in_site(
+    fake_package(site, "0.2.0", "")
+    r = run_in_site(
         site,
         tmp_path / "s",
         """

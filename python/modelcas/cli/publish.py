@@ -136,6 +136,18 @@ def run(args: argparse.Namespace) -> int:
         requires=requires,
         weights_path=args.file[0] if args.file and len(args.file) == 1 else weights_path,
     )
+    existing = model.versions.get(args.version) if model else None
+    if (
+        existing is not None
+        and plan.tag_commit is not None
+        and existing.commit == plan.tag_commit
+        and existing.files == {p: d for p, (_, d) in files.items()}
+    ):
+        print(
+            f"{args.model}@{args.version} is already published at {plan.tag_commit[:12]} "
+            f"and pinned in {show_path(path)}; nothing to do"
+        )
+        return 0
     after = _pinned(lock, plan, commit="<commit of the upload>", latest=not args.no_latest)
     if args.dry_run:
         _show_plan(plan, lock.dumps() if path.exists() else "", after, path)

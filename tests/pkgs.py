@@ -1,0 +1,44 @@
+"""A real installed distribution for compatibility tests: a dist-info plus a package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def fake_package(site: Path, dist_version: str, lock_text: str) -> None:
+    """A real installed distribution: a dist-info directory and a package with weights.lock."""
+    info = site / f"structflo_cser-{dist_version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: structflo-cser\nVersion: {dist_version}\n"
+    )
+    (info / "RECORD").write_text("")
+    pkg = site / "structflo" / "cser"
+    pkg.mkdir(parents=True)
+    (site / "structflo" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "weights.lock").write_text(lock_text)
+
+
+def run_in_site(
+    site: Path, store: Path, code: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh Python that sees the fake package and uses ``store``."""
+    env = {
+        **(env or {}),
+        **os.environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "MODELCAS_HOME": str(store),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )

@@ -1,0 +1,394 @@
+"""Publishing to and pulling from the Hub: the real `cas` CLI and the real huggingface_hub client
+against the local Hub-compatible server (tests/hubserver.py), in subprocesses configured by
+environment variables only, as users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcas.lockfile import Lockfile
+from modelcas.store import Store
+from tests.hubserver import HubServer
+from tests.pkgs import fake_package, run_in_site
+from tests.refs import ref_sha256
+
+TOKEN = "hf_SECRET_token_never_shown_0123456789"
+REPO = "sidxz/structflo-cser-detector"
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    with HubServer(tmp_path / "hub") as server:
+        yield server
+
+
+@pytest.fixture
+def hf_env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_TOKEN": TOKEN,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "CAS_NO_PROGRESS": "1",
+    }
+
+
+@pytest.fixture
+def cas(hf_env: dict[str, str], tmp_path: Path) -> Run:
+    outputs: list[str] = []
+
+    def run(
+        *args: str | Path, cwd: Path, store: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [sys.executable, "-m", "modelcas", *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            env={
+                **os.environ,
+                **hf_env,
+                "MODELCAS_HOME": str(store or tmp_path / "store"),
+                **(env or {}),
+            },
+        )
+        outputs.append(r.stdout + r.stderr)
+        return r
+
+    yield run  # type: ignore[misc]
+    for out in outputs:
+        assert TOKEN not in out, "the token leaked into output"
+
+
+def _weights(dirpath: Path, seed: int, size: int = 3 << 20) -> Path:
+    p = dirpath / "runs" / "labels_detect" / "weights" / "best.pt"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(bytes((i * seed + i // 13) % 256 for i in range(size)))
+    return p
+
+
+def _puts(hub: HubServer) -> list[int]:
+    return [r.bytes_received for r in hub.log if r.method == "PUT"]
+
+
+def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    w = _weights(pkg, seed=3)
+    first = cas(
+        "publish",
+        "cser-detector",
+        "--version",
+        "v1.0",
+        "--repo",
+        REPO,
+        "--file",
+        "runs/labels_detect/weights/best.pt",
+        "--requires",
+        ">=0.1,<1",
+        cwd=pkg,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "tag weights-v1.0" in first.stdout
+    lock = Lockfile.load(pkg / "cas.lock")
+    m = lock.models["cser-detector"]
+    v1 = m.versions["v1.0"]
+    assert v1.source == f"hf://{REPO}@weights-v1.0" and v1.commit and len(v1.commit) == 40
+    assert v1.files["best.pt"].sha256 == ref_sha256(w.read_bytes())
+    assert m.repo == f"hf://{REPO}" and m.weights_path == "runs/labels_detect/weights/best.pt"
+
+    # Seed case 1: retrain, same architecture: repo, file and requires all come from the lock.
+    _weights(pkg, seed=5)
+    second = cas("publish", "cser-detector", "--version", "v1.1", cwd=pkg)
+    assert second.returncode == 0, second.stderr
+    lock = Lockfile.load(pkg / "cas.lock")
+    v11 = lock.models["cser-detector"].versions["v1.1"]
+    assert lock.models["cser-detector"].latest == "v1.1"
+    assert v11.requires == ">=0.1,<1" and v11.commit != v1.commit
+
+    # A consumer with a fresh store pulls by tag.
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    pull = cas(
+        "pull",
+        f"hf://{REPO}@weights-v1.1",
+        "--name",
+        "cser-detector",
+        cwd=consumer,
+        store=tmp_path / "consumer-store",
+    )
+    assert pull.returncode == 0, pull.stderr
+    pinned = Lockfile.load(consumer / "cas.lock").models["cser-detector"].versions["v1.1"]
+    assert pinned.files == v11.files and pinned.commit == v11.commit
+    assert pinned.requires == ">=0.1,<1", "requires travels in modelcas.json"
+    gets_before = sum(r.method == "GET" and "/resolve/" in r.path for r in hub.log)
+    again = cas(
+        "pull",
+        f"hf://{REPO}@weights-v1.1",
+        "--name",
+        "cser-detector",
+        cwd=consumer,
+        store=tmp_path / "consumer-store",
+    )
+    assert again.returncode == 0 and "present" in again.stdout
+    gets_after = sum(
+        r.method == "GET" and "/resolve/" in r.path and "best.pt" in r.path for r in hub.log
+    )
+    assert gets_after <= gets_before, "nothing is downloaded when the object is present"
+    # `cas lock check` asks the Hub: nothing moved.
+    assert cas("lock", "check", cwd=consumer).returncode == 0
+
+
+def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    r = cas(
+        "publish",
+        "cser-detector",
+        "--version",
+        "v1.0",
+        "--repo",
+        REPO,
+        "--file",
+        "runs/labels_detect/weights/best.pt",
+        "--dry-run",
+        cwd=pkg,
+    )
+    assert r.returncode == 0, r.stderr
+    for word in (
+        f"hf://{REPO}",
+        "will be created",
+        "weights-v1.0",
+        "best.pt",
+        "3145728",
+        "+      v1.0:",
+    ):
+        assert word in r.stdout
+    assert not (pkg / "cas.lock").exists()
+    assert all(req.method in ("GET", "HEAD") for req in hub.log), hub.log
+    assert not Store(tmp_path / "store").objects(), "a dry run does not even fill the cache"
+
+
+def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    big_puts = [n for n in _puts(hub) if n >= 3 << 20]
+    assert len(big_puts) == 1
+    assert (
+        "already on the Hub, not uploaded"
+        in cas("publish", "cser-detector", "--version", "v1.0.1", "--dry-run", cwd=pkg).stdout
+    )
+    real = cas("publish", "cser-detector", "--version", "v1.0.1", cwd=pkg)
+    assert real.returncode == 0, real.stderr
+    rerun = cas("publish", "cser-detector", "--version", "v1.0.1", cwd=pkg)
+    assert rerun.returncode == 0 and "already published" in rerun.stdout
+    assert [n for n in _puts(hub) if n >= 3 << 20] == big_puts, "no second upload of the bytes"
+
+
+def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    _weights(other, seed=9)
+    r = cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=other)
+    assert r.returncode == 2
+    assert "refusing to move it" in r.stderr and "weights-v1.0" in r.stderr
+    assert not (other / "cas.lock").exists()
+    # Overwriting a pinned version with other bytes is refused too.
+    _weights(pkg, seed=11)
+    again = cas("publish", "cser-detector", "--version", "v1.0", cwd=pkg)
+    assert again.returncode == 2
+
+
+def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    args = (
+        "cser-detector",
+        "--version",
+        "v1.0",
+        "--repo",
+        REPO,
+        "--file",
+        "runs/labels_detect/weights/best.pt",
+    )
+    hub.fail(r"/tag/", times=None)
+    r = cas("publish", *args, cwd=pkg)
+    assert r.returncode == 2 and "cannot tag" in r.stderr
+    assert not (pkg / "cas.lock").exists()
+    hub.clear_faults()
+    rerun = cas("publish", *args, cwd=pkg)
+    assert rerun.returncode == 0, rerun.stderr
+    assert Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"].commit
+
+
+def _published(hub: HubServer, cas: Run, tmp_path: Path) -> Path:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    r = cas(
+        "publish",
+        "cser-detector",
+        "--version",
+        "v1.0",
+        "--repo",
+        REPO,
+        "--file",
+        "runs/labels_detect/weights/best.pt",
+        "--requires",
+        ">=0.1,<1",
+        cwd=pkg,
+    )
+    assert r.returncode == 0, r.stderr
+    return pkg
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate", "500"])
+def test_bad_downloads_leave_nothing(hub: HubServer, cas: Run, tmp_path: Path, fault: str) -> None:
+    _published(hub, cas, tmp_path)
+    if fault == "corrupt":
+        hub.corrupt(r"best\.pt")
+    elif fault == "truncate":
+        hub.truncate(r"best\.pt", keep=1000, times=None)
+    else:
+        hub.fail(r"/resolve/.*best\.pt", times=None)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    store = tmp_path / "consumer-store"
+    r = cas(
+        "pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer, store=store
+    )
+    assert r.returncode != 0
+    assert "best.pt" in r.stderr and REPO in r.stderr, r.stderr
+    if fault == "corrupt":
+        assert r.returncode == 1 and "expected sha256" in r.stderr
+    s = Store(store)
+    assert s.objects() == [] and list(s.tmp_dir.iterdir()) == []
+    assert not (consumer / "cas.lock").exists()
+
+
+def test_tag_moved_between_resolve_and_download(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = _published(hub, cas, tmp_path)
+    v1 = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"]
+    _weights(pkg, seed=7)
+    assert cas("publish", "cser-detector", "--version", "v1.1", cwd=pkg).returncode == 0
+    v11 = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.1"]
+    assert v11.commit is not None
+    hub.move_tag_after_resolve(REPO, "weights-v1.0", v11.commit)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas(
+        "pull",
+        f"hf://{REPO}@weights-v1.0",
+        "--name",
+        "cser-detector",
+        cwd=consumer,
+        store=tmp_path / "cs",
+    )
+    assert r.returncode == 0, r.stderr
+    pinned = Lockfile.load(consumer / "cas.lock").models["cser-detector"].versions["v1.0"]
+    # The download is by the commit the tag resolved to first: bytes and pin agree.
+    assert pinned.commit == v1.commit and pinned.files == v1.files
+    # Now the tag really points elsewhere, and `cas lock check` says so.
+    check = cas("lock", "check", cwd=consumer)
+    assert check.returncode == 1 and "now resolves to commit" in check.stdout
+
+
+def test_registry_fetches_on_first_use_and_works_offline(
+    hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str]
+) -> None:
+    pkg = _published(hub, cas, tmp_path)
+    registry_text = (
+        (pkg / "cas.lock")
+        .read_text()
+        .replace("lock-version: 1\n", "lock-version: 1\npackage: structflo-cser\n")
+    )
+    for installed, ok in (("0.2.0", True), ("1.5.0", False)):
+        site = tmp_path / f"site-{installed}"
+        fake_package(site, installed, registry_text)
+        user_store = tmp_path / f"user-store-{installed}"
+        code = """
+            from modelcas import Registry, WeightsCompatibilityError
+            reg = Registry.from_package("structflo.cser", "weights.lock")
+            try:
+                print("PATH", reg.path("cser-detector"))
+            except WeightsCompatibilityError as e:
+                print("INCOMPATIBLE", e)
+        """
+        r = run_in_site(site, user_store, code, env=hf_env)
+        assert r.returncode == 0, r.stderr
+        if ok:
+            assert r.stdout.startswith("PATH"), r.stdout
+            offline = run_in_site(site, user_store, code, env={**hf_env, "HF_HUB_OFFLINE": "1"})
+            assert offline.stdout == r.stdout, offline.stderr
+        else:
+            assert (
+                "INCOMPATIBLE Weights 'cser-detector/v1.0' require structflo-cser>=0.1,<1 "
+                "(you have 1.5.0)" in r.stdout
+            )
+        assert TOKEN not in r.stdout + r.stderr
+
+
+def test_update_finds_newest_compatible_tag(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = _published(hub, cas, tmp_path)
+    _weights(pkg, seed=7)
+    assert cas("publish", "cser-detector", "--version", "v1.1", cwd=pkg).returncode == 0
+    _weights(pkg, seed=8)
+    assert (
+        cas(
+            "publish", "cser-detector", "--version", "v2.0", "--requires", ">=1.0,<2", cwd=pkg
+        ).returncode
+        == 0
+    )
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    assert (
+        cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer).returncode
+        == 0
+    )
+    up = cas("update", "cser-detector", "--to", "<2", cwd=consumer)
+    assert up.returncode == 0, up.stderr
+    lock = Lockfile.load(consumer / "cas.lock")
+    assert lock.models["cser-detector"].latest == "v1.1"
+    assert "up to date" in cas("update", "cser-detector", "--to", "<2", cwd=consumer).stdout
+
+
+def test_token_never_shown_even_in_errors(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _weights(pkg, seed=3)
+    hub.fail(r"/api/repos/create", times=None, status=403)
+    r = cas(
+        "publish",
+        "cser-detector",
+        "--version",
+        "v1.0",
+        "--repo",
+        REPO,
+        "--file",
+        "runs/labels_detect/weights/best.pt",
+        cwd=pkg,
+    )
+    assert r.returncode == 2 and "cannot create" in r.stderr
+    # The `cas` fixture asserts that TOKEN appears in no output at all.
