@@ -13,11 +13,11 @@ $(BIN)/python:
 # Install the package (editable, release build of the Rust core) and the dev tools.
 setup: $(BIN)/python
 	$(BIN)/pip install -q --group dev
-	$(BIN)/maturin develop --release -q
+	$(BIN)/maturin develop --release -q --extras torch
 
 # Rebuild the Rust extension after editing rust/.
 build: $(BIN)/python
-	$(BIN)/maturin develop --release -q
+	$(BIN)/maturin develop --release -q --extras torch
 
 # The tour on the shipped example data (no network).
 demo: setup

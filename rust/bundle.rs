@@ -1,11 +1,11 @@
 //! Zip bundles: a deterministic streaming writer, and a strict reader for untrusted archives.
 //!
 //! Writer: members go out in the caller's order, each read once while sha256, blake3 and crc32
-//! are computed. Stored members are copied straight into the output and their local header is
+//! are computed. The member being written goes straight into the output and its local header is
 //! patched afterwards: the output is a regular file, so no data descriptors are needed, and
-//! every tool can read the result. Compressed members are compressed ahead on the pool, several
-//! at once and each in pieces, into spools that spill to an unnamed temporary file past a few
-//! MiB, so memory stays bounded for any member size.
+//! every tool can read the result. Meanwhile the next compressed members are compressed ahead
+//! on the pool, several at once and each in pieces, into spools that spill to an unnamed
+//! temporary file past a few MiB, so memory stays bounded for any member size.
 //!
 //! Reader: the whole layout is validated when the archive is opened, before a byte is
 //! extracted. Every byte of the file must belong to exactly one record: no gaps, no overlap, no
@@ -1089,7 +1089,15 @@ impl ZipOut<'_> {
     }
 
     /// Fill in the crc32 and sizes of a local header written with placeholders.
-    fn patch(&mut self, offset: u64, name_len: usize, crc32: u32, size: u64, csize: u64, zip64: bool) -> Result<()> {
+    fn patch(
+        &mut self,
+        offset: u64,
+        name_len: usize,
+        crc32: u32,
+        size: u64,
+        csize: u64,
+        zip64: bool,
+    ) -> Result<()> {
         self.buf.flush().at(self.path, "write")?;
         let mut b = Vec::with_capacity(16);
         put32(&mut b, crc32);
@@ -1130,7 +1138,14 @@ impl ZipOut<'_> {
         }
         let crc = digests.crc32.unwrap_or_default();
         self.patch(offset, spec.name.len(), crc, size, size, zip64)?;
-        self.record(&spec.name, Compression::Stored, &digests, size, offset, zip64)
+        self.record(
+            &spec.name,
+            Compression::Stored,
+            &digests,
+            size,
+            offset,
+            zip64,
+        )
     }
 
     /// Compress a member straight into the archive, then patch its local header.
@@ -2823,6 +2838,15 @@ mod tests {
         write_bundle(&out, &members, &opts, &Control::default()).unwrap();
         assert!(Bundle::open(&out, Limits::default()).is_ok());
 
+        let empty = dir.path().join("empty.zip");
+        write_bundle(&empty, &[], &WriteOptions::default(), &Control::default()).unwrap();
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), EOCD_LEN as u64);
+        assert!(Bundle::open(&empty, Limits::default())
+            .unwrap()
+            .entries()
+            .is_empty());
+        std::fs::remove_file(&empty).unwrap();
+
         let ctl = Control::default();
         ctl.cancel();
         let big = vec![with(
@@ -3295,6 +3319,32 @@ mod tests {
         e.central_extra = zip64_extra(&[4, 4]);
         e.local_extra = zip64_extra(&[4, 4]);
         assert!(open_bytes(&build(&[e]), Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn refuses_disagreeing_end_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriteOptions {
+            force_zip64: true,
+            ..Default::default()
+        };
+        let (path, _) = write(
+            dir.path(),
+            "z.zip",
+            &[member("a", b"A"), member("b", b"B")],
+            &opts,
+        );
+        let mut bytes = std::fs::read(path).unwrap();
+        let n = bytes.len();
+        // The 16-bit entry count of the end record says 1, the ZIP64 record 2.
+        bytes[n - EOCD_LEN + 8] = 1;
+        bytes[n - EOCD_LEN + 10] = 1;
+        refused(&bytes, "the ZIP64 end record disagrees with the end record");
+        // The classic end record alone, pointing past the file.
+        let mut bytes = build(&[raw("a", b"A")]);
+        let n = bytes.len();
+        bytes[n - 6] = 0x7f;
+        refused(&bytes, "runs past the end records");
     }
 
     #[test]

@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from packaging.version import Version
 
@@ -186,8 +186,11 @@ class Registry:
 
     # -- fetching and paths ----------------------------------------------------------------
 
-    def fetch(self, pin: Pin, *, progress: Progress | None = None) -> Path:
+    def fetch(self, pin: Pin, *, progress: Progress | None = None, verify: bool = True) -> Path:
         """Make one pinned file present and verified in the store; return its path.
+
+        ``verify=False`` skips re-hashing an object that is already present, for callers that
+        verify the bytes themselves as they read them (``modelcas.torch``).
 
         Raises:
             IntegrityError: the stored copy is corrupt, or the remote served other bytes.
@@ -196,7 +199,7 @@ class Registry:
         """
         self._check_pair(pin)
         if self.store.has(pin.digest.sha256):
-            return self.store.path(pin.digest.sha256)
+            return self.store.path(pin.digest.sha256, verify=verify)
         _, entry = self.lock.version(pin.model, pin.version)
         if entry.source is None:
             raise NotPinnedError(
@@ -248,6 +251,27 @@ class Registry:
             NotPinnedError, IntegrityError, RemoteError: see :meth:`fetch`.
         """
         return self.fetch(self.pin(name, version, file))
+
+    def load(
+        self,
+        name: str,
+        version: str | None = None,
+        file: str | None = None,
+        *,
+        device: Any = "cpu",
+        deep: bool = False,
+        trust_pickle: bool = False,
+    ) -> Any:
+        """Load a pinned file with torch, verified (see :func:`modelcas.torch.load`).
+
+        Needs the ``modelcas[torch]`` extra.
+        """
+        from modelcas import torch as cas_torch  # noqa: PLC0415 (torch is optional)
+
+        ref = f"{name}@{version}" if version else name
+        return cas_torch.load(
+            ref, registry=self, file=file, device=device, deep=deep, trust_pickle=trust_pickle
+        )
 
     def paths(self, name: str, version: str | None = None) -> dict[str, Path]:
         """Every file of a version, verified, by file name."""

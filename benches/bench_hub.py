@@ -1,0 +1,232 @@
+"""Hub pull: `cas pull` against plain `hf_hub_download` of the same file on a local server.
+
+Run: `make bench-hub` (or `python benches/bench_hub.py [--quick]`). Target from issue 5: a pull
+of a 1 GiB file takes at most 1.1 x `hf_hub_download` of it, although the pull hashes both
+digests, checks the Hub's sha256 and fsyncs the object, and `hf_hub_download` only checks sizes.
+
+The server is `tests/hubserver.py` (the Hub API subset huggingface_hub uses) on 127.0.0.1, with
+its data under benches/data. The file is published once, with huggingface_hub itself (Git LFS
+upload, tag `weights-v1.0`), and reused by later runs. Every contender downloads it from that
+same server into a fresh, empty destination; before each timed run the last output is deleted,
+writeback is flushed and the server's copy is re-read (all untimed), so no run pays for
+another's dirty pages and the server always reads from the page cache. In-process rows share
+the interpreter with the server thread; the CLI rows run the client in its own process, start-up
+included, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _bench import DATA, GiB, MiB, Table, machine, make_file, run_cmd, warm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TAG = "weights-v1.0"
+FILE = "best.pt"
+TOKEN = "hf_bench_local_token"  # the local server accepts any token
+RUN = DATA / "hub-run"  # per-run outputs, deleted at the end
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def start_server(root: Path) -> Any:
+    """The local Hub-compatible server from the test suite, started on ``root``."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.hubserver import HubServer
+
+    hub = HubServer(root)
+    hub.start()
+    return hub
+
+
+def configure_env(url: str) -> None:
+    """Point huggingface_hub (and our children) at the local server; before it is imported."""
+    if "huggingface_hub" in sys.modules:
+        sys.exit("bench_hub: huggingface_hub was imported before its environment was set")
+    os.environ.update(
+        {
+            "HF_ENDPOINT": url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_TOKEN": TOKEN,
+            "HF_HOME": str(RUN / "hf-home"),
+            "CAS_NO_PROGRESS": "1",
+        }
+    )
+
+
+def publish_once(repo_id: str, size: int) -> str:
+    """Publish ``size`` random bytes as ``FILE`` tagged ``TAG``, unless the server has it."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ["HF_ENDPOINT"], token=TOKEN)
+    if api.repo_exists(repo_id) and any(t.name == TAG for t in api.list_repo_refs(repo_id).tags):
+        return api.model_info(repo_id, revision=TAG).sha or ""
+    print(f"publishing {size // MiB} MiB as hf://{repo_id}@{TAG} (once) ...", flush=True)
+    src = make_file(DATA / f"hub-src-{size // MiB}MiB.bin", size, seed=5)
+    api.create_repo(repo_id, exist_ok=True)
+    info = api.upload_file(
+        path_or_fileobj=str(src),
+        path_in_repo=FILE,
+        repo_id=repo_id,
+        commit_message="bench weights",
+    )
+    commit = info.oid
+    api.create_tag(repo_id, tag=TAG, revision=commit)
+    src.unlink()  # the server holds the only copy from now on
+    return commit
+
+
+def quiet_cmd(*args: str | Path) -> Callable[[], object]:
+    """Like ``run_cmd``, but stderr (hints, warnings) is kept out of the table unless it fails."""
+    argv = [str(a) for a in args]
+
+    def call() -> None:
+        done = subprocess.run(
+            argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
+
+    return call
+
+
+def clean_slate(outputs: tuple[Path, ...], served: Path) -> Callable[[], None]:
+    """Untimed setup: delete the last run's output, flush writeback, re-warm the served file."""
+
+    def setup() -> None:
+        for p in outputs:
+            remove(p)
+        os.sync()
+        warm(served)
+
+    return setup
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="128 MiB, one run each")
+    args = ap.parse_args()
+    size = 128 * MiB if args.quick else GiB
+    repeat = 1 if args.quick else 3
+    repo_id = f"bench/weights-{size // MiB}mib"
+    label = f"{size / GiB:g} GiB file" if size >= GiB else f"{size // MiB} MiB file"
+
+    print(f"machine: {machine()}")
+    remove(RUN)
+    RUN.mkdir(parents=True)
+    hub = start_server(DATA / "hub-server")
+    try:
+        configure_env(hub.url)
+        return run(hub, repo_id, size, repeat, label)
+    finally:
+        hub.stop()
+        remove(RUN)
+
+
+def run(hub: Any, repo_id: str, size: int, repeat: int, label: str) -> int:
+    from huggingface_hub import hf_hub_download
+
+    from modelcas.hub import HubRemote
+    from modelcas.store import Store
+
+    commit = publish_once(repo_id, size)
+    remote = HubRemote(repo_id, TAG)
+    hub_file = remote.files(commit)[FILE]
+    assert hub_file.sha256 is not None and hub_file.size == size
+    served = next((hub.root / "objects").glob(f"*/{hub_file.sha256}"))
+    hf_cache, store_dir, cli_store = RUN / "hf-cache", RUN / "store", RUN / "cli-store"
+    fresh = clean_slate((hf_cache, store_dir, cli_store), served)
+
+    def hf_download() -> str:
+        return hf_hub_download(repo_id, FILE, revision=TAG, cache_dir=hf_cache)
+
+    def hf_download_sync() -> None:
+        hf_download()
+        os.sync()
+
+    def pull() -> None:
+        store = Store(store_dir)
+        r = HubRemote(repo_id, TAG)
+        at = r.resolve()
+        assert at is not None
+        info = r.download(r.files(at)[FILE], at, store, None)
+        assert info.digest.sha256 == hub_file.sha256
+
+    hf_cli = shutil.which(
+        "hf", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    )
+    source = f"hf://{repo_id}@{TAG}"
+    cas_cli = run_cmd(
+        sys.executable,
+        "-m",
+        "modelcas",
+        "--store",
+        cli_store,
+        "pull",
+        source,
+        "--name",
+        "m",
+        "--no-pin",
+    )
+
+    # Untimed warm-up of both in-process contenders: imports, the HTTP session, first buffers.
+    for fn in (hf_download, pull):
+        fresh()
+        fn()
+
+    t = Table(f"hub pull, {label} from the local server")
+    p_hf = t.time("hf_hub_download (checks size only)", hf_download, repeat, setup=fresh)
+    t.time("hf_hub_download; sync (flushed, like our fsync)", hf_download_sync, repeat, setup=fresh)
+    ours = t.time(
+        "HubRemote resolve+files+download (sha256+blake3, fsync)", pull, repeat, setup=fresh
+    )
+    p_hf_cli = None
+    if hf_cli is not None:
+        p_hf_cli = t.time(
+            "hf download CLI (process start-up included)",
+            quiet_cmd(
+                hf_cli, "download", repo_id, FILE, "--revision", TAG, "--cache-dir", hf_cache
+            ),
+            repeat,
+            setup=fresh,
+        )
+    else:
+        print("  `hf` CLI not installed: its row is skipped")
+    ours_cli = t.time(
+        "cas pull CLI --no-pin (process start-up included)", cas_cli, repeat, setup=fresh
+    )
+    fresh()
+    start = time.perf_counter()
+    run_cmd(sys.executable, "-c", "import modelcas.cli, huggingface_hub")()
+    startup = time.perf_counter() - start
+    print(f"  (python -c 'import modelcas.cli, huggingface_hub' alone: {startup:.3f} s)")
+    rate = size / MiB / ours
+    print(f"  in-process pull: {rate:.0f} MiB/s; hf_hub_download: {size / MiB / p_hf:.0f} MiB/s")
+
+    t.ratio("pull vs hf_hub_download (in-process)", ours, p_hf, 1.1, "hf_hub_download")
+    if p_hf_cli is not None:
+        t.ratio("cas pull CLI vs hf download CLI", ours_cli, p_hf_cli, 1.1, "hf download")
+    else:
+        t.ratio(
+            "cas pull CLI vs hf_hub_download (in-process)", ours_cli, p_hf, 1.1, "hf_hub_download"
+        )
+    return 0 if t.report() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Verified loading with real torch: every format, every kind of ref, and every refusal."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+import modelcas.torch as cas_torch
+from modelcas import IntegrityError, Lockfile, Registry, Store
+from modelcas.torch import UnsafeCheckpointError
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 2))
+
+
+class Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Custom:
+    """A harmless class that weights_only loading still cannot construct."""
+
+    def __init__(self) -> None:
+        self.w = torch.ones(2)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[Registry, Path, dict[str, torch.Tensor]]]:
+    """A store and a lockfile pinning the same weights in several formats."""
+    store = Store(tmp_path / "store")
+    state = _model().state_dict()
+    files = tmp_path / "files"
+    files.mkdir()
+    safetensors.torch.save_file(state, files / "model.safetensors")
+    torch.save(state, files / "model.pt")
+    with open(files / "model.pkl", "wb") as f:
+        pickle.dump({"classes": ["cell", "clump"]}, f)
+    (files / "model.onnx").write_bytes(b"\x08\x07onnx-ish bytes")
+    lock = Lockfile(path=tmp_path / "cas.lock")
+    for i, name in enumerate(("model.safetensors", "model.pt", "model.pkl", "model.onnx")):
+        d = store.add_file(files / name).info.digest
+        lock.pin(name.split(".")[1], f"v1.{i}", {name: d})
+    lock.save()
+    yield Registry(lock, store), files, state
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_round_trip_every_kind_of_ref(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]], fmt: str
+) -> None:
+    registry, _, state = project
+    store = registry.store
+    pin = registry.pin(fmt)
+    refs: list[dict[str, object]] = [
+        {"ref": fmt, "registry": registry},
+        {"ref": f"{fmt}@{pin.version}", "registry": registry},
+        {"ref": fmt, "lock": registry.lock.path, "store": store},
+        {"ref": pin.digest.address, "store": store, "file": pin.file},
+    ]
+    for kwargs in refs:
+        ref = kwargs.pop("ref")
+        assert _equal(cas_torch.load_state_dict(ref, **kwargs), state), kwargs  # type: ignore[arg-type]
+    assert _equal(registry.load(fmt), state)
+    model = cas_torch.load_into(_model(seed=99), fmt, registry=registry)
+    assert torch.equal(model[0].weight, state["0.weight"])
+
+
+def test_safetensors_matches_the_reference_library(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, files, _ = project
+    ours = cas_torch.load_state_dict("safetensors", registry=registry)
+    theirs = safetensors.torch.load_file(files / "model.safetensors")
+    assert _equal(ours, theirs)
+    assert all(ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_odd_dtypes_and_alignment(tmp_path: Path) -> None:
+    state = {
+        "a_half": torch.arange(3, dtype=torch.float16),
+        "b_float": torch.arange(5, dtype=torch.float32),
+        "c_bf16": torch.ones(7, dtype=torch.bfloat16),
+        "d_int8": torch.arange(3, dtype=torch.int8),
+        "e_long": torch.arange(3, dtype=torch.int64),
+        "f_bool": torch.tensor([True, False]),
+        "g_empty": torch.empty(0, 4),
+    }
+    p = tmp_path / "odd.safetensors"
+    safetensors.torch.save_file(state, p)
+    store = Store(tmp_path / "s")
+    d = store.add_file(p).info.digest
+    got = cas_torch.load_state_dict(d.address, store=store, file=p.name)
+    assert _equal(got, safetensors.torch.load_file(p))
+
+
+def test_onnx_bytes_and_trusted_pickle(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, files, _ = project
+    assert cas_torch.load_bytes("onnx", registry=registry) == (files / "model.onnx").read_bytes()
+    assert registry.load("onnx") == (files / "model.onnx").read_bytes()
+    with pytest.raises(UnsafeCheckpointError, match="trust_pickle=True"):
+        registry.load("pkl")
+    assert registry.load("pkl", trust_pickle=True) == {"classes": ["cell", "clump"]}
+
+
+def test_flipped_byte_refused_by_every_path(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, _, _ = project
+    for fmt in ("safetensors", "pt", "pkl", "onnx"):
+        pin = registry.pin(fmt)
+        obj = registry.store.object_path(pin.digest.sha256)
+        obj.chmod(0o644)
+        data = bytearray(obj.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        obj.write_bytes(bytes(data))
+        calls = [
+            lambda f=fmt: cas_torch.load(f, registry=registry, trust_pickle=True),
+            lambda f=fmt: registry.load(f, trust_pickle=True),
+            lambda f=fmt: cas_torch.load_bytes(f, registry=registry),
+            lambda p=pin: cas_torch.load(
+                p.digest.address, store=registry.store, file=p.file, trust_pickle=True
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(IntegrityError) as e:
+                call()
+            msg = str(e.value)
+            assert pin.digest.sha256 in msg and "blake3" in msg and "nothing was loaded" in msg
+            assert pin.file in msg or pin.digest.address in msg
+
+
+def test_truncated_object_refused(project: tuple[Registry, Path, dict[str, torch.Tensor]]) -> None:
+    registry, _, _ = project
+    obj = registry.store.object_path(registry.pin("safetensors").digest.sha256)
+    obj.chmod(0o644)
+    os.truncate(obj, obj.stat().st_size - 1)
+    with pytest.raises(IntegrityError, match="size"):
+        cas_torch.load_state_dict("safetensors", registry=registry)
+
+
+def test_swap_after_verification_has_no_effect(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, _, state = project
+    other = tmp = registry.store.root.parent / "other.safetensors"
+    safetensors.torch.save_file(_model(seed=1).state_dict(), tmp)
+    original = cas_torch._verify
+
+    def verify_then_swap(buf: memoryview, target: cas_torch.Target, deep: bool) -> None:
+        original(buf, target, deep)
+        # An attacker replaces the object the moment verification passes.
+        target.path.chmod(0o644)
+        target.path.write_bytes(other.read_bytes())
+
+    monkeypatch.setattr(cas_torch, "_verify", verify_then_swap)
+    for fmt in ("safetensors", "pt"):
+        assert _equal(cas_torch.load_state_dict(fmt, registry=registry), state)
+
+
+def test_malicious_pickle_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "pwned"
+    store = Store(tmp_path / "store")
+    files = tmp_path / "files"
+    files.mkdir()
+    with open(files / "evil.pkl", "wb") as f:
+        pickle.dump(Evil(marker), f)
+    torch.save({"w": torch.ones(2), "x": Evil(marker)}, files / "evil.pt")
+    lock = Lockfile(path=tmp_path / "cas.lock")
+    for i, name in enumerate(("evil.pkl", "evil.pt")):
+        lock.pin(name.replace(".", "-"), f"v{i}", {name: store.add_file(files / name).info.digest})
+    lock.save()
+    registry = Registry(lock, store)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    attempts = [
+        lambda: registry.load("evil-pkl"),
+        lambda: cas_torch.load("evil-pkl", registry=registry),
+        lambda: cas_torch.load_state_dict("evil-pt", registry=registry),
+        lambda: registry.load("evil-pt"),
+        lambda: registry.load("evil-pt", trust_pickle=True),  # .pt is always weights_only
+    ]
+    for attempt in attempts:
+        with pytest.raises(UnsafeCheckpointError):
+            attempt()
+        assert not marker.exists()
+    with pytest.raises(UnsafeCheckpointError) as e:
+        registry.load("evil-pt")
+    assert "evil.pt" in str(e.value) and "system" in str(e.value)
+    assert "safetensors" in str(e.value)
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1", "the user's setting survives"
+    # The test can fail: trusting the pickle really runs it.
+    registry.load("evil-pkl", trust_pickle=True)
+    assert marker.exists()
+
+
+def test_checkpoint_needing_globals_names_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    p = tmp_path / "custom.pt"
+    torch.save({"obj": Custom()}, p)
+    d = store.add_file(p).info.digest
+    with pytest.raises(UnsafeCheckpointError) as e:
+        cas_torch.load(d.address, store=store, file=p.name)
+    assert "Custom" in str(e.value) and "custom.pt" in str(e.value)
+
+
+def test_bad_safetensors_header_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    d = store.add_file(p).info.digest
+    with pytest.raises(Exception, match="not a valid safetensors file"):
+        cas_torch.load_state_dict(d.address, store=store, file=p.name)
+
+
+def test_cuda_request_without_cuda_is_clear(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, _, _ = project
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; test_cuda_load covers it")
+    with pytest.raises(Exception, match="no CUDA device"):
+        cas_torch.load_state_dict("safetensors", registry=registry, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_load(project: tuple[Registry, Path, dict[str, torch.Tensor]]) -> None:
+    registry, _, state = project
+    for fmt in ("safetensors", "pt"):
+        got = cas_torch.load_state_dict(fmt, registry=registry, device="cuda")
+        assert all(t.device.type == "cuda" for t in got.values())
+        assert _equal({k: v.cpu() for k, v in got.items()}, state)
+    model = cas_torch.load_into(_model(seed=5), "safetensors", registry=registry, device="cuda:0")
+    assert next(model.parameters()).device.type == "cuda"
