@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CAS_NO_PROGRESS ?=
 
-.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store clean
+.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +40,16 @@ lint: setup
 	cargo clippy --locked --all-targets --features python -- -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: bench-hash bench-store
+bench: bench-hash bench-store bench-hub
 
 bench-hash: setup
 	$(BIN)/python benches/bench_hash.py
 
 bench-store: setup
 	$(BIN)/python benches/bench_store.py
+
+bench-hub: setup
+	$(BIN)/python benches/bench_hub.py
 
 clean:
 	rm -rf $(VENV) target benches/data

@@ -532,6 +532,10 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Write ZIP64 records even where they are not needed (for testing readers).
     pub force_zip64: bool,
+    /// When set, a last member with this name lists every other member's size, crc32, sha256
+    /// and blake3 as JSON (see `manifest_json`), computed while they were written, so the
+    /// bundle verifies itself without a second read of its inputs.
+    pub manifest: Option<String>,
 }
 
 /// What was written for one member.
@@ -599,13 +603,55 @@ pub fn write_bundle(
             mtime: opts.mtime,
             force_zip64: opts.force_zip64,
         };
-        let reports = write_members(&mut out, members, opts, &dir, ctl)?;
+        let mut reports = write_members(&mut out, members, opts, &dir, ctl)?;
+        if let Some(name) = &opts.manifest {
+            let spec = MemberSpec {
+                name: name.clone(),
+                source: Source::Bytes(manifest_json(&reports).into_bytes()),
+                method: Some(Method::Stored),
+            };
+            reports.extend(write_members(&mut out, &[spec], opts, &dir, ctl)?);
+        }
         out.finish()?;
         reports
     };
     ctl.check()?;
     persist(tmp, out_path, &dir, opts.overwrite)?;
     Ok(reports)
+}
+
+/// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}}, "version": 1}`,
+/// members in archive order, keys sorted, no whitespace: the same reports give the same bytes.
+pub fn manifest_json(reports: &[MemberReport]) -> String {
+    let mut out = String::from("{\"members\":{");
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_string(&mut out, &r.name);
+        out.push_str(&format!(
+            ":{{\"blake3\":\"{}\",\"crc32\":{},\"sha256\":\"{}\",\"size\":{}}}",
+            r.blake3_hex(),
+            r.crc32,
+            r.sha256_hex(),
+            r.size
+        ));
+    }
+    out.push_str("},\"version\":1}");
+    out
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A member compressed ahead of its turn.

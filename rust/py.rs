@@ -13,6 +13,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 
+use crate::bundle::{self, DosTime, Expected, Limits, MemberSpec, Method, Source, WriteOptions};
 use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::hash::{self, hex, Algos, Digests, ReadMode};
@@ -277,6 +278,211 @@ impl PyHasher {
     }
 }
 
+/// A member to write: bytes, or a path to read.
+#[derive(FromPyObject)]
+enum PySource {
+    Bytes(Vec<u8>),
+    Path(PathBuf),
+}
+
+/// `(name, method, offset, size, compressed_size, crc32, sha256 hex, blake3 hex)`.
+type ReportTuple = (String, &'static str, u64, u64, u64, u32, String, String);
+
+fn parse_method(name: &str, level: Option<i32>) -> PyResult<Method> {
+    Method::parse(name, level).map_err(to_py)
+}
+
+fn parse_hex32(hex_digest: Option<&str>) -> PyResult<Option<[u8; 32]>> {
+    let Some(text) = hex_digest else {
+        return Ok(None);
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return Err(PyValueError::new_err(format!(
+            "not a 64-digit hex digest: {text:?}"
+        )));
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
+            _ => return Err(PyValueError::new_err(format!("not hex: {text:?}"))),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Write a zip bundle. `members` are `(name, bytes or path, method or None, level or None)`.
+#[pyfunction]
+#[pyo3(signature = (out_path, members, *, method = "stored", level = None, mtime = None,
+                    overwrite = false, manifest = None, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn write_bundle(
+    py: Python<'_>,
+    out_path: PathBuf,
+    members: Vec<(String, PySource, Option<String>, Option<i32>)>,
+    method: &str,
+    level: Option<i32>,
+    mtime: Option<i64>,
+    overwrite: bool,
+    manifest: Option<String>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<Vec<ReportTuple>> {
+    let specs = members
+        .into_iter()
+        .map(|(name, source, m, l)| {
+            Ok(MemberSpec {
+                name,
+                source: match source {
+                    PySource::Bytes(b) => Source::Bytes(b),
+                    PySource::Path(p) => Source::File(p),
+                },
+                method: m.map(|m| parse_method(&m, l)).transpose()?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let opts = WriteOptions {
+        method: parse_method(method, level)?,
+        mtime: mtime.map(DosTime::from_unix).unwrap_or_default(),
+        overwrite,
+        force_zip64: false,
+        manifest,
+    };
+    let reports = run(py, progress.as_ref(), |ctl| {
+        bundle::write_bundle(&out_path, &specs, &opts, ctl)
+    })?;
+    Ok(reports
+        .into_iter()
+        .map(|r| {
+            let (sha, b3) = (r.sha256_hex(), r.blake3_hex());
+            (
+                r.name,
+                r.method.as_str(),
+                r.offset,
+                r.size,
+                r.compressed_size,
+                r.crc32,
+                sha,
+                b3,
+            )
+        })
+        .collect())
+}
+
+/// `(name, method, size, compressed_size, crc32, offset, data_offset, is_dir)`.
+type EntryTuple = (String, &'static str, u64, u64, u32, u64, u64, bool);
+
+/// A zip bundle opened for safe reading: validated whole before anything is read.
+#[pyclass(name = "ZipReader", module = "modelcas._core", frozen)]
+struct PyZipReader {
+    inner: bundle::Bundle,
+}
+
+#[pymethods]
+impl PyZipReader {
+    #[new]
+    #[pyo3(signature = (path, *, max_members = None, max_member_size = None,
+                        max_total_size = None, max_ratio = None, zstd_window_log_max = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        max_members: Option<u64>,
+        max_member_size: Option<u64>,
+        max_total_size: Option<u64>,
+        max_ratio: Option<u64>,
+        zstd_window_log_max: Option<u32>,
+    ) -> PyResult<Self> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_members: max_members.unwrap_or(d.max_members),
+            max_member_size: max_member_size.unwrap_or(d.max_member_size),
+            max_total_size: max_total_size.unwrap_or(d.max_total_size),
+            max_ratio: max_ratio.unwrap_or(d.max_ratio),
+            zstd_window_log_max: zstd_window_log_max.unwrap_or(d.zstd_window_log_max),
+            ..d
+        };
+        let inner = run(py, None, |_| bundle::Bundle::open(&path, limits))?;
+        Ok(PyZipReader { inner })
+    }
+
+    fn entries(&self) -> Vec<EntryTuple> {
+        self.inner
+            .entries()
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.method.as_str(),
+                    e.size,
+                    e.compressed_size,
+                    e.crc32,
+                    e.offset,
+                    e.data_offset,
+                    e.is_dir,
+                )
+            })
+            .collect()
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.inner.index_of(name)
+    }
+
+    #[pyo3(signature = (index, *, progress = None))]
+    fn hash_member(
+        &self,
+        py: Python<'_>,
+        index: usize,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<DigestTuple> {
+        run(py, progress.as_ref(), |ctl| {
+            self.inner.hash_member(index, ctl)
+        })
+        .map(to_tuple)
+    }
+
+    fn read_member<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        max_bytes: u64,
+    ) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, DigestTuple)> {
+        let (data, digests) = run(py, None, |ctl| {
+            self.inner.read_member(index, max_bytes, ctl)
+        })?;
+        Ok((pyo3::types::PyBytes::new(py, &data), to_tuple(digests)))
+    }
+
+    #[pyo3(signature = (index, dest, *, sha256 = None, blake3 = None, overwrite = false,
+                        progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn extract_member(
+        &self,
+        py: Python<'_>,
+        index: usize,
+        dest: PathBuf,
+        sha256: Option<&str>,
+        blake3: Option<&str>,
+        overwrite: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<DigestTuple> {
+        let expect = Expected {
+            sha256: parse_hex32(sha256)?,
+            blake3: parse_hex32(blake3)?,
+        };
+        run(py, progress.as_ref(), |ctl| {
+            self.inner
+                .extract_member(index, &dest, &expect, overwrite, ctl)
+        })
+        .map(to_tuple)
+    }
+
+    fn member_data_range(&self, index: usize) -> PyResult<(u64, u64)> {
+        self.inner.member_data_range(index).map_err(to_py)
+    }
+}
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -285,5 +491,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(copy_file, m)?)?;
     m.add_class::<PyHasher>()?;
+    m.add_function(wrap_pyfunction!(write_bundle, m)?)?;
+    m.add_class::<PyZipReader>()?;
     Ok(())
 }

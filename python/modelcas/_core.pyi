@@ -10,7 +10,16 @@ _DigestTuple = tuple[int, str | None, str | None, int | None]
 _Progress = Callable[[int], object]
 
 __version__: str
-__all__ = ["Hasher", "__version__", "copy_file", "hash_buffer", "hash_file", "hash_files"]
+__all__ = [
+    "Hasher",
+    "ZipReader",
+    "__version__",
+    "copy_file",
+    "hash_buffer",
+    "hash_file",
+    "hash_files",
+    "write_bundle",
+]
 
 def hash_file(
     path: _Path,
@@ -43,3 +52,46 @@ class Hasher:
     def update(self, data: Buffer) -> None: ...
     def digest(self) -> _DigestTuple: ...
     def copy(self) -> Hasher: ...
+
+_Report = tuple[str, str, int, int, int, int, str, str]
+_Entry = tuple[str, str, int, int, int, int, int, bool]
+
+def write_bundle(
+    out_path: _Path,
+    members: Sequence[tuple[str, bytes | _Path, str | None, int | None]],
+    *,
+    method: str = "stored",
+    level: int | None = None,
+    mtime: int | None = None,
+    overwrite: bool = False,
+    manifest: str | None = None,
+    progress: _Progress | None = None,
+) -> list[_Report]: ...
+
+@final
+class ZipReader:
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        max_members: int | None = None,
+        max_member_size: int | None = None,
+        max_total_size: int | None = None,
+        max_ratio: int | None = None,
+        zstd_window_log_max: int | None = None,
+    ) -> ZipReader: ...
+    def entries(self) -> list[_Entry]: ...
+    def index_of(self, name: str) -> int | None: ...
+    def hash_member(self, index: int, *, progress: _Progress | None = None) -> _DigestTuple: ...
+    def read_member(self, index: int, max_bytes: int) -> tuple[bytes, _DigestTuple]: ...
+    def extract_member(
+        self,
+        index: int,
+        dest: _Path,
+        *,
+        sha256: str | None = None,
+        blake3: str | None = None,
+        overwrite: bool = False,
+        progress: _Progress | None = None,
+    ) -> _DigestTuple: ...
+    def member_data_range(self, index: int) -> tuple[int, int]: ...

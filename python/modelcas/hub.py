@@ -28,7 +28,6 @@ from modelcas.store import ObjectInfo, Store
 TAG_PREFIX = "weights-"
 # Written into every published commit: lets `cas update` check `requires` before pulling.
 METADATA_FILE = "modelcas.json"
-_CHUNK = 1 << 20
 
 
 def tag_for(version: str) -> str:
@@ -191,7 +190,8 @@ class HubRemote:
             ):
                 if response.status_code != 200:
                     raise RemoteError(f"{where}: HTTP {response.status_code}")
-                for chunk in response.iter_bytes(_CHUNK):
+                # As the socket gives them: the store's writer batches them in one copy.
+                for chunk in response.iter_bytes():
                     w.write(chunk)
                     if blob is not None:
                         blob.update(chunk)

@@ -189,13 +189,16 @@ class StoreStats:
 class ObjectWriter:
     """Write one object from streamed bytes (a download), hashing while writing.
 
-    Use through :meth:`Store.writer`. Bytes are batched and handed to a worker thread that
-    hashes and writes them (both release the GIL), so the producer (a socket) keeps
-    receiving meanwhile. Nothing is visible in the store until :meth:`commit`; leaving the
-    ``with`` block without committing removes the temporary file.
+    Use through :meth:`Store.writer`. Bytes are batched and handed to two worker threads, one
+    hashing and one writing (both release the GIL), so the producer (a socket) keeps
+    receiving meanwhile. The writer flushes to disk every ``_SYNC_EVERY`` bytes, so the disk
+    works during the download and the fsync in :meth:`commit` finds little left to do.
+    Nothing is visible in the store until :meth:`commit`; leaving the ``with`` block without
+    committing removes the temporary file.
     """
 
     _BATCH = 8 << 20
+    _SYNC_EVERY = 32 << 20
 
     def __init__(self, store: Store, expected: Digest | None, what: str) -> None:
         self._store = store
@@ -206,29 +209,46 @@ class ObjectWriter:
         self._file = open(self._tmp, "xb")  # noqa: SIM115 (closed in commit/__exit__)
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._unsynced = 0
         self._error: BaseException | None = None
-        self._worker = threading.Thread(target=self._drain, name="modelcas-writer", daemon=True)
-        self._worker.start()
+        self._queues: list[queue.Queue[bytes | None]] = []
+        self._workers: list[threading.Thread] = []
+        for name, consume in (("hash", self._hasher.update), ("write", self._write_out)):
+            q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+            worker = threading.Thread(
+                target=self._drain, args=(q, consume), name=f"modelcas-{name}", daemon=True
+            )
+            worker.start()
+            self._queues.append(q)
+            self._workers.append(worker)
         self._done = False
 
     def __enter__(self) -> Self:
         return self
 
-    def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
+    def _drain(self, q: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
+        while (data := q.get()) is not None:
             if self._error is not None:
                 continue
             try:
-                self._hasher.update(data)
-                self._file.write(data)
+                consume(data)
             except BaseException as e:
                 self._error = e
 
+    def _write_out(self, data: bytes) -> None:
+        self._file.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= self._SYNC_EVERY:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+
     def _flush(self) -> None:
         if self._pending:
-            self._queue.put(b"".join(self._pending))
+            data = b"".join(self._pending)
             self._pending, self._pending_size = [], 0
+            for q in self._queues:
+                q.put(data)
         if self._error is not None:
             raise self._error
 
@@ -240,9 +260,11 @@ class ObjectWriter:
             self._flush()
 
     def _stop(self) -> None:
-        if self._worker.is_alive():
-            self._queue.put(None)
-            self._worker.join()
+        for q, worker in zip(self._queues, self._workers, strict=True):
+            if worker.is_alive():
+                q.put(None)
+        for worker in self._workers:
+            worker.join()
 
     def commit(self) -> ObjectInfo:
         """Check the bytes against the expected digest and publish the object.
@@ -476,6 +498,20 @@ class Store:
         with self.writer(expected, "bytes") as w:
             w.write(data)
             return w.commit()
+
+    def adopt(self, tmp: Path, digest: Digest, *, what: str) -> ObjectInfo:
+        """Publish a complete, fsynced file in :meth:`temp_path` as the object for ``digest``.
+
+        For extractors that verified the bytes as they wrote them. The temporary name is gone
+        afterwards.
+
+        Raises:
+            IntegrityError: its size is not ``digest.size``.
+        """
+        try:
+            return self._publish(tmp, digest, None, what)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _present(self, digest: Digest, expected: Digest | None, src: Path) -> ObjectInfo | None:
         """The existing object with this digest, verified, or None when absent or bad."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from modelcas import __version__
 from modelcas.cli import (
     add,
+    bundle,
     gc,
     get,
     lock,
@@ -41,6 +42,7 @@ COMMANDS = (
     pull,
     push,
     update,
+    bundle,
     gc,
     store,
 )

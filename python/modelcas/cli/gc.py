@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas import lockfile  # noqa: F401 (registers the reader for lockfile roots)
+from modelcas import bundle, lockfile  # noqa: F401 (register the readers of gc roots)
 from modelcas.cli._common import add_command, human, open_store, show_path
 from modelcas.store import DEFAULT_GRACE
 
