@@ -253,3 +253,27 @@ def test_cuda_load(project: tuple[Registry, Path, dict[str, torch.Tensor]]) -> N
         assert _equal({k: v.cpu() for k, v in got.items()}, state)
     model = cas_torch.load_into(_model(seed=5), "safetensors", registry=registry, device="cuda:0")
     assert next(model.parameters()).device.type == "cuda"
+
+
+def test_load_from_a_bundle_key(tmp_path: Path) -> None:
+    from modelcas import bundle as bundles
+
+    state = _model(seed=3).state_dict()
+    safetensors.torch.save_file(state, tmp_path / "seg.safetensors")
+    torch.save(state, tmp_path / "cls.pt")
+    (tmp_path / "cfg.yml").write_text(
+        "segmentation:\n  model_path: seg.safetensors\n  model_type: MonaiUnet\n"
+        "classifier:\n  model_path: cls.pt\n  model_type: FlexResNet\n"
+    )
+    out = bundles.create_model_bundle(tmp_path / "cfg.yml", tmp_path / "b.zip", auto_date=False)
+    store = Store(tmp_path / "store")
+    for key in ("segmentation", "classifier"):
+        assert _equal(cas_torch.load_state_dict((out, key), store=store), state)
+    opened = bundles.open(out, store=store)
+    assert _equal(cas_torch.load_state_dict((opened, "segmentation")), state)
+    obj = opened.model("classifier").path
+    obj.chmod(0o644)
+    data = obj.read_bytes()
+    obj.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(IntegrityError, match="b.zip key classifier"):
+        cas_torch.load_state_dict((opened, "classifier"))

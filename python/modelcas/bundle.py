@@ -231,7 +231,8 @@ def plan_bundle(
                     source, pinned = info.path, info.digest
                     original = original or info.digest.sha256[:12]
                 else:
-                    registry = registry or open_lock(lock, store=store)
+                    # A bundle config's names resolve through the lockfile nearest the config.
+                    registry = registry or open_lock(lock or lockfile.find(base), store=store)
                     pin = registry.pin(*split_ref(ref))
                     source, pinned = registry.fetch(pin), pin.digest
                     original = original or pin.file
