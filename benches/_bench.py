@@ -124,3 +124,28 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def make_weights(path: Path, size: int, *, seed: int = 0, scale: float = 0.02) -> Path:
+    """float32 weights drawn from N(0, scale), as a freshly initialised layer holds, made once.
+
+    Unlike ``make_file``'s uniform bytes these compress a little (sign and exponent bits repeat),
+    as real weights do, so compressors are measured on realistic input.
+    """
+    if size % 4:
+        raise ValueError(f"{path}: {size} bytes is not a whole number of float32 values")
+    if path.exists() and path.stat().st_size == size:
+        return path
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        left = size // 4
+        while left:
+            n = min(left, 16 * MiB)
+            (rng.standard_normal(n, dtype=np.float32) * np.float32(scale)).tofile(f)
+            left -= n
+    tmp.rename(path)
+    return path

@@ -33,8 +33,10 @@ def config(tmp_path: Path) -> Path:
     shutil.copytree(EXAMPLE.parent / "weights", work / "weights")
     (work / "weights" / "pi_model_20251218.pkl").write_bytes(b"\x80\x04sklearn-ish model")
     cfg = yaml.safe_load((work / "bundle" / "config_model_bundle.yml").read_text())
-    cfg["pi_classification"] = {"model_path": "../weights/pi_model_20251218.pkl",
-                                "model_type": "PIClassifier"}
+    cfg["pi_classification"] = {
+        "model_path": "../weights/pi_model_20251218.pkl",
+        "model_type": "PIClassifier",
+    }
     (work / "bundle" / "config_model_bundle.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return work / "bundle" / "config_model_bundle.yml"
 
@@ -43,8 +45,9 @@ def _epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
 
 
-def test_create_as_the_seed_describes(config: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_as_the_seed_describes(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _epoch(monkeypatch)
     out = bundles.create_model_bundle(config, tmp_path / "bundles" / "2025" / "dec" / "my.zip")
     assert out == tmp_path / "bundles" / "2025" / "dec" / "my_20251218.zip", "auto-dated, dirs made"
@@ -63,17 +66,23 @@ def test_create_as_the_seed_describes(config: Path, tmp_path: Path,
         bf = internal["bf_focus"]
         assert bf["model_path"] == "models/NAFNet-bf_focus.safetensors"
         assert bf["inferer_args"]["scaler_args"] == {"pmin": 1.0, "pmax": 99.8}
-        assert internal["cell_classifier"]["model_args"]["classes"] == {0: "single-cell",
-                                                                        1: "clump"}
+        assert internal["cell_classifier"]["model_args"]["classes"] == {
+            0: "single-cell",
+            1: "clump",
+        }
         manifest = json.loads(z.read(bundles.MANIFEST))["members"]
         data = z.read("models/NAFNet-bf_focus.safetensors")
         assert manifest["models/NAFNet-bf_focus.safetensors"] == {
-            "size": len(data), "sha256": ref_sha256(data), "blake3": ref_blake3(data),
-            "crc32": zipfile.ZipInfo and z.getinfo("models/NAFNet-bf_focus.safetensors").CRC}
+            "size": len(data),
+            "sha256": ref_sha256(data),
+            "blake3": ref_blake3(data),
+            "crc32": zipfile.ZipInfo and z.getinfo("models/NAFNet-bf_focus.safetensors").CRC,
+        }
         assert set(manifest) == set(names) - {bundles.MANIFEST}
     sidecar = out.with_name(out.name + ".sha256")
-    check = subprocess.run(["sha256sum", "-c", sidecar.name], cwd=out.parent,
-                           capture_output=True, check=False)
+    check = subprocess.run(
+        ["sha256sum", "-c", sidecar.name], cwd=out.parent, capture_output=True, check=False
+    )
     assert check.returncode == 0, check.stdout
 
 
@@ -82,31 +91,38 @@ def test_no_auto_date_and_overwrite_protection(config: Path, tmp_path: Path) -> 
     assert out == tmp_path / "exact.zip"
     with pytest.raises(FileExistsError):
         bundles.create_model_bundle(config, tmp_path / "exact.zip", auto_date=False)
-    assert bundles.create_model_bundle(config, tmp_path / "exact.zip", auto_date=False,
-                                       force=True) == out
+    assert (
+        bundles.create_model_bundle(config, tmp_path / "exact.zip", auto_date=False, force=True)
+        == out
+    )
 
 
-def test_deterministic_with_source_date_epoch(config: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deterministic_with_source_date_epoch(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _epoch(monkeypatch)
     for compression in ("stored", "deflate", "zstd:3"):
-        a = bundles.create_model_bundle(config, tmp_path / "a" / "b.zip", compression=compression,
-                                        force=True)
-        b = bundles.create_model_bundle(config, tmp_path / "b" / "b.zip", compression=compression,
-                                        force=True)
+        a = bundles.create_model_bundle(
+            config, tmp_path / "a" / "b.zip", compression=compression, force=True
+        )
+        b = bundles.create_model_bundle(
+            config, tmp_path / "b" / "b.zip", compression=compression, force=True
+        )
         assert a.read_bytes() == b.read_bytes(), compression
 
 
 @pytest.mark.parametrize("compression", ["stored", "deflate", "deflate:9"])
-def test_opens_with_zipfile_unzip_and_bsdtar(config: Path, tmp_path: Path,
-                                             compression: str) -> None:
-    out = bundles.create_model_bundle(config, tmp_path / "b.zip", auto_date=False,
-                                      compression=compression)
+def test_opens_with_zipfile_unzip_and_bsdtar(
+    config: Path, tmp_path: Path, compression: str
+) -> None:
+    out = bundles.create_model_bundle(
+        config, tmp_path / "b.zip", auto_date=False, compression=compression
+    )
     with zipfile.ZipFile(out) as z:
         assert z.testzip() is None
         weights = z.read("models/MonaiUnet-segmentation.safetensors")
     assert weights == (config.parent.parent / "weights" / "segmentation.safetensors").read_bytes()
-    assert subprocess.run(["unzip", "-tq", out], capture_output=True).returncode == 0
+    assert subprocess.run(["unzip", "-tq", out], capture_output=True, check=False).returncode == 0
     listing = subprocess.run(["bsdtar", "-tf", out], capture_output=True, text=True, check=True)
     assert "config.yml" in listing.stdout
     dest = tmp_path / "x"
@@ -116,8 +132,9 @@ def test_opens_with_zipfile_unzip_and_bsdtar(config: Path, tmp_path: Path,
 
 
 def test_zstd_opens_with_bsdtar_and_modelcas(config: Path, tmp_path: Path, cas: Cas) -> None:
-    out = bundles.create_model_bundle(config, tmp_path / "z.zip", auto_date=False,
-                                      compression="zstd:5")
+    out = bundles.create_model_bundle(
+        config, tmp_path / "z.zip", auto_date=False, compression="zstd:5"
+    )
     with zipfile.ZipFile(out) as z:
         assert {i.compress_type for i in z.infolist()} == {93, 0}, "zstd, and a stored manifest"
     dest = tmp_path / "x"
@@ -138,8 +155,14 @@ def test_every_input_is_checked_before_writing(config: Path, tmp_path: Path, cas
     with pytest.raises(UsageError) as e:
         bundles.create_model_bundle(config, tmp_path / "out" / "b.zip")
     text = str(e.value)
-    for part in ("3 problem(s)", "bf_focus.model_path", "missing.pth",
-                 "segmentation.model_metadata", "nope.json", "tracker.config_path"):
+    for part in (
+        "3 problem(s)",
+        "bf_focus.model_path",
+        "missing.pth",
+        "segmentation.model_metadata",
+        "nope.json",
+        "tracker.config_path",
+    ):
         assert part in text
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     r = cas("bundle", "-i", config, "-o", tmp_path / "out" / "b.zip")
@@ -178,7 +201,8 @@ def test_cli_ls_verify_extract_add(config: Path, tmp_path: Path, cas: Cas) -> No
     assert keys["bf_focus"]["model_type"] == "NAFNet"
     assert keys["bf_focus"]["inferer_args"]["patch_size"] == 256
     assert keys["segmentation"]["sha256"] == ref_sha256(
-        (config.parent.parent / "weights" / "segmentation.safetensors").read_bytes())
+        (config.parent.parent / "weights" / "segmentation.safetensors").read_bytes()
+    )
     assert cas("bundle", "verify", out).returncode == 0
     dest = tmp_path / "extracted"
     assert cas("bundle", "extract", out, "-d", dest).returncode == 0
@@ -211,14 +235,17 @@ def test_tampered_member_and_sidecar_are_named(config: Path, tmp_path: Path, cas
     assert b".sha256" in r.stdout
 
 
-def test_open_ingests_once_then_only_stats(config: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_ingests_once_then_only_stats(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = bundles.create_model_bundle(config, tmp_path / "b.zip", auto_date=False)
     store = Store(tmp_path / "store")
     opened = bundles.open(out, store=store)
     seg = opened.model("segmentation")
-    assert seg.path.read_bytes() == (config.parent.parent / "weights" /
-                                     "segmentation.safetensors").read_bytes()
+    assert (
+        seg.path.read_bytes()
+        == (config.parent.parent / "weights" / "segmentation.safetensors").read_bytes()
+    )
     assert seg.inferer_args["patch_size"] == 512 and seg.metadata["model_type"] == "MonaiUnet"
     assert [r.path for r in store.roots()] == [out.resolve()]
     calls: list[str] = []
@@ -243,8 +270,9 @@ def test_pipeline_config_resolves_through_the_bundle(config: Path, tmp_path: Pat
     assert out.exists()
 
 
-def test_gc_keeps_bundle_objects_while_the_bundle_exists(config: Path, tmp_path: Path,
-                                                          cas: Cas) -> None:
+def test_gc_keeps_bundle_objects_while_the_bundle_exists(
+    config: Path, tmp_path: Path, cas: Cas
+) -> None:
     out = bundles.create_model_bundle(config, tmp_path / "b.zip", auto_date=False)
     store = Store(tmp_path / "store")
     bundles.open(out, store=store)

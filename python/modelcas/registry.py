@@ -320,7 +320,9 @@ class Registry:
             if problem is not None:
                 problems.append(
                     PinProblem(
-                        pin, "corrupt", f"{problem}; run `cas verify --repair`, then `cas sync`"
+                        pin,
+                        "corrupt",
+                        f"{problem.describe()}; run `cas verify --repair`, then `cas sync`",
                     )
                 )
         return problems

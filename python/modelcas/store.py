@@ -134,7 +134,8 @@ class Problem:
     expected: str
     actual: str
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
+        """What is wrong, with the expected and actual value and the path."""
         what = {
             "missing": "object is missing",
             "size": "size differs",
@@ -143,10 +144,10 @@ class Problem:
             "not-regular": "not a regular file (refused, not followed)",
             "unreadable": "cannot be read",
         }[self.kind]
-        return (
-            f"sha256:{self.sha256}: {what}: expected {self.expected}, found {self.actual} "
-            f"({self.path})"
-        )
+        return f"{what}: expected {self.expected}, found {self.actual} ({self.path})"
+
+    def __str__(self) -> str:
+        return f"sha256:{self.sha256}: {self.describe()}"
 
 
 @dataclass(frozen=True, slots=True)
