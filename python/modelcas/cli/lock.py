@@ -62,16 +62,21 @@ def run_ls(args: argparse.Namespace) -> int:
     if not lock.models:
         print(f"{show_path(lock.path or '')}: no models pinned")
         return 0
-    for name, model in sorted(lock.models.items()):
-        for v in model.ordered():
-            entry = model.versions[v]
-            size = sum(d.size for d in entry.files.values())
-            mark = "*" if v == model.latest else " "
-            requires = entry.requires or "any"
-            print(
-                f"{mark} {name}@{v:<10} {len(entry.files)} file(s) {human(size):>10}  "
-                f"requires {requires:<14} {entry.source or '(no source)'}"
-            )
+    rows = [
+        (name, v, model.versions[v], v == model.latest)
+        for name, model in sorted(lock.models.items())
+        for v in model.ordered()
+    ]
+    width = max(len(f"{name}@{v}") for name, v, _, _ in rows)
+    spec_width = max(len(e.requires or "any") for _, _, e, _ in rows)
+    for name, v, entry, latest in rows:
+        size = sum(d.size for d in entry.files.values())
+        ref = f"{name}@{v}"
+        print(
+            f"{'*' if latest else ' '} {ref:<{width}}  {len(entry.files)} file(s) "
+            f"{human(size):>10}  requires {entry.requires or 'any':<{spec_width}}  "
+            f"{entry.source or '(no source)'}"
+        )
     print("(* = latest)")
     return 0
 
