@@ -24,7 +24,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::hash::{hex, Algos, Digests, Hasher};
+use crate::hash::{hex, read_full, Algos, Digests, Hasher};
 use crate::zipfmt::*;
 
 /// Bytes per piece moved through `pump`: big enough for fast I/O, small enough to cancel fast.
@@ -355,20 +355,6 @@ fn pump(
         }
     })?;
     Ok(lanes.finish())
-}
-
-/// Fill `buf` as far as the reader allows; 0 means end of input.
-fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(unix)]
