@@ -1,0 +1,523 @@
+"""Bundles: `cas bundle` create and verify against zip, Python zipfile and zstd on the same files.
+
+Run: `make bench-bundle` (or `python benches/bench_bundle.py [--quick]`). Targets from issue 6.
+
+The input is a bundle config, generated here in the shape of examples/bundle, naming six models
+whose weights are float32 arrays drawn from a normal distribution (1 GiB in all, 128 MiB with
+--quick), each with a small metadata JSON, plus a tracker config. Every contender packs those
+same warm files: `zip -0 -r` and `zipfile` take the source folder, `zstd` a tar of it. Before
+each timed run the last output is deleted, writeback is flushed and the inputs are re-read (all
+untimed), so no run pays for another's dirty pages.
+
+The contenders do different work, and the output says so: `cas bundle` reads every member once
+while computing sha256, blake3 and crc32, appends the manifest, fsyncs the bundle and its folder,
+then reads the finished bundle again for its .sha256 sidecar. `zip -0`, `zipfile` and `zstd`
+compute crc32 (or nothing) and leave their output in the page cache; rows with `; sync OUT`
+show them at equal durability. `cas bundle verify` checks every member's sha256, blake3 and
+crc32 against the manifest and then the whole file against the sidecar; `zipfile` checks crc32
+only. After the ratios, a breakdown splits our time into those parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from _bench import DATA, GiB, MiB, Table, machine, make_weights, need, run_cmd, warm
+from modelcas import _core, hashing
+from modelcas import bundle as bundles
+from modelcas.store import Store
+
+RUN = DATA / "bundle-run"  # outputs and the store, deleted at the end
+STORE = RUN / "store"
+
+# key, model type, share of the total size in 64ths (sums to 64)
+MODELS = (
+    ("segmentation", "unet", 24),
+    ("bf_focus", "focus", 16),
+    ("fl_focus", "focus", 12),
+    ("cell_classifier", "convnext", 8),
+    ("pi_classifier", "convnext", 3),
+    ("oof_detector", "yolo", 1),
+)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_slate(outputs: tuple[Path, ...], inputs: tuple[Path, ...]) -> Callable[[], None]:
+    """Untimed setup: delete the last run's output, flush all writeback, re-warm the inputs."""
+
+    def setup() -> None:
+        for p in outputs:
+            remove(p)
+        os.sync()
+        warm(*inputs)
+
+    return setup
+
+
+def in_dir(cwd: Path, *args: str | Path) -> Callable[[], object]:
+    """Like ``run_cmd``, in ``cwd`` (so archive names are relative to it)."""
+    argv = [str(a) for a in args]
+    return lambda: subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
+
+
+def cas(*args: str | Path) -> Callable[[], object]:
+    """The real CLI, started as a user starts it (interpreter start-up included)."""
+    return run_cmd(sys.executable, "-m", "modelcas", "--store", STORE, *args)
+
+
+def fsync_file(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_if_changed(p: Path, text: str) -> None:
+    if not p.exists() or p.read_text(encoding="utf-8") != text:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+
+
+def make_source(total: int) -> tuple[Path, list[Path]]:
+    """The bundle config and every file under its folder (weights, metadata, tracker config)."""
+    src = DATA / f"bundle-src-{total // MiB}MiB"
+    config: dict[str, object] = {}
+    for i, (key, mtype, share) in enumerate(MODELS):
+        size = total * share // 64
+        make_weights(src / "weights" / f"{key}.bin", size, seed=600 + i)
+        meta = {
+            "model_type": mtype,
+            "framework": "pytorch",
+            "dtype": "float32",
+            "parameters": size // 4,
+            "trained_on": f"{key} dataset v3",
+            "description": f"{key} model for the bundle benchmark",
+        }
+        write_if_changed(src / "metadata" / f"{key}.json", json.dumps(meta, indent=2) + "\n")
+        entry: dict[str, object] = {
+            "model_path": f"weights/{key}.bin",
+            "model_metadata": f"metadata/{key}.json",
+        }
+        if mtype == "convnext":
+            entry["model_args"] = {
+                "batch_size": 512,
+                "min_size": 128,
+                "classes": {0: "single-cell", 1: "clump"},
+            }
+        else:
+            entry["inferer_args"] = {
+                "scale_method": "range01",
+                "patch_size": 256,
+                "overlap_ratio": 0.25,
+                "half_precision": False,
+                "scaler_args": {"pmin": 1.0, "pmax": 99.8},
+            }
+        config[key] = entry
+    config["tracker"] = {"config_path": "tracking_config.yml"}
+    write_if_changed(
+        src / "tracking_config.yml",
+        "tracker: btrack\nmax_search_radius: 50\nmotion_model:\n  accuracy: 7.5\n",
+    )
+    cfg = src / "config_model_bundle.yml"
+    write_if_changed(cfg, yaml.safe_dump(config, sort_keys=False))
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".tmp")
+    return cfg, files
+
+
+def make_tar(src: Path, files: list[Path]) -> Path:
+    """A tar of the source folder for the zstd CLI, made once (again when a source is newer)."""
+    tar = src.with_suffix(".tar")
+    if tar.exists() and all(p.stat().st_mtime <= tar.stat().st_mtime for p in files):
+        return tar
+    tmp = tar.with_suffix(".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as t:
+        for p in files:
+            t.add(p, p.relative_to(src).as_posix())
+    tmp.rename(tar)
+    return tar
+
+
+def create(cfg: Path, out: Path, compression: str) -> Callable[[], object]:
+    """In-process `cas bundle`: plan (reads the config) and write, sidecar included."""
+    return lambda: bundles.write(
+        bundles.plan_bundle(cfg, out, auto_date=False), compression=compression, force=True
+    )
+
+
+def zipfile_stored(out: Path, src: Path, files: list[Path]) -> Callable[[], None]:
+    def run() -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            for p in files:
+                zf.write(p, p.relative_to(src).as_posix())
+
+    return run
+
+
+def zipfile_read_all(p: Path) -> None:
+    """Read every member with zipfile, in chunks; zipfile checks each member's crc32."""
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                while f.read(MiB):
+                    pass
+
+
+def verify_in_process(p: Path) -> Callable[[], None]:
+    def run() -> None:
+        problems = bundles.Bundle.read(p, store=Store(STORE)).verify()
+        if problems:
+            raise RuntimeError(f"{p}: {problems}")
+
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="128 MiB of weights, one run each")
+    args = ap.parse_args()
+    total = 128 * MiB if args.quick else GiB
+    repeat = 1 if args.quick else 3
+    zip_, zstd, sync = need("zip"), need("zstd"), need("sync")
+    # A progress bar is drawn only at a terminal; the benchmark times the work, not the bar.
+    os.environ["CAS_NO_PROGRESS"] = "1"
+
+    print(f"machine: {machine()}")
+    cfg, files = make_source(total)
+    src = cfg.parent
+    tar = make_tar(src, files)
+    weights = [p for p in files if p.suffix == ".bin"]
+    in_bytes = sum(p.stat().st_size for p in files)
+    remove(RUN)
+    RUN.mkdir(parents=True)
+    ours, ours_z = RUN / "bundle.zip", RUN / "bundle-zstd.zip"
+    sidecar = ours.with_name(ours.name + ".sha256")
+    peer_zip, peer_zipfile, peer_zst = RUN / "zip0.zip", RUN / "zipfile.zip", RUN / "tar.zst"
+    sidecar_z = ours_z.with_name(ours_z.name + ".sha256")
+    core_out = RUN / "core.zip"
+    # Each contender deletes only its own last output: the others stay for later rows.
+    fresh_ours = clean_slate((ours, sidecar), tuple(files))
+    fresh_zip = clean_slate((peer_zip,), tuple(files))
+    fresh_zipfile = clean_slate((peer_zipfile,), tuple(files))
+    fresh_ours_z = clean_slate((ours_z, sidecar_z), tuple(files))
+    fresh_zst = clean_slate((peer_zst,), (tar,))
+    label = f"{total / GiB:g} GiB of float32 weights in {len(weights)} members"
+    n = len(weights)
+
+    t = Table(f"bundle, {label}")
+    print(f"\n{t.title} ({len(files)} files, {in_bytes / MiB:.1f} MiB)")
+    print("stored:")
+    mk = t.time(
+        "cas bundle, in-process (plan_bundle + write)",
+        create(cfg, ours, "stored"),
+        repeat,
+        "digests + fsync + sidecar",
+        fresh_ours,
+    )
+    mk_cli = t.time(
+        "cas bundle --no-auto-date --force (CLI)",
+        cas("bundle", "-i", cfg, "-o", ours, "--no-auto-date", "--force"),
+        repeat,
+        "digests + fsync + sidecar",
+        fresh_ours,
+    )
+    p_zip = t.time(
+        "zip -0 -r -q OUT.zip .",
+        in_dir(src, zip_, "-0", "-r", "-q", peer_zip, "."),
+        repeat,
+        "crc32, no fsync",
+        fresh_zip,
+    )
+    zip_then = in_dir(src, zip_, "-0", "-r", "-q", peer_zip, ".")
+    zip_sync = run_cmd(sync, peer_zip)
+    p_zip_sync = t.time(
+        "zip -0 -r -q OUT.zip .; sync OUT.zip",
+        lambda: (zip_then(), zip_sync()),
+        repeat,
+        "crc32, fsync",
+        fresh_zip,
+    )
+    p_zipfile = t.time(
+        "Python zipfile ZIP_STORED, ZipFile.write per file",
+        zipfile_stored(peer_zipfile, src, files),
+        repeat,
+        "crc32, no fsync",
+        fresh_zipfile,
+    )
+
+    print("zstd:")
+    zstd3 = ("--compression", "zstd:3")
+    mkz = t.time(
+        "cas bundle --compression zstd:3, in-process",
+        create(cfg, ours_z, "zstd:3"),
+        repeat,
+        "digests + fsync + sidecar",
+        fresh_ours_z,
+    )
+    mkz_cli = t.time(
+        "cas bundle --compression zstd:3 (CLI)",
+        cas("bundle", "-i", cfg, "-o", ours_z, "--no-auto-date", "--force", *zstd3),
+        repeat,
+        "digests + fsync + sidecar",
+        fresh_ours_z,
+    )
+    p_zst = t.time(
+        "zstd -3 -T2 -f -o OUT.zst SRC.tar",
+        run_cmd(zstd, "-q", "-3", "-T2", "-f", "-o", peer_zst, tar),
+        repeat,
+        "no checksum of ours, no fsync",
+        fresh_zst,
+    )
+    zst_then = run_cmd(zstd, "-q", "-3", "-T2", "-f", "-o", peer_zst, tar)
+    zst_sync = run_cmd(sync, peer_zst)
+    p_zst_sync = t.time(
+        "zstd -3 -T2 -f -o OUT.zst SRC.tar; sync OUT.zst",
+        lambda: (zst_then(), zst_sync()),
+        repeat,
+        "fsync",
+        fresh_zst,
+    )
+    size_z, size_zst, size_tar = ours_z.stat().st_size, peer_zst.stat().st_size, tar.stat().st_size
+
+    print("verify (stored bundle):")
+    # The stored bundle and its sidecar, as the last `cas bundle` row left them.
+    fresh_v = clean_slate((), (ours, sidecar))
+    ver = t.time(
+        "Bundle.read(p).verify(), in-process",
+        verify_in_process(ours),
+        repeat,
+        "sha256+blake3+crc32, then sidecar sha256",
+        fresh_v,
+    )
+    ver_cli = t.time(
+        "cas bundle verify (CLI)",
+        cas("bundle", "verify", ours),
+        repeat,
+        "sha256+blake3+crc32, then sidecar sha256",
+        fresh_v,
+    )
+    p_read = t.time(
+        "Python zipfile, ZipFile.open(name).read(1 MiB) per member",
+        lambda: zipfile_read_all(ours),
+        repeat,
+        "crc32 only",
+        fresh_v,
+    )
+
+    # Breakdown: the parts of our time, each measured alone on the same files.
+    b = Table("breakdown")
+    print("\nbreakdown, stored create:")
+    members = bundles.plan_bundle(cfg, core_out, auto_date=False).members()
+    bd_plan = b.time(
+        "plan_bundle (read config + metadata, stat inputs)",
+        lambda: bundles.plan_bundle(cfg, ours, auto_date=False),
+        repeat,
+    )
+    bd_core = b.time(
+        "_core.write_bundle (read, 3 digests, write, fsync, rename)",
+        lambda: _core.write_bundle(
+            core_out, members, method="stored", overwrite=True, manifest=bundles.MANIFEST
+        ),
+        repeat,
+        setup=clean_slate((core_out,), tuple(files)),
+    )
+    bd_side = b.time(
+        "sidecar: sha256 of the finished bundle (second read)",
+        lambda: hashing.hash_file(ours, ("sha256",)),
+        repeat,
+        setup=clean_slate((), (ours,)),
+    )
+    zip_untimed = in_dir(src, zip_, "-0", "-r", "-q", peer_zip, ".")
+    bd_fsync = b.time(
+        f"fsync of {in_bytes / MiB:.0f} MiB just written (zip -0 output)",
+        lambda: fsync_file(peer_zip),
+        repeat,
+        "estimate of our fsync",
+        setup=lambda: (fresh_zip(), zip_untimed()),
+    )
+    bd_digests = b.time(
+        f"digests alone: hash_files sha256+blake3 over the {n} members",
+        lambda: hashing.hash_files(weights, ("sha256", "blake3")),
+        repeat,
+        setup=clean_slate((), tuple(weights)),
+    )
+    bd_sha = b.time(
+        f"sha256 alone over the {n} members, one file after another",
+        lambda: [hashing.hash_file(p, ("sha256",)) for p in weights],
+        repeat,
+        setup=clean_slate((), tuple(weights)),
+    )
+
+    print("breakdown, zstd:3 create:")
+    bd_side_z = b.time(
+        "sidecar: sha256 of the finished zstd bundle",
+        lambda: hashing.hash_file(ours_z, ("sha256",)),
+        repeat,
+        setup=clean_slate((), (ours_z,)),
+    )
+    bd_core_z = b.time(
+        "_core.write_bundle zstd:3, all members in one call",
+        lambda: _core.write_bundle(
+            core_out, members, method="zstd", level=3, overwrite=True, manifest=bundles.MANIFEST
+        ),
+        repeat,
+        "compress-ahead + spools",
+        setup=clean_slate((core_out,), tuple(files)),
+    )
+    each = [RUN / f"core-{i}.zip" for i in range(len(members))]
+
+    def one_call_per_member() -> None:
+        for out, m in zip(each, members, strict=True):
+            _core.write_bundle(
+                out, [m], method="zstd", level=3, overwrite=True, manifest=bundles.MANIFEST
+            )
+
+    bd_core_z_each = b.time(
+        "_core.write_bundle zstd:3, one call per member (summed)",
+        one_call_per_member,
+        repeat,
+        "no compress-ahead, no spool",
+        setup=clean_slate(tuple(each), tuple(files)),
+    )
+    for p in each:
+        remove(p)
+    zst_untimed = run_cmd(zstd, "-q", "-3", "-T2", "-f", "-o", peer_zst, tar)
+    bd_fsync_z = b.time(
+        "fsync of the zstd -3 -T2 output just written",
+        lambda: fsync_file(peer_zst),
+        repeat,
+        "estimate of our fsync",
+        setup=lambda: (fresh_zst(), zst_untimed()),
+    )
+
+    print("breakdown, verify:")
+    bd_read = b.time(
+        "Bundle.read (validate layout, manifest, config.yml)",
+        lambda: bundles.Bundle.read(ours, store=Store(STORE)),
+        repeat,
+        setup=fresh_v,
+    )
+    hidden = sidecar.with_name(sidecar.name + ".hidden")
+
+    def hide() -> None:
+        if sidecar.exists():
+            sidecar.rename(hidden)
+        os.sync()
+        warm(ours)
+
+    bd_members = b.time(
+        "verify() with the sidecar hidden: members only",
+        verify_in_process(ours),
+        repeat,
+        setup=hide,
+    )
+    hidden.rename(sidecar)
+    bd_vside = b.time(
+        "sidecar check: sha256 of the whole bundle",
+        lambda: hashing.hash_file(ours, ("sha256",)),
+        repeat,
+        setup=fresh_v,
+    )
+
+    # Ratios with the issue's targets.
+    t.ratio("stored, in-process vs zip -0 -r", mk, p_zip, 0.2, "zip -0 -r")
+    t.ratio("stored, CLI vs zip -0 -r", mk_cli, p_zip, 0.2, "zip -0 -r")
+    t.ratio("stored, in-process vs zipfile ZIP_STORED", mk, p_zipfile, 0.2, "zipfile ZIP_STORED")
+    t.ratio("stored, CLI vs zipfile ZIP_STORED", mk_cli, p_zipfile, 0.2, "zipfile ZIP_STORED")
+    # Throughput >= 0.9 x zstd's is time <= 1 / 0.9 = 1.11 x (same input bytes).
+    t.ratio("zstd:3 time, in-process (thrpt >= 0.9x)", mkz, p_zst, 1.11, "zstd -3 -T2")
+    t.ratio("zstd:3 time, CLI (thrpt >= 0.9x)", mkz_cli, p_zst, 1.11, "zstd -3 -T2")
+    t.ratio("zstd:3 output size (within 2 %)", size_z, size_zst, 1.02, "zstd -3 -T2 size")
+    t.ratio("verify, in-process vs zipfile read", ver, p_read, 1.0, "zipfile read (crc32)")
+    t.ratio("verify, CLI vs zipfile read", ver_cli, p_read, 1.0, "zipfile read (crc32)")
+    ok = t.report()
+
+    mbs = in_bytes / MiB
+    print(
+        f"\nzstd sizes: input {size_tar / MiB:.1f} MiB (tar) / {mbs:.1f} MiB (files); "
+        f"ours {size_z / MiB:.1f} MiB ({size_z / in_bytes:.1%}), "
+        f"zstd -3 -T2 {size_zst / MiB:.1f} MiB ({size_zst / size_tar:.1%}); "
+        f"ours / zstd = {size_z / size_zst:.4f}"
+    )
+    print(
+        f"zstd throughput: ours {mbs / mkz:.0f} MiB/s in-process, {mbs / mkz_cli:.0f} MiB/s CLI; "
+        f"zstd -3 -T2 {size_tar / MiB / p_zst:.0f} MiB/s "
+        f"({size_tar / MiB / p_zst_sync:.0f} MiB/s with sync)"
+    )
+
+    def line(what: str, secs: float, of: float | None = None) -> None:
+        share = f"{secs / of:6.0%}" if of else ""
+        print(f"  {what:<62} {secs:7.3f} s {share}")
+
+    print(
+        "\nEach part below is the best of its own runs; a (difference) row subtracts those, so"
+        " under load it can come out slightly negative."
+    )
+    print(f"where the time goes, stored create in-process ({mk:.3f} s = 100 %):")
+    line("plan_bundle", bd_plan, mk)
+    line("_core.write_bundle: read + sha256/blake3/crc32 + write + fsync", bd_core, mk)
+    line("  of which fsync (estimate: fsync of the zip -0 output)", bd_fsync, mk)
+    line("  so read + digests + write, without fsync (difference)", bd_core - bd_fsync, mk)
+    line("sidecar: sha256 of the finished bundle", bd_side, mk)
+    line(
+        "rest (difference: metadata JSON, sidecar write, Python)",
+        mk - bd_plan - bd_core - bd_side,
+        mk,
+    )
+    line("CLI start-up, import and output (CLI - in-process)", mk_cli - mk, mk)
+    print("  for reference:")
+    line("sha256 alone over the members (the slowest lane of the pump)", bd_sha)
+    line("sha256+blake3 alone (hash_files, all cores)", bd_digests)
+    line("zip -0 -r (crc32, no fsync)", p_zip)
+    line("zip -0 -r; sync (crc32, fsync)", p_zip_sync)
+    print(
+        f"  at equal durability: in-process / (zip -0; sync) = {mk / p_zip_sync:.2f} x; "
+        f"write_bundle alone / (zip -0; sync) = {bd_core / p_zip_sync:.2f} x; "
+        f"write_bundle without fsync / zip -0 = {(bd_core - bd_fsync) / p_zip:.2f} x, "
+        f"/ zipfile = {(bd_core - bd_fsync) / p_zipfile:.2f} x"
+    )
+    print(f"\nwhere the time goes, zstd:3 create in-process ({mkz:.3f} s = 100 %):")
+    line("_core.write_bundle: read + digests + zstd + write + fsync", bd_core_z, mkz)
+    line("  of which fsync (estimate: fsync of the zstd CLI output)", bd_fsync_z, mkz)
+    line("sidecar: sha256 of the finished bundle", bd_side_z, mkz)
+    line("rest (difference: plan, metadata, Python)", mkz - bd_core_z - bd_side_z, mkz)
+    line("CLI start-up, import and output (CLI - in-process)", mkz_cli - mkz, mkz)
+    print("  for reference:")
+    line("write_bundle, one call per member (no spools)", bd_core_z_each)
+    line("zstd -3 -T2 (no fsync)", p_zst)
+    line("zstd -3 -T2; sync", p_zst_sync)
+    print(f"  at equal durability: in-process / (zstd; sync) = {mkz / p_zst_sync:.2f} x")
+    print(f"\nwhere the time goes, verify in-process ({ver:.3f} s = 100 %):")
+    line("Bundle.read: validate the layout, read manifest and config", bd_read, ver)
+    line("members: sha256+blake3+crc32 each (verify, sidecar hidden)", bd_members, ver)
+    line("sidecar check: sha256 of the whole bundle (second read)", bd_vside, ver)
+    line("rest (difference)", ver - bd_members - bd_vside, ver)
+    line("CLI start-up, import and output (CLI - in-process)", ver_cli - ver, ver)
+    print(
+        f"  members only / zipfile read = {bd_members / p_read:.2f} x; "
+        f"sidecar alone / zipfile read = {bd_vside / p_read:.2f} x"
+    )
+
+    remove(RUN)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
