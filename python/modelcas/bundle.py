@@ -18,6 +18,7 @@ and no hashing beyond a stat.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -43,8 +44,17 @@ TRACKER = "config_tracker.yml"
 FORMAT = 1
 COMPRESSIONS = ("stored", "deflate", "zstd")
 _SMALL = 64 << 20  # cap for members read into memory (config, metadata, manifest)
+_MAX_CONFIG_VALUES = 1_000_000  # cap on config.yml's values with its YAML aliases expanded
 _RESERVED = {"_bundle_metadata", "tracker"}
 _TYPE_KEYS = ("model_type", "model_name", "architecture")
+# Types of the config.yml entry fields that readers use, checked when a bundle is read.
+_ENTRY_TYPES: dict[str, type] = {
+    "model_path": str,
+    "model_metadata": str,
+    "model_type": str,
+    "inferer_args": dict,
+    "model_args": dict,
+}
 _SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*")
 
 
@@ -584,7 +594,16 @@ class Bundle:
             metadata: dict[str, Any] = {}
             meta_member = entry.get("model_metadata")
             if isinstance(meta_member, str):
-                metadata = json.loads(self._small(meta_member))
+                try:
+                    metadata = json.loads(self._small(meta_member))
+                except (ValueError, RecursionError) as e:
+                    raise BundleError(
+                        f"{self.path}: {key}.model_metadata {meta_member!r} is not valid JSON: {e}"
+                    ) from None
+                if not isinstance(metadata, dict):
+                    raise BundleError(
+                        f"{self.path}: {key}.model_metadata {meta_member!r} is not a JSON object"
+                    )
             path = (
                 self.store.path(want.sha256, verify=False)
                 if self.store.has(want.sha256)
@@ -616,29 +635,59 @@ class Bundle:
     def extract(self, dest: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
         """Extract every member under ``dest``, verified; nothing is written outside it.
 
+        All or nothing: when a member fails, the files and directories this call created are
+        removed again (files it replaced under ``force`` keep their new, verified bytes).
+
         Raises:
-            IntegrityError: a member does not match the manifest (it is not kept).
+            IntegrityError: a member does not match the manifest.
+            ArchiveLimitError: a member decompresses past a limit.
             FileExistsError: a file exists and ``force`` is not set.
         """
         root = Path(dest)
         written = []
-        for i, e in enumerate(self._reader.entries()):
-            name = e[0]
-            target = root.joinpath(*name.rstrip("/").split("/"))
-            if e[7]:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            want = self.manifest.get(name)
-            self._reader.extract_member(
-                i,
-                target,
-                sha256=want.sha256 if want else None,
-                blake3=want.blake3 if want else None,
-                overwrite=force,
-            )
-            written.append(target)
+        created: list[Path] = []  # files and directories that did not exist before
+        try:
+            for i, e in enumerate(self._reader.entries()):
+                name = e[0]
+                target = root.joinpath(*name.rstrip("/").split("/"))
+                if e[7]:
+                    _make_dirs(target, created)
+                    continue
+                _make_dirs(target.parent, created)
+                new = not os.path.lexists(target)
+                want = self.manifest.get(name)
+                self._reader.extract_member(
+                    i,
+                    target,
+                    sha256=want.sha256 if want else None,
+                    blake3=want.blake3 if want else None,
+                    overwrite=force,
+                )
+                if new:
+                    created.append(target)
+                written.append(target)
+        except BaseException:
+            for p in reversed(created):
+                with contextlib.suppress(OSError):
+                    if p.is_dir() and not p.is_symlink():
+                        p.rmdir()  # only if empty
+                    else:
+                        p.unlink()
+            raise
         return written
+
+
+def _make_dirs(path: Path, created: list[Path]) -> None:
+    """``mkdir -p``, recording each directory it creates (parents first)."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        created.append(d)
+    path.mkdir(parents=True, exist_ok=True)  # raises, as before, when a file is in the way
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Digest]:
@@ -664,7 +713,7 @@ def _read_manifest(path: Path, reader: Any, names: dict[str, int]) -> dict[str, 
             if not (is_hex64(d["sha256"]) and is_hex64(d["blake3"])):
                 raise ValueError(f"bad digest for {name!r}")
             out[str(name)] = Digest(d["sha256"], int(d["size"]), d["blake3"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BundleError(f"{path}: {MANIFEST} is malformed: {e}") from None
     return out
 
@@ -675,11 +724,44 @@ def _read_config(path: Path, reader: Any, names: dict[str, int]) -> dict[str, An
     data, _ = reader.read_member(names[CONFIG], _SMALL)
     try:
         config = yaml.safe_load(data)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:
         raise BundleError(f"{path}: {CONFIG} is not valid YAML: {e}") from None
     if not isinstance(config, dict):
         raise BundleError(f"{path}: {CONFIG} is not a mapping")
+    if _expanded_size(config, _MAX_CONFIG_VALUES) > _MAX_CONFIG_VALUES:
+        raise BundleError(
+            f"{path}: {CONFIG} expands to more than {_MAX_CONFIG_VALUES} values through YAML "
+            "aliases (an alias bomb, or a self-referencing value)",
+            hint="the bundle is damaged or was not made by modelcas",
+        )
+    if not isinstance(config.get("_bundle_metadata", {}), dict):
+        raise BundleError(f"{path}: {CONFIG}: _bundle_metadata is not a mapping")
+    for key, entry in config.items():
+        if key in _RESERVED or not isinstance(entry, dict) or "model_path" not in entry:
+            continue
+        for name, kind in _ENTRY_TYPES.items():
+            value = entry.get(name)
+            if value is not None and not isinstance(value, kind):
+                raise BundleError(
+                    f"{path}: {CONFIG}: {key}.{name} should be a {kind.__name__}, "
+                    f"found {value!r:.80}",
+                    hint="the bundle is damaged or was not made by modelcas",
+                )
     return config
+
+
+def _expanded_size(value: object, limit: int) -> int:
+    """How many values ``value`` holds, YAML aliases expanded (counting stops past ``limit``)."""
+    stack, seen = [value], 0
+    while stack and seen <= limit:
+        v = stack.pop()
+        seen += 1
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return seen
 
 
 def _check_sidecar(path: Path, sidecar: Path) -> list[str]:
