@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CAS_NO_PROGRESS ?=
 
-.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle clean
+.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ lint: setup
 	cargo clippy --locked --all-targets --features python -- -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: bench-hash bench-store bench-hub bench-bundle
+bench: bench-hash bench-store bench-hub bench-bundle bench-load
 
 bench-hash: setup
 	$(BIN)/python benches/bench_hash.py
@@ -50,6 +50,9 @@ bench-store: setup
 
 bench-hub: setup
 	$(BIN)/python benches/bench_hub.py
+
+bench-load: setup
+	$(BIN)/python benches/bench_load.py
 
 bench-bundle: setup
 	$(BIN)/python benches/bench_bundle.py
