@@ -76,8 +76,16 @@ def run_cmd(*args: str | Path) -> Callable[[], object]:
 
 
 def child_peak_rss_mib(code: str) -> float:
-    """Peak resident memory of a fresh Python running ``code``, in MiB (as it reports itself)."""
-    probe = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory of a fresh Python running ``code``, in MiB.
+
+    Read from VmHWM, which exec resets: getrusage's ru_maxrss survives exec and would report
+    the benchmark process's own peak (it maps GiB-sized files).
+    """
+    probe = code + (
+        "\nfrom pathlib import Path\n"
+        "print(next(l.split()[1] for l in Path('/proc/self/status').read_text().splitlines()"
+        " if l.startswith('VmHWM')))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     return int(out.stdout.split()[-1]) / 1024
 

@@ -112,17 +112,6 @@ def resolve(
 # -- reading once and verifying --------------------------------------------------------------
 
 
-def _allocate(size: int, pinned: bool) -> tuple[Any, memoryview]:
-    """A writable host buffer; pinned (page-locked) when copies to a GPU will follow."""
-    if pinned:
-        import torch  # noqa: PLC0415
-
-        t = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-        return t, t.numpy().data
-    buf = bytearray(size)
-    return buf, memoryview(buf)
-
-
 def _verify(buf: memoryview, target: Target, deep: bool) -> None:
     """Hash the buffer and compare; raises IntegrityError naming everything."""
     algos: tuple[hashing.Algo, ...] = (
@@ -145,46 +134,70 @@ def _verify(buf: memoryview, target: Target, deep: bool) -> None:
         )
 
 
-def read_verified(target: Target, *, deep: bool = False, pinned: bool = False) -> Any:
-    """Read a stored object once into memory and verify it there.
-
-    Returns:
-        The buffer (a ``bytearray``, or a pinned ``torch.uint8`` tensor when ``pinned``).
-
-    Raises:
-        IntegrityError: the bytes do not match; nothing is returned.
-    """
+def _read_exactly(target: Target, into: memoryview | None) -> bytes | None:
+    """Read the whole object, into ``into`` when given, else as new bytes; check the size."""
     size = target.digest.size
-    owner, view = _allocate(size, pinned)
-    fd = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
+        fd = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb", buffering=0) as f:
-            filled = 0
-            while filled < size:
-                n = f.readinto(view[filled:])
-                if not n:
-                    break
-                filled += n
-            extra = f.read(1)
+            if into is None:
+                # bytes from read() are allocated without being zeroed first.
+                data = f.read(size + 1)
+                found = len(data)
+            else:
+                data, found = None, 0
+                while found < size and (n := f.readinto(into[found:])):
+                    found += n
+                found += len(f.read(1))
     except OSError as e:
         raise IntegrityError(
             f"{target.label}: cannot read {target.path}: {e.strerror or e}",
             hint="run `cas verify`; then `cas sync` to fetch it again",
         ) from e
-    if filled != size or extra:
-        found = f"{filled} bytes" if not extra else "more bytes"
+    if found != size:
+        shown = f"{found} bytes" if found < size else "more bytes"
         raise IntegrityError(
             f"{target.label} (sha256:{target.digest.sha256}) at {target.path} is corrupt: "
-            f"size: expected {size} bytes, found {found}; nothing was loaded",
+            f"size: expected {size} bytes, found {shown}; nothing was loaded",
             hint="run `cas verify --repair`, then `cas sync` to fetch a good copy",
         )
+    return data
+
+
+def read_verified(target: Target, *, deep: bool = False, into: str = "bytes") -> Any:
+    """Read a stored object once into memory and verify it there.
+
+    Args:
+        target: what to read.
+        deep: verify sha256 as well as blake3.
+        into: ``"bytes"``; ``"tensor"``, a writable ``torch.uint8`` tensor (safetensors views
+            share it); or ``"pinned"``, the same in page-locked memory for GPU copies.
+
+    Returns:
+        The verified buffer.
+
+    Raises:
+        IntegrityError: the bytes do not match; nothing is returned.
+    """
+    if into == "bytes":
+        data = _read_exactly(target, None)
+        assert data is not None
+        _verify(memoryview(data), target, deep)
+        return data
+    import torch  # noqa: PLC0415
+
+    # torch.empty does not zero the memory it hands out.
+    buf = torch.empty(target.digest.size, dtype=torch.uint8, pin_memory=into == "pinned")
+    view = buf.numpy().data
+    _read_exactly(target, view)
     _verify(view, target, deep)
-    return owner
+    return buf
 
 
 def load_bytes(ref: Ref, *, deep: bool = False, **where: Any) -> bytes:
     """The verified bytes of a stored file (for ``.onnx`` and other formats)."""
-    return bytes(read_verified(resolve(ref, **where), deep=deep))
+    data: bytes = read_verified(resolve(ref, **where), deep=deep)
+    return data
 
 
 def onnx_session(ref: Ref, *, deep: bool = False, **kwargs: Any) -> Any:
@@ -222,7 +235,7 @@ _PICKLE_EXTS = (".pkl", ".pickle", ".joblib")
 _TORCH_EXTS = (".pt", ".pth", ".bin", ".ckpt")
 
 
-def _format(target: Target, buf: Any) -> str:
+def _format(target: Target) -> str:
     name = target.filename.lower()
     if name.endswith(".safetensors"):
         return "safetensors"
@@ -232,7 +245,9 @@ def _format(target: Target, buf: Any) -> str:
         return "pickle"
     if name.endswith(".onnx"):
         return "onnx"
-    head = bytes(memoryview(buf)[:16])
+    # Only chooses the decoder; the whole content is verified before it is decoded.
+    with open(target.path, "rb") as f:
+        head = f.read(16)
     if head[:2] == b"PK":
         return "torch"
     if len(head) >= 9 and head[8:9] == b"{":
@@ -331,10 +346,9 @@ _GLOBAL = re.compile(r"(?:GLOBAL|global) ([\w.]+(?: ?\.[\w]+)*)")
 def _torch_checkpoint(buf: Any, target: Target, device: Any) -> Any:
     import torch  # noqa: PLC0415
 
-    raw = bytes(buf.numpy()) if isinstance(buf, torch.Tensor) else bytes(buf)
     try:
         with _weights_only_enforced():
-            return torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+            return torch.load(io.BytesIO(buf), map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))
         what = found.group(1) if found else "an object torch does not allow"
@@ -353,7 +367,7 @@ def _pickle(buf: Any, target: Target, trust_pickle: bool) -> Any:
             "it was not loaded",
             hint="pass trust_pickle=True for this call if you trust its author",
         )
-    raw = bytes(buf)
+    raw = buf
     if target.filename.lower().endswith(".joblib"):
         import joblib  # noqa: PLC0415
 
@@ -389,14 +403,15 @@ def load(
 
         if not torch.cuda.is_available():
             raise UsageError(f"device {device!r} was asked for, but torch sees no CUDA device")
-    buf = read_verified(target, deep=deep, pinned=cuda and target.filename.endswith(".safetensors"))
-    kind = _format(target, buf)
+    kind = _format(target)
+    into = ("pinned" if cuda else "tensor") if kind == "safetensors" else "bytes"
+    buf = read_verified(target, deep=deep, into=into)
     if kind == "safetensors":
         return _safetensors(buf, target, device)
     if kind == "torch":
         return _torch_checkpoint(buf, target, device)
     if kind == "onnx":
-        return bytes(buf)
+        return buf
     return _pickle(buf, target, trust_pickle)
 
 
