@@ -263,17 +263,17 @@ type Fill<'a> = dyn FnMut(&mut [u8]) -> Result<usize> + Send + 'a;
 /// Takes each piece in order; `true` marks the last one (possibly empty).
 type Sink<'a> = dyn FnMut(&[u8], bool) -> Result<()> + Send + 'a;
 
-/// sha256 + crc32 on one lane, blake3 on the other.
+/// sha256 (when wanted) + crc32 on one lane, blake3 on the other.
 struct Lanes {
     seq: Hasher,
     b3: Hasher,
 }
 
 impl Lanes {
-    fn new() -> Self {
+    fn new(sha256: bool) -> Self {
         Lanes {
             seq: Hasher::new(Algos {
-                sha256: true,
+                sha256,
                 blake3: false,
                 crc32: true,
             }),
@@ -306,13 +306,14 @@ impl Lanes {
 /// hashed and consumed, the next one is being filled. Inputs smaller than `piece` stay on the
 /// calling thread.
 fn pump(
+    sha256: bool,
     size_hint: u64,
     piece: usize,
     fill: &mut Fill<'_>,
     sink: &mut Sink<'_>,
     ctl: &Control,
 ) -> Result<Digests> {
-    let mut lanes = Lanes::new();
+    let mut lanes = Lanes::new(sha256);
     ctl.check()?;
     let first = usize::try_from(size_hint.saturating_add(1))
         .unwrap_or(piece)
@@ -833,7 +834,7 @@ fn compress(
                 Ok(())
             };
             let piece = DEFLATE_CHUNK * threads.clamp(1, 8);
-            pump(size, piece, &mut fill, &mut sink, ctl)?
+            pump(true, size, piece, &mut fill, &mut sink, ctl)?
         }
         Method::Zstd { level } => {
             let zerr = |e: io::Error| Error::Invalid(format!("zstd: {e}"));
@@ -846,7 +847,7 @@ fn compress(
             let workers = if size >= ZSTD_MT_MIN { ZSTD_WORKERS } else { 1 };
             enc.multithread(workers).map_err(zerr)?;
             let mut sink = |data: &[u8], _last: bool| enc.write_all(data).map_err(err);
-            let digests = pump(size, PIECE, &mut fill, &mut sink, ctl)?;
+            let digests = pump(true, size, PIECE, &mut fill, &mut sink, ctl)?;
             if digests.size != size {
                 return Err(changed_size(spec, &path, size, digests.size));
             }
@@ -1163,7 +1164,7 @@ impl ZipOut<'_> {
         let (buf, out_path) = (&mut self.buf, self.path);
         let mut fill = |b: &mut [u8]| read_full(&mut src, b).at(&path, "read");
         let mut sink = |data: &[u8], _last: bool| buf.write_all(data).at(out_path, "write");
-        let digests = pump(size, PIECE, &mut fill, &mut sink, ctl)?;
+        let digests = pump(true, size, PIECE, &mut fill, &mut sink, ctl)?;
         self.pos += digests.size;
         if digests.size != size {
             return Err(changed_size(spec, &path, size, digests.size));
@@ -1576,8 +1577,9 @@ impl Bundle {
     }
 
     /// Verify a member (size and crc32) and return its digests, writing nothing.
-    pub fn hash_member(&self, index: usize, ctl: &Control) -> Result<Digests> {
-        self.stream(index, &mut |_, _| Ok(()), ctl)
+    /// With `sha256: false` only blake3 and crc32 are computed (routine verification).
+    pub fn hash_member(&self, index: usize, sha256: bool, ctl: &Control) -> Result<Digests> {
+        self.stream(index, sha256, &mut |_, _| Ok(()), ctl)
     }
 
     /// Read a whole verified member into memory; refused if it declares more than `max_bytes`.
@@ -1600,6 +1602,7 @@ impl Bundle {
         let mut data = Vec::new();
         let digests = self.stream(
             index,
+            true,
             &mut |piece, _| {
                 data.extend_from_slice(piece);
                 Ok(())
@@ -1620,6 +1623,7 @@ impl Bundle {
         let path = self.path.clone();
         self.stream(
             index,
+            true,
             &mut |piece, _| {
                 out.write_all(piece).map_err(|e| Error::Io {
                     path: path.clone(),
@@ -1656,6 +1660,7 @@ impl Bundle {
             let mut w = BufWriter::with_capacity(1 << 20, file);
             let digests = self.stream(
                 index,
+                true,
                 &mut |piece, _| w.write_all(piece).at(tmp_path, "write"),
                 ctl,
             )?;
@@ -1688,7 +1693,13 @@ impl Bundle {
 
     /// Decompress a member into `sink`, hashing it and enforcing the limits on the bytes
     /// actually produced; checks its size and crc32 at the end.
-    fn stream(&self, index: usize, sink: &mut Sink<'_>, ctl: &Control) -> Result<Digests> {
+    fn stream(
+        &self,
+        index: usize,
+        sha256: bool,
+        sink: &mut Sink<'_>,
+        ctl: &Control,
+    ) -> Result<Digests> {
         let e = self.entry(index)?;
         let cx = Ctx { path: &self.path };
         let range = RangeReader {
@@ -1722,7 +1733,7 @@ impl Bundle {
                 let mut r = range;
                 let mut fill =
                     |buf: &mut [u8]| bounded(buf, &mut |b| read_full(&mut r, b).map_err(io_err));
-                pump(declared, PIECE, &mut fill, sink, ctl)?
+                pump(sha256, declared, PIECE, &mut fill, sink, ctl)?
             }
             Compression::Deflate => {
                 let mut dec = flate2::bufread::DeflateDecoder::new(BufReader::with_capacity(
@@ -1737,7 +1748,7 @@ impl Bundle {
                             })
                         })
                     };
-                    pump(declared, PIECE, &mut fill, sink, ctl)?
+                    pump(sha256, declared, PIECE, &mut fill, sink, ctl)?
                 };
                 if dec.total_in() != e.compressed_size && produced == declared {
                     return Err(cx.corrupt(
@@ -1763,7 +1774,7 @@ impl Bundle {
                         read_full(&mut dec, b).map_err(|err| zstd_error(&cx, &e.name, err, wlog))
                     })
                 };
-                pump(declared, PIECE, &mut fill, sink, ctl)?
+                pump(sha256, declared, PIECE, &mut fill, sink, ctl)?
             }
         };
         if digests.size != declared {
@@ -2594,7 +2605,7 @@ mod tests {
             assert_eq!(r.sha256, reference.sha256.unwrap());
             assert_eq!(r.blake3, reference.blake3.unwrap());
             assert_eq!(r.crc32, reference.crc32.unwrap());
-            assert_eq!(b.hash_member(i, &ctl).unwrap(), reference);
+            assert_eq!(b.hash_member(i, true, &ctl).unwrap(), reference);
         }
     }
 
@@ -3170,7 +3181,7 @@ mod tests {
         let b = open_bytes(&build(&entries), Limits::default()).unwrap();
         assert!(b.entries()[3].is_dir);
         for i in 0..3 {
-            b.hash_member(i, &Control::default()).unwrap();
+            b.hash_member(i, true, &Control::default()).unwrap();
         }
     }
 
@@ -3433,7 +3444,7 @@ mod tests {
         ] {
             e.size = 1000;
             let b = open_bytes(&build(&[e]), Limits::default()).unwrap();
-            let err = b.hash_member(0, &Control::default()).unwrap_err();
+            let err = b.hash_member(0, true, &Control::default()).unwrap_err();
             assert!(matches!(err, Error::Limit(_)), "{err}");
             assert!(
                 err.to_string()
@@ -3489,7 +3500,7 @@ mod tests {
         e.csize = data.len() as u32;
         e.data = data;
         let b = open_bytes(&build(&[e]), Limits::default()).unwrap();
-        let err = b.hash_member(0, &Control::default()).unwrap_err();
+        let err = b.hash_member(0, true, &Control::default()).unwrap_err();
         assert!(matches!(err, Error::Limit(_)), "{err}");
         assert!(err.to_string().contains("window over the limit"), "{err}");
     }
@@ -3499,12 +3510,12 @@ mod tests {
         let mut bytes = build(&[raw("a", b"hello world"), raw_deflate("b", &sample(5000, 1))]);
         bytes[LOCAL_LEN + 1 + 3] ^= 1;
         let b = open_bytes(&bytes, Limits::default()).unwrap();
-        let err = b.hash_member(0, &Control::default()).unwrap_err();
+        let err = b.hash_member(0, true, &Control::default()).unwrap_err();
         assert!(
             matches!(err, Error::Integrity(_)) && err.to_string().contains("crc32"),
             "{err}"
         );
-        assert!(b.hash_member(1, &Control::default()).is_ok());
+        assert!(b.hash_member(1, true, &Control::default()).is_ok());
         for cut in [1, 10, 23, 100] {
             assert!(open_bytes(&bytes[..bytes.len() - cut], Limits::default()).is_err());
         }
@@ -3571,7 +3582,7 @@ mod tests {
         };
         if let Ok(b) = open_bytes(bytes, limits) {
             for i in 0..b.entries().len() {
-                let _ = b.hash_member(i, &Control::default());
+                let _ = b.hash_member(i, true, &Control::default());
                 let _ = b.read_member(i, 1 << 20, &Control::default());
             }
         }

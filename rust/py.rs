@@ -429,15 +429,16 @@ impl PyZipReader {
         self.inner.index_of(name)
     }
 
-    #[pyo3(signature = (index, *, progress = None))]
+    #[pyo3(signature = (index, *, sha256 = true, progress = None))]
     fn hash_member(
         &self,
         py: Python<'_>,
         index: usize,
+        sha256: bool,
         progress: Option<Bound<'_, PyAny>>,
     ) -> PyResult<DigestTuple> {
         run(py, progress.as_ref(), |ctl| {
-            self.inner.hash_member(index, ctl)
+            self.inner.hash_member(index, sha256, ctl)
         })
         .map(to_tuple)
     }

@@ -29,7 +29,8 @@ is written.
 
 Actions on an existing bundle:
   ls BUNDLE        keys, model types, sizes, digests and args (--json)
-  verify BUNDLE    every member against the manifest, the file against its .sha256
+  verify BUNDLE    every member (blake3, crc32; --deep adds sha256) against the manifest,
+                   and the file against its .sha256
   extract BUNDLE   -d DIR: safe, verified extraction
   add BUNDLE       ingest every member into the store (shared members are stored once)"""
 EPILOG = """\
@@ -55,8 +56,6 @@ ACTIONS = ("ls", "verify", "extract", "add")
 def register(sub: Any) -> None:
     """Add ``cas bundle`` to the command parser."""
     p = add_command(sub, "bundle", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("action", nargs="?", choices=ACTIONS, help="act on an existing bundle")
-    p.add_argument("bundle_path", nargs="?", metavar="BUNDLE", help="the bundle for an action")
     p.add_argument("-i", "--input", metavar="CONFIG", help="bundle config (YAML) to create from")
     p.add_argument("-o", "--output", metavar="OUT.zip", help="bundle to create")
     p.add_argument("--no-auto-date", action="store_true", help="use OUT.zip exactly as given")
@@ -69,11 +68,28 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="check inputs, show the plan, write nothing"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing bundle or files")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--lock", metavar="PATH", help="lockfile for NAME@VERSION models")
-    p.add_argument("-d", "--dest", metavar="DIR", help="extract: destination directory")
-    p.add_argument("--json", action="store_true", help="ls: print JSON")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, action=None)
+    actions = p.add_subparsers(
+        title="actions on an existing bundle", metavar="ACTION", dest="action", required=False
+    )
+    ls = actions.add_parser("ls", help="keys, model types, sizes, digests and args")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    verify = actions.add_parser(
+        "verify", help="members against the manifest, file against .sha256; exit 1 on any mismatch"
+    )
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="recompute every member's sha256 as well as blake3 and crc32",
+    )
+    extract = actions.add_parser("extract", help="safe, verified extraction into -d DIR")
+    extract.add_argument("-d", "--dest", metavar="DIR", required=True, help="destination")
+    extract.add_argument("--force", action="store_true", help="replace existing files")
+    actions.add_parser("add", help="ingest every member into the store")
+    for action in (ls, verify, extract, actions.choices["add"]):
+        action.add_argument("bundle_path", metavar="BUNDLE", help="the bundle")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
     b = bundles.Bundle.read(args.bundle_path, store=open_store(args))
     total = sum(m.size for m in b.members())
     with byte_bar(total, "verifying") as bar:
-        problems = b.verify(progress=bar)
+        problems = b.verify(deep=args.deep, progress=bar)
     for problem in problems:
         print(f"FAILED {problem}")
     if problems:
@@ -187,8 +203,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    if not args.dest:
-        raise UsageError("cas bundle extract needs -d DIR")
     b = bundles.Bundle.read(args.bundle_path, store=open_store(args))
     written = b.extract(args.dest, force=args.force)
     print(f"extracted {len(written)} verified file(s) into {show_path(args.dest)}")
