@@ -277,3 +277,18 @@ def test_load_from_a_bundle_key(tmp_path: Path) -> None:
     obj.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     with pytest.raises(IntegrityError, match=r"b\.zip key classifier"):
         cas_torch.load_state_dict((opened, "classifier"))
+
+
+def test_large_file_read_in_parallel_and_truncation(tmp_path: Path) -> None:
+    # Over 128 MiB, so the buffer is filled by several threads.
+    state = {"a": torch.randn(17 << 20), "b": torch.randn(17 << 20)}
+    p = tmp_path / "big.safetensors"
+    safetensors.torch.save_file(state, p)
+    store = Store(tmp_path / "store")
+    d = store.add_file(p).info.digest
+    assert _equal(cas_torch.load_state_dict(d.address, store=store, file=p.name), state)
+    obj = store.object_path(d.sha256)
+    obj.chmod(0o644)
+    os.truncate(obj, d.size - (40 << 20))
+    with pytest.raises(IntegrityError, match="size: expected"):
+        cas_torch.load_state_dict(d.address, store=store, file=p.name)
