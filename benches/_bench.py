@@ -44,6 +44,26 @@ def warm(*paths: Path) -> None:
                 pass
 
 
+def remove(path: Path) -> None:
+    """Delete a file or a directory tree, if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_slate(outputs: tuple[Path, ...], inputs: tuple[Path, ...]) -> Callable[[], None]:
+    """Untimed setup: delete the last run's output, flush all writeback, re-warm the inputs."""
+
+    def setup() -> None:
+        for p in outputs:
+            remove(p)
+        os.sync()
+        warm(*inputs)
+
+    return setup
+
+
 def need(tool: str) -> str:
     """Path of a peer tool; the benchmark refuses to run without it rather than skip it."""
     found = shutil.which(tool)

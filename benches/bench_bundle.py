@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -33,7 +32,19 @@ from pathlib import Path
 
 import yaml
 
-from _bench import DATA, GiB, MiB, Table, machine, make_weights, need, run_cmd, warm
+from _bench import (
+    DATA,
+    GiB,
+    MiB,
+    Table,
+    clean_slate,
+    machine,
+    make_weights,
+    need,
+    remove,
+    run_cmd,
+    warm,
+)
 from modelcas import _core, hashing
 from modelcas import bundle as bundles
 from modelcas.store import Store
@@ -50,25 +61,6 @@ MODELS = (
     ("pi_classifier", "convnext", 3),
     ("oof_detector", "yolo", 1),
 )
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def clean_slate(outputs: tuple[Path, ...], inputs: tuple[Path, ...]) -> Callable[[], None]:
-    """Untimed setup: delete the last run's output, flush all writeback, re-warm the inputs."""
-
-    def setup() -> None:
-        for p in outputs:
-            remove(p)
-        os.sync()
-        warm(*inputs)
-
-    return setup
 
 
 def in_dir(cwd: Path, *args: str | Path) -> Callable[[], object]:

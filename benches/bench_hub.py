@@ -28,20 +28,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _bench import DATA, GiB, MiB, Table, best_of, machine, make_file, run_cmd, warm
+from _bench import (
+    DATA,
+    GiB,
+    MiB,
+    Table,
+    best_of,
+    clean_slate,
+    machine,
+    make_file,
+    remove,
+    run_cmd,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TAG = "weights-v1.0"
 FILE = "best.pt"
 TOKEN = "hf_bench_local_token"  # the local server accepts any token
 RUN = DATA / "hub-run"  # per-run outputs, deleted at the end
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def start_server(root: Path) -> Any:
@@ -128,18 +132,6 @@ def time_rounds(
     return {name: min(ts) for name, ts in times.items()}
 
 
-def clean_slate(outputs: tuple[Path, ...], served: Path) -> Callable[[], None]:
-    """Untimed setup: delete the last run's output, flush writeback, re-warm the served file."""
-
-    def setup() -> None:
-        for p in outputs:
-            remove(p)
-        os.sync()
-        warm(served)
-
-    return setup
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="128 MiB, one run each")
@@ -173,7 +165,7 @@ def run(hub: Any, repo_id: str, size: int, repeat: int, label: str) -> int:
     assert hub_file.sha256 is not None and hub_file.size == size
     served = next((hub.root / "objects").glob(f"*/{hub_file.sha256}"))
     hf_cache, store_dir, cli_store = RUN / "hf-cache", RUN / "store", RUN / "cli-store"
-    fresh = clean_slate((hf_cache, store_dir, cli_store), served)
+    fresh = clean_slate((hf_cache, store_dir, cli_store), (served,))
 
     def hf_download() -> str:
         return hf_hub_download(repo_id, FILE, revision=TAG, cache_dir=hf_cache)

@@ -18,7 +18,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from _bench import DATA, GiB, MiB, Table, machine, make_file, need, run_cmd, warm
+from _bench import (
+    DATA,
+    GiB,
+    MiB,
+    Table,
+    clean_slate,
+    machine,
+    make_file,
+    need,
+    remove,
+    run_cmd,
+    warm,
+)
 from modelcas.store import Store
 
 DVC_VENV = DATA / "dvc-venv"
@@ -27,25 +39,6 @@ DVC_VENV = DATA / "dvc-venv"
 def cas(*args: str | Path) -> Callable[[], object]:
     """The real CLI, started as a user starts it (interpreter start-up included)."""
     return run_cmd(sys.executable, "-m", "modelcas", *args)
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def clean_slate(outputs: tuple[Path, ...], inputs: tuple[Path, ...]) -> Callable[[], None]:
-    """Untimed setup: delete the last run's output, flush all writeback, re-warm the inputs."""
-
-    def setup() -> None:
-        for p in outputs:
-            remove(p)
-        os.sync()
-        warm(*inputs)
-
-    return setup
 
 
 def install_dvc() -> Path | None:
