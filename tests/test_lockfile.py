@@ -22,6 +22,7 @@ from modelcas.errors import (
 from modelcas.lockfile import Lockfile
 from modelcas.registry import Registry, open_lock
 from modelcas.store import Store
+from tests.faults import strace_inject
 from tests.pkgs import fake_package, run_in_site
 from tests.refs import ref_blake3, ref_sha256
 
@@ -339,26 +340,8 @@ def test_crash_while_writing_lockfile_leaves_old_or_new(tmp_path: Path, when: in
     old = (proj / "cas.lock").read_bytes()
     second = _file(tmp_path, "b.pt", b"second")
     # The add's renames: object, index record, then the lockfile; kill at the last ones.
-    argv = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=rename",
-        "-e",
-        f"inject=rename:signal=KILL:when={2 + when}",
-        sys.executable,
-        "-m",
-        "modelcas",
-        "add",
-        str(second),
-        "--name",
-        "m",
-        "--version",
-        "v2",
-    ]
+    add = [sys.executable, "-m", "modelcas", "add", str(second), "--name", "m", "--version", "v2"]
+    argv = strace_inject("rename", "signal=KILL", 2 + when, add)
     r = subprocess.run(argv, cwd=proj, env=env, capture_output=True, check=False)
     assert r.returncode in (-9, 137), r.stderr
     text = (proj / "cas.lock").read_bytes()

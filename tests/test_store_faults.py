@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from modelcas.store import Store
+from tests.faults import strace_inject
 from tests.refs import ref_file
 
 MiB = 1 << 20
@@ -84,18 +85,7 @@ def test_kill_9_during_add_leaves_store_sound(
 ) -> None:
     src, sha256 = big
     store = Store(tmp_path / "store")
-    argv = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        f"trace={syscall}",
-        "-e",
-        f"inject={syscall}:signal=KILL:when={when}",
-        *_cas_argv(store.root, "add", src),
-    ]
+    argv = strace_inject(syscall, "signal=KILL", when, _cas_argv(store.root, "add", src))
     killed = subprocess.run(argv, capture_output=True, env=_env(), check=False, timeout=300)
     assert killed.returncode in (-9, 137), killed.stderr
     _assert_store_sound(store)
@@ -144,18 +134,7 @@ def test_disk_full_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
 def test_io_error_while_writing_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
     src = _sparse(tmp_path / "w.pt", 64 * MiB)
     store = Store(tmp_path / "store")
-    argv = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=write",
-        "-e",
-        "inject=write:error=EIO:when=3",
-        *_cas_argv(store.root, "add", src),
-    ]
+    argv = strace_inject("write", "error=EIO", 3, _cas_argv(store.root, "add", src))
     r = subprocess.run(argv, capture_output=True, env=_env(), check=False, timeout=120)
     assert r.returncode == 2, r.stderr
     assert b"Input/output error" in r.stderr and str(src).encode() in r.stderr
