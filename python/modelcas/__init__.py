@@ -1,5 +1,8 @@
 """modelcas: a content-addressed store for ML model weights."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from modelcas._core import __version__
 from modelcas.digest import Digest, Hashes
 from modelcas.errors import (
@@ -17,9 +20,32 @@ from modelcas.errors import (
     WeightsCompatibilityError,
 )
 from modelcas.hashing import Hasher, copy_file, hash_bytes, hash_file, hash_files
-from modelcas.lockfile import Lockfile
-from modelcas.registry import Registry, open_lock
-from modelcas.store import AddResult, ObjectInfo, Problem, Store
+
+if TYPE_CHECKING:
+    from modelcas.lockfile import Lockfile
+    from modelcas.registry import Registry, open_lock
+    from modelcas.store import AddResult, ObjectInfo, Problem, Store
+
+# Imported on first use: YAML, packaging and file locks cost a short command ~50 ms.
+_LAZY = {
+    "AddResult": "store",
+    "ObjectInfo": "store",
+    "Problem": "store",
+    "Store": "store",
+    "Lockfile": "lockfile",
+    "Registry": "registry",
+    "open_lock": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelcas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"modelcas.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AddResult",

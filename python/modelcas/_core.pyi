@@ -34,6 +34,7 @@ def hash_files(
     algos: Sequence[str],
     *,
     mmap: bool | None = None,
+    regular_only: bool = False,
     progress: _Progress | None = None,
 ) -> list[_DigestTuple | OSError]: ...
 def hash_buffer(data: Buffer, algos: Sequence[str]) -> _DigestTuple: ...

@@ -54,6 +54,7 @@ def hash_files(
     algos: Sequence[Algo] = BOTH,
     *,
     mmap: bool | None = None,
+    regular_only: bool = False,
     progress: Progress | None = None,
 ) -> list[Hashes | OSError]:
     """Hash many files in parallel across cores.
@@ -62,6 +63,7 @@ def hash_files(
         paths: the files.
         algos: digests to compute.
         mmap: as for :func:`hash_file`.
+        regular_only: as for :func:`hash_file`.
         progress: called with the number of bytes done since the last call.
 
     Returns:
@@ -72,7 +74,7 @@ def hash_files(
         KeyboardInterrupt: on Ctrl-C.
 
     """
-    raw = _core.hash_files(paths, algos, mmap=mmap, progress=progress)
+    raw = _core.hash_files(paths, algos, mmap=mmap, regular_only=regular_only, progress=progress)
     return [r if isinstance(r, OSError) else Hashes.from_core(r) for r in raw]
 
 

@@ -305,8 +305,9 @@ class Registry:
         return report
 
     def verify(self, *, deep: bool = False) -> list[PinProblem]:
-        """Check every pinned file without fetching anything."""
+        """Check every pinned file without fetching anything (all objects hashed in parallel)."""
         problems = []
+        present = []
         for pin in self.pins():
             if not self.store.has(pin.digest.sha256):
                 problems.append(PinProblem(pin, "missing", "not in the store; run `cas sync`"))
@@ -316,7 +317,9 @@ class Registry:
             except LockfileError as e:
                 problems.append(PinProblem(pin, "mismatch", e.message))
                 continue
-            problem = self.store.verify_object(pin.digest.sha256, deep=deep)
+            present.append(pin)
+        checked = self.store.check([pin.digest.sha256 for pin in present], deep=deep)
+        for pin, problem in zip(present, checked, strict=True):
             if problem is not None:
                 problems.append(
                     PinProblem(

@@ -31,16 +31,14 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from filelock import FileLock
-
 from modelcas import hashing
-from modelcas.digest import Digest, is_hex64, parse_address
+from modelcas.digest import Digest, Hashes, is_hex64, parse_address
 from modelcas.errors import (
     IntegrityError,
     ModelcasError,
@@ -686,34 +684,64 @@ class Store:
         return info.path
 
     def verify_object(self, sha256: str, *, deep: bool = False) -> Problem | None:
-        """Re-check one object; ``None`` when it is intact.
+        """Re-check one object; ``None`` when it is intact (see :meth:`check`)."""
+        return self.check([sha256], deep=deep)[0]
+
+    def check(
+        self,
+        sha256s: Sequence[str],
+        *,
+        deep: bool = False,
+        progress: hashing.Progress | None = None,
+    ) -> list[Problem | None]:
+        """Re-check objects, hashing them in parallel; one result per input, ``None`` if intact.
 
         Routine checks compare the size and blake3 with the index. ``deep`` (or an object
         whose index record is missing) also recomputes sha256, which must equal its name.
         """
-        path = self.object_path(sha256)
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return Problem(sha256, path, "missing", "an object", "nothing")
-        if not stat.S_ISREG(st.st_mode):
-            return Problem(sha256, path, "not-regular", "a regular file", _kind(st.st_mode))
-        record = self._read_index(sha256)
-        if record is not None and st.st_size != record[0].size:
-            return Problem(sha256, path, "size", f"{record[0].size} bytes", f"{st.st_size} bytes")
-        known_b3 = record[0].blake3 if record else None
-        algos: tuple[hashing.Algo, ...] = hashing.BOTH if deep or known_b3 is None else ("blake3",)
-        try:
-            got = hashing.hash_file(path, algos, regular_only=True)
-        except OSError as e:
-            return Problem(sha256, path, "unreadable", "readable bytes", e.strerror or str(e))
-        if known_b3 is not None and got.blake3 != known_b3:
-            return Problem(sha256, path, "blake3", known_b3, got.blake3 or "?")
+        results: list[Problem | None] = [None] * len(sha256s)
+        batches: dict[tuple[hashing.Algo, ...], list[tuple[int, Path, Digest | None, float]]] = {}
+        for i, sha256 in enumerate(sha256s):
+            path = self.object_path(sha256)
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                results[i] = Problem(sha256, path, "missing", "an object", "nothing")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                results[i] = Problem(
+                    sha256, path, "not-regular", "a regular file", _kind(st.st_mode)
+                )
+                continue
+            record = self._read_index(sha256)
+            known = record[0] if record else None
+            if known is not None and st.st_size != known.size:
+                results[i] = Problem(
+                    sha256, path, "size", f"{known.size} bytes", f"{st.st_size} bytes"
+                )
+                continue
+            algos = hashing.BOTH if deep or known is None or not known.blake3 else ("blake3",)
+            batches.setdefault(algos, []).append((i, path, known, st.st_mtime))
+        for algos, batch in batches.items():
+            hashed = hashing.hash_files(
+                [path for _, path, _, _ in batch], algos, regular_only=True, progress=progress
+            )
+            for (i, path, known, mtime), got in zip(batch, hashed, strict=True):
+                results[i] = self._judge(sha256s[i], path, known, got, mtime)
+        return results
+
+    def _judge(
+        self, sha256: str, path: Path, known: Digest | None, got: Hashes | OSError, mtime: float
+    ) -> Problem | None:
+        if isinstance(got, OSError):
+            return Problem(sha256, path, "unreadable", "readable bytes", got.strerror or str(got))
+        if known is not None and known.blake3 and got.blake3 != known.blake3:
+            return Problem(sha256, path, "blake3", known.blake3, got.blake3 or "?")
         if got.sha256 is not None and got.sha256 != sha256:
             return Problem(sha256, path, "sha256", sha256, got.sha256)
-        if record is None:
+        if known is None:
             # Rebuild a lost index record (a crash between the object's rename and its record).
-            self._write_index(Digest(sha256, got.size, got.blake3), st.st_mtime)
+            self._write_index(Digest(sha256, got.size, got.blake3), mtime)
         return None
 
     def verify(
@@ -721,23 +749,15 @@ class Store:
         sha256s: Iterable[str] | None = None,
         *,
         deep: bool = False,
-        on_checked: Callable[[ObjectInfo], object] | None = None,
+        progress: hashing.Progress | None = None,
     ) -> list[Problem]:
         """Verify objects (all of them by default) and return every problem found."""
-        targets = (
-            [self.info(h) if self.has(h) else None for h in sha256s]
+        wanted = (
+            list(sha256s)
             if sha256s is not None
-            else list(self._iter_index())
+            else [info.digest.sha256 for info in self._iter_index()]
         )
-        wanted = list(sha256s) if sha256s is not None else [t.digest.sha256 for t in targets if t]
-        problems = []
-        for sha256, target in zip(wanted, targets, strict=True):
-            problem = self.verify_object(sha256, deep=deep)
-            if problem is not None:
-                problems.append(problem)
-            if on_checked is not None and target is not None:
-                on_checked(target)
-        return problems
+        return [p for p in self.check(wanted, deep=deep, progress=progress) if p is not None]
 
     def quarantine(self, sha256: str) -> Path | None:
         """Move a bad object aside so the next fetch replaces it; returns its new path."""
@@ -958,6 +978,8 @@ class Store:
         if os.environ.get("MODELCAS_LOCKS", "").lower() in ("off", "0", "no"):
             yield
             return
+        from filelock import FileLock  # noqa: PLC0415 (import only when a write needs it)
+
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(self.locks_dir / f"{name}.lock"):
             yield

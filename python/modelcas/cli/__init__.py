@@ -6,45 +6,31 @@ Exit codes: 0 all is well, 1 a check found a problem, 2 usage or unexpected erro
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from modelcas import __version__
-from modelcas.cli import (
-    add,
-    bundle,
-    gc,
-    get,
-    lock,
-    ls,
-    path,
-    publish,
-    pull,
-    push,
-    store,
-    sync,
-    update,
-    verify,
-)
-from modelcas.cli import hash as hash_cmd
 from modelcas.errors import ModelcasError
 
+# Command names in help order. Only the modules of the commands named on the command line are
+# imported, so a quick `cas verify` does not pay for the Hub client, YAML or the bundle reader.
 COMMANDS = (
-    hash_cmd,
-    add,
-    ls,
-    path,
-    get,
-    verify,
-    sync,
-    lock,
-    publish,
-    pull,
-    push,
-    update,
-    bundle,
-    gc,
-    store,
+    "hash",
+    "add",
+    "ls",
+    "path",
+    "get",
+    "verify",
+    "sync",
+    "lock",
+    "publish",
+    "pull",
+    "push",
+    "update",
+    "bundle",
+    "gc",
+    "store",
 )
 
 DESCRIPTION = """\
@@ -67,8 +53,12 @@ examples:
 Run `cas COMMAND --help` for the details of each command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, one subparser per command module."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, one subparser per command module.
+
+    With ``argv``, only the commands it names are registered (all of them when it names none,
+    so that help and "invalid choice" errors list every command).
+    """
     parser = argparse.ArgumentParser(
         prog="cas",
         description=DESCRIPTION,
@@ -83,15 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the store directory (default: $MODELCAS_HOME, else ~/.cache/modelcas)",
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(sub)
+    named = [name for name in COMMANDS if argv is not None and name in argv]
+    for name in named or COMMANDS:
+        importlib.import_module(f"modelcas.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cas`` and return its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         code: int = args.run(args)
     except ModelcasError as e:

@@ -7,8 +7,6 @@ import os
 import sys
 from typing import Any
 
-from modelcas.lockfile import split_ref
-from modelcas.registry import Registry, open_lock
 from modelcas.store import Store
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -58,11 +56,14 @@ def resolve_ref(args: argparse.Namespace, store: Store) -> tuple[str, str]:
     A pinned file missing from the store is fetched from its source, as ``Registry.path``
     does.
     """
+    from modelcas.lockfile import split_ref  # noqa: PLC0415 (YAML only when a name is given)
+    from modelcas.registry import open_lock  # noqa: PLC0415
+
     ref: str = args.ref
     if ref.startswith("sha256:"):
         sha256 = store.resolve(ref)
         return sha256, f"sha256:{sha256}"
-    registry: Registry = open_lock(args.lock, store=store)
+    registry = open_lock(args.lock, store=store)
     pin = registry.pin(*split_ref(ref), args.file)
     registry.fetch(pin)
     return pin.digest.sha256, f"{pin.model}@{pin.version} {pin.file}"

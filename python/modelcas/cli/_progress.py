@@ -7,8 +7,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tqdm import tqdm
-
 # Below this many bytes the work ends before a bar would be worth drawing.
 MIN_BYTES = 256 << 20
 
@@ -26,6 +24,8 @@ def byte_bar(total: int | None, desc: str) -> Iterator[Callable[[int], object] |
     if not wanted(total):
         yield None
         return
+    from tqdm import tqdm  # noqa: PLC0415 (only at a terminal: saves its import otherwise)
+
     with tqdm(
         total=total,
         desc=desc,

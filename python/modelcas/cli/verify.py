@@ -8,7 +8,6 @@ from typing import Any
 from modelcas.cli._common import add_command, err, human, open_store, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
-from modelcas.registry import open_lock
 
 HELP = "re-check stored objects (blake3; --deep adds sha256)"
 DESCRIPTION = """\
@@ -44,6 +43,8 @@ def register(sub: Any) -> None:
 
 def run_lock(args: argparse.Namespace) -> int:
     """``cas verify --lock``: every pinned file, one line each."""
+    from modelcas.registry import open_lock  # noqa: PLC0415 (YAML only for --lock)
+
     registry = open_lock(args.lock or None, store=open_store(args))
     problems = registry.verify(deep=args.deep)
     bad = {(p.pin.model, p.pin.version, p.pin.file) for p in problems}
@@ -80,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
     infos = [store.info(h) for h in targets if store.has(h)] if targets else store.objects()
     total = sum(i.digest.size for i in infos)
     with byte_bar(total, "verifying") as bar:
-        problems = store.verify(
-            targets,
-            deep=args.deep,
-            on_checked=(lambda i: bar(i.digest.size)) if bar else None,
-        )
+        problems = store.verify(targets, deep=args.deep, progress=bar)
     for problem in problems:
         print(f"CORRUPT {problem}" if problem.kind != "missing" else f"MISSING {problem}")
         if args.repair and problem.kind != "missing":
