@@ -24,7 +24,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::hash::{hex, read_full, Algos, Digests, Hasher};
+use crate::hash::{hex, read_full, Algos, Digests, Hasher, PageBuf};
 use crate::zipfmt::*;
 
 /// Bytes per piece moved through `pump`: big enough for fast I/O, small enough to cancel fast.
@@ -318,7 +318,7 @@ fn pump(
     let first = usize::try_from(size_hint.saturating_add(1))
         .unwrap_or(piece)
         .clamp(4096, piece.max(4096));
-    let mut cur = vec![0u8; first];
+    let mut cur = PageBuf::new(first);
     let mut n = fill(&mut cur)?;
     if n < cur.len() && n < SMALL {
         // Small inputs (most bundles hold a few) stay on this thread: handing them over costs
@@ -330,7 +330,7 @@ fn pump(
         ctl.advance(n as u64);
         return Ok(lanes.finish());
     }
-    let mut next = vec![0u8; piece.max(4096)];
+    let mut next = PageBuf::new(piece.max(4096));
     pool()?.install(|| -> Result<()> {
         loop {
             ctl.check()?;
@@ -983,7 +983,7 @@ impl Spool {
             .into_inner()
             .map_err(|e| Error::io(&self.dir, "write a spool file in", e.into_error()))?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(0)).at(&self.dir, "read a spool file in")?;
-        let mut buf = vec![0u8; PIECE];
+        let mut buf = PageBuf::new(PIECE);
         loop {
             let n = read_full(&mut file, &mut buf).at(&self.dir, "read a spool file in")?;
             if n == 0 {

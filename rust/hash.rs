@@ -238,9 +238,24 @@ fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metad
 
 /// Hash one file in a single read pass.
 pub fn hash_file(path: &Path, algos: Algos, mode: ReadMode, ctl: &Control) -> Result<Digests> {
+    hash_file_split(path, algos, mode, 0, ctl)
+}
+
+/// `hash_file`, but a regular file smaller than `split_min` is read and hashed on the calling
+/// thread alone, never spread over the pool (unless mapping is forced).
+fn hash_file_split(
+    path: &Path,
+    algos: Algos,
+    mode: ReadMode,
+    split_min: u64,
+    ctl: &Control,
+) -> Result<Digests> {
     let (file, meta) = open_checked(path, mode.regular_only)?;
     let size = meta.len();
     let regular = meta.file_type().is_file();
+    if regular && size < split_min && mode.mmap != Some(true) {
+        return hash_sequential(file, path, algos, size, ctl);
+    }
     let map = mode.mmap.unwrap_or(size >= PARALLEL_MIN) && regular && size > 0;
     if map {
         // SAFETY: the map is read-only and dropped before we return. If another process
@@ -265,21 +280,32 @@ fn hash_sequential(
     size_hint: u64,
     ctl: &Control,
 ) -> Result<Digests> {
+    thread_local! {
+        // One buffer per thread, reused from file to file: a fresh 1 MiB allocation per file
+        // costs page faults and zeroing on every one of thousands of files.
+        static BUF: std::cell::RefCell<Option<PageBuf>> = const { std::cell::RefCell::new(None) };
+    }
     let cap = usize::try_from(size_hint.saturating_add(1))
         .unwrap_or(PIECE)
         .clamp(4096, 1 << 20);
-    let mut buf = vec![0u8; cap];
-    let mut h = Hasher::new(algos);
-    loop {
-        let n = read_full(&mut file, &mut buf).at(path, "read")?;
-        if n == 0 {
-            break;
+    BUF.with_borrow_mut(|slot| {
+        let buf = match slot {
+            Some(buf) if buf.len() >= cap => buf,
+            _ => slot.insert(PageBuf::new(cap)),
+        };
+        let buf = &mut buf[..cap];
+        let mut h = Hasher::new(algos);
+        loop {
+            let n = read_full(&mut file, buf).at(path, "read")?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            ctl.advance(n as u64);
+            ctl.check()?;
         }
-        h.update(&buf[..n]);
-        ctl.advance(n as u64);
-        ctl.check()?;
-    }
-    Ok(h.finalize())
+        Ok(h.finalize())
+    })
 }
 
 /// Hash many files in parallel across the pool. Results come back in input order; a failing
@@ -291,10 +317,24 @@ pub fn hash_files<P: AsRef<Path> + Sync>(
     ctl: &Control,
 ) -> Result<Vec<Result<Digests>>> {
     let pool = pool()?;
+    // A file that is a small share of the job is read into a small buffer and hashed by one
+    // thread while the other threads take other files: no page faults, no fan-out per file
+    // (15 % faster than mapping over 40 files of 100 MiB). Only a file big enough to leave
+    // threads idle is spread over the pool.
+    let total: u64 = if paths.len() > 1 {
+        paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    } else {
+        0
+    };
+    let split_min = total / (2 * pool.current_num_threads() as u64);
     let results: Vec<Result<Digests>> = pool.install(|| {
         paths
             .par_iter()
-            .map(|p| hash_file(p.as_ref(), algos, mode, ctl))
+            .map(|p| hash_file_split(p.as_ref(), algos, mode, split_min, ctl))
             .collect()
     });
     ctl.check()?;
@@ -324,11 +364,52 @@ pub fn copy_file(
         .create_new(true)
         .open(dst)
         .at(dst, "create")?;
-    let (digests, _) = pipeline(file, src, Hasher::new(algos), Some((&mut out, dst)), ctl)?;
+    let sink = Writer {
+        file: &mut out,
+        path: dst,
+        durable: sync,
+        written: 0,
+        started: 0,
+        waited: 0,
+    };
+    let (digests, _) = pipeline(file, src, Hasher::new(algos), Some(sink), ctl)?;
     if sync {
         out.sync_all().at(dst, "sync")?;
     }
     Ok(digests)
+}
+
+/// A zeroed buffer that starts on a page boundary. The kernel copies between the page cache
+/// and user memory with `rep movsb`, which on AMD Zen runs far slower when the user buffer
+/// is not aligned like the page; glibc's large allocations start 16 bytes into a page
+/// (measured: 40 files of 100 MiB hashed from cache, 0.60 s unaligned, 0.47 s aligned).
+pub(crate) struct PageBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl PageBuf {
+    const PAGE: usize = 4096;
+
+    pub(crate) fn new(len: usize) -> Self {
+        let raw = vec![0u8; len + Self::PAGE];
+        let start = raw.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
+        PageBuf { raw, start, len }
+    }
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
 }
 
 /// Fill `buf` as far as the reader allows; 0 means end of input.
@@ -347,21 +428,70 @@ pub(crate) fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Res
 
 /// A filled buffer shared by the lanes; it returns to the ring when the last lane drops it.
 struct Chunk {
-    data: Vec<u8>,
+    data: Option<PageBuf>,
     len: usize,
-    ring: SyncSender<Vec<u8>>,
+    ring: SyncSender<Option<PageBuf>>,
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        let _ = self.ring.try_send(std::mem::take(&mut self.data));
+        let _ = self.ring.try_send(self.data.take());
     }
 }
 
 enum Lane<'a> {
     Seq(SeqLane),
     Blake3(Box<blake3::Hasher>, Option<Arc<rayon::ThreadPool>>),
-    Write(&'a mut File, &'a Path),
+    Write(Writer<'a>),
+}
+
+/// The pipeline's output file. When it must end up durable, writeback of each `WRITEBACK`
+/// window is started as soon as the window is written, and the window before it is waited
+/// for, so the disk works while we hash and the final fsync finds almost nothing left
+/// (4 GiB `cas add`: 6.1 s with one fsync at the end).
+struct Writer<'a> {
+    file: &'a mut File,
+    path: &'a Path,
+    durable: bool,
+    written: u64,
+    started: u64,
+    waited: u64,
+}
+
+impl Writer<'_> {
+    const WRITEBACK: u64 = 32 << 20;
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).at(self.path, "write")?;
+        self.written += data.len() as u64;
+        if self.durable && self.written - self.started >= Self::WRITEBACK {
+            // Start writing this window, then wait for the one before it. Errors are not lost:
+            // the fsync at the end reports them.
+            self.sync_range(self.started, self.written, libc::SYNC_FILE_RANGE_WRITE);
+            self.sync_range(
+                self.waited,
+                self.started,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+            self.waited = self.started;
+            self.started = self.written;
+        }
+        Ok(())
+    }
+
+    fn sync_range(&self, from: u64, to: u64, flags: libc::c_uint) {
+        use std::os::fd::AsRawFd;
+        if to <= from {
+            return;
+        }
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+            return;
+        };
+        // SAFETY: a plain syscall on a descriptor we own, with no pointers.
+        unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, flags) };
+    }
 }
 
 impl Lane<'_> {
@@ -374,7 +504,7 @@ impl Lane<'_> {
             Lane::Blake3(h, None) => {
                 h.update(data);
             }
-            Lane::Write(file, path) => file.write_all(data).at(path, "write")?,
+            Lane::Write(w) => w.write(data)?,
         }
         Ok(())
     }
@@ -386,7 +516,7 @@ fn pipeline<'a>(
     mut src: File,
     src_path: &Path,
     hasher: Hasher,
-    sink: Option<(&'a mut File, &'a Path)>,
+    sink: Option<Writer<'a>>,
     ctl: &Control,
 ) -> Result<(Digests, Option<&'a mut File>)> {
     let Hasher {
@@ -402,13 +532,14 @@ fn pipeline<'a>(
         let pool = if seq_present { None } else { Some(pool()?) };
         lanes.push(Lane::Blake3(Box::new(h), pool));
     }
-    if let Some((file, path)) = sink {
-        lanes.push(Lane::Write(file, path));
+    if let Some(writer) = sink {
+        lanes.push(Lane::Write(writer));
     }
 
-    let (ring_tx, ring_rx) = sync_channel::<Vec<u8>>(RING);
+    // Buffers are allocated on first use, so a short input never allocates the whole ring.
+    let (ring_tx, ring_rx) = sync_channel::<Option<PageBuf>>(RING);
     for _ in 0..RING {
-        let _ = ring_tx.try_send(Vec::new());
+        let _ = ring_tx.try_send(None);
     }
 
     let (total, lanes) = std::thread::scope(|s| -> Result<(u64, Vec<Lane<'a>>)> {
@@ -420,7 +551,7 @@ fn pipeline<'a>(
             handles.push(s.spawn(move || -> Result<Lane<'a>> {
                 for chunk in rx {
                     ctl.check()?;
-                    lane.consume(&chunk.data[..chunk.len])?;
+                    lane.consume(chunk.data.as_deref().map_or(&[], |d| &d[..chunk.len]))?;
                 }
                 Ok(lane)
             }));
@@ -430,17 +561,17 @@ fn pipeline<'a>(
             let mut total = 0u64;
             loop {
                 ctl.check()?;
-                let Ok(mut buf) = ring_rx.recv() else {
+                let Ok(slot) = ring_rx.recv() else {
                     return Ok(total);
                 };
-                buf.resize(PIECE, 0);
+                let mut buf = slot.unwrap_or_else(|| PageBuf::new(PIECE));
                 let n = read_full(&mut src, &mut buf).at(src_path, "read")?;
                 if n == 0 {
                     return Ok(total);
                 }
                 total += n as u64;
                 let chunk = Arc::new(Chunk {
-                    data: buf,
+                    data: Some(buf),
                     len: n,
                     ring: ring_tx.clone(),
                 });
@@ -481,7 +612,7 @@ fn pipeline<'a>(
         match lane {
             Lane::Seq(seq) => h.seq = seq,
             Lane::Blake3(b3, _) => h.blake3 = Some(*b3),
-            Lane::Write(file, _) => out = Some(file),
+            Lane::Write(w) => out = Some(w.file),
         }
     }
     Ok((h.finalize(), out))

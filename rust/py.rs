@@ -173,20 +173,18 @@ fn hash_file(
 }
 
 #[pyfunction]
-#[pyo3(signature = (paths, algos, *, mmap = None, progress = None))]
+#[pyo3(signature = (paths, algos, *, mmap = None, regular_only = false, progress = None))]
 fn hash_files(
     py: Python<'_>,
     paths: Vec<PathBuf>,
     algos: Vec<String>,
     mmap: Option<bool>,
+    regular_only: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Py<PyAny>>> {
     let algos = parse_algos(algos)?;
     let results = run(py, progress.as_ref(), |ctl| {
-        let mode = ReadMode {
-            mmap,
-            regular_only: false,
-        };
+        let mode = ReadMode { mmap, regular_only };
         hash::hash_files(&paths, algos, mode, ctl)
     })?;
     results
