@@ -27,7 +27,7 @@ def _cas_argv(store: Path, *args: str | Path) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    # No bytecode writes, so the first write() syscalls are the object's own.
+    # No bytecode writes, so no stray writes from the interpreter.
     return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CAS_NO_PROGRESS": "1", **extra}
 
 
@@ -69,9 +69,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 # (syscall, occurrence): during the copy, at the object's fsync, at its rename, at the
 # directory fsync, and at the index record's rename.
 KILL_POINTS = [
-    ("write", 1),
-    ("write", 60),
-    ("write", 400),
+    ("pwrite64", 1),
+    ("pwrite64", 60),
+    ("pwrite64", 400),
     ("fsync", 1),
     ("rename", 1),
     ("fsync", 2),
@@ -134,7 +134,7 @@ def test_disk_full_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
 def test_io_error_while_writing_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
     src = _sparse(tmp_path / "w.pt", 64 * MiB)
     store = Store(tmp_path / "store")
-    argv = strace_inject("write", "error=EIO", 3, _cas_argv(store.root, "add", src))
+    argv = strace_inject("pwrite64", "error=EIO", 3, _cas_argv(store.root, "add", src))
     r = subprocess.run(argv, capture_output=True, env=_env(), check=False, timeout=120)
     assert r.returncode == 2, r.stderr
     assert b"Input/output error" in r.stderr and str(src).encode() in r.stderr

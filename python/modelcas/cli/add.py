@@ -9,13 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelcas import lockfile
 from modelcas.cli._common import add_command, human, open_store, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Digest
 from modelcas.errors import UsageError
-from modelcas.lockfile import parse_requires, parse_version
-from modelcas.registry import Registry
 
 HELP = "copy (or move) files into the store and print their addresses"
 DESCRIPTION = """\
@@ -70,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     if args.name is None and (args.requires or args.lock or args.no_latest or args.force):
         raise UsageError("--requires, --lock, --no-latest and --force need --name and --version")
     if args.name is not None:
+        from modelcas import lockfile  # noqa: PLC0415 (YAML and packaging only when pinning)
+
         # Refuse a bad name, version or range before any bytes move.
-        parse_version(args.version, f"{args.name}@{args.version}")
+        lockfile.parse_version(args.version, f"{args.name}@{args.version}")
         if args.requires:
-            parse_requires(args.requires, "--requires")
+            lockfile.parse_requires(args.requires, "--requires")
     store = open_store(args)
     files = _files(args.paths)
     pinned: dict[str, Digest] = {}
@@ -101,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
     if args.name is not None:
+        from modelcas.registry import Registry  # noqa: PLC0415
+
         path = lockfile.locate(args.lock, must_exist=False)
         with lockfile.edit(path) as lock:
             changed = lock.pin(
