@@ -1,15 +1,19 @@
 """Verified loading of weights with torch (the ``modelcas[torch]`` extra).
 
-The bytes that are hashed are the bytes that are deserialized: a file is read once into memory
-(pinned memory when the target is a CUDA device), verified there (blake3; sha256 too with
-``deep=True``), and only then deserialized from that same buffer. Nothing re-opens the path
-after verification, so a file swapped or modified in between has no effect.
+The bytes that are hashed are the bytes that are deserialized: a file is read once into private
+memory, verified there (blake3; sha256 too with ``deep=True``), and only then deserialized from
+that same memory. Nothing re-opens the stored path after verification, so a file swapped or
+modified in between has no effect.
 
-- ``.safetensors``: tensors are zero-copy views into the verified buffer (the format is a JSON
-  header plus raw little-endian arrays; the header is validated strictly). The safetensors
-  package's own entry points would either re-open the path or copy every tensor.
-- ``.pt``/``.pth``/``.bin``: ``torch.load(..., weights_only=True)``, always, with no fallback,
-  even when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
+- ``.safetensors``: read into huge pages (pinned memory for a CUDA device, then copied without
+  blocking); tensors are zero-copy views into the verified buffer (the format is a JSON header
+  plus raw little-endian arrays; the header is validated strictly). The safetensors package's
+  own entry points would either re-open the path or copy every tensor.
+- ``.pt``/``.pth``/``.bin``: copied into a sealed snapshot, an in-memory file (``memfd``) that
+  nobody can change once sealed, this process included; then ``torch.load(...,
+  weights_only=True)`` maps its tensors from the snapshot (``mmap=True``) instead of copying
+  them out. ``weights_only=True`` always, with no fallback, even when
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
 - ``.onnx``: :func:`load_bytes` gives the verified bytes; :func:`onnx_session` builds an
   ``onnxruntime`` session from them.
 - ``.pkl``/``.pickle``/``.joblib``: unpickled only with ``trust_pickle=True``, and only after
@@ -21,9 +25,11 @@ torch is imported here only, and only when this module is used.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import itertools
 import json
+import mmap
 import os
 import pickle
 import re
@@ -32,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelcas import hashing
 from modelcas.digest import Digest
@@ -167,6 +173,19 @@ def _fill(fd: int, into: memoryview) -> int:
     return total
 
 
+def _private_memory(size: int) -> mmap.mmap:
+    """Fresh writable memory for ``size`` (> 0) bytes, in huge pages where the kernel allows.
+
+    Faulting in a gigabyte page by page costs more than reading it (1 GiB here: 0.32 s in
+    4 KiB pages, 0.09 s in 2 MiB pages).
+    """
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            memory.madvise(mmap.MADV_HUGEPAGE)
+    return memory
+
+
 def _read_exactly(target: Target, into: memoryview | None) -> bytes | None:
     """Read the whole object, into ``into`` when given, else as new bytes; check the size."""
     size = target.digest.size
@@ -186,13 +205,89 @@ def _read_exactly(target: Target, into: memoryview | None) -> bytes | None:
             hint="run `cas verify`; then `cas sync` to fetch it again",
         ) from e
     if found != size:
-        shown = f"{found} bytes" if found < size else "more bytes"
-        raise IntegrityError(
-            f"{target.label} (sha256:{target.digest.sha256}) at {target.path} is corrupt: "
-            f"size: expected {size} bytes, found {shown}; nothing was loaded",
-            hint="run `cas verify --repair`, then `cas sync` to fetch a good copy",
-        )
+        _wrong_size(target, found)
     return data
+
+
+def _wrong_size(target: Target, found: int) -> NoReturn:
+    size = target.digest.size
+    shown = f"{found} bytes" if found < size else "more bytes"
+    raise IntegrityError(
+        f"{target.label} (sha256:{target.digest.sha256}) at {target.path} is corrupt: "
+        f"size: expected {size} bytes, found {shown}; nothing was loaded",
+        hint="run `cas verify --repair`, then `cas sync` to fetch a good copy",
+    )
+
+
+# memfds need Linux; torch.load reaches the snapshot through its /proc/self/fd path.
+_SNAPSHOTS = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+
+
+def _copy_into(src: int, dst: int, size: int) -> int:
+    """Copy ``size`` bytes of ``src`` into ``dst`` inside the kernel, in parallel parts."""
+    parts = max(1, min(os.cpu_count() or 1, 8, size // _PARALLEL_READ))
+    step = -(-size // parts)
+
+    def part(start: int) -> int:
+        # Each part writes through its own open file description, so positions do not clash.
+        out = os.open(f"/proc/self/fd/{dst}", os.O_WRONLY)
+        try:
+            os.lseek(out, start, os.SEEK_SET)
+            end, pos = min(size, start + step), start
+            while pos < end and (n := os.sendfile(out, src, pos, end - pos)):
+                pos += n
+            return pos - start
+        finally:
+            os.close(out)
+
+    if parts == 1:
+        return part(0)
+    with ThreadPoolExecutor(parts, thread_name_prefix="modelcas-read") as pool:
+        return sum(pool.map(part, range(0, size, step)))
+
+
+@contextlib.contextmanager
+def snapshot(target: Target, *, deep: bool = False) -> Iterator[tuple[int, mmap.mmap]]:
+    """A verified, sealed in-memory copy of a stored object: ``(fd, private mapping)``.
+
+    The copy is sealed before it is hashed, so the verified bytes can never change. The mapping
+    is copy-on-write: tensors built on it may be modified without touching the snapshot. Both
+    stay valid after the ``with`` block for as long as something refers to the mapping; the
+    descriptor is closed when the block ends.
+
+    Raises:
+        IntegrityError: the object is not what its digest says; nothing is returned.
+    """
+    size = target.digest.size
+    fd = -1
+    try:
+        src = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fd = os.memfd_create(
+                f"modelcas:{target.digest.sha256[:16]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+            )
+            os.ftruncate(fd, size)
+            found = _copy_into(src, fd, size) + len(os.pread(src, 1, size))
+        finally:
+            os.close(src)
+    except OSError as e:
+        if fd >= 0:
+            os.close(fd)
+        raise IntegrityError(
+            f"{target.label}: cannot read {target.path}: {e.strerror or e}",
+            hint="run `cas verify`; then `cas sync` to fetch it again",
+        ) from e
+    try:
+        if found != size:
+            _wrong_size(target, found)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        view = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        with memoryview(view) as buf:
+            _verify(buf, target, deep)
+        yield fd, view
+    finally:
+        os.close(fd)
 
 
 def read_verified(target: Target, *, deep: bool = False, into: str = "bytes") -> Any:
@@ -217,8 +312,11 @@ def read_verified(target: Target, *, deep: bool = False, into: str = "bytes") ->
         return data
     import torch  # noqa: PLC0415
 
-    # torch.empty does not zero the memory it hands out.
-    buf = torch.empty(target.digest.size, dtype=torch.uint8, pin_memory=into == "pinned")
+    if into == "pinned" or not target.digest.size:
+        # torch.empty does not zero the memory it hands out.
+        buf = torch.empty(target.digest.size, dtype=torch.uint8, pin_memory=into == "pinned")
+    else:
+        buf = torch.frombuffer(_private_memory(target.digest.size), dtype=torch.uint8)
     view = buf.numpy().data
     _read_exactly(target, view)
     _verify(view, target, deep)
@@ -374,12 +472,18 @@ def _weights_only_enforced() -> Iterator[None]:
 _GLOBAL = re.compile(r"(?:GLOBAL|global) ([\w.]+(?: ?\.[\w]+)*)")
 
 
-def _torch_checkpoint(buf: Any, target: Target, device: Any) -> Any:
+def _torch_checkpoint(source: str | bytes, target: Target, device: Any) -> Any:
+    """``torch.load`` from a snapshot's path (tensors map it) or from verified bytes."""
     import torch  # noqa: PLC0415
 
     try:
         with _weights_only_enforced():
-            return torch.load(io.BytesIO(buf), map_location=device, weights_only=True)
+            if isinstance(source, bytes):
+                return torch.load(io.BytesIO(source), map_location=device, weights_only=True)
+            with open(source, "rb") as f:
+                # Only zip checkpoints (torch >= 1.6) can be mapped; older ones are read.
+                mappable = f.read(4) == b"PK\x03\x04"
+            return torch.load(source, map_location=device, weights_only=True, mmap=mappable)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))
         what = found.group(1) if found else "an object torch does not allow"
@@ -435,6 +539,9 @@ def load(
         if not torch.cuda.is_available():
             raise UsageError(f"device {device!r} was asked for, but torch sees no CUDA device")
     kind = _format(target)
+    if kind == "torch" and _SNAPSHOTS and target.digest.size:
+        with snapshot(target, deep=deep) as (fd, _):
+            return _torch_checkpoint(f"/proc/self/fd/{fd}", target, device)
     into = ("pinned" if cuda else "tensor") if kind == "safetensors" else "bytes"
     buf = read_verified(target, deep=deep, into=into)
     if kind == "safetensors":
