@@ -5,7 +5,9 @@
 //! patched afterwards: the output is a regular file, so no data descriptors are needed, and
 //! every tool can read the result. Meanwhile the next compressed members are compressed ahead
 //! on the pool, several at once and each in pieces, into spools that spill to an unnamed
-//! temporary file past a few MiB, so memory stays bounded for any member size.
+//! temporary file past a few MiB, so memory stays bounded for any member size. A second
+//! thread follows the writer and hashes the archive itself (for the `.sha256` sidecar) as soon
+//! as each member's bytes are final, so the sidecar costs no read after the write.
 //!
 //! Reader: the whole layout is validated when the archive is opened, before a byte is
 //! extracted. Every byte of the file must belong to exactly one record: no gaps, no overlap, no
@@ -17,9 +19,12 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::control::{pool, Control};
@@ -525,6 +530,13 @@ pub struct WriteOptions {
     pub manifest: Option<String>,
 }
 
+/// What `write_bundle` wrote: every member, and the sha256 of the whole archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub members: Vec<MemberReport>,
+    pub sha256: [u8; 32],
+}
+
 /// What was written for one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberReport {
@@ -559,7 +571,7 @@ pub fn write_bundle(
     members: &[MemberSpec],
     opts: &WriteOptions,
     ctl: &Control,
-) -> Result<Vec<MemberReport>> {
+) -> Result<Written> {
     opts.method.validate()?;
     let mut names = NameSet::default();
     for m in members {
@@ -580,7 +592,7 @@ pub fn write_bundle(
         .map_err(|(name, why)| Error::Invalid(format!("member {}: {why}", quote(&name))))?;
 
     let (tmp, dir) = temp_beside(out_path, 0o666)?;
-    let reports = {
+    let written = {
         let mut out = ZipOut {
             file: tmp.as_file(),
             buf: BufWriter::with_capacity(1 << 20, tmp.as_file()),
@@ -589,6 +601,7 @@ pub fn write_bundle(
             central: Vec::with_capacity(members.len().min(1 << 16)),
             mtime: opts.mtime,
             force_zip64: opts.force_zip64,
+            trailer: Trailer::start(tmp.as_file(), tmp.path())?,
         };
         let mut reports = write_members(&mut out, members, opts, &dir, ctl)?;
         if let Some(name) = &opts.manifest {
@@ -599,13 +612,114 @@ pub fn write_bundle(
             };
             reports.extend(write_members(&mut out, &[spec], opts, &dir, ctl)?);
         }
-        out.finish()?;
-        reports
+        Written {
+            sha256: out.finish()?,
+            members: reports,
+        }
     };
     ctl.check()?;
     persist(tmp, out_path, &dir, opts.overwrite)?;
-    Ok(reports)
+    Ok(written)
 }
+
+/// Hashes the archive being written, on its own thread, following the writer: a range is
+/// handed over once its bytes are final (a member's local header is patched after its data),
+/// and is read back from the page cache while the next member is written. Writeback of each
+/// hashed range starts at once, so the final fsync finds little left.
+struct Trailer {
+    tx: Option<Sender<u64>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<[u8; 32]>>>,
+}
+
+impl Trailer {
+    fn start(file: &File, path: &Path) -> Result<Self> {
+        let file = file.try_clone().at(path, "open")?;
+        let owned = path.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let (tx, rx) = channel::<u64>();
+        let handle = std::thread::Builder::new()
+            .name("modelcas-sidecar".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                let mut buf = PageBuf::new(PIECE);
+                let mut done = 0u64;
+                for upto in rx {
+                    let from = done;
+                    while done < upto && !stopped.load(Ordering::Relaxed) {
+                        let want =
+                            usize::try_from(upto - done).map_or(buf.len(), |n| n.min(buf.len()));
+                        let n = read_at(&file, &mut buf[..want], done).at(&owned, "read back")?;
+                        if n == 0 {
+                            return Err(Error::io(
+                                &owned,
+                                "read back",
+                                io::Error::from(io::ErrorKind::UnexpectedEof),
+                            ));
+                        }
+                        h.update(&buf[..n]);
+                        done += n as u64;
+                    }
+                    start_writeback(&file, from, done);
+                }
+                Ok(h.finalize().into())
+            })
+            .at(path, "start a thread for")?;
+        Ok(Trailer {
+            tx: Some(tx),
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Bytes before `upto` are final and flushed.
+    fn advance(&self, upto: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(upto);
+        }
+    }
+
+    fn finish(mut self, end: u64) -> Result<[u8; 32]> {
+        self.advance(end);
+        self.tx = None;
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Err(Error::Invalid("the sidecar hasher is gone".into())),
+        }
+    }
+}
+
+impl Drop for Trailer {
+    fn drop(&mut self) {
+        // On error or cancellation: stop reading and wait, so no thread outlives the write.
+        self.stop.store(true, Ordering::Relaxed);
+        self.tx = None;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
+    else {
+        return;
+    };
+    if len > 0 {
+        // SAFETY: a plain syscall on a descriptor we own, with no pointers. Errors surface at the
+        // fsync.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
 
 /// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}}, "version": 1}`,
 /// members in archive order, keys sorted, no whitespace: the same reports give the same bytes.
@@ -1039,6 +1153,7 @@ struct ZipOut<'a> {
     central: Vec<CentralRecord>,
     mtime: DosTime,
     force_zip64: bool,
+    trailer: Trailer,
 }
 
 impl ZipOut<'_> {
@@ -1171,6 +1286,7 @@ impl ZipOut<'_> {
         }
         let crc = digests.crc32.unwrap_or_default();
         self.patch(offset, spec.name.len(), crc, size, size, zip64)?;
+        self.trailer.advance(self.pos);
         self.record(
             &spec.name,
             Compression::Stored,
@@ -1213,6 +1329,7 @@ impl ZipOut<'_> {
         check_bound(&spec.name, csize, zip64)?;
         let crc = digests.crc32.unwrap_or_default();
         self.patch(offset, spec.name.len(), crc, size, csize, zip64)?;
+        self.trailer.advance(self.pos);
         self.record(&spec.name, comp, &digests, csize, offset, zip64)
     }
 
@@ -1233,11 +1350,13 @@ impl ZipOut<'_> {
         );
         self.put(&header)?;
         data.drain(&mut |piece| self.put(piece))?;
+        self.buf.flush().at(self.path, "write")?;
+        self.trailer.advance(self.pos);
         self.record(name, method, &digests, csize, offset, zip64)
     }
 
-    /// The central directory and end records.
-    fn finish(mut self) -> Result<()> {
+    /// The central directory and end records; returns the sha256 of the whole archive.
+    fn finish(mut self) -> Result<[u8; 32]> {
         let cd_offset = self.pos;
         let central = std::mem::take(&mut self.central);
         for rec in &central {
@@ -1330,7 +1449,8 @@ impl ZipOut<'_> {
         }
         .encode(&mut tail);
         self.put(&tail)?;
-        self.buf.flush().at(self.path, "write")
+        self.buf.flush().at(self.path, "write")?;
+        self.trailer.finish(self.pos)
     }
 }
 
@@ -2568,7 +2688,10 @@ mod tests {
         opts: &WriteOptions,
     ) -> (PathBuf, Vec<MemberReport>) {
         let out = dir.join(file);
-        let reports = write_bundle(&out, members, opts, &Control::default()).unwrap();
+        let written = write_bundle(&out, members, opts, &Control::default()).unwrap();
+        let whole: [u8; 32] = Sha256::digest(std::fs::read(&out).unwrap()).into();
+        assert_eq!(written.sha256, whole, "the sidecar digest is the file's");
+        let reports = written.members;
         (out, reports)
     }
 

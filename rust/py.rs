@@ -312,6 +312,7 @@ fn parse_hex32(hex_digest: Option<&str>) -> PyResult<Option<[u8; 32]>> {
 }
 
 /// Write a zip bundle. `members` are `(name, bytes or path, method or None, level or None)`.
+/// Returns the member reports and the sha256 of the whole archive.
 #[pyfunction]
 #[pyo3(signature = (out_path, members, *, method = "stored", level = None, mtime = None,
                     overwrite = false, manifest = None, progress = None))]
@@ -326,7 +327,7 @@ fn write_bundle(
     overwrite: bool,
     manifest: Option<String>,
     progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<Vec<ReportTuple>> {
+) -> PyResult<(Vec<ReportTuple>, String)> {
     let specs = members
         .into_iter()
         .map(|(name, source, m, l)| {
@@ -347,10 +348,12 @@ fn write_bundle(
         force_zip64: false,
         manifest,
     };
-    let reports = run(py, progress.as_ref(), |ctl| {
+    let written = run(py, progress.as_ref(), |ctl| {
         bundle::write_bundle(&out_path, &specs, &opts, ctl)
     })?;
-    Ok(reports
+    let whole = hex(&written.sha256);
+    let reports = written
+        .members
         .into_iter()
         .map(|r| {
             let (sha, b3) = (r.sha256_hex(), r.blake3_hex());
@@ -365,7 +368,8 @@ fn write_bundle(
                 b3,
             )
         })
-        .collect())
+        .collect();
+    Ok((reports, whole))
 }
 
 /// `(name, method, size, compressed_size, crc32, offset, data_offset, is_dir)`.

@@ -67,7 +67,7 @@ def write_bundle(
     overwrite: bool = False,
     manifest: str | None = None,
     progress: _Progress | None = None,
-) -> list[_Report]: ...
+) -> tuple[list[_Report], str]: ...
 
 @final
 class ZipReader:

@@ -25,6 +25,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,7 @@ def write(
     method, level = parse_compression(compression)
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    reports = _core.write_bundle(
+    reports, whole = _core.write_bundle(
         plan.output,
         plan.members(),
         method=method,
@@ -376,8 +377,6 @@ def write(
                 f"sha256:{digests[m.member].sha256} was read; the bundle was not kept",
                 hint="run `cas verify --repair`, then `cas sync`",
             )
-    whole = hashing.hash_file(plan.output, ("sha256",)).sha256
-    assert whole is not None
     sidecar = plan.output.with_name(plan.output.name + ".sha256")
     atomic_write(sidecar, sumfile.format_line(whole, os.fsencode(plan.output.name)))
     return Created(plan.output, sidecar, whole, [(r[0], digests[r[0]]) for r in reports])
@@ -505,6 +504,16 @@ class Bundle:
         Returns:
             One message per problem (empty when the bundle is intact).
         """
+        sidecar = self.path.with_name(self.path.name + ".sha256")
+        with ThreadPoolExecutor(1, thread_name_prefix="modelcas-sidecar") as pool:
+            # The sidecar's sha256 of the whole file runs beside the member checks.
+            side = pool.submit(_check_sidecar, self.path, sidecar) if sidecar.is_file() else None
+            problems = self._check_members(deep, progress)
+            if side is not None:
+                problems.extend(side.result())
+        return problems
+
+    def _check_members(self, deep: bool, progress: hashing.Progress | None) -> list[str]:
         problems = []
         listed = set()
         for i, e in enumerate(self._reader.entries()):
@@ -529,9 +538,6 @@ class Bundle:
                 problems.append(f"member {name!r}: size expected {want.size}, found {got.size}")
         for name in sorted(set(self.manifest) - listed):
             problems.append(f"member {name!r} is in the manifest but not in the archive")
-        sidecar = self.path.with_name(self.path.name + ".sha256")
-        if sidecar.is_file():
-            problems.extend(_check_sidecar(self.path, sidecar))
         return problems
 
     def ingest(self, *, progress: hashing.Progress | None = None) -> int:
