@@ -317,24 +317,19 @@ pub fn hash_files<P: AsRef<Path> + Sync>(
     ctl: &Control,
 ) -> Result<Vec<Result<Digests>>> {
     let pool = pool()?;
-    // A file that is a small share of the job is read into a small buffer and hashed by one
-    // thread while the other threads take other files: no page faults, no fan-out per file
-    // (15 % faster than mapping over 40 files of 100 MiB). Only a file big enough to leave
-    // threads idle is spread over the pool.
-    let total: u64 = if paths.len() > 1 {
-        paths
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
-    } else {
-        0
-    };
-    let split_min = total / (2 * pool.current_num_threads() as u64);
+    // While other files wait, each file is read into a small buffer and hashed by one thread:
+    // no page faults and no fan-out per file (15 % faster than mapping, over 40 files of
+    // 100 MiB). The last files spread over the pool, so no thread idles at the end.
+    let threads = pool.current_num_threads();
+    let waiting = std::sync::atomic::AtomicUsize::new(paths.len());
     let results: Vec<Result<Digests>> = pool.install(|| {
         paths
             .par_iter()
-            .map(|p| hash_file_split(p.as_ref(), algos, mode, split_min, ctl))
+            .map(|p| {
+                let others = waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+                let split_min = if others >= threads { u64::MAX } else { 0 };
+                hash_file_split(p.as_ref(), algos, mode, split_min, ctl)
+            })
             .collect()
     });
     ctl.check()?;
