@@ -208,6 +208,18 @@ def test_copy_while_hashing(tmp_path: Path, blob: bytes) -> None:
         modelcas.copy_file(tmp_path / "missing", tmp_path / "x")
 
 
+# Durable copies write aligned pieces with O_DIRECT and the rest through the page cache.
+@pytest.mark.parametrize("size", [0, 1, 4096, 4 * MiB, 8 * MiB + 4096, 9 * MiB + 5])
+@pytest.mark.parametrize("fsync", [True, False])
+def test_copy_file_every_write_path(tmp_path: Path, blob: bytes, size: int, fsync: bool) -> None:
+    data = blob[:size]
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(data)
+    h = modelcas.copy_file(src, dst, fsync=fsync)
+    assert dst.read_bytes() == data
+    assert (h.size, h.sha256, h.blake3) == (size, ref_sha256(data), ref_blake3(data))
+
+
 def test_progress_reports_all_bytes(tmp_path: Path) -> None:
     p = tmp_path / "big.bin"
     with open(p, "wb") as f:

@@ -159,6 +159,42 @@ def test_truncated_object_refused(project: tuple[Registry, Path, dict[str, torch
         cas_torch.load_state_dict("safetensors", registry=registry)
 
 
+def test_snapshot_cannot_be_changed_after_verification(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, _, _ = project
+    target = cas_torch.resolve("pt", registry=registry)
+    with cas_torch.snapshot(target) as (fd, view):
+        before = bytes(view[:64])
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"x" * 8, 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 1)
+        other = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)  # another way in: also sealed
+        try:
+            with pytest.raises(PermissionError):
+                os.write(other, b"x")
+        finally:
+            os.close(other)
+        view[:8] = b"y" * 8  # a private copy-on-write page: the snapshot itself is untouched
+        assert os.pread(fd, 64, 0) == before
+
+
+def test_snapshot_refuses_a_corrupt_object(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+) -> None:
+    registry, _, _ = project
+    target = cas_torch.resolve("pt", registry=registry)
+    target.path.chmod(0o644)
+    with target.path.open("r+b") as f:
+        f.seek(target.digest.size // 2)
+        byte = f.read(1)
+        f.seek(target.digest.size // 2)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(IntegrityError, match="blake3"), cas_torch.snapshot(target):
+        pass
+
+
 def test_swap_after_verification_has_no_effect(
     project: tuple[Registry, Path, dict[str, torch.Tensor]],
     monkeypatch: pytest.MonkeyPatch,
