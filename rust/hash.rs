@@ -21,8 +21,9 @@ use crate::error::{Error, IoContext, Result};
 pub const PARALLEL_MIN: u64 = 16 << 20;
 /// Pieces handed to each lane; large enough for blake3's rayon split, small enough to cancel fast.
 const PIECE: usize = 4 << 20;
-/// Buffers in flight between the reader and the lanes (PIECE each): bounds peak memory.
-const RING: usize = 4;
+/// Buffers in flight between the reader and the lanes (PIECE each): bounds peak memory. Eight
+/// let the sha256 lane run on while a direct write waits for the disk.
+const RING: usize = 8;
 
 /// Which digests to compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
