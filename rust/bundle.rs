@@ -29,7 +29,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::hash::{hex, read_full, Algos, Digests, Hasher, PageBuf};
+use crate::hash::{hex, read_full, sync_range, Algos, Digests, Hasher, PageBuf};
 use crate::zipfmt::*;
 
 /// Bytes per piece moved through `pump`: big enough for fast I/O, small enough to cancel fast.
@@ -661,7 +661,7 @@ impl Trailer {
                         h.update(&buf[..n]);
                         done += n as u64;
                     }
-                    start_writeback(&file, from, done);
+                    sync_range(&file, from, done, libc::SYNC_FILE_RANGE_WRITE);
                 }
                 Ok(h.finalize().into())
             })
@@ -701,25 +701,6 @@ impl Drop for Trailer {
         }
     }
 }
-
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
-    else {
-        return;
-    };
-    if len > 0 {
-        // SAFETY: a plain syscall on a descriptor we own, with no pointers. Errors surface at the
-        // fsync.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
-        };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File, _: u64, _: u64) {}
 
 /// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}}, "version": 1}`,
 /// members in archive order, keys sorted, no whitespace: the same reports give the same bytes.

@@ -269,7 +269,7 @@ fn hash_file_split(
     if regular && size < PARALLEL_MIN {
         return hash_sequential(file, path, algos, size, ctl);
     }
-    let (digests, _) = pipeline(file, path, Hasher::new(algos), None, ctl)?;
+    let digests = pipeline(file, path, Hasher::new(algos), None, ctl)?;
     Ok(digests)
 }
 
@@ -361,7 +361,7 @@ pub fn copy_file(
         .open(dst)
         .at(dst, "create")?;
     let sink = Writer::new(&mut out, dst, sync);
-    let (digests, _) = pipeline(file, src, Hasher::new(algos), Some(sink), ctl)?;
+    let digests = pipeline(file, src, Hasher::new(algos), Some(sink), ctl)?;
     if sync {
         out.sync_all().at(dst, "sync")?;
     }
@@ -508,8 +508,14 @@ impl<'a> Writer<'a> {
         self.written += data.len() as u64;
         if self.durable && !self.direct && self.written - self.started >= Self::WRITEBACK {
             // Errors are not lost: the fsync at the end reports them.
-            self.sync_range(self.started, self.written, libc::SYNC_FILE_RANGE_WRITE);
-            self.sync_range(
+            sync_range(
+                self.file,
+                self.started,
+                self.written,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            sync_range(
+                self.file,
                 self.waited,
                 self.started,
                 libc::SYNC_FILE_RANGE_WAIT_BEFORE
@@ -521,18 +527,20 @@ impl<'a> Writer<'a> {
         }
         Ok(())
     }
+}
 
-    fn sync_range(&self, from: u64, to: u64, flags: libc::c_uint) {
-        use std::os::fd::AsRawFd;
-        if to <= from {
-            return;
-        }
-        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
-            return;
-        };
-        // SAFETY: a plain syscall on a descriptor we own, with no pointers.
-        unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, flags) };
+/// `sync_file_range` over `from..to` of `file` (for example `SYNC_FILE_RANGE_WRITE`: start
+/// writeback now). Errors are left to the fsync that follows, which reports them.
+pub(crate) fn sync_range(file: &File, from: u64, to: u64, flags: libc::c_uint) {
+    use std::os::fd::AsRawFd;
+    if to <= from {
+        return;
     }
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor we own, with no pointers.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
 }
 
 impl Lane<'_> {
@@ -559,7 +567,7 @@ fn pipeline<'a>(
     hasher: Hasher,
     sink: Option<Writer<'a>>,
     ctl: &Control,
-) -> Result<(Digests, Option<&'a mut File>)> {
+) -> Result<Digests> {
     let Hasher {
         seq, blake3: b3, ..
     } = hasher;
@@ -648,15 +656,14 @@ fn pipeline<'a>(
 
     let mut h = Hasher::new(Algos::default());
     h.size = total;
-    let mut out = None;
     for lane in lanes {
         match lane {
             Lane::Seq(seq) => h.seq = seq,
             Lane::Blake3(b3, _) => h.blake3 = Some(*b3),
-            Lane::Write(w) => out = Some(w.file),
+            Lane::Write(_) => {}
         }
     }
-    Ok((h.finalize(), out))
+    Ok(h.finalize())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,33 +144,40 @@ def _verify(buf: memoryview, target: Target, deep: bool) -> None:
 _PARALLEL_READ = 64 << 20
 
 
-def _fill(fd: int, into: memoryview) -> int:
-    """Fill ``into`` from the start of ``fd``; returns how many bytes were read.
+def _in_parts(size: int, copy: Callable[[int, int], int]) -> int:
+    """Run ``copy(start, end)`` over ``0..size``, in parallel parts when it is large.
 
-    Large buffers are filled by several threads at once (``preadv`` releases the GIL): most of
-    the cost is faulting in fresh pages, and that spreads over the cores.
+    Most of the cost of filling fresh memory is faulting its pages in, and that spreads over
+    the cores (the system calls release the GIL). ``copy`` returns how many bytes it did.
+
+    Returns:
+        How many bytes from the start were done: a short part means the source ended early.
     """
-    size = len(into)
     parts = max(1, min(os.cpu_count() or 1, 8, size // _PARALLEL_READ))
+    if parts == 1:
+        return copy(0, size)
     step = -(-size // parts)
+    ranges = [(start, min(size, start + step)) for start in range(0, size, step)]
+    with ThreadPoolExecutor(parts, thread_name_prefix="modelcas-read") as pool:
+        got = list(pool.map(lambda r: copy(*r), ranges))
+    total = 0
+    for (start, end), n in zip(ranges, got, strict=True):
+        total += n
+        if n < end - start:
+            break
+    return total
 
-    def part(start: int) -> int:
-        end, pos = min(size, start + step), start
+
+def _fill(fd: int, into: memoryview) -> int:
+    """Fill ``into`` from the start of ``fd``; returns how many bytes were read."""
+
+    def part(start: int, end: int) -> int:
+        pos = start
         while pos < end and (n := os.preadv(fd, [into[pos:end]], pos)):
             pos += n
         return pos - start
 
-    if parts == 1:
-        return part(0)
-    with ThreadPoolExecutor(parts, thread_name_prefix="modelcas-read") as pool:
-        got = list(pool.map(part, range(0, size, step)))
-    # A short part means the file ended early: count only the contiguous prefix.
-    total = 0
-    for i, n in enumerate(got):
-        total += n
-        if n < min(step, size - i * step):
-            break
-    return total
+    return _in_parts(len(into), part)
 
 
 def _private_memory(size: int) -> mmap.mmap:
@@ -200,13 +207,17 @@ def _read_exactly(target: Target, into: memoryview | None) -> bytes | None:
                 data = None
                 found = _fill(fd, into) + len(os.pread(fd, 1, size))
     except OSError as e:
-        raise IntegrityError(
-            f"{target.label}: cannot read {target.path}: {e.strerror or e}",
-            hint="run `cas verify`; then `cas sync` to fetch it again",
-        ) from e
+        raise _unreadable(target, e) from e
     if found != size:
         _wrong_size(target, found)
     return data
+
+
+def _unreadable(target: Target, e: OSError) -> IntegrityError:
+    return IntegrityError(
+        f"{target.label}: cannot read {target.path}: {e.strerror or e}",
+        hint="run `cas verify`; then `cas sync` to fetch it again",
+    )
 
 
 def _wrong_size(target: Target, found: int) -> NoReturn:
@@ -225,26 +236,21 @@ _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_
 
 
 def _copy_into(src: int, dst: int, size: int) -> int:
-    """Copy ``size`` bytes of ``src`` into ``dst`` inside the kernel, in parallel parts."""
-    parts = max(1, min(os.cpu_count() or 1, 8, size // _PARALLEL_READ))
-    step = -(-size // parts)
+    """Copy ``size`` bytes of ``src`` into ``dst`` inside the kernel; returns bytes copied."""
 
-    def part(start: int) -> int:
+    def part(start: int, end: int) -> int:
         # Each part writes through its own open file description, so positions do not clash.
         out = os.open(f"/proc/self/fd/{dst}", os.O_WRONLY)
         try:
             os.lseek(out, start, os.SEEK_SET)
-            end, pos = min(size, start + step), start
+            pos = start
             while pos < end and (n := os.sendfile(out, src, pos, end - pos)):
                 pos += n
             return pos - start
         finally:
             os.close(out)
 
-    if parts == 1:
-        return part(0)
-    with ThreadPoolExecutor(parts, thread_name_prefix="modelcas-read") as pool:
-        return sum(pool.map(part, range(0, size, step)))
+    return _in_parts(size, part)
 
 
 @contextlib.contextmanager
@@ -274,10 +280,7 @@ def snapshot(target: Target, *, deep: bool = False) -> Iterator[tuple[int, mmap.
     except OSError as e:
         if fd >= 0:
             os.close(fd)
-        raise IntegrityError(
-            f"{target.label}: cannot read {target.path}: {e.strerror or e}",
-            hint="run `cas verify`; then `cas sync` to fetch it again",
-        ) from e
+        raise _unreadable(target, e) from e
     try:
         if found != size:
             _wrong_size(target, found)

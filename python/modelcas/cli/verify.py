@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     targets = [store.resolve(r) for r in args.refs] if args.refs else None
     infos = [store.info(h) for h in targets if store.has(h)] if targets else store.objects()
     total = sum(i.digest.size for i in infos)
+    wanted = targets if targets is not None else [i.digest.sha256 for i in infos]
     with byte_bar(total, "verifying") as bar:
-        problems = store.verify(targets, deep=args.deep, progress=bar)
+        problems = store.verify(wanted, deep=args.deep, progress=bar)
     for problem in problems:
         print(f"CORRUPT {problem}" if problem.kind != "missing" else f"MISSING {problem}")
         if args.repair and problem.kind != "missing":
