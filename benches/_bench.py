@@ -11,14 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DATA = Path(os.environ.get("MODELCAS_BENCH_DATA", Path(__file__).parent / "data"))
 GiB = 1 << 30
 MiB = 1 << 20
 
 
-def make_file(path: Path, size: int, *, seed: int = 0) -> Path:
-    """A file of pseudo-random bytes (weights barely compress), made once and reused."""
+def _generate(path: Path, size: int, seed: int, piece: Callable[[Any, int], bytes]) -> Path:
+    """Write ``size`` bytes of ``piece(rng, n)`` pieces to ``path`` once; reuse it after."""
     if path.exists() and path.stat().st_size == size:
         return path
     import numpy as np
@@ -29,11 +30,16 @@ def make_file(path: Path, size: int, *, seed: int = 0) -> Path:
     with open(tmp, "wb") as f:
         left = size
         while left:
-            n = min(left, 64 * MiB)
-            f.write(rng.bytes(n))
-            left -= n
+            data = piece(rng, min(left, 64 * MiB))
+            f.write(data)
+            left -= len(data)
     tmp.rename(path)
     return path
+
+
+def make_file(path: Path, size: int, *, seed: int = 0) -> Path:
+    """A file of pseudo-random bytes (weights barely compress), made once and reused."""
+    return _generate(path, size, seed, lambda rng, n: rng.bytes(n))
 
 
 def warm(*paths: Path) -> None:
@@ -162,18 +168,11 @@ def make_weights(path: Path, size: int, *, seed: int = 0, scale: float = 0.02) -
     """
     if size % 4:
         raise ValueError(f"{path}: {size} bytes is not a whole number of float32 values")
-    if path.exists() and path.stat().st_size == size:
-        return path
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        left = size // 4
-        while left:
-            n = min(left, 16 * MiB)
-            (rng.standard_normal(n, dtype=np.float32) * np.float32(scale)).tofile(f)
-            left -= n
-    tmp.rename(path)
-    return path
+    def piece(rng: Any, n: int) -> bytes:
+        values = rng.standard_normal(n // 4, dtype=np.float32) * np.float32(scale)
+        data: bytes = values.tobytes()
+        return data
+
+    return _generate(path, size, seed, piece)
