@@ -769,7 +769,7 @@ fn write_members(
                     let j = next;
                     next += 1;
                     let method = method_of(j);
-                    if method == Method::Stored {
+                    if method == Method::Stored || !packs_ahead(&members[j]) {
                         continue;
                     }
                     let (tx, rx) = channel();
@@ -802,6 +802,17 @@ fn write_members(
         }
         result
     })
+}
+
+/// Whether a member is small enough to compress ahead into a spool. Larger ones are compressed
+/// straight into the archive with zstd's own workers (or parallel deflate pieces), which keep
+/// both cores busy without writing the compressed data twice.
+fn packs_ahead(spec: &MemberSpec) -> bool {
+    let size = match &spec.source {
+        Source::Bytes(b) => b.len() as u64,
+        Source::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    };
+    size < ZSTD_MT_MIN
 }
 
 /// An opened member source: a reader, its size when opened and a path for messages.
