@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -24,12 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
-use sha2::{Digest as _, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::{hex, read_full, sync_range, Algos, Digests, Hasher, PageBuf};
+use crate::sha256::Sha256;
 use crate::zipfmt::*;
 
 /// Bytes per piece moved through `pump`: big enough for fast I/O, small enough to cancel fast.
@@ -605,6 +606,7 @@ pub fn write_bundle(
         };
         let mut reports = write_members(&mut out, members, opts, &dir, ctl)?;
         if let Some(name) = &opts.manifest {
+            fill_stored(&mut reports, &out.trailer.sums()?)?;
             let spec = MemberSpec {
                 name: name.clone(),
                 source: Source::Bytes(manifest_json(&reports).into_bytes()),
@@ -612,8 +614,10 @@ pub fn write_bundle(
             };
             reports.extend(write_members(&mut out, &[spec], opts, &dir, ctl)?);
         }
+        let hashed = out.finish()?;
+        fill_stored(&mut reports, &hashed.stored)?;
         Written {
-            sha256: out.finish()?,
+            sha256: hashed.archive,
             members: reports,
         }
     };
@@ -624,12 +628,30 @@ pub fn write_bundle(
 
 /// Hashes the archive being written, on its own thread, following the writer: a range is
 /// handed over once its bytes are final (a member's local header is patched after its data),
-/// and is read back from the page cache while the next member is written. Writeback of each
-/// hashed range starts at once, so the final fsync finds little left.
+/// and is read back from the page cache while the next member is written. A stored member's
+/// sha256 is computed here too, side by side with the archive's (its bytes are the same), which
+/// costs much less than a second stream on the writer. Writeback of each hashed range starts at
+/// once, so the final fsync finds little left.
 struct Trailer {
-    tx: Option<Sender<u64>>,
+    tx: Option<Sender<ToTrailer>>,
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<[u8; 32]>>>,
+    handle: Option<JoinHandle<Result<Hashed>>>,
+}
+
+enum ToTrailer {
+    /// Bytes before `upto` are final; `stored` is the data of a stored member among them.
+    Final {
+        upto: u64,
+        stored: Option<Range<u64>>,
+    },
+    /// Send back the sha256 of every stored member so far.
+    Sums(Sender<Vec<[u8; 32]>>),
+}
+
+/// The archive's sha256, and each stored member's, in archive order.
+struct Hashed {
+    archive: [u8; 32],
+    stored: Vec<[u8; 32]>,
 }
 
 impl Trailer {
@@ -638,15 +660,24 @@ impl Trailer {
         let owned = path.to_path_buf();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
-        let (tx, rx) = channel::<u64>();
+        let (tx, rx) = channel::<ToTrailer>();
         let handle = std::thread::Builder::new()
             .name("modelcas-sidecar".into())
             .spawn(move || {
-                let mut h = Sha256::new();
+                let mut archive = Sha256::new();
+                let mut stored = Vec::new();
                 let mut buf = PageBuf::new(PIECE);
                 let mut done = 0u64;
-                for upto in rx {
+                for msg in rx {
+                    let (upto, member) = match msg {
+                        ToTrailer::Final { upto, stored } => (upto, stored),
+                        ToTrailer::Sums(reply) => {
+                            let _ = reply.send(stored.clone());
+                            continue;
+                        }
+                    };
                     let from = done;
+                    let mut m = Sha256::new();
                     while done < upto && !stopped.load(Ordering::Relaxed) {
                         let want =
                             usize::try_from(upto - done).map_or(buf.len(), |n| n.min(buf.len()));
@@ -658,12 +689,27 @@ impl Trailer {
                                 io::Error::from(io::ErrorKind::UnexpectedEof),
                             ));
                         }
-                        h.update(&buf[..n]);
-                        done += n as u64;
+                        let chunk = &buf[..n];
+                        let end = done + n as u64;
+                        match &member {
+                            Some(r) if r.start < end && done < r.end => {
+                                let lo = (r.start.max(done) - done) as usize;
+                                let hi = (r.end.min(end) - done) as usize;
+                                Sha256::update_pair(&mut archive, chunk, &mut m, &chunk[lo..hi]);
+                            }
+                            _ => archive.update(chunk),
+                        }
+                        done = end;
+                    }
+                    if member.is_some() {
+                        stored.push(m.finalize());
                     }
                     sync_range(&file, from, done, libc::SYNC_FILE_RANGE_WRITE);
                 }
-                Ok(h.finalize().into())
+                Ok(Hashed {
+                    archive: archive.finalize(),
+                    stored,
+                })
             })
             .at(path, "start a thread for")?;
         Ok(Trailer {
@@ -673,15 +719,32 @@ impl Trailer {
         })
     }
 
-    /// Bytes before `upto` are final and flushed.
-    fn advance(&self, upto: u64) {
+    /// Bytes before `upto` are final and flushed; `stored` is a stored member's data in them.
+    fn advance(&self, upto: u64, stored: Option<Range<u64>>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(upto);
+            let _ = tx.send(ToTrailer::Final { upto, stored });
         }
     }
 
-    fn finish(mut self, end: u64) -> Result<[u8; 32]> {
-        self.advance(end);
+    /// The sha256 of every stored member handed over so far, once they are hashed.
+    fn sums(&mut self) -> Result<Vec<[u8; 32]>> {
+        let (reply, answer) = channel();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ToTrailer::Sums(reply));
+        }
+        match answer.recv() {
+            Ok(sums) => Ok(sums),
+            // The thread stopped early: its error says why.
+            Err(_) => self.join().map(|h| h.stored),
+        }
+    }
+
+    fn finish(mut self, end: u64) -> Result<Hashed> {
+        self.advance(end, None);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<Hashed> {
         self.tx = None;
         match self.handle.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -700,6 +763,20 @@ impl Drop for Trailer {
             let _ = handle.join();
         }
     }
+}
+
+/// Put the trailer's sha256 of each stored member into its report.
+fn fill_stored(reports: &mut [MemberReport], sums: &[[u8; 32]]) -> Result<()> {
+    let mut sums = sums.iter();
+    for r in reports
+        .iter_mut()
+        .filter(|r| r.method == Compression::Stored)
+    {
+        r.sha256 = *sums
+            .next()
+            .ok_or_else(|| Error::Invalid("a stored member was not hashed".into()))?;
+    }
+    Ok(())
 }
 
 /// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}}, "version": 1}`,
@@ -1271,14 +1348,17 @@ impl ZipOut<'_> {
         let (buf, out_path) = (&mut self.buf, self.path);
         let mut fill = |b: &mut [u8]| read_full(&mut src, b).at(&path, "read");
         let mut sink = |data: &[u8], _last: bool| buf.write_all(data).at(out_path, "write");
-        let digests = pump(true, size, PIECE, &mut fill, &mut sink, ctl)?;
+        // Its sha256 comes from the trailer, which reads these bytes back anyway.
+        let mut digests = pump(false, size, PIECE, &mut fill, &mut sink, ctl)?;
+        let data = self.pos..self.pos + digests.size;
         self.pos += digests.size;
         if digests.size != size {
             return Err(changed_size(spec, &path, size, digests.size));
         }
         let crc = digests.crc32.unwrap_or_default();
         self.patch(offset, spec.name.len(), crc, size, size, zip64)?;
-        self.trailer.advance(self.pos);
+        self.trailer.advance(self.pos, Some(data));
+        digests.sha256 = Some([0; 32]); // filled in from the trailer
         self.record(
             &spec.name,
             Compression::Stored,
@@ -1321,7 +1401,7 @@ impl ZipOut<'_> {
         check_bound(&spec.name, csize, zip64)?;
         let crc = digests.crc32.unwrap_or_default();
         self.patch(offset, spec.name.len(), crc, size, csize, zip64)?;
-        self.trailer.advance(self.pos);
+        self.trailer.advance(self.pos, None);
         self.record(&spec.name, comp, &digests, csize, offset, zip64)
     }
 
@@ -1343,12 +1423,13 @@ impl ZipOut<'_> {
         self.put(&header)?;
         data.drain(&mut |piece| self.put(piece))?;
         self.buf.flush().at(self.path, "write")?;
-        self.trailer.advance(self.pos);
+        self.trailer.advance(self.pos, None);
         self.record(name, method, &digests, csize, offset, zip64)
     }
 
-    /// The central directory and end records; returns the sha256 of the whole archive.
-    fn finish(mut self) -> Result<[u8; 32]> {
+    /// The central directory and end records; returns the sha256 of the whole archive and of
+    /// each stored member.
+    fn finish(mut self) -> Result<Hashed> {
         let cd_offset = self.pos;
         let central = std::mem::take(&mut self.central);
         for rec in &central {
@@ -2625,6 +2706,7 @@ fn check_descriptor(
 mod tests {
     use super::*;
     use crate::hash::hash_bytes;
+    use sha2::Digest as _;
 
     fn member(name: &str, data: &[u8]) -> MemberSpec {
         MemberSpec {
@@ -2681,7 +2763,7 @@ mod tests {
     ) -> (PathBuf, Vec<MemberReport>) {
         let out = dir.join(file);
         let written = write_bundle(&out, members, opts, &Control::default()).unwrap();
-        let whole: [u8; 32] = Sha256::digest(std::fs::read(&out).unwrap()).into();
+        let whole: [u8; 32] = sha2::Sha256::digest(std::fs::read(&out).unwrap()).into();
         assert_eq!(written.sha256, whole, "the sidecar digest is the file's");
         let reports = written.members;
         (out, reports)

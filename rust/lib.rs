@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod control;
 pub mod error;
 pub mod hash;
+pub mod sha256;
 pub mod zipfmt;
 
 #[cfg(feature = "python")]
