@@ -30,7 +30,7 @@ use unicode_normalization::UnicodeNormalization;
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::{hex, read_full, sync_range, Algos, Digests, Hasher, PageBuf};
-use crate::sha256::Sha256;
+use crate::sha256::{state_bytes, Sha256};
 use crate::zipfmt::*;
 
 /// Bytes per piece moved through `pump`: big enough for fast I/O, small enough to cancel fast.
@@ -606,10 +606,11 @@ pub fn write_bundle(
         };
         let mut reports = write_members(&mut out, members, opts, &dir, ctl)?;
         if let Some(name) = &opts.manifest {
-            fill_stored(&mut reports, &out.trailer.sums()?)?;
+            let hashed = out.trailer.report()?;
+            fill_stored(&mut reports, &hashed.stored)?;
             let spec = MemberSpec {
                 name: name.clone(),
-                source: Source::Bytes(manifest_json(&reports).into_bytes()),
+                source: Source::Bytes(manifest_json(&reports, &hashed.midstates).into_bytes()),
                 method: Some(Method::Stored),
             };
             reports.extend(write_members(&mut out, &[spec], opts, &dir, ctl)?);
@@ -644,14 +645,55 @@ enum ToTrailer {
         upto: u64,
         stored: Option<Range<u64>>,
     },
-    /// Send back the sha256 of every stored member so far.
-    Sums(Sender<Vec<[u8; 32]>>),
+    /// Send back what is hashed so far.
+    Report(Sender<Hashed>),
 }
 
-/// The archive's sha256, and each stored member's, in archive order.
+/// What the trailer computed: the archive's sha256 (all zero until it finishes), its midstates,
+/// and each stored member's sha256, in archive order.
+#[derive(Clone, Default)]
 struct Hashed {
     archive: [u8; 32],
+    midstates: Midstates,
     stored: Vec<[u8; 32]>,
+}
+
+/// The archive's sha256 state after every `step` bytes: `states[i]` after `(i + 1) * step`.
+/// The manifest carries them so that a reader can check the sidecar in parallel segments (see
+/// `hash::sha256_chained`). At most `MIDSTATES_MAX` are kept: past that, every other one is
+/// dropped and the step doubles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Midstates {
+    pub step: u64,
+    pub states: Vec<[u32; 8]>,
+}
+
+const MIDSTATES_MAX: usize = if cfg!(test) { 8 } else { 1024 };
+/// The first step between midstates: segments big enough to stream well.
+const MIDSTATE_STEP: u64 = if cfg!(test) { 4 << 10 } else { 16 << 20 };
+
+impl Default for Midstates {
+    fn default() -> Self {
+        Midstates {
+            step: MIDSTATE_STEP,
+            states: Vec::new(),
+        }
+    }
+}
+
+impl Midstates {
+    /// The next offset at which a state is taken.
+    fn next(&self) -> u64 {
+        (self.states.len() as u64 + 1) * self.step
+    }
+
+    fn push(&mut self, state: [u32; 8]) {
+        self.states.push(state);
+        if self.states.len() == MIDSTATES_MAX {
+            self.states = self.states.iter().skip(1).step_by(2).copied().collect();
+            self.step *= 2;
+        }
+    }
 }
 
 impl Trailer {
@@ -665,14 +707,14 @@ impl Trailer {
             .name("modelcas-sidecar".into())
             .spawn(move || {
                 let mut archive = Sha256::new();
-                let mut stored = Vec::new();
+                let mut hashed = Hashed::default();
                 let mut buf = PageBuf::new(PIECE);
                 let mut done = 0u64;
                 for msg in rx {
                     let (upto, member) = match msg {
                         ToTrailer::Final { upto, stored } => (upto, stored),
-                        ToTrailer::Sums(reply) => {
-                            let _ = reply.send(stored.clone());
+                        ToTrailer::Report(reply) => {
+                            let _ = reply.send(hashed.clone());
                             continue;
                         }
                     };
@@ -689,27 +731,39 @@ impl Trailer {
                                 io::Error::from(io::ErrorKind::UnexpectedEof),
                             ));
                         }
-                        let chunk = &buf[..n];
-                        let end = done + n as u64;
-                        match &member {
-                            Some(r) if r.start < end && done < r.end => {
-                                let lo = (r.start.max(done) - done) as usize;
-                                let hi = (r.end.min(end) - done) as usize;
-                                Sha256::update_pair(&mut archive, chunk, &mut m, &chunk[lo..hi]);
+                        // Cut where a midstate is due, so it is taken at that exact offset.
+                        let mut chunk = &buf[..n];
+                        while !chunk.is_empty() {
+                            let due = hashed.midstates.next();
+                            let cut = usize::try_from(due - done)
+                                .map_or(chunk.len(), |k| k.min(chunk.len()));
+                            let (now, rest) = chunk.split_at(cut);
+                            let end = done + now.len() as u64;
+                            match &member {
+                                Some(r) if r.start < end && done < r.end => {
+                                    let lo = (r.start.max(done) - done) as usize;
+                                    let hi = (r.end.min(end) - done) as usize;
+                                    Sha256::update_pair(&mut archive, now, &mut m, &now[lo..hi]);
+                                }
+                                _ => archive.update(now),
                             }
-                            _ => archive.update(chunk),
+                            done = end;
+                            if done == due {
+                                let state = archive.midstate().ok_or_else(|| {
+                                    Error::Invalid("a midstate fell inside a block".into())
+                                })?;
+                                hashed.midstates.push(state);
+                            }
+                            chunk = rest;
                         }
-                        done = end;
                     }
                     if member.is_some() {
-                        stored.push(m.finalize());
+                        hashed.stored.push(m.finalize());
                     }
                     sync_range(&file, from, done, libc::SYNC_FILE_RANGE_WRITE);
                 }
-                Ok(Hashed {
-                    archive: archive.finalize(),
-                    stored,
-                })
+                hashed.archive = archive.finalize();
+                Ok(hashed)
             })
             .at(path, "start a thread for")?;
         Ok(Trailer {
@@ -726,16 +780,16 @@ impl Trailer {
         }
     }
 
-    /// The sha256 of every stored member handed over so far, once they are hashed.
-    fn sums(&mut self) -> Result<Vec<[u8; 32]>> {
+    /// Everything handed over so far, once it is hashed.
+    fn report(&mut self) -> Result<Hashed> {
         let (reply, answer) = channel();
         if let Some(tx) = &self.tx {
-            let _ = tx.send(ToTrailer::Sums(reply));
+            let _ = tx.send(ToTrailer::Report(reply));
         }
         match answer.recv() {
-            Ok(sums) => Ok(sums),
+            Ok(hashed) => Ok(hashed),
             // The thread stopped early: its error says why.
-            Err(_) => self.join().map(|h| h.stored),
+            Err(_) => self.join(),
         }
     }
 
@@ -779,9 +833,10 @@ fn fill_stored(reports: &mut [MemberReport], sums: &[[u8; 32]]) -> Result<()> {
     Ok(())
 }
 
-/// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}}, "version": 1}`,
-/// members in archive order, keys sorted, no whitespace: the same reports give the same bytes.
-pub fn manifest_json(reports: &[MemberReport]) -> String {
+/// The manifest: `{"members": {NAME: {"blake3", "crc32", "sha256", "size"}},
+/// "sha256_midstates": {"states": [HEX, ...], "step": N}, "version": 1}`, members in archive
+/// order, keys sorted, no whitespace: the same reports give the same bytes.
+pub fn manifest_json(reports: &[MemberReport], midstates: &Midstates) -> String {
     let mut out = String::from("{\"members\":{");
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
@@ -796,7 +851,14 @@ pub fn manifest_json(reports: &[MemberReport]) -> String {
             r.size
         ));
     }
-    out.push_str("},\"version\":1}");
+    out.push_str("},\"sha256_midstates\":{\"states\":[");
+    for (i, state) in midstates.states.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{}\"", hex(&state_bytes(state))));
+    }
+    out.push_str(&format!("],\"step\":{}}},\"version\":1}}", midstates.step));
     out
 }
 
@@ -2861,6 +2923,64 @@ mod tests {
             assert_eq!(r.method, methods()[i % 3].compression());
         }
         check_round_trip(&path, &members, &reports, Limits::default());
+    }
+
+    #[test]
+    fn manifest_midstates_chain_to_the_archive_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let members = vec![
+            member("a.bin", &sample(3 * PIECE + 17, 3)),
+            with(
+                member("b.bin", &sample(ZSTD_MT_MIN as usize + 99, 4)),
+                Method::Zstd { level: 3 },
+            ),
+            member("c.bin", &sample(5000, 5)),
+        ];
+        let opts = WriteOptions {
+            manifest: Some("manifest.json".into()),
+            ..Default::default()
+        };
+        let out = dir.path().join("m.zip");
+        let written = write_bundle(&out, &members, &opts, &Control::default()).unwrap();
+        let b = Bundle::open(&out, Limits::default()).unwrap();
+        let i = b.index_of("manifest.json").unwrap();
+        let (text, _) = b.read_member(i, u64::MAX, &Control::default()).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let list = text
+            .split("\"states\":[")
+            .nth(1)
+            .unwrap()
+            .split(']')
+            .next()
+            .unwrap();
+        let states: Vec<[u32; 8]> = list
+            .split(',')
+            .map(|h| {
+                let h = h.trim_matches('"');
+                let bytes: Vec<u8> = (0..32)
+                    .map(|k| u8::from_str_radix(&h[2 * k..2 * k + 2], 16).unwrap())
+                    .collect();
+                crate::sha256::state_from_bytes(&bytes.try_into().unwrap())
+            })
+            .collect();
+        let step: u64 = text
+            .split("\"step\":")
+            .nth(1)
+            .unwrap()
+            .split('}')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Thinned as the archive grew: never more than the cap, spread over the members.
+        assert!(
+            states.len() < MIDSTATES_MAX && step > MIDSTATE_STEP,
+            "{} of {step}",
+            states.len()
+        );
+        assert!(states.len() as u64 * step > written.members[1].offset);
+        let got = crate::hash::sha256_chained(&out, step, &states, &Control::default()).unwrap();
+        assert_eq!(got, Some(written.sha256));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
+use crate::sha256::Sha256 as Sha256Stream;
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -666,6 +667,86 @@ fn pipeline<'a>(
     Ok(h.finalize())
 }
 
+/// The sha256 of a file, computed in parallel segments from `midstates`, the states after
+/// every `step` bytes (as a bundle's manifest records them): segment `i` starts from the state
+/// after `i * step` bytes and must end in the state after `(i + 1) * step`; two segments run
+/// side by side on each thread. The midstates are checked, never trusted: when every link holds,
+/// the result is the file's sha256, by induction from the initial state. `None` when a link
+/// fails (the file is not the one they were taken from, or they are wrong); the caller then
+/// hashes the file from start to end to find its actual digest.
+pub fn sha256_chained(
+    path: &Path,
+    step: u64,
+    midstates: &[[u32; 8]],
+    ctl: &Control,
+) -> Result<Option<[u8; 32]>> {
+    use std::os::unix::fs::FileExt;
+    let (file, meta) = open_checked(path, true)?;
+    let size = meta.len();
+    let n = midstates.len() as u64;
+    if step == 0 || !step.is_multiple_of(64) || n.checked_mul(step).is_none_or(|end| end > size) {
+        return Ok(None);
+    }
+    // Segment i: its range, the state it starts from, and the state it must end in.
+    let segment = |i: u64| {
+        let start = i * step;
+        let from = match i {
+            0 => Sha256Stream::new(),
+            _ => Sha256Stream::resume(midstates[i as usize - 1], start),
+        };
+        let end = if i < n { start + step } else { size };
+        (start..end, from, midstates.get(i as usize).copied())
+    };
+    let run_pair = |first: u64| -> Result<Vec<Option<[u8; 32]>>> {
+        let mut segs: Vec<_> = (first..(first + 2).min(n + 1)).map(segment).collect();
+        let mut bufs = [PageBuf::new(PIECE / 4), PageBuf::new(PIECE / 4)];
+        let mut at: Vec<u64> = segs.iter().map(|s| s.0.start).collect();
+        loop {
+            ctl.check()?;
+            let mut lens = [0usize; 2];
+            for (k, (range, _, _)) in segs.iter().enumerate() {
+                let want = (range.end - at[k]).min(bufs[k].len() as u64) as usize;
+                file.read_exact_at(&mut bufs[k][..want], at[k])
+                    .at(path, "read")?;
+                lens[k] = want;
+                at[k] += want as u64;
+            }
+            if lens == [0, 0] {
+                break;
+            }
+            let [b0, b1] = &bufs;
+            match segs.as_mut_slice() {
+                [a, b] => {
+                    Sha256Stream::update_pair(&mut a.1, &b0[..lens[0]], &mut b.1, &b1[..lens[1]])
+                }
+                [a] => a.1.update(&b0[..lens[0]]),
+                _ => {}
+            }
+            ctl.advance((lens[0] + lens[1]) as u64);
+        }
+        // A middle segment yields Some(..) when it ends where it must; the last one its digest.
+        Ok(segs
+            .iter()
+            .map(|(_, h, want)| match want {
+                Some(want) => (h.midstate() == Some(*want)).then_some([0; 32]),
+                None => Some(h.finalize()),
+            })
+            .collect())
+    };
+    let firsts: Vec<u64> = (0..=n).step_by(2).collect();
+    let results = pool()?.install(|| {
+        firsts
+            .par_iter()
+            .map(|&first| run_pair(first))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let links: Vec<Option<[u8; 32]>> = results.into_iter().flatten().collect();
+    if links.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    Ok(links.last().copied().flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,5 +912,52 @@ mod tests {
         assert!(
             matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::IsADirectory)
         );
+    }
+
+    fn midstates_of(data: &[u8], step: usize) -> Vec<[u32; 8]> {
+        let mut h = Sha256Stream::new();
+        data.chunks(step)
+            .filter(|c| c.len() == step)
+            .map(|c| {
+                h.update(c);
+                h.midstate().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sha256_chained_is_the_files_sha256_and_checks_every_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = Control::default();
+        for (size, step) in [
+            (0, 64),
+            (1000, 64),
+            (1024, 256),
+            (300_000, 4096),
+            (300_000, 65536),
+        ] {
+            let data = crate::noise(size, size as u64 + 1);
+            let path = dir.path().join("f");
+            std::fs::write(&path, &data).unwrap();
+            let want: [u8; 32] = Sha256::digest(&data).into();
+            let mids = midstates_of(&data, step);
+            for count in 0..=mids.len() {
+                let got = sha256_chained(&path, step as u64, &mids[..count], &ctl).unwrap();
+                assert_eq!(got, Some(want), "{size} bytes, {count} midstates of {step}");
+            }
+            for k in 0..mids.len() {
+                let mut bad = mids.clone();
+                bad[k][3] ^= 1;
+                let got = sha256_chained(&path, step as u64, &bad, &ctl).unwrap();
+                assert_eq!(got, None, "{size} bytes, midstate {k} wrong");
+            }
+            // Steps that are not whole blocks, or midstates past the end, are not used.
+            assert_eq!(sha256_chained(&path, 100, &[], &ctl).unwrap(), None);
+            let past = vec![[0u32; 8]; size / step + 1];
+            assert_eq!(
+                sha256_chained(&path, step as u64, &past, &ctl).unwrap(),
+                None
+            );
+        }
     }
 }

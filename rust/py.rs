@@ -17,6 +17,7 @@ use crate::bundle::{self, DosTime, Expected, Limits, MemberSpec, Method, Source,
 use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::hash::{self, hex, Algos, Digests, ReadMode};
+use crate::sha256::state_from_bytes;
 
 pyo3::import_exception!(modelcas.errors, IntegrityError);
 pyo3::import_exception!(modelcas.errors, UnsafeArchiveError);
@@ -311,6 +312,27 @@ fn parse_hex32(hex_digest: Option<&str>) -> PyResult<Option<[u8; 32]>> {
     Ok(Some(out))
 }
 
+/// A file's sha256 from parallel segments, checked against hex midstates taken every `step`
+/// bytes; `None` when they do not chain to the file's bytes.
+#[pyfunction]
+#[pyo3(signature = (path, step, midstates, *, progress = None))]
+fn sha256_chained(
+    py: Python<'_>,
+    path: PathBuf,
+    step: u64,
+    midstates: Vec<String>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<Option<String>> {
+    let states = midstates
+        .iter()
+        .map(|h| parse_hex32(Some(h)).map(|b| state_from_bytes(&b.unwrap_or_default())))
+        .collect::<PyResult<Vec<_>>>()?;
+    run(py, progress.as_ref(), |ctl| {
+        hash::sha256_chained(&path, step, &states, ctl)
+    })
+    .map(|d| d.map(|d| hex(&d)))
+}
+
 /// Write a zip bundle. `members` are `(name, bytes or path, method or None, level or None)`.
 /// Returns the member reports and the sha256 of the whole archive.
 #[pyfunction]
@@ -493,6 +515,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_files, m)?)?;
     m.add_function(wrap_pyfunction!(hash_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(copy_file, m)?)?;
+    m.add_function(wrap_pyfunction!(sha256_chained, m)?)?;
     m.add_class::<PyHasher>()?;
     m.add_function(wrap_pyfunction!(write_bundle, m)?)?;
     m.add_class::<PyZipReader>()?;

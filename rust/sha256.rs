@@ -64,6 +64,21 @@ impl Sha256 {
         b.keep(tb);
     }
 
+    /// Continue a stream from its state after the first `len` bytes (a whole number of blocks).
+    pub fn resume(state: [u32; 8], len: u64) -> Self {
+        debug_assert!(len.is_multiple_of(64));
+        Sha256 {
+            state,
+            len,
+            ..Self::default()
+        }
+    }
+
+    /// The state after a whole number of blocks (a "midstate"); `None` in the middle of one.
+    pub fn midstate(&self) -> Option<[u32; 8]> {
+        (self.buffered == 0).then_some(self.state)
+    }
+
     pub fn finalize(&self) -> [u8; 32] {
         let mut state = self.state;
         let mut last = [[0u8; 64]; 2];
@@ -73,11 +88,7 @@ impl Sha256 {
         let blocks = if self.buffered < 56 { 1 } else { 2 };
         flat[blocks * 64 - 8..blocks * 64].copy_from_slice(&(self.len << 3).to_be_bytes());
         compress256(&mut state, &last[..blocks]);
-        let mut out = [0u8; 32];
-        for (o, w) in out.chunks_exact_mut(4).zip(state) {
-            o.copy_from_slice(&w.to_be_bytes());
-        }
-        out
+        state_bytes(&state)
     }
 
     /// Count `data` and add what fits to the partial block. What is returned starts on a block
@@ -105,6 +116,24 @@ impl Sha256 {
             self.buffered = tail.len();
         }
     }
+}
+
+/// A state's words as big-endian bytes: the digest, for a final state.
+pub fn state_bytes(state: &[u32; 8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// The inverse of `state_bytes`.
+pub fn state_from_bytes(bytes: &[u8; 32]) -> [u32; 8] {
+    let mut state = [0u32; 8];
+    for (w, b) in state.iter_mut().zip(bytes.as_chunks::<4>().0) {
+        *w = u32::from_be_bytes(*b);
+    }
+    state
 }
 
 /// Compress `a` into `sa` and `b` into `sb`; both hold the same number of blocks.
@@ -247,19 +276,8 @@ mod ni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::noise;
     use sha2::Digest as _;
-
-    fn sample(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn want(data: &[u8]) -> [u8; 32] {
         sha2::Sha256::digest(data).into()
@@ -267,7 +285,7 @@ mod tests {
 
     #[test]
     fn matches_sha2_at_every_length_around_the_padding() {
-        let data = sample(300, 1);
+        let data = noise(300, 1);
         for n in 0..data.len() {
             let mut h = Sha256::new();
             h.update(&data[..n]);
@@ -277,7 +295,7 @@ mod tests {
 
     #[test]
     fn pairs_match_sha2_in_any_chunking() {
-        let (a, b) = (sample(40_000, 2), sample(37_003, 3));
+        let (a, b) = (noise(40_000, 2), noise(37_003, 3));
         for (step_a, step_b) in [
             (1, 1),
             (63, 65),
@@ -299,8 +317,22 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_midstate_continues_the_stream() {
+        let data = noise(5000, 5);
+        let mut h = Sha256::new();
+        h.update(&data[..100]);
+        assert_eq!(h.midstate(), None);
+        h.update(&data[100..1024]);
+        let state = h.midstate().unwrap();
+        assert_eq!(state_from_bytes(&state_bytes(&state)), state);
+        let mut resumed = Sha256::resume(state, 1024);
+        resumed.update(&data[1024..]);
+        assert_eq!(resumed.finalize(), want(&data));
+    }
+
+    #[test]
     fn a_pair_of_one_stream_and_nothing_is_that_stream() {
-        let data = sample(10_000, 4);
+        let data = noise(10_000, 4);
         let (mut h, mut empty) = (Sha256::new(), Sha256::new());
         Sha256::update_pair(&mut h, &data, &mut empty, &[]);
         assert_eq!(h.finalize(), want(&data));

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import zipfile
@@ -233,6 +235,33 @@ def test_tampered_member_and_sidecar_are_named(config: Path, tmp_path: Path, cas
     assert r.returncode == 1
     assert b"models/MonaiUnet-segmentation.safetensors" in r.stdout
     assert b".sha256" in r.stdout
+
+
+def test_sidecar_is_checked_in_segments_from_the_manifest_midstates(
+    config: Path, tmp_path: Path
+) -> None:
+    big = config.parent.parent / "weights" / "pi_model_20251218.pkl"
+    big.write_bytes(random.Random(7).randbytes(40 << 20))
+    out = bundles.create_model_bundle(config, tmp_path / "b.zip", auto_date=False)
+    with zipfile.ZipFile(out) as zf:
+        raw = json.loads(zf.read(bundles.MANIFEST))["sha256_midstates"]
+    step, states = raw["step"], raw["states"]
+    assert step == 16 << 20
+    assert len(states) == 2  # at 16 and 32 MiB, before the manifest
+    want = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert hashing.sha256_chained(out, step, states) == want
+    # The midstates are checked, not trusted: a wrong one breaks the chain.
+    wrong = [states[0], states[0]]
+    assert hashing.sha256_chained(out, step, wrong) is None
+    assert bundles.Bundle.read(out).verify() == []
+
+    data = bytearray(out.read_bytes())
+    data[20 << 20] ^= 1
+    out.write_bytes(bytes(data))
+    problems = bundles.Bundle.read(out).verify()
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    assert any("PIClassifier-pi_classification.pkl" in p for p in problems), problems
+    assert any(f"sha256 {actual} differs" in p for p in problems), problems
 
 
 def test_open_ingests_once_then_only_stats(

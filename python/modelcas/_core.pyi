@@ -18,6 +18,7 @@ __all__ = [
     "hash_buffer",
     "hash_file",
     "hash_files",
+    "sha256_chained",
     "write_bundle",
 ]
 
@@ -46,6 +47,13 @@ def copy_file(
     fsync: bool = True,
     progress: _Progress | None = None,
 ) -> _DigestTuple: ...
+def sha256_chained(
+    path: _Path,
+    step: int,
+    midstates: Sequence[str],
+    *,
+    progress: _Progress | None = None,
+) -> str | None: ...
 
 @final
 class Hasher:

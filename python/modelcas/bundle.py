@@ -455,10 +455,13 @@ class Bundle:
         manifest: dict[str, Digest],
         config: dict[str, Any],
         store: Store,
+        *,
+        midstates: Midstates | None = None,
     ) -> None:
         self.path = path
         self._reader = reader
         self.manifest = manifest
+        self._midstates = midstates
         self.config = config
         self.store = store
         self._models: dict[str, BundleModel] | None = None
@@ -475,9 +478,9 @@ class Bundle:
         p = Path(path)
         reader = _core.ZipReader(p)
         names = {e[0]: i for i, e in enumerate(reader.entries())}
-        manifest = _read_manifest(p, reader, names)
+        manifest, midstates = _read_manifest(p, reader, names)
         config = _read_config(p, reader, names)
-        return cls(p, reader, manifest, config, store or Store())
+        return cls(p, reader, manifest, config, store or Store(), midstates=midstates)
 
     def members(self) -> list[Member]:
         """Every member, in archive order."""
@@ -507,7 +510,11 @@ class Bundle:
         sidecar = self.path.with_name(self.path.name + ".sha256")
         with ThreadPoolExecutor(1, thread_name_prefix="modelcas-sidecar") as pool:
             # The sidecar's sha256 of the whole file runs beside the member checks.
-            side = pool.submit(_check_sidecar, self.path, sidecar) if sidecar.is_file() else None
+            side = (
+                pool.submit(_check_sidecar, self.path, sidecar, self._midstates)
+                if sidecar.is_file()
+                else None
+            )
             problems = self._check_members(deep, progress)
             if side is not None:
                 problems.extend(side.result())
@@ -702,10 +709,18 @@ def _make_dirs(path: Path, created: list[Path]) -> None:
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Digest]:
     """The manifest of a bundle (member name to digest), after validating the archive."""
     reader = _core.ZipReader(path)
-    return _read_manifest(Path(path), reader, {e[0]: i for i, e in enumerate(reader.entries())})
+    names = {e[0]: i for i, e in enumerate(reader.entries())}
+    return _read_manifest(Path(path), reader, names)[0]
 
 
-def _read_manifest(path: Path, reader: Any, names: dict[str, int]) -> dict[str, Digest]:
+# The archive's sha256 state every `step` bytes (the manifest's "sha256_midstates"): lets the
+# sidecar be checked in parallel segments. Bundles from before it have none.
+Midstates = tuple[int, tuple[str, ...]]
+
+
+def _read_manifest(
+    path: Path, reader: Any, names: dict[str, int]
+) -> tuple[dict[str, Digest], Midstates | None]:
     if MANIFEST not in names:
         raise BundleError(
             f"{path} has no {MANIFEST}: it was not made by modelcas",
@@ -722,9 +737,21 @@ def _read_manifest(path: Path, reader: Any, names: dict[str, int]) -> dict[str, 
             if not (is_hex64(d["sha256"]) and is_hex64(d["blake3"])):
                 raise ValueError(f"bad digest for {name!r}")
             out[str(name)] = Digest(d["sha256"], int(d["size"]), d["blake3"])
+        midstates = _midstates(raw.get("sha256_midstates"))
     except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BundleError(f"{path}: {MANIFEST} is malformed: {e}") from None
-    return out
+    return out, midstates
+
+
+def _midstates(raw: Any) -> Midstates | None:
+    if raw is None:
+        return None
+    step, states = raw["step"], raw["states"]
+    if not (isinstance(step, int) and step > 0 and step % 64 == 0):
+        raise ValueError(f"sha256_midstates: step {step!r} is not a positive multiple of 64")
+    if not (isinstance(states, list) and all(isinstance(h, str) and is_hex64(h) for h in states)):
+        raise ValueError("sha256_midstates: states are not 64-digit hex strings")
+    return step, tuple(states)
 
 
 def _read_config(path: Path, reader: Any, names: dict[str, int]) -> dict[str, Any]:
@@ -773,12 +800,16 @@ def _expanded_size(value: object, limit: int) -> int:
     return seen
 
 
-def _check_sidecar(path: Path, sidecar: Path) -> list[str]:
+def _check_sidecar(path: Path, sidecar: Path, midstates: Midstates | None) -> list[str]:
     entries, _ = sumfile.parse(sidecar.read_bytes(), str(sidecar))
     mine = [e for e in entries if os.fsdecode(e.name) in (path.name, str(path))]
     if not mine:
         return [f"{sidecar} lists no line for {path.name}"]
-    actual = hashing.hash_file(path, ("sha256",)).sha256
+    # Parallel segments when the manifest has midstates; if they do not chain (the file
+    # changed), one pass from start to end finds the digest to report.
+    actual = hashing.sha256_chained(path, *midstates) if midstates else None
+    if actual is None:
+        actual = hashing.hash_file(path, ("sha256",)).sha256
     if mine[0].hexdigest != actual:
         return [f"{path.name}: sha256 {actual} differs from {sidecar} ({mine[0].hexdigest})"]
     return []

@@ -123,6 +123,31 @@ def copy_file(
     return Hashes.from_core(_core.copy_file(src, dst, algos, fsync=fsync, progress=progress))
 
 
+def sha256_chained(
+    path: PathLike,
+    step: int,
+    midstates: Sequence[str],
+    *,
+    progress: Progress | None = None,
+) -> str | None:
+    """A file's sha256, computed in parallel segments that start from recorded midstates.
+
+    ``midstates[i]`` is the sha256 state (as hex) after the first ``(i + 1) * step`` bytes, as a
+    bundle's manifest records them. Each segment must end in the next recorded state, so the
+    midstates are checked, not trusted.
+
+    Returns:
+        The file's sha256, or ``None`` when the midstates do not chain to its bytes (hash it
+        from start to end then, to learn its actual digest).
+
+    Raises:
+        ValueError: a midstate is not 64 hex digits.
+        OSError: with the path.
+
+    """
+    return _core.sha256_chained(path, step, midstates, progress=progress)
+
+
 class Hasher:
     """An incremental hasher for streamed bytes, such as a download."""
 
