@@ -461,7 +461,7 @@ class Bundle:
         self.path = path
         self._reader = reader
         self.manifest = manifest
-        self._midstates = midstates
+        self.midstates = midstates  # see docs/bundle.md; None in older bundles
         self.config = config
         self.store = store
         self._models: dict[str, BundleModel] | None = None
@@ -511,7 +511,7 @@ class Bundle:
         with ThreadPoolExecutor(1, thread_name_prefix="modelcas-sidecar") as pool:
             # The sidecar's sha256 of the whole file runs beside the member checks.
             side = (
-                pool.submit(_check_sidecar, self.path, sidecar, self._midstates)
+                pool.submit(_check_sidecar, self.path, sidecar, self.midstates)
                 if sidecar.is_file()
                 else None
             )
