@@ -681,9 +681,12 @@ pub fn sha256_chained(
     ctl: &Control,
 ) -> Result<Option<[u8; 32]>> {
     use std::os::unix::fs::FileExt;
-    let (file, meta) = open_checked(path, true)?;
+    let (file, meta) = open_checked(path, false)?;
     let size = meta.len();
     let n = midstates.len() as u64;
+    if !meta.is_file() {
+        return Ok(None);
+    }
     if step == 0 || !step.is_multiple_of(64) || n.checked_mul(step).is_none_or(|end| end > size) {
         return Ok(None);
     }

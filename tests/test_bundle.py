@@ -250,6 +250,9 @@ def test_sidecar_is_checked_in_segments_from_the_manifest_midstates(
     assert len(states) == 2  # at 16 and 32 MiB, before the manifest
     want = hashlib.sha256(out.read_bytes()).hexdigest()
     assert hashing.sha256_chained(out, step, states) == want
+    link = tmp_path / "latest.zip"
+    link.symlink_to(out)
+    assert hashing.sha256_chained(link, step, states) == want
     # The midstates are checked, not trusted: a wrong one breaks the chain.
     wrong = [states[0], states[0]]
     assert hashing.sha256_chained(out, step, wrong) is None
