@@ -3,11 +3,13 @@
 //! Writer: members go out in the caller's order, each read once while sha256, blake3 and crc32
 //! are computed. The member being written goes straight into the output and its local header is
 //! patched afterwards: the output is a regular file, so no data descriptors are needed, and
-//! every tool can read the result. Meanwhile the next compressed members are compressed ahead
-//! on the pool, several at once and each in pieces, into spools that spill to an unnamed
-//! temporary file past a few MiB, so memory stays bounded for any member size. A second
+//! every tool can read the result. Meanwhile the next small compressed members are compressed
+//! ahead on the pool into spools (memory, spilling to an unnamed temporary file); large ones
+//! are compressed straight into the archive, in parallel pieces or by zstd's workers. A second
 //! thread follows the writer and hashes the archive itself (for the `.sha256` sidecar) as soon
-//! as each member's bytes are final, so the sidecar costs no read after the write.
+//! as each member's bytes are final, so the sidecar costs no read after the write; it also
+//! hashes each stored member, side by side with the archive, and records the archive's
+//! midstates for the manifest.
 //!
 //! Reader: the whole layout is validated when the archive is opened, before a byte is
 //! extracted. Every byte of the file must belong to exactly one record: no gaps, no overlap, no
