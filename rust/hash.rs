@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::sha256::Sha256 as Sha256Stream;
+use crate::sha256::{state_bytes, Sha256 as Sha256Stream};
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -684,13 +684,11 @@ pub fn sha256_chained(
     let (file, meta) = open_checked(path, false)?;
     let size = meta.len();
     let n = midstates.len() as u64;
-    if !meta.is_file() {
+    let fits = n.checked_mul(step).is_some_and(|end| end <= size);
+    if !meta.is_file() || step == 0 || !step.is_multiple_of(64) || !fits {
         return Ok(None);
     }
-    if step == 0 || !step.is_multiple_of(64) || n.checked_mul(step).is_none_or(|end| end > size) {
-        return Ok(None);
-    }
-    // Segment i: its range, the state it starts from, and the state it must end in.
+    // Segment i: its range, and the state it starts from.
     let segment = |i: u64| {
         let start = i * step;
         let from = match i {
@@ -698,8 +696,10 @@ pub fn sha256_chained(
             _ => Sha256Stream::resume(midstates[i as usize - 1], start),
         };
         let end = if i < n { start + step } else { size };
-        (start..end, from, midstates.get(i as usize).copied())
+        (start..end, from)
     };
+    // Hash segments `first` and `first + 1` side by side; yields how each ends: a middle
+    // segment in its midstate (`None` mid-block), the last one in the file's digest.
     let run_pair = |first: u64| -> Result<Vec<Option<[u8; 32]>>> {
         let mut segs: Vec<_> = (first..(first + 2).min(n + 1)).map(segment).collect();
         let mut bufs = [PageBuf::new(PIECE / 4), PageBuf::new(PIECE / 4)];
@@ -707,7 +707,7 @@ pub fn sha256_chained(
         loop {
             ctl.check()?;
             let mut lens = [0usize; 2];
-            for (k, (range, _, _)) in segs.iter().enumerate() {
+            for (k, (range, _)) in segs.iter().enumerate() {
                 let want = (range.end - at[k]).min(bufs[k].len() as u64) as usize;
                 file.read_exact_at(&mut bufs[k][..want], at[k])
                     .at(path, "read")?;
@@ -727,12 +727,15 @@ pub fn sha256_chained(
             }
             ctl.advance((lens[0] + lens[1]) as u64);
         }
-        // A middle segment yields Some(..) when it ends where it must; the last one its digest.
         Ok(segs
             .iter()
-            .map(|(_, h, want)| match want {
-                Some(want) => (h.midstate() == Some(*want)).then_some([0; 32]),
-                None => Some(h.finalize()),
+            .zip(first..)
+            .map(|((_, h), i)| {
+                if i == n {
+                    Some(h.finalize())
+                } else {
+                    h.midstate().map(|s| state_bytes(&s))
+                }
             })
             .collect())
     };
@@ -743,11 +746,13 @@ pub fn sha256_chained(
             .map(|&first| run_pair(first))
             .collect::<Result<Vec<_>>>()
     })?;
-    let links: Vec<Option<[u8; 32]>> = results.into_iter().flatten().collect();
-    if links.iter().any(Option::is_none) {
-        return Ok(None);
-    }
-    Ok(links.last().copied().flatten())
+    let ends: Vec<Option<[u8; 32]>> = results.into_iter().flatten().collect();
+    let (last, middle) = ends.split_last().unwrap_or((&None, &[]));
+    let chained = middle
+        .iter()
+        .zip(midstates)
+        .all(|(end, want)| *end == Some(state_bytes(want)));
+    Ok(if chained { *last } else { None })
 }
 
 #[cfg(test)]
