@@ -211,7 +211,7 @@ pub struct ReadMode {
     pub regular_only: bool,
 }
 
-fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metadata)> {
+pub(crate) fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);

@@ -1,10 +1,11 @@
-//! modelcas core: the byte-heavy work (hashing, later bundle packing), free of Python.
+//! modelcas core: the byte-heavy work (hashing, packing, verified reads), free of Python.
 //! `py.rs` is the only file that knows about Python.
 
 pub mod bundle;
 pub mod control;
 pub mod error;
 pub mod hash;
+pub mod load;
 pub mod sha256;
 pub mod zipfmt;
 

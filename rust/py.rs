@@ -17,6 +17,7 @@ use crate::bundle::{self, DosTime, Expected, Limits, MemberSpec, Method, Source,
 use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::hash::{self, hex, Algos, Digests, ReadMode};
+use crate::load;
 use crate::sha256::state_from_bytes;
 
 pyo3::import_exception!(modelcas.errors, IntegrityError);
@@ -155,6 +156,25 @@ fn bytes_of(buf: &PyUntypedBuffer) -> PyResult<&[u8]> {
     Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), len) })
 }
 
+/// A writable view of a C-contiguous Python buffer, valid while `buf` lives.
+#[allow(clippy::mut_from_ref)]
+fn bytes_of_mut(buf: &PyUntypedBuffer) -> PyResult<&mut [u8]> {
+    if buf.readonly() {
+        return Err(PyBufferError::new_err("buffer is read-only"));
+    }
+    if !buf.is_c_contiguous() {
+        return Err(PyBufferError::new_err("buffer is not C-contiguous"));
+    }
+    let len = buf.len_bytes();
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: the exporter keeps `len` writable bytes at `buf_ptr` alive and in place while
+    // `buf` holds the export, and said they may be written (not read-only). Python code that
+    // writes to the same memory meanwhile races with us on its own bytes, as with readinto().
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), len) })
+}
+
 #[pyfunction]
 #[pyo3(signature = (path, algos, *, mmap = None, regular_only = false, progress = None))]
 fn hash_file(
@@ -274,6 +294,96 @@ impl PyHasher {
         PyHasher {
             inner: Mutex::new(self.lock().clone()),
         }
+    }
+}
+
+/// Reads a store object front to back into caller buffers while blake3 hashes it.
+#[pyclass(name = "FileReader", module = "modelcas._core", frozen)]
+struct PyFileReader {
+    inner: Mutex<Option<load::FileReader>>,
+}
+
+impl PyFileReader {
+    /// The reader, unless another call is using it (holding the lock while that call waits for
+    /// the GIL would deadlock) or it was finished.
+    fn take(&self) -> PyResult<std::sync::MutexGuard<'_, Option<load::FileReader>>> {
+        let guard = self
+            .inner
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("FileReader is in use by another call"))?;
+        if guard.is_none() {
+            return Err(PyValueError::new_err("FileReader is finished"));
+        }
+        Ok(guard)
+    }
+}
+
+#[pymethods]
+impl PyFileReader {
+    #[new]
+    #[pyo3(signature = (path, size, *, piece = None, fd = None))]
+    fn new(path: PathBuf, size: u64, piece: Option<u64>, fd: Option<i32>) -> PyResult<Self> {
+        let reader = match fd {
+            None => load::FileReader::open(&path, size, piece),
+            Some(fd) => {
+                // SAFETY: dup takes no pointers; a bad descriptor yields -1, handled below.
+                let own = unsafe { libc::dup(fd) };
+                if own < 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(to_py(Error::io(&path, "open", e)));
+                }
+                // SAFETY: `own` is a fresh descriptor that nothing else owns or closes.
+                let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(own) };
+                load::FileReader::from_file(file, &path, size, piece)
+            }
+        }
+        .map_err(to_py)?;
+        Ok(PyFileReader {
+            inner: Mutex::new(Some(reader)),
+        })
+    }
+
+    fn next_len(&self) -> PyResult<u64> {
+        Ok(self.take()?.as_ref().map_or(0, load::FileReader::next_len))
+    }
+
+    #[pyo3(signature = (dest = None, *, progress = None))]
+    fn read_into(
+        &self,
+        py: Python<'_>,
+        dest: Option<&Bound<'_, PyAny>>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let buf = dest.map(PyUntypedBuffer::get).transpose()?;
+        let out = buf.as_ref().map(bytes_of_mut).transpose()?;
+        let mut guard = self.take()?;
+        let Some(reader) = guard.as_mut() else {
+            return Err(PyValueError::new_err("FileReader is finished"));
+        };
+        run(py, progress.as_ref(), |ctl| reader.read_into(out, ctl))
+    }
+
+    /// The next piece as new bytes (the whole file, by default); zeros past a short end.
+    fn read_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let mut guard = self.take()?;
+        let Some(reader) = guard.as_mut() else {
+            return Err(PyValueError::new_err("FileReader is finished"));
+        };
+        let len = usize::try_from(reader.next_len())
+            .map_err(|_| PyValueError::new_err("too large for memory"))?;
+        pyo3::types::PyBytes::new_with(py, len, |buf| {
+            run(py, None, |ctl| reader.read_into(Some(buf), ctl)).map(|_| ())
+        })
+    }
+
+    /// `(bytes found up to the expected size, whether the file has more, blake3 hex or None)`.
+    fn finish(&self) -> PyResult<(u64, bool, Option<String>)> {
+        let reader = self.take()?.take();
+        let Some(reader) = reader else {
+            return Err(PyValueError::new_err("FileReader is finished"));
+        };
+        let fill = reader.finish().map_err(to_py)?;
+        Ok((fill.found, fill.longer, fill.blake3.map(|b| hex(&b))))
     }
 }
 
@@ -517,6 +627,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(copy_file, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_chained, m)?)?;
     m.add_class::<PyHasher>()?;
+    m.add_class::<PyFileReader>()?;
     m.add_function(wrap_pyfunction!(write_bundle, m)?)?;
     m.add_class::<PyZipReader>()?;
     Ok(())

@@ -14,6 +14,7 @@ from torch import nn
 
 import modelcas.torch as cas_torch
 from modelcas import IntegrityError, Lockfile, Registry, Store
+from modelcas.loader import reader
 from modelcas.torch import UnsafeCheckpointError
 
 
@@ -202,15 +203,15 @@ def test_swap_after_verification_has_no_effect(
     registry, _, state = project
     other = tmp = registry.store.root.parent / "other.safetensors"
     safetensors.torch.save_file(_model(seed=1).state_dict(), tmp)
-    original = cas_torch._verify
+    original = reader.check
 
-    def verify_then_swap(buf: memoryview, target: cas_torch.Target, deep: bool) -> None:
-        original(buf, target, deep)
+    def check_then_swap(target: cas_torch.Target, *args: object) -> None:
+        original(target, *args)  # type: ignore[arg-type]
         # An attacker replaces the object the moment verification passes.
         target.path.chmod(0o644)
         target.path.write_bytes(other.read_bytes())
 
-    monkeypatch.setattr(cas_torch, "_verify", verify_then_swap)
+    monkeypatch.setattr(reader, "check", check_then_swap)
     for fmt in ("safetensors", "pt"):
         assert _equal(cas_torch.load_state_dict(fmt, registry=registry), state)
 

@@ -11,6 +11,7 @@ _Progress = Callable[[int], object]
 
 __version__: str
 __all__ = [
+    "FileReader",
     "Hasher",
     "ZipReader",
     "__version__",
@@ -61,6 +62,18 @@ class Hasher:
     def update(self, data: Buffer) -> None: ...
     def digest(self) -> _DigestTuple: ...
     def copy(self) -> Hasher: ...
+
+@final
+class FileReader:
+    def __new__(
+        cls, path: _Path, size: int, *, piece: int | None = None, fd: int | None = None
+    ) -> FileReader: ...
+    def next_len(self) -> int: ...
+    def read_into(
+        self, dest: Buffer | None = None, *, progress: _Progress | None = None
+    ) -> int: ...
+    def read_bytes(self) -> bytes: ...
+    def finish(self) -> tuple[int, bool, str | None]: ...
 
 _Report = tuple[str, str, int, int, int, int, str, str]
 _Entry = tuple[str, str, int, int, int, int, int, bool]

@@ -88,3 +88,19 @@ class WeightsCompatibilityError(ModelcasError):
 
 class RemoteError(ModelcasError):
     """A remote (the Hub, a shared directory) failed or refused."""
+
+
+class FormatError(ModelcasError):
+    """Verified bytes are not a valid file of their format (a malformed safetensors header)."""
+
+    exit_code = 1
+
+
+class UnsafeCheckpointError(ModelcasError):
+    """A checkpoint needs code execution (pickle globals) to load, and that was not allowed."""
+
+    exit_code = 1
+
+
+class MissingExtraError(UsageError, ImportError):
+    """An optional dependency is not installed; the hint says which extra to install."""
