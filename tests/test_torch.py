@@ -329,3 +329,111 @@ def test_large_file_read_in_parallel_and_truncation(tmp_path: Path) -> None:
     os.truncate(obj, d.size - (40 << 20))
     with pytest.raises(IntegrityError, match="size: expected"):
         cas_torch.load_state_dict(d.address, store=store, file=p.name)
+
+
+# -- the safetensors header, against the reference ----------------------------------------------
+
+_T = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+
+def _raw_st(header: object = None, body: bytes = b"", raw: bytes | None = None) -> bytes:
+    import json
+
+    text = raw if raw is not None else json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + body
+
+
+# Each refused by safetensors.load_file, and by us with a FormatError naming the file.
+_REFUSED = {
+    "hole between tensors": _raw_st({"a": _T, "b": {**_T, "data_offsets": [12, 20]}}, b"\0" * 20),
+    "hole before the first": _raw_st({"a": {**_T, "data_offsets": [4, 12]}}, b"\0" * 12),
+    "trailing bytes": _raw_st({"a": _T}, b"\0" * 8 + b"polyglot"),
+    "trailing bytes, no tensors": _raw_st({}, b"x"),
+    "overlap": _raw_st({"a": _T, "b": {**_T, "data_offsets": [4, 12]}}, b"\0" * 12),
+    "past the end": _raw_st({"a": {**_T, "data_offsets": [0, 8]}}, b"\0" * 4),
+    "deep nesting": _raw_st(raw=b'{"a": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"),
+    "deep nesting in metadata": _raw_st(
+        raw=b'{"__metadata__": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    ),
+    "header length past the file": (10**9).to_bytes(8, "little") + b"{}",
+    "header over the limit": (200_000_000).to_bytes(8, "little") + b"{}" + b" " * 16,
+    "too short": b"\x02\0\0",
+    "not an object": _raw_st(raw=b"[1]"),
+    "not UTF-8": _raw_st(raw=b'{"\xff": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}'),
+    "metadata not strings": _raw_st({"__metadata__": {"a": 1}, "a": _T}, b"\0" * 8),
+    "unknown dtype": _raw_st({"a": {**_T, "dtype": "Q9"}}, b"\0" * 8),
+    "bool in shape": _raw_st({"a": {**_T, "shape": [True, 2]}}, b"\0" * 8),
+    "float in shape": _raw_st({"a": {**_T, "shape": [2.0]}}, b"\0" * 8),
+    "negative shape": _raw_st({"a": {**_T, "shape": [-2]}}, b"\0" * 8),
+    "three offsets": _raw_st({"a": {**_T, "data_offsets": [0, 8, 8]}}, b"\0" * 8),
+    "size does not match shape": _raw_st({"a": {**_T, "shape": [3]}}, b"\0" * 8),
+    "missing field": _raw_st({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
+    "NaN": _raw_st(raw=b'{"__metadata__": {"a": NaN}}'),
+    "UTF-16": _raw_st(raw='{"__metadata__": {}}'.encode("utf-16")),
+}
+# Accepted by both.
+_ACCEPTED = {
+    "padding spaces": _raw_st(
+        raw=b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}   ', body=b"\0" * 8
+    ),
+    "metadata": _raw_st({"__metadata__": {"format": "pt"}, "a": _T}, b"\0" * 8),
+    "extra field": _raw_st({"a": {**_T, "x": {"y": [1]}}}, b"\0" * 8),
+    "empty tensors": _raw_st(
+        {"a": _T, "b": {"dtype": "F32", "shape": [0, 3], "data_offsets": [8, 8]}}, b"\0" * 8
+    ),
+    "scalar and unaligned": _raw_st(
+        {
+            "a": {"dtype": "U8", "shape": [], "data_offsets": [0, 1]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [1, 9]},
+        },
+        b"\x07" + b"\0" * 8,
+    ),
+    "no tensors": _raw_st({}),
+    "unicode name": _raw_st({"é": _T}, b"\0" * 8),
+}
+
+
+def _stored(tmp_path: Path, data: bytes, name: str = "m.safetensors") -> tuple[Store, str]:
+    p = tmp_path / name
+    p.write_bytes(data)
+    store = Store(tmp_path / "store")
+    return store, store.add_file(p).info.digest.address
+
+
+@pytest.mark.parametrize("case", sorted(_REFUSED))
+def test_header_refused_like_the_reference(tmp_path: Path, case: str) -> None:
+    from modelcas.errors import FormatError
+
+    data = _REFUSED[case]
+    (tmp_path / "ref.safetensors").write_bytes(data)
+    with pytest.raises(Exception):  # noqa: B017 (the reference raises several types)
+        safetensors.torch.load_file(tmp_path / "ref.safetensors")
+    store, address = _stored(tmp_path, data)
+    with pytest.raises(FormatError, match="not a valid safetensors file") as e:
+        cas_torch.load_state_dict(address, store=store, file="m.safetensors")
+    assert address in str(e.value)
+    assert e.value.exit_code == 1
+
+
+def test_header_stricter_than_the_reference_on_duplicate_names(tmp_path: Path) -> None:
+    from modelcas.errors import FormatError
+
+    entry = b'{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}'
+    data = _raw_st(raw=b'{"a": ' + entry + b', "a": ' + entry + b"}", body=b"\0" * 8)
+    (tmp_path / "ref.safetensors").write_bytes(data)
+    assert list(safetensors.torch.load_file(tmp_path / "ref.safetensors")) == ["a"]
+    store, address = _stored(tmp_path, data)
+    # Which of two entries a reader takes differs between parsers: refuse the ambiguity.
+    with pytest.raises(FormatError, match="duplicate"):
+        cas_torch.load_state_dict(address, store=store, file="m.safetensors")
+
+
+@pytest.mark.parametrize("case", sorted(_ACCEPTED))
+def test_header_accepted_like_the_reference(tmp_path: Path, case: str) -> None:
+    data = _ACCEPTED[case]
+    (tmp_path / "ref.safetensors").write_bytes(data)
+    theirs = safetensors.torch.load_file(tmp_path / "ref.safetensors")
+    store, address = _stored(tmp_path, data)
+    ours = cas_torch.load_state_dict(address, store=store, file="m.safetensors")
+    assert _equal(ours, theirs)
+    assert all(ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape for k in ours)

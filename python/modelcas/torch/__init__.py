@@ -172,17 +172,23 @@ def _device_of(device: Any) -> torch.device:
     return dev
 
 
-def _safetensors(target: Target, device: torch.device, deep: bool) -> dict[str, torch.Tensor]:
+def _safetensors(
+    target: Target, device: torch.device, deep: bool, copier: _device.Copier | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a verified safetensors file on ``device``.
+
+    On the CPU the file is read straight into its final buffer; a device (or an explicit
+    ``copier``: tests run the device pipeline on the CPU this way) gets the chunked pipeline.
+    """
     with torch_required():
         import torch  # noqa: PLC0415
-    if device.type == "cpu":
+    if device.type == "cpu" and copier is None:
         size = target.digest.size
         memory = reader.private_memory(size) if size else bytearray()
         reader.read_into(target, memoryview(memory), deep=deep)
         header = st_header.parse(memoryview(memory), size, target.label)
-        flat = torch.frombuffer(memory, dtype=torch.uint8)
-        return views(flat, header, target.label)
-    flat, head = _device.stream(target, _device.copier_for(device), deep=deep)
+        return views(torch.frombuffer(memory, dtype=torch.uint8), header, target.label)
+    flat, head = _device.stream(target, copier or _device.copier_for(device), deep=deep)
     header = st_header.parse(head, target.digest.size, target.label)
     return views(flat, header, target.label)
 
