@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 import modelcas.torch as cas_torch
-from modelcas import IntegrityError, Lockfile, Registry, Store
+from modelcas import IntegrityError, Lockfile, ModelcasError, Registry, Store
 from modelcas.loader import reader
-from modelcas.torch import UnsafeCheckpointError
+from modelcas.torch import UnsafeCheckpointError, _device
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -437,3 +438,310 @@ def test_header_accepted_like_the_reference(tmp_path: Path, case: str) -> None:
     ours = cas_torch.load_state_dict(address, store=store, file="m.safetensors")
     assert _equal(ours, theirs)
     assert all(ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape for k in ours)
+
+
+# -- the device pipeline, run on the CPU -------------------------------------------------------
+
+
+class RecordingCopier(_device.HostCopier):
+    """The CPU copier, recording what the pipeline asks of the device and what it allocated."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.in_flight: set[int] = set()
+        self.allocated: list[weakref.ref[torch.Tensor]] = []
+
+    def alloc(self, size: int) -> torch.Tensor:
+        t = super().alloc(size)
+        self.allocated.append(weakref.ref(t))
+        return t
+
+    def copy(self, slot: int, dst: torch.Tensor, src: torch.Tensor) -> None:
+        assert slot not in self.in_flight, "a staging buffer was refilled before its copy ended"
+        self.calls.append(("copy", slot))
+        self.in_flight.add(slot)
+        super().copy(slot, dst, src)
+
+    def wait(self, slot: int) -> None:
+        self.calls.append(("wait", slot))
+        self.in_flight.discard(slot)
+
+    def drain(self) -> None:
+        self.calls.append(("drain", -1))
+        self.in_flight.clear()
+
+
+def _big_state(seed: int = 0, n: int = 6, each: int = 300_000) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {f"layer{i}.weight": torch.randn(each + i, generator=gen) for i in range(n)}
+
+
+@pytest.mark.parametrize("chunk", [1024, 1 << 16, 1 << 20, 64 << 20])
+def test_chunked_pipeline_on_cpu_matches_the_reference(tmp_path: Path, chunk: int) -> None:
+    state = _big_state()
+    p = tmp_path / "big.safetensors"
+    safetensors.torch.save_file(state, p, metadata={"pad": "x" * 3000})  # header > 1 chunk
+    store = Store(tmp_path / "store")
+    target = cas_torch.resolve(store.add_file(p).info.digest.address, store=store, file=p.name)
+    copier = RecordingCopier()
+    flat, head = _device.stream(target, copier, chunk=chunk)
+    assert bytes(flat.numpy()) == p.read_bytes()
+    assert head == p.read_bytes()[: len(head)] and len(head) >= 3000
+    got = cas_torch._safetensors(target, torch.device("cpu"), False, copier=RecordingCopier())
+    assert _equal(got, safetensors.torch.load_file(p))
+    copies = [c for c in copier.calls if c[0] == "copy"]
+    assert len(copies) == -(-target.digest.size // chunk)
+    assert copier.calls[-1] == ("drain", -1)
+
+
+def test_chunked_pipeline_refuses_and_frees_on_mismatch(tmp_path: Path) -> None:
+    import gc
+
+    state = _big_state(seed=1)
+    p = tmp_path / "big.safetensors"
+    safetensors.torch.save_file(state, p)
+    store = Store(tmp_path / "store")
+    d = store.add_file(p).info.digest
+    target = cas_torch.resolve(d.address, store=store, file=p.name)
+    obj = store.object_path(d.sha256)
+    obj.chmod(0o644)
+    with obj.open("r+b") as f:
+        f.seek(d.size - 5)
+        f.write(b"\xff")
+    for deep in (False, True):
+        copier = RecordingCopier()
+        with pytest.raises(IntegrityError, match="blake3" if not deep else "corrupt") as caught:
+            _device.stream(target, copier, chunk=1 << 16, deep=deep)
+        gc.collect()
+        # Freed while the caller still holds the error (and its traceback's frames).
+        assert caught.tb is not None
+        assert [r() for r in copier.allocated] == [None], "device memory outlived the error"
+        assert copier.calls[-1] == ("drain", -1)
+    # Truncated: the size is named, and nothing is returned either.
+    os.truncate(obj, d.size - 100)
+    copier = RecordingCopier()
+    with pytest.raises(
+        IntegrityError, match=f"size: expected {d.size} bytes, found {d.size - 100}"
+    ):
+        _device.stream(target, copier, chunk=1 << 16)
+    gc.collect()
+    assert [r() for r in copier.allocated] == [None]
+
+
+def test_every_path_refuses_short_and_long_objects(tmp_path: Path) -> None:
+    state = _big_state(seed=2, n=2, each=1000)
+    files = {"st": tmp_path / "m.safetensors", "pt": tmp_path / "m.pt"}
+    safetensors.torch.save_file(state, files["st"])
+    torch.save(state, files["pt"])
+    store = Store(tmp_path / "store")
+    for p in files.values():
+        d = store.add_file(p).info.digest
+        obj = store.object_path(d.sha256)
+        obj.chmod(0o644)
+        good = obj.read_bytes()
+        for bad in (good[:-1], good + b"\0"):
+            obj.write_bytes(bad)
+            target = cas_torch.resolve(d.address, store=store, file=p.name)
+            with pytest.raises(IntegrityError, match="size: expected"):
+                cas_torch.load(target)
+            with pytest.raises(IntegrityError, match="size: expected"):
+                cas_torch.load_bytes(target)
+            with pytest.raises(IntegrityError, match="size: expected"):
+                cas_torch.read_verified(target, into="tensor")
+        obj.write_bytes(good)
+        assert _equal(cas_torch.load_state_dict(d.address, store=store, file=p.name), state)
+
+
+# -- every source, one loader ------------------------------------------------------------------
+
+
+def test_every_source_ends_in_the_same_verified_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelcas import bundle as bundles
+
+    state = _model(seed=7).state_dict()
+    safetensors.torch.save_file(state, tmp_path / "seg.safetensors")
+    torch.save(state, tmp_path / "cls.pt")
+    store = Store(tmp_path / "store")
+    # A package that ships its own registry.
+    site = tmp_path / "site"
+    pkg = site / "casweights_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    lock = Lockfile(path=pkg / "weights.lock")
+    d = store.add_file(tmp_path / "seg.safetensors").info.digest
+    lock.pin("seg", "v1", {"seg.safetensors": d})
+    lock.save()
+    monkeypatch.syspath_prepend(str(site))
+    from_package = Registry.from_package("casweights_pkg", store=store)
+    # A bundle, and a pipeline config naming it.
+    (tmp_path / "cfg.yml").write_text(
+        "segmentation:\n  model_path: seg.safetensors\n  model_type: MonaiUnet\n"
+        "classifier:\n  model_path: cls.pt\n  model_type: FlexResNet\n"
+    )
+    out = bundles.create_model_bundle(tmp_path / "cfg.yml", tmp_path / "b.zip", auto_date=False)
+    (tmp_path / "pipeline.yml").write_text(f"models:\n  model_collection: {out.name}\n")
+    opened = bundles.open(out, store=store)
+    refs: list[tuple[object, dict[str, object]]] = [
+        ("seg", {"registry": from_package}),
+        ("seg@v1", {"registry": from_package}),
+        ("seg", {"lock": pkg / "weights.lock", "store": store}),
+        (d.address, {"store": store, "file": "seg.safetensors"}),
+        ((out, "segmentation"), {"store": store}),
+        ((opened, "classifier"), {}),
+        ((tmp_path / "pipeline.yml", "segmentation"), {"store": store}),
+        (({"models": {"model_collection": str(out)}}, "classifier"), {"store": store}),
+        (opened.model("segmentation"), {}),
+        (cas_torch.resolve(d.address, store=store, file="x.safetensors"), {}),
+    ]
+    for ref, where in refs:
+        target = cas_torch.resolve(ref, **where)  # type: ignore[arg-type]
+        assert isinstance(target, cas_torch.Target) and target.digest.size > 0
+        assert _equal(cas_torch.load_state_dict(ref, **where), state), ref  # type: ignore[arg-type]
+    for ref in ("hf://org/repo/model.safetensors", "oci://registry/x:1"):
+        with pytest.raises(ModelcasError, match="cannot load"):
+            cas_torch.resolve(ref, store=store)
+    with pytest.raises(ModelcasError, match="no model 'nope'"):
+        cas_torch.resolve((tmp_path / "pipeline.yml", "nope"), store=store)
+
+
+def test_load_many_and_a_whole_bundle_at_once(tmp_path: Path) -> None:
+    from modelcas import bundle as bundles
+
+    states = {f"m{i}": _big_state(seed=i, n=3, each=50_000) for i in range(4)}
+    lines = []
+    for i, (key, state) in enumerate(states.items()):
+        ext = ".pt" if i % 2 else ".safetensors"
+        path = tmp_path / f"{key}{ext}"
+        (torch.save if i % 2 else safetensors.torch.save_file)(state, path)
+        lines.append(f"{key}:\n  model_path: {path.name}\n  model_type: T{i}\n")
+    (tmp_path / "cfg.yml").write_text("".join(lines))
+    out = bundles.create_model_bundle(tmp_path / "cfg.yml", tmp_path / "b.zip", auto_date=False)
+    store = Store(tmp_path / "store")
+    got = cas_torch.load_bundle(out, store=store)
+    assert list(got) == list(states)
+    assert all(_equal(got[k], states[k]) for k in states)
+    opened = bundles.open(out, store=store)
+    many = cas_torch.load_many({k: (opened, k) for k in states}, workers=3)
+    assert all(_equal(many[k], states[k]) for k in states)
+    assert _equal(cas_torch.load_bundle(opened, keys=["m1"])["m1"], states["m1"])
+    # One corrupt model: the whole call fails, naming it, and returns nothing.
+    obj = opened.model("m2").path
+    obj.chmod(0o644)
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 1
+    obj.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"b\.zip key m2"):
+        cas_torch.load_bundle(opened)
+
+
+# -- ONNX through onnxruntime ------------------------------------------------------------------
+
+
+def _tiny_onnx() -> bytes:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), name="W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def test_onnx_session_runs_from_verified_bytes(tmp_path: Path) -> None:
+    import numpy as np
+
+    p = tmp_path / "tiny.onnx"
+    p.write_bytes(_tiny_onnx())
+    store = Store(tmp_path / "store")
+    d = store.add_file(p).info.digest
+    lock = Lockfile(path=tmp_path / "cas.lock")
+    lock.pin("tiny", "v1", {"tiny.onnx": d})
+    lock.save()
+    registry = Registry(lock, store)
+    session = cas_torch.onnx_session("tiny", registry=registry, providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.array([[1, 2, 3]], dtype=np.float32)})
+    assert y.tolist() == [[16.0, 22.0]]
+    assert cas_torch.load("tiny", registry=registry) == p.read_bytes()
+    obj = store.object_path(d.sha256)
+    obj.chmod(0o644)
+    obj.write_bytes(p.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError, match=r"tiny@v1 tiny\.onnx"):
+        cas_torch.onnx_session("tiny", registry=registry)
+
+
+# -- without torch -----------------------------------------------------------------------------
+
+
+def test_without_torch_loading_says_what_to_install(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    p = tmp_path / "m.safetensors"
+    safetensors.torch.save_file({"a": torch.ones(2)}, p)
+    store = Store(tmp_path / "store")
+    address = store.add_file(p).info.digest.address
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # as if torch were not installed
+        import modelcas, modelcas.store, modelcas.registry, modelcas.bundle, modelcas.loader
+        import modelcas.torch as cas_torch
+        from modelcas.errors import MissingExtraError
+        store = modelcas.Store({str(store.root)!r})
+        assert cas_torch.load_bytes({address!r}, store=store)[:8]
+        try:
+            cas_torch.load_state_dict({address!r}, store=store, file="m.safetensors")
+        except MissingExtraError as e:
+            assert isinstance(e, ImportError)
+            print(e)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'modelcas[torch]'" in out.stdout
+
+
+def test_nothing_else_imports_the_torch_adapter() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modelcas, modelcas.store, modelcas.registry, modelcas.bundle, "
+        "modelcas.loader, modelcas.cli\n"
+        "assert 'torch' not in sys.modules and 'modelcas.torch' not in sys.modules, "
+        "[m for m in sys.modules if 'torch' in m]"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_reader_refuses_bad_buffers_and_reuse(tmp_path: Path) -> None:
+    from modelcas import _core
+
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 5000)
+    r = _core.FileReader(p, 5000)
+    with pytest.raises(BufferError):
+        r.read_into(b"\0" * 5000)  # read-only
+    with pytest.raises(ValueError, match="needs 5000"):
+        r.read_into(bytearray(10))
+    assert r.read_bytes() == b"x" * 5000
+    assert r.finish()[:2] == (5000, False)
+    with pytest.raises(ValueError, match="finished"):
+        r.finish()
+    with pytest.raises(ValueError, match="power of two"):
+        _core.FileReader(p, 5000, piece=3000)
+    with pytest.raises(FileNotFoundError):
+        _core.FileReader(tmp_path / "missing", 1)

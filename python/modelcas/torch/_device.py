@@ -144,20 +144,25 @@ def stream(
         IntegrityError: the bytes do not match; nothing is returned and the device memory is
             released.
     """
-    size = target.digest.size
-    dest = copier.alloc(size)
+    # The device buffer is only ever named through this list, which is emptied on failure: a
+    # traceback keeps every frame alive, and the memory must not outlive the error with it.
+    holder = [copier.alloc(target.digest.size)]
     try:
-        head = _pipeline(target, copier, dest, deep=deep, chunk=chunk, slots=slots)
+        head = _pipeline(target, copier, holder, deep=deep, chunk=chunk, slots=slots)
     except BaseException:
-        # A traceback keeps this frame alive; without this the device memory would outlive
-        # the error for as long as the caller holds it.
-        del dest
+        holder.clear()
         raise
-    return dest, head
+    return holder[0], head
 
 
 def _pipeline(
-    target: Target, copier: Copier, dest: torch.Tensor, *, deep: bool, chunk: int, slots: int
+    target: Target,
+    copier: Copier,
+    holder: list[torch.Tensor],
+    *,
+    deep: bool,
+    chunk: int,
+    slots: int,
 ) -> bytes:
     size = target.digest.size
     file = reader.open_reader(target, piece=chunk)
@@ -185,7 +190,7 @@ def _pipeline(
                 keep = min(size, 8 + min(length, MAX_HEADER))
             if len(head) < keep:
                 head += view[: min(got, keep - len(head))]
-            copier.copy(slot, dest[pos : pos + got], buf[:got])
+            copier.copy(slot, holder[0][pos : pos + got], buf[:got])
             pos += got
             k += 1
             if got < n:
