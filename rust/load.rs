@@ -105,6 +105,21 @@ impl FileReader {
     /// Read the next piece into the front of `dest` (or only hash it, when `dest` is `None`).
     /// Returns the bytes read: less than `next_len()` when the file ended early.
     pub fn read_into(&mut self, dest: Option<&mut [u8]>, ctl: &Control) -> Result<usize> {
+        self.read_next(dest, None, ctl)
+    }
+
+    /// Read the next piece and write it at the same offset of `sink` (an in-memory file),
+    /// from the small buffer it was hashed in: the bytes written are the bytes hashed.
+    pub fn copy_into(&mut self, sink: &File, ctl: &Control) -> Result<usize> {
+        self.read_next(None, Some(sink), ctl)
+    }
+
+    fn read_next(
+        &mut self,
+        dest: Option<&mut [u8]>,
+        sink: Option<&File>,
+        ctl: &Control,
+    ) -> Result<usize> {
         let len = self.next_len();
         let Ok(n) = usize::try_from(len) else {
             return Err(Error::Invalid(format!(
@@ -129,6 +144,7 @@ impl FileReader {
         let job = Job {
             file: &self.file,
             path: &self.path,
+            sink,
             ctl,
         };
         let node = if len <= INLINE_MAX {
@@ -204,6 +220,8 @@ fn merge_cv(cvs: &[ChainingValue], piece: u64, start: u64, len: u64) -> Chaining
 struct Job<'a> {
     file: &'a File,
     path: &'a Path,
+    /// Where bytes read into the scratch buffer are written, if anywhere.
+    sink: Option<&'a File>,
     ctl: &'a Control,
 }
 
@@ -268,7 +286,12 @@ impl Job<'_> {
                 buf.resize(STEP, 0);
                 while done < len {
                     let want = (len - done).min(STEP as u64) as usize;
-                    let n = step(&mut buf[..want], start + done)?;
+                    let at = start + done;
+                    let n = step(&mut buf[..want], at)?;
+                    if let Some(sink) = self.sink {
+                        sink.write_all_at(&buf[..n], at)
+                            .at(self.path, "write a copy of")?;
+                    }
                     done += n as u64;
                     if n < want {
                         break;
@@ -427,6 +450,29 @@ mod tests {
         assert_eq!(r.read_into(Some(&mut buf), &ctl).unwrap(), 0);
         let fill = r.finish().unwrap();
         assert_eq!((fill.found, fill.blake3), ((1 << 20) + 10, None));
+    }
+
+    #[test]
+    fn copies_into_a_file_are_the_hashed_bytes() {
+        let ctl = Control::default();
+        for size in [0usize, 1500, (5 << 20) + 3] {
+            let data = crate::noise(size, 11);
+            let (dir, path) = file_with(&data);
+            let copy = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join("copy"))
+                .unwrap();
+            let mut r = FileReader::open(&path, size as u64, None).unwrap();
+            r.copy_into(&copy, &ctl).unwrap();
+            assert_eq!(
+                r.finish().unwrap().blake3,
+                Some(*blake3::hash(&data).as_bytes())
+            );
+            assert!(std::fs::read(dir.path().join("copy")).unwrap() == data);
+        }
     }
 
     #[test]

@@ -363,6 +363,25 @@ impl PyFileReader {
         run(py, progress.as_ref(), |ctl| reader.read_into(out, ctl))
     }
 
+    /// Read the next piece and write it at the same offset of the file open as `fd` (a memfd),
+    /// from the buffer it was hashed in. Returns the bytes read.
+    fn copy_into(&self, py: Python<'_>, fd: i32) -> PyResult<usize> {
+        let mut guard = self.take()?;
+        let Some(reader) = guard.as_mut() else {
+            return Err(PyValueError::new_err("FileReader is finished"));
+        };
+        // SAFETY: dup takes no pointers; a bad descriptor yields -1, handled below.
+        let own = unsafe { libc::dup(fd) };
+        if own < 0 {
+            return Err(PyOSError::new_err(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+        // SAFETY: `own` is a fresh descriptor that nothing else owns or closes.
+        let sink = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(own) };
+        run(py, None, |ctl| reader.copy_into(&sink, ctl))
+    }
+
     /// The next piece as new bytes (the whole file, by default); zeros past a short end.
     fn read_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let mut guard = self.take()?;

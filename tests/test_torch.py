@@ -281,8 +281,11 @@ def test_cuda_request_without_cuda_is_clear(
         cas_torch.load_state_dict("safetensors", registry=registry, device="cuda")
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_cuda_load(project: tuple[Registry, Path, dict[str, torch.Tensor]]) -> None:
     registry, _, state = project
     for fmt in ("safetensors", "pt"):
@@ -291,6 +294,65 @@ def test_cuda_load(project: tuple[Registry, Path, dict[str, torch.Tensor]]) -> N
         assert _equal({k: v.cpu() for k, v in got.items()}, state)
     model = cas_torch.load_into(_model(seed=5), "safetensors", registry=registry, device="cuda:0")
     assert next(model.parameters()).device.type == "cuda"
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("chunk", [1 << 16, 64 << 20])
+def test_cuda_pipeline_streams_in_chunks(tmp_path: Path, chunk: int) -> None:
+    state = _big_state(seed=3, n=8, each=1_000_000)
+    p = tmp_path / "big.safetensors"
+    safetensors.torch.save_file(state, p)
+    store = Store(tmp_path / "store")
+    target = cas_torch.resolve(store.add_file(p).info.digest.address, store=store, file=p.name)
+    dev = torch.device("cuda")
+    flat, _ = _device.stream(target, _device.CudaCopier(dev), chunk=chunk)
+    assert flat.device.type == "cuda"
+    assert bytes(flat.cpu().numpy()) == p.read_bytes()
+    got = cas_torch._safetensors(target, dev, True, copier=_device.CudaCopier(dev))
+    assert _equal({k: v.cpu() for k, v in got.items()}, state)
+    loaded = cas_torch.load_state_dict(target, device="cuda")
+    assert _equal({k: v.cpu() for k, v in loaded.items()}, state)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_mismatch_returns_nothing_and_frees_device_memory(tmp_path: Path) -> None:
+    import gc
+
+    state = _big_state(seed=4, n=4, each=2_000_000)
+    p = tmp_path / "big.safetensors"
+    safetensors.torch.save_file(state, p)
+    store = Store(tmp_path / "store")
+    d = store.add_file(p).info.digest
+    obj = store.object_path(d.sha256)
+    obj.chmod(0o644)
+    with obj.open("r+b") as f:
+        f.seek(d.size - 3)
+        f.write(b"\xee")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    with pytest.raises(IntegrityError, match="blake3") as caught:
+        cas_torch.load_state_dict(d.address, store=store, file=p.name, device="cuda")
+    gc.collect()
+    assert caught.tb is not None
+    assert torch.cuda.memory_allocated() == before
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_load_many(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    refs = {}
+    states = {}
+    for i in range(3):
+        states[i] = _big_state(seed=10 + i, n=3, each=100_000)
+        p = tmp_path / f"m{i}.safetensors"
+        safetensors.torch.save_file(states[i], p)
+        refs[i] = cas_torch.resolve(store.add_file(p).info.digest.address, store=store, file=p.name)
+    got = cas_torch.load_many(refs, device="cuda")
+    for i, state in states.items():
+        assert _equal({k: v.cpu() for k, v in got[i].items()}, state)
 
 
 def test_load_from_a_bundle_key(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ import contextlib
 import fcntl
 import mmap
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import NoReturn
 
 from modelcas import _core, hashing
@@ -130,90 +129,46 @@ def read_bytes(target: Target, *, deep: bool = False) -> bytes:
 # memfds need Linux; torch.load reaches the snapshot through its /proc/self/fd path.
 SNAPSHOTS = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-_PARALLEL_COPY = 64 << 20
-
-
-def _in_parts(size: int, copy: Callable[[int, int], int]) -> int:
-    """Run ``copy(start, end)`` over ``0..size``, in parallel parts when it is large.
-
-    Returns:
-        How many bytes from the start were done: a short part means the source ended early.
-    """
-    parts = max(1, min(os.cpu_count() or 1, 8, size // _PARALLEL_COPY))
-    if parts == 1:
-        return copy(0, size)
-    step = -(-size // parts)
-    ranges = [(start, min(size, start + step)) for start in range(0, size, step)]
-    with ThreadPoolExecutor(parts, thread_name_prefix="modelcas-copy") as pool:
-        got = list(pool.map(lambda r: copy(*r), ranges))
-    total = 0
-    for (start, end), n in zip(ranges, got, strict=True):
-        total += n
-        if n < end - start:
-            break
-    return total
-
-
-def _copy_into(src: int, dst: int, size: int) -> int:
-    """Copy ``size`` bytes of ``src`` into ``dst`` inside the kernel; returns bytes copied."""
-
-    def part(start: int, end: int) -> int:
-        # Each part writes through its own open file description, so positions do not clash.
-        out = os.open(f"/proc/self/fd/{dst}", os.O_WRONLY)
-        try:
-            os.lseek(out, start, os.SEEK_SET)
-            pos = start
-            while pos < end and (n := os.sendfile(out, src, pos, end - pos)):
-                pos += n
-            return pos - start
-        finally:
-            os.close(out)
-
-    return _in_parts(size, part)
 
 
 @contextlib.contextmanager
 def snapshot(target: Target, *, deep: bool = False) -> Iterator[tuple[int, mmap.mmap]]:
     """A verified, sealed in-memory copy of a stored object: ``(fd, private mapping)``.
 
-    The copy is sealed before it is hashed, so the verified bytes can never change. The mapping
-    is copy-on-write: tensors built on it may be modified without touching the snapshot. Both
-    stay valid after the ``with`` block for as long as something refers to the mapping; the
-    descriptor is closed when the block ends.
+    Each piece of the object is read into a small buffer, hashed there and written from there
+    into an in-memory file (``memfd``), so the copy holds exactly the bytes that were hashed,
+    read once. The copy is sealed against any change before anything reads it, and only
+    handed out once the whole object matched its digest. (Between a piece's write and the
+    seal, only a process allowed to trace this one could reach the copy, and such a process
+    can rewrite this one's memory anyway.) The mapping is copy-on-write: tensors built on it
+    may be modified without touching the snapshot. Both stay valid after the ``with`` block
+    for as long as something refers to the mapping; the descriptor is closed when it ends.
 
     Raises:
         IntegrityError: the object is not what its digest says; nothing is returned.
     """
     size = target.digest.size
-    fd = -1
+    file = open_reader(target)
     try:
-        src = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            fd = os.memfd_create(
-                f"modelcas:{target.digest.sha256[:16]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-            )
-            os.ftruncate(fd, size)
-            found = _copy_into(src, fd, size) + len(os.pread(src, 1, size))
-        finally:
-            os.close(src)
+        fd = os.memfd_create(
+            f"modelcas:{target.digest.sha256[:16]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+        )
     except OSError as e:
-        if fd >= 0:
-            os.close(fd)
         raise unreadable(target, e) from e
     try:
-        if found != size:
-            check(target, (min(found, size), found > size, None))
+        try:
+            os.ftruncate(fd, size)
+            file.copy_into(fd)
+            fill = file.finish()
+        except OSError as e:
+            raise unreadable(target, e) from e
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-        # Hashed through pread into a small buffer on every core: faulting the snapshot's
-        # small pages into a mapping first would cost more than the hash.
-        reader = open_reader(target, fd=fd)
-        reader.read_into(None)
         sha256 = (
             hashing.hash_file(f"/proc/self/fd/{fd}", ("sha256",), mmap=False).sha256
             if needs_sha256(target, deep)
             else None
         )
-        check(target, reader.finish(), sha256)
+        check(target, fill, sha256)
         view = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         yield fd, view
     finally:
