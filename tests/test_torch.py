@@ -81,7 +81,7 @@ def test_round_trip_every_kind_of_ref(
     for kwargs in refs:
         ref = kwargs.pop("ref")
         assert _equal(cas_torch.load_state_dict(ref, **kwargs), state), kwargs  # type: ignore[arg-type]
-    assert _equal(registry.load(fmt), state)
+    assert _equal(cas_torch.load(fmt, registry=registry), state)
     model = cas_torch.load_into(_model(seed=99), fmt, registry=registry)
     assert torch.equal(model[0].weight, state["0.weight"])
 
@@ -119,10 +119,12 @@ def test_onnx_bytes_and_trusted_pickle(
 ) -> None:
     registry, files, _ = project
     assert cas_torch.load_bytes("onnx", registry=registry) == (files / "model.onnx").read_bytes()
-    assert registry.load("onnx") == (files / "model.onnx").read_bytes()
+    assert cas_torch.load("onnx", registry=registry) == (files / "model.onnx").read_bytes()
     with pytest.raises(UnsafeCheckpointError, match="trust_pickle=True"):
-        registry.load("pkl")
-    assert registry.load("pkl", trust_pickle=True) == {"classes": ["cell", "clump"]}
+        cas_torch.load("pkl", registry=registry)
+    assert cas_torch.load("pkl", registry=registry, trust_pickle=True) == {
+        "classes": ["cell", "clump"]
+    }
 
 
 def test_flipped_byte_refused_by_every_path(
@@ -138,7 +140,7 @@ def test_flipped_byte_refused_by_every_path(
         obj.write_bytes(bytes(data))
         calls = [
             lambda f=fmt: cas_torch.load(f, registry=registry, trust_pickle=True),
-            lambda f=fmt: registry.load(f, trust_pickle=True),
+            lambda f=fmt: cas_torch.load_many([f], registry=registry, trust_pickle=True),
             lambda f=fmt: cas_torch.load_bytes(f, registry=registry),
             lambda p=pin: cas_torch.load(
                 p.digest.address, store=registry.store, file=p.file, trust_pickle=True
@@ -232,23 +234,25 @@ def test_malicious_pickle_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     registry = Registry(lock, store)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     attempts = [
-        lambda: registry.load("evil-pkl"),
+        lambda: cas_torch.load("evil-pkl", registry=registry),
         lambda: cas_torch.load("evil-pkl", registry=registry),
         lambda: cas_torch.load_state_dict("evil-pt", registry=registry),
-        lambda: registry.load("evil-pt"),
-        lambda: registry.load("evil-pt", trust_pickle=True),  # .pt is always weights_only
+        lambda: cas_torch.load("evil-pt", registry=registry),
+        lambda: cas_torch.load(
+            "evil-pt", registry=registry, trust_pickle=True
+        ),  # .pt is always weights_only
     ]
     for attempt in attempts:
         with pytest.raises(UnsafeCheckpointError):
             attempt()
         assert not marker.exists()
     with pytest.raises(UnsafeCheckpointError) as e:
-        registry.load("evil-pt")
+        cas_torch.load("evil-pt", registry=registry)
     assert "evil.pt" in str(e.value) and "system" in str(e.value)
     assert "safetensors" in str(e.value)
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1", "the user's setting survives"
     # The test can fail: trusting the pickle really runs it.
-    registry.load("evil-pkl", trust_pickle=True)
+    cas_torch.load("evil-pkl", registry=registry, trust_pickle=True)
     assert marker.exists()
 
 
