@@ -360,6 +360,10 @@ impl PyFileReader {
         let Some(reader) = guard.as_mut() else {
             return Err(PyValueError::new_err("FileReader is finished"));
         };
+        if reader.next_len() < INLINE_MAX as u64 {
+            // Small reads: a worker thread and the GIL round trip would cost more.
+            return reader.read_into(out, &Control::default()).map_err(to_py);
+        }
         run(py, progress.as_ref(), |ctl| reader.read_into(out, ctl))
     }
 
@@ -391,6 +395,12 @@ impl PyFileReader {
         let len = usize::try_from(reader.next_len())
             .map_err(|_| PyValueError::new_err("too large for memory"))?;
         pyo3::types::PyBytes::new_with(py, len, |buf| {
+            if len < INLINE_MAX {
+                return reader
+                    .read_into(Some(buf), &Control::default())
+                    .map(|_| ())
+                    .map_err(to_py);
+            }
             run(py, None, |ctl| reader.read_into(Some(buf), ctl)).map(|_| ())
         })
     }
