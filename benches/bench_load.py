@@ -11,8 +11,9 @@ issue 18, on a 1 GiB state dict of 16 float32 tensors, warm page cache:
 - On a GPU: <= 1.15 x `safetensors.torch.load_file(device="cuda")` and <= 1.15 x
   `torch.load(map_location="cuda")`, each followed by a device synchronize.
 
-Every row is the median of several runs (`--quick`: 128 MiB, 3 runs). Without `b3sum`, the
-floor is blake3 of the mapped file in this process (what `b3sum` does), with a note.
+Every row is the median of several runs (`--quick`: 128 MiB, 3 runs), each run after an
+untimed read of its files. Without `b3sum`, the floor is blake3 of the mapped file in this
+process (what `b3sum` does), with a note.
 """
 
 from __future__ import annotations
@@ -70,10 +71,20 @@ class Bench:
         print(line, flush=True)
         self.lines.append(line)
 
-    def time(self, name: str, fn: Callable[[], object], note: str = "") -> float:
+    def time(
+        self, name: str, fn: Callable[[], object], note: str = "", files: tuple[Path, ...] = ()
+    ) -> float:
+        """Median wall time of ``fn``; ``files`` are read (untimed) before every run.
+
+        Re-warming matters where the kernel drops page-cache pages that were not used for a
+        few seconds (as this project's shared VMs do): otherwise a row that follows another
+        row's files would read from the disk.
+        """
+        warm(*files)
         fn()  # warm-up: first-call costs (imports, thread pools) are not what is measured
         times = []
         for _ in range(self.repeat):
+            warm(*files)
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
@@ -138,6 +149,7 @@ def main() -> int:
             floor = b.time(
                 "b3sum of the .safetensors file",
                 lambda: subprocess.run([b3sum, st.path], stdout=subprocess.DEVNULL, check=True),
+                files=(st.path,),
             )
             floor_name = "b3sum"
         else:
@@ -147,36 +159,44 @@ def main() -> int:
         mapped = b.time(
             "blake3 of the mapped file in-process (b3sum's method)",
             lambda: modelcas.hash_file(st.path, ("blake3",), mmap=True),
+            files=(st.path,),
         )
         floor = floor or mapped
 
         ours_st = b.time(
             "modelcas .safetensors, verified (read+hash in one pass, views)",
             lambda: cas_torch.load_state_dict(st_ref),
+            files=(st.path,),
         )
         ours_st_read = b.time(
             "modelcas .safetensors, verified + read every tensor",
             lambda: touch(cas_torch.load_state_dict(st_ref)),
+            files=(st.path,),
         )
         peer_st = b.time(
             "safetensors.load_file + read every tensor (unverified)",
             lambda: touch(safetensors.torch.load_file(st.path)),
+            files=(st.path,),
         )
         ours_pt = b.time(
             "modelcas .pt, verified + read every tensor (sealed memfd)",
             lambda: touch(cas_torch.load_state_dict(pt_ref)),
+            files=(pt.path,),
         )
         peer_pt = b.time(
             "torch.load(weights_only, mmap) + read every tensor",
             lambda: touch(torch.load(pt.path, weights_only=True, mmap=True)),
+            files=(pt.path,),
         )
         one_by_one = b.time(
             "7 files, one by one (modelcas, verified)",
             lambda: [cas_torch.load_state_dict(t) for t in targets],
+            files=tuple(t.path for t in targets),
         )
         at_once = b.time(
             "7 files at once (modelcas load_many)",
             lambda: cas_torch.load_many(targets),
+            files=tuple(t.path for t in targets),
         )
 
         # Where the time goes: fresh memory, and reading + hashing without a destination.
@@ -201,10 +221,15 @@ def main() -> int:
 
         b.say("  where the time goes:")
         b.time("  fault in fresh private memory for the file (huge pages)", fresh_memory)
-        b.time("  read + blake3 on all cores into a small buffer (no destination)", hash_only)
+        b.time(
+            "  read + blake3 on all cores into a small buffer (no destination)",
+            hash_only,
+            files=(st.path,),
+        )
         snap = b.time(
             "  .pt sealed snapshot alone (memfd copy, seal, hash)",
             snapshot_alone,
+            files=(pt.path,),
         )
 
         gpu: dict[str, float] = {}
@@ -212,18 +237,22 @@ def main() -> int:
             gpu["ours_st"] = b.time(
                 "modelcas .safetensors -> cuda, verified (chunked, pinned, side stream)",
                 lambda: (cas_torch.load_state_dict(st_ref, device="cuda"), sync()),
+                files=(st.path,),
             )
             gpu["peer_st"] = b.time(
                 "safetensors.load_file(device='cuda') + synchronize",
                 lambda: (safetensors.torch.load_file(st.path, device="cuda"), sync()),
+                files=(st.path,),
             )
             gpu["ours_pt"] = b.time(
                 "modelcas .pt -> cuda, verified",
                 lambda: (cas_torch.load_state_dict(pt_ref, device="cuda"), sync()),
+                files=(pt.path,),
             )
             gpu["peer_pt"] = b.time(
                 "torch.load(map_location='cuda') + synchronize",
                 lambda: (torch.load(pt.path, map_location="cuda", weights_only=True), sync()),
+                files=(pt.path,),
             )
 
         b.say(f"\n{b.title}: ratios (ours / peer; lower is better)")
