@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+@dataclass
+class Row:
+    key: str
+    name: str
+    fn: Callable[[], object]
+    files: tuple[Path, ...] = ()
+
+
 class Bench:
     """Rows (median of ``repeat`` runs) and ratios, printed as they come and kept for --out."""
 
@@ -71,26 +80,30 @@ class Bench:
         print(line, flush=True)
         self.lines.append(line)
 
-    def time(
-        self, name: str, fn: Callable[[], object], note: str = "", files: tuple[Path, ...] = ()
-    ) -> float:
-        """Median wall time of ``fn``; ``files`` are read (untimed) before every run.
+    def run(self, rows: list[Row]) -> dict[str, float]:
+        """Time the rows in turns (one run of each, then again): a burst of load from the
+        machine's other users then falls on every row alike, not on one row's runs.
 
-        Re-warming matters where the kernel drops page-cache pages that were not used for a
-        few seconds (as this project's shared VMs do): otherwise a row that follows another
-        row's files would read from the disk.
+        Each run is preceded by an untimed read of its row's files: where the kernel drops
+        page-cache pages unused for a few seconds (as this project's shared VMs do), a row
+        would otherwise read from the disk. Returns each row's median, by key.
         """
-        warm(*files)
-        fn()  # warm-up: first-call costs (imports, thread pools) are not what is measured
-        times = []
+        for row in rows:  # warm-up: first-call costs (imports, thread pools) are not measured
+            warm(*row.files)
+            row.fn()
+        times: dict[str, list[float]] = {row.key: [] for row in rows}
         for _ in range(self.repeat):
-            warm(*files)
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
-        self.say(f"  {name:<64} {med:8.3f} s  (min {min(times):.3f})  {note}")
-        return med
+            for row in rows:
+                warm(*row.files)
+                t = time.perf_counter()
+                row.fn()
+                times[row.key].append(time.perf_counter() - t)
+        medians = {}
+        for row in rows:
+            med = statistics.median(times[row.key])
+            self.say(f"  {row.name:<66} {med:8.3f} s  (min {min(times[row.key]):.3f})")
+            medians[row.key] = med
+        return medians
 
     def ratio(
         self, what: str, ours: float, peer: float, peer_name: str, target: float | None
@@ -142,64 +155,8 @@ def main() -> int:
         warm(st.path, pt.path, st_path, pt_path, *(t.path for t in targets))
         st_ref = cas_torch.resolve(st.digest.address, store=store, file="w.safetensors")
         pt_ref = cas_torch.resolve(pt.digest.address, store=store, file="w.pt")
-        b.say(f"\n{b.title} (warm page cache, median of {b.repeat}):")
+        b.say(f"\n{b.title} (warm page cache, median of {b.repeat} runs taken in turns):")
 
-        # The floor: one blake3 pass over the file.
-        if b3sum:
-            floor = b.time(
-                "b3sum of the .safetensors file",
-                lambda: subprocess.run([b3sum, st.path], stdout=subprocess.DEVNULL, check=True),
-                files=(st.path,),
-            )
-            floor_name = "b3sum"
-        else:
-            b.say("  (b3sum is not installed here: the floor is blake3 of the mapped file)")
-            floor = 0.0
-            floor_name = "in-process blake3 (mmap)"
-        mapped = b.time(
-            "blake3 of the mapped file in-process (b3sum's method)",
-            lambda: modelcas.hash_file(st.path, ("blake3",), mmap=True),
-            files=(st.path,),
-        )
-        floor = floor or mapped
-
-        ours_st = b.time(
-            "modelcas .safetensors, verified (read+hash in one pass, views)",
-            lambda: cas_torch.load_state_dict(st_ref),
-            files=(st.path,),
-        )
-        ours_st_read = b.time(
-            "modelcas .safetensors, verified + read every tensor",
-            lambda: touch(cas_torch.load_state_dict(st_ref)),
-            files=(st.path,),
-        )
-        peer_st = b.time(
-            "safetensors.load_file + read every tensor (unverified)",
-            lambda: touch(safetensors.torch.load_file(st.path)),
-            files=(st.path,),
-        )
-        ours_pt = b.time(
-            "modelcas .pt, verified + read every tensor (sealed memfd)",
-            lambda: touch(cas_torch.load_state_dict(pt_ref)),
-            files=(pt.path,),
-        )
-        peer_pt = b.time(
-            "torch.load(weights_only, mmap) + read every tensor",
-            lambda: touch(torch.load(pt.path, weights_only=True, mmap=True)),
-            files=(pt.path,),
-        )
-        one_by_one = b.time(
-            "7 files, one by one (modelcas, verified)",
-            lambda: [cas_torch.load_state_dict(t) for t in targets],
-            files=tuple(t.path for t in targets),
-        )
-        at_once = b.time(
-            "7 files at once (modelcas load_many)",
-            lambda: cas_torch.load_many(targets),
-            files=tuple(t.path for t in targets),
-        )
-
-        # Where the time goes: fresh memory, and reading + hashing without a destination.
         def fresh_memory() -> None:
             m = mmap.mmap(-1, st.digest.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -219,73 +176,148 @@ def main() -> int:
             with cas_torch.snapshot(pt_ref):
                 pass
 
-        b.say("  where the time goes:")
-        b.time("  fault in fresh private memory for the file (huge pages)", fresh_memory)
-        b.time(
-            "  read + blake3 on all cores into a small buffer (no destination)",
-            hash_only,
-            files=(st.path,),
-        )
-        snap = b.time(
-            "  .pt sealed snapshot alone (memfd copy, seal, hash)",
-            snapshot_alone,
-            files=(pt.path,),
-        )
-
-        gpu: dict[str, float] = {}
+        sf, pf, many_f = (st.path,), (pt.path,), tuple(t.path for t in targets)
+        rows = []
+        if b3sum:
+            rows.append(
+                Row(
+                    "b3sum",
+                    "b3sum of the .safetensors file",
+                    lambda: subprocess.run([b3sum, st.path], stdout=subprocess.DEVNULL, check=True),
+                    sf,
+                )
+            )
+        else:
+            b.say("  (b3sum is not installed here: the floor is blake3 of the mapped file)")
+        rows += [
+            Row(
+                "mapped",
+                "blake3 of the mapped file in-process (b3sum's method)",
+                lambda: modelcas.hash_file(st.path, ("blake3",), mmap=True),
+                sf,
+            ),
+            Row(
+                "ours_st",
+                "modelcas .safetensors, verified (read+hash in one pass, views)",
+                lambda: cas_torch.load_state_dict(st_ref),
+                sf,
+            ),
+            Row(
+                "ours_st_read",
+                "modelcas .safetensors, verified + read every tensor",
+                lambda: touch(cas_torch.load_state_dict(st_ref)),
+                sf,
+            ),
+            Row(
+                "peer_st",
+                "safetensors.load_file + read every tensor (unverified)",
+                lambda: touch(safetensors.torch.load_file(st.path)),
+                sf,
+            ),
+            Row(
+                "ours_pt",
+                "modelcas .pt, verified + read every tensor (sealed memfd)",
+                lambda: touch(cas_torch.load_state_dict(pt_ref)),
+                pf,
+            ),
+            Row(
+                "peer_pt",
+                "torch.load(weights_only, mmap) + read every tensor",
+                lambda: touch(torch.load(pt.path, weights_only=True, mmap=True)),
+                pf,
+            ),
+            Row(
+                "one_by_one",
+                "7 files, one by one (modelcas, verified)",
+                lambda: [cas_torch.load_state_dict(t) for t in targets],
+                many_f,
+            ),
+            Row(
+                "at_once",
+                "7 files at once (modelcas load_many)",
+                lambda: cas_torch.load_many(targets),
+                many_f,
+            ),
+            Row(
+                "fresh",
+                "where the time goes: fault in fresh memory for the file (huge pages)",
+                fresh_memory,
+            ),
+            Row(
+                "hash_only",
+                "where the time goes: read + blake3, into a small buffer",
+                hash_only,
+                sf,
+            ),
+            Row(
+                "snap",
+                "where the time goes: .pt sealed snapshot alone (copy, hash, seal)",
+                snapshot_alone,
+                pf,
+            ),
+        ]
         if cuda:
-            gpu["ours_st"] = b.time(
-                "modelcas .safetensors -> cuda, verified (chunked, pinned, side stream)",
-                lambda: (cas_torch.load_state_dict(st_ref, device="cuda"), sync()),
-                files=(st.path,),
-            )
-            gpu["peer_st"] = b.time(
-                "safetensors.load_file(device='cuda') + synchronize",
-                lambda: (safetensors.torch.load_file(st.path, device="cuda"), sync()),
-                files=(st.path,),
-            )
-            gpu["ours_pt"] = b.time(
-                "modelcas .pt -> cuda, verified",
-                lambda: (cas_torch.load_state_dict(pt_ref, device="cuda"), sync()),
-                files=(pt.path,),
-            )
-            gpu["peer_pt"] = b.time(
-                "torch.load(map_location='cuda') + synchronize",
-                lambda: (torch.load(pt.path, map_location="cuda", weights_only=True), sync()),
-                files=(pt.path,),
-            )
+            rows += [
+                Row(
+                    "gpu_ours_st",
+                    "modelcas .safetensors -> cuda, verified (pinned chunks, side stream)",
+                    lambda: (cas_torch.load_state_dict(st_ref, device="cuda"), sync()),
+                    sf,
+                ),
+                Row(
+                    "gpu_peer_st",
+                    "safetensors.load_file(device='cuda') + synchronize",
+                    lambda: (safetensors.torch.load_file(st.path, device="cuda"), sync()),
+                    sf,
+                ),
+                Row(
+                    "gpu_ours_pt",
+                    "modelcas .pt -> cuda, verified",
+                    lambda: (cas_torch.load_state_dict(pt_ref, device="cuda"), sync()),
+                    pf,
+                ),
+                Row(
+                    "gpu_peer_pt",
+                    "torch.load(map_location='cuda') + synchronize",
+                    lambda: (torch.load(pt.path, map_location="cuda", weights_only=True), sync()),
+                    pf,
+                ),
+            ]
+        m = b.run(rows)
+        floor, floor_name = (m["b3sum"], "b3sum") if b3sum else (m["mapped"], "blake3 (mmap)")
 
         b.say(f"\n{b.title}: ratios (ours / peer; lower is better)")
-        b.ratio("safetensors verified vs the floor", ours_st, floor, floor_name, 1.25)
+        b.ratio("safetensors verified vs the floor", m["ours_st"], floor, floor_name, 1.25)
         b.ratio(
             "safetensors verified+read vs load_file+read",
-            ours_st_read,
-            peer_st,
+            m["ours_st_read"],
+            m["peer_st"],
             "load_file + read",
             None,
         )
         b.ratio(
             ".pt verified+read vs torch.load(mmap)+read",
-            ours_pt,
-            peer_pt,
+            m["ours_pt"],
+            m["peer_pt"],
             "torch.load mmap + read",
             1.10,
         )
-        b.ratio(".pt verified+read vs the floor", ours_pt, floor, floor_name, None)
-        b.ratio(".pt snapshot alone vs the floor", snap, floor, floor_name, None)
-        b.ratio("7 files at once vs one by one", at_once, one_by_one, "one by one", 0.9)
+        b.ratio(".pt verified+read vs the floor", m["ours_pt"], floor, floor_name, None)
+        b.ratio(".pt snapshot alone vs the floor", m["snap"], floor, floor_name, None)
+        b.ratio("fresh memory alone vs the floor", m["fresh"], floor, floor_name, None)
+        b.ratio("7 files at once vs one by one", m["at_once"], m["one_by_one"], "one by one", 0.9)
         if cuda:
             b.ratio(
                 "cuda safetensors vs load_file(cuda)",
-                gpu["ours_st"],
-                gpu["peer_st"],
+                m["gpu_ours_st"],
+                m["gpu_peer_st"],
                 "load_file cuda",
                 1.15,
             )
             b.ratio(
                 "cuda .pt vs torch.load(cuda)",
-                gpu["ours_pt"],
-                gpu["peer_pt"],
+                m["gpu_ours_pt"],
+                m["gpu_peer_pt"],
                 "torch.load cuda",
                 1.15,
             )
