@@ -54,6 +54,18 @@ def touch(state: Any) -> None:
         v.sum()
 
 
+def touch_fresh(size: int) -> None:
+    """Fault in ``size`` bytes of fresh private memory (huge pages where allowed), then free it."""
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    view = memoryview(m)
+    for off in range(0, size, 4096):
+        view[off] = 0
+    view.release()
+    m.close()
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -70,9 +82,10 @@ class Row:
 class Bench:
     """Rows (median of ``repeat`` runs) and ratios, printed as they come and kept for --out."""
 
-    def __init__(self, title: str, repeat: int) -> None:
+    def __init__(self, title: str, repeat: int, recycle: int) -> None:
         self.title = title
         self.repeat = repeat
+        self.recycle = recycle
         self.lines: list[str] = []
         self.ok = True
 
@@ -84,9 +97,12 @@ class Bench:
         """Time the rows in turns (one run of each, then again): a burst of load from the
         machine's other users then falls on every row alike, not on one row's runs.
 
-        Each run is preceded by an untimed read of its row's files: where the kernel drops
-        page-cache pages unused for a few seconds (as this project's shared VMs do), a row
-        would otherwise read from the disk. Returns each row's median, by key.
+        Each run starts from the same state, set up untimed: its row's files read (where the
+        kernel drops page-cache pages unused for a few seconds, as this project's shared VMs
+        do, a row would otherwise read from the disk), and ``recycle`` bytes of memory touched
+        and freed (on a VM, memory the guest has not used lately costs a fault in the host
+        too; without this, a row that follows one that freed a gigabyte runs up to 2x faster
+        than one that does not). Returns each row's median, by key.
         """
         for row in rows:  # warm-up: first-call costs (imports, thread pools) are not measured
             warm(*row.files)
@@ -95,6 +111,7 @@ class Bench:
         for _ in range(self.repeat):
             for row in rows:
                 warm(*row.files)
+                touch_fresh(self.recycle)
                 t = time.perf_counter()
                 row.fn()
                 times[row.key].append(time.perf_counter() - t)
@@ -125,7 +142,7 @@ def main() -> int:
     args = ap.parse_args()
     size = 128 * MiB if args.quick else GiB
     cuda = torch.cuda.is_available()
-    b = Bench(f"verified loading, {size / GiB:g} GiB", 3 if args.quick else 5)
+    b = Bench(f"verified loading, {size / GiB:g} GiB", 3 if args.quick else 5, size + 64 * MiB)
     b.say(f"machine: {machine()}; torch {torch.__version__}, cuda: {cuda}")
     if cuda:
         b.say(f"gpu: {torch.cuda.get_device_name()}")
@@ -158,14 +175,7 @@ def main() -> int:
         b.say(f"\n{b.title} (warm page cache, median of {b.repeat} runs taken in turns):")
 
         def fresh_memory() -> None:
-            m = mmap.mmap(-1, st.digest.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                m.madvise(mmap.MADV_HUGEPAGE)
-            view = memoryview(m)
-            for off in range(0, st.digest.size, 4096):
-                view[off] = 0
-            view.release()
-            m.close()
+            touch_fresh(st.digest.size)
 
         def hash_only() -> None:
             r = _core.FileReader(st.path, st.digest.size)
