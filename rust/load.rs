@@ -186,7 +186,7 @@ impl FileReader {
         let blake3 = match self.root {
             Some(h) => h,
             None if self.size == 0 => *blake3::hash(&[]).as_bytes(),
-            None => merge(&self.cvs, self.piece, 0, self.size),
+            None => merge(&self.cvs, self.piece, 0, self.size)?,
         };
         Ok(Fill {
             found: self.size,
@@ -197,23 +197,26 @@ impl FileReader {
 }
 
 /// The root hash of `0..size` from the chaining values of its pieces of `piece` bytes each.
-fn merge(cvs: &[ChainingValue], piece: u64, start: u64, len: u64) -> [u8; 32] {
+fn merge(cvs: &[ChainingValue], piece: u64, start: u64, len: u64) -> Result<[u8; 32]> {
     let left = left_subtree_len(len);
-    let l = merge_cv(cvs, piece, start, left);
-    let r = merge_cv(cvs, piece, start + left, len - left);
-    *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes()
+    let l = merge_cv(cvs, piece, start, left)?;
+    let r = merge_cv(cvs, piece, start + left, len - left)?;
+    Ok(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
 }
 
-fn merge_cv(cvs: &[ChainingValue], piece: u64, start: u64, len: u64) -> ChainingValue {
+fn merge_cv(cvs: &[ChainingValue], piece: u64, start: u64, len: u64) -> Result<ChainingValue> {
     if len <= piece {
         // Pieces start at multiples of `piece`, and a subtree of at most `piece` bytes lies
         // within one piece: it is that piece.
-        return cvs[(start / piece) as usize];
+        return usize::try_from(start / piece)
+            .ok()
+            .and_then(|i| cvs.get(i).copied())
+            .ok_or_else(|| Error::Invalid(format!("no piece read at offset {start}")));
     }
     let left = left_subtree_len(len);
-    let l = merge_cv(cvs, piece, start, left);
-    let r = merge_cv(cvs, piece, start + left, len - left);
-    merge_subtrees_non_root(&l, &r, Mode::Hash)
+    let l = merge_cv(cvs, piece, start, left)?;
+    let r = merge_cv(cvs, piece, start + left, len - left)?;
+    Ok(merge_subtrees_non_root(&l, &r, Mode::Hash))
 }
 
 /// The state shared by the threads reading one piece.
