@@ -37,7 +37,7 @@ from modelcas.digest import Digest, Hashes, is_hex64
 from modelcas.errors import BundleError, IntegrityError, ModelcasError, UsageError
 from modelcas.lockfile import Lockfile, split_ref
 from modelcas.registry import Registry, open_lock
-from modelcas.store import Store, atomic_write, register_root_reader
+from modelcas.store import Store, atomic_write
 
 MANIFEST = "modelcas-manifest.json"
 CONFIG = "config.yml"
@@ -894,8 +894,6 @@ def resolve_pipeline_config(
     return open(bundle_path, store=store).models()
 
 
-def _bundle_references(path: Path) -> set[str]:
+def references(path: Path) -> set[str]:
+    """The sha256s a bundle's manifest lists: how gc reads a bundle root."""
     return {d.sha256 for d in read_manifest(path).values()}
-
-
-register_root_reader("bundle", _bundle_references)

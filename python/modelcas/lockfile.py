@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import LockfileError, LockVersionError, NotPinnedError, UsageError
-from modelcas.store import atomic_write, register_root_reader
+from modelcas.store import atomic_write
 
 LOCK_VERSION = 1
 DEFAULT_NAME = "cas.lock"
@@ -62,6 +62,44 @@ def parse_requires(spec: str, where: str) -> SpecifierSet:
             f"{where}: {spec!r} is not a version range",
             hint="write a PEP 440 range, for example '>=1.0,<2.0'",
         ) from None
+
+
+def check_name(name: str) -> None:
+    """Refuse a model name that is not letters, digits, '.', '_' and '-'.
+
+    Raises:
+        UsageError: not a model name.
+    """
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"{name!r} is not a model name",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a pinned file name (a relative POSIX path), or None."""
+    if not name:
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "contains a control character"
+    if "\\" in name:
+        return "contains a backslash (use '/' between folders)"
+    if name.startswith("/"):
+        return "is absolute (it must be relative to the version)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "has an empty, '.' or '..' part"
+    return None
+
+
+def check_file_name(name: str, where: str) -> None:
+    """Refuse a file name that is not a relative POSIX path.
+
+    Raises:
+        UsageError: naming ``where`` and the problem.
+    """
+    if (problem := file_name_problem(name)) is not None:
+        raise UsageError(f"{where}: file name {name!r} {problem}")
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -257,29 +295,41 @@ class Lockfile:
             UsageError: bad name, version or range.
             LockfileError: the version exists with other content.
         """
-        if not _NAME.fullmatch(name):
-            raise UsageError(
-                f"{name!r} is not a model name",
-                hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
-            )
+        check_name(name)
         parse_version(version, f"{name}@{version}")
         if requires is not None:
             parse_requires(requires, f"{name}@{version} requires")
+        for fname in files:
+            check_file_name(fname, f"{name}@{version}")
         entry = LockedVersion(files, requires, source, commit)
         model = self.models.setdefault(name, LockedModel())
         old = model.versions.get(version)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
-            raise LockfileError(
-                f"{self._where()}: {name}@{version} is already pinned to other content "
-                f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
-                hint="publish a new version, or pass --force to re-pin this one",
-            )
+            raise self._repinned(name, version, old)
         model.versions[version] = entry
         if set_latest:
             model.latest = model.highest()
         return True
+
+    def check_repin(self, name: str, version: str, files: set[str]) -> None:
+        """Refuse early a pin of other file names over an existing version (without force).
+
+        Raises:
+            LockfileError: the version is pinned, with other files.
+        """
+        model = self.models.get(name)
+        old = model.versions.get(version) if model else None
+        if old is not None and set(old.files) != files:
+            raise self._repinned(name, version, old)
+
+    def _repinned(self, name: str, version: str, old: LockedVersion) -> LockfileError:
+        return LockfileError(
+            f"{self._where()}: {name}@{version} is already pinned to other content "
+            f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
+            hint="publish a new version, or pass --force to re-pin this one",
+        )
 
     def unpin(self, name: str, version: str) -> None:
         """Remove a version; ``latest`` falls back to the highest remaining one.
@@ -509,8 +559,6 @@ def _scalar(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _lock_references(path: Path) -> set[str]:
+def references(path: Path) -> set[str]:
+    """The sha256s a lockfile pins: how gc reads a lockfile root."""
     return Lockfile.load(path).sha256s()
-
-
-register_root_reader("lockfile", _lock_references)

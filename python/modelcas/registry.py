@@ -297,11 +297,11 @@ class Registry:
     def sync(self, *, progress: Progress | None = None) -> SyncReport:
         """Make every pinned file present and verified; register the lockfile as a gc root."""
         report = SyncReport([], [])
+        self.register()  # first: gc must see the pins before their objects are checked
         for pin in self.pins():
             had = self.store.has(pin.digest.sha256)
             self.fetch(pin, progress=progress)
             (report.present if had else report.fetched).append(pin)
-        self.register()
         return report
 
     def verify(self, *, deep: bool = False) -> list[PinProblem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -17,6 +18,17 @@ def add_command(sub: Any, name: str, help: str, description: str, epilog: str) -
     return sub.add_parser(
         name, help=help, description=description, epilog=epilog, formatter_class=FORMATTER
     )
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds >= 0")
+    return value
 
 
 def open_store(args: argparse.Namespace) -> Store:

@@ -14,7 +14,7 @@ from modelcas.digest import Digest
 from modelcas.errors import UsageError
 from modelcas.hashing import hash_file
 from modelcas.lockfile import LockedModel, Lockfile, parse_requires, parse_version
-from modelcas.registry import Registry
+from modelcas.ops.pin import write_pins
 from modelcas.remotes import parse_source
 
 HELP = "publish weights to the Hugging Face Hub: upload, tag weights-VERSION, pin"
@@ -153,9 +153,13 @@ def run(args: argparse.Namespace) -> int:
         _show_plan(plan, lock.dumps() if path.exists() else "", after, path)
         return 0
     commit = hub.publish(plan, private=args.private)
-    with lockfile.edit(path) as fresh:
-        _pinned(fresh, plan, commit=commit, latest=not args.no_latest, into=fresh)
-    Registry(Lockfile.load(path), store).register()
+    write_pins(
+        store,
+        path,
+        lambda fresh: _pinned(fresh, plan, commit=commit, latest=not args.no_latest, into=fresh),
+        [d for _, d in plan.files.values()],
+        lambda d: store.add_file(next(f for f, fd in plan.files.values() if fd == d), expected=d),
+    )
     print(
         f"published {args.model}@{args.version} to hf://{repo_id} "
         f"(tag {plan.tag}, commit {commit[:12]})"

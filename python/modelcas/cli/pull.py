@@ -11,6 +11,7 @@ from modelcas.cli._progress import byte_bar
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, UsageError
 from modelcas.lockfile import Lockfile, parse_version
+from modelcas.ops.pin import write_pins
 from modelcas.registry import Registry
 from modelcas.remotes import DirRemote, parse_source
 
@@ -113,7 +114,8 @@ def _pull_hub(args: argparse.Namespace, repo_id: str, revision: str | None) -> i
     if args.no_pin or version is None:
         return 0
     parse_version(version, f"{name}@{version}")
-    with lockfile.edit(path) as fresh:
+
+    def change(fresh: Lockfile) -> bool:
         changed = fresh.pin(
             name,
             version,
@@ -123,7 +125,16 @@ def _pull_hub(args: argparse.Namespace, repo_id: str, revision: str | None) -> i
             commit=commit,
         )
         fresh.models[name].repo = fresh.models[name].repo or f"hf://{repo_id}"
-    Registry(Lockfile.load(path), store).register()
+        return changed
+
+    by_digest = {d: listing[p] for p, d in got.items()}
+    changed = write_pins(
+        store,
+        path,
+        change,
+        list(got.values()),
+        lambda d: remote.download(by_digest[d], commit, store, d),
+    )
     state = "pinned" if changed else "already pinned"
     print(f"{state} {name}@{version} (commit {commit[:12]}) in {show_path(path)}")
     return 0

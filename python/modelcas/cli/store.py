@@ -28,6 +28,27 @@ def register(sub: Any) -> None:
     info = actions.add_parser("info", help="location, format, object count and bytes")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
+    init = actions.add_parser(
+        "init",
+        help="create the store (--shared: usable by its group)",
+        description="Create the store, or make an existing one shared. A shared store's "
+        "directories are group-writable and setgid (02775), as git's core.sharedRepository "
+        "does, so that a lab group can add to it; objects stay read-only (0444).",
+        epilog="examples:\n  cas --store /lab/shared/cas store init --shared",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--shared", action="store_true", help="group-writable, setgid dirs")
+    init.set_defaults(run=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Execute ``cas store init``."""
+    store = open_store(args)
+    if args.shared:
+        store.make_shared()
+    kind = "shared (group-writable, setgid)" if store.shared else "private"
+    print(f"store at {show_path(store.root)}: format {store.stats().format}, {kind}")
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -38,7 +59,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
         return 0
     print(f"location     {show_path(s.root)}")
-    print(f"format       {s.format}")
+    print(f"format       {s.format}{' (shared)' if s.shared else ''}")
     print(f"objects      {s.objects} ({human(s.bytes)}, {s.bytes} bytes)")
     print(f"roots        {s.roots} lockfile(s)/bundle(s) pinning objects")
     print(f"temporary    {s.temp_files} file(s) from writes in flight or interrupted")

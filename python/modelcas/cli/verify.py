@@ -83,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
     wanted = targets if targets is not None else [i.digest.sha256 for i in infos]
     with byte_bar(total, "verifying") as bar:
         problems = store.verify(wanted, deep=args.deep, progress=bar)
+    problems += store.audit(targets)
     for problem in problems:
-        print(f"CORRUPT {problem}" if problem.kind != "missing" else f"MISSING {problem}")
-        if args.repair and problem.kind != "missing":
+        head = {"missing": "MISSING", "writable": "UNSAFE "}.get(problem.kind, "CORRUPT")
+        print(f"{head} {problem}")
+        if args.repair and problem.kind not in ("missing", "writable"):
             moved = store.quarantine(problem.sha256)
             if moved is not None:
                 print(f"  moved to {show_path(moved)}; fetch it again to restore it")
