@@ -70,6 +70,14 @@ def cas(hf_env: dict[str, str], tmp_path: Path) -> Run:
         assert TOKEN not in out, "the token leaked into output"
 
 
+def _package(tmp_path: Path) -> Path:
+    """A package's source tree, as the seed's: its pyproject names the distribution."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "pyproject.toml").write_text('[project]\nname = "structflo-cser"\nversion = "0.2.0"\n')
+    return pkg
+
+
 def _weights(dirpath: Path, seed: int, size: int = 3 << 20) -> Path:
     p = dirpath / "runs" / "labels_detect" / "weights" / "best.pt"
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +90,7 @@ def _puts(hub: HubServer) -> list[int]:
 
 
 def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     w = _weights(pkg, seed=3)
     first = cas(
         "publish",
@@ -150,8 +157,7 @@ def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_
 
 
 def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     r = cas(
         "publish",
@@ -181,8 +187,7 @@ def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Pa
 
 
 def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
     assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
@@ -200,8 +205,7 @@ def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: P
 
 
 def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
     assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
@@ -221,8 +225,7 @@ def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -
 def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
     hub: HubServer, cas: Run, tmp_path: Path
 ) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = (
         "cser-detector",
@@ -244,8 +247,7 @@ def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
 
 
 def _published(hub: HubServer, cas: Run, tmp_path: Path) -> Path:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     r = cas(
         "publish",
@@ -319,11 +321,7 @@ def test_registry_fetches_on_first_use_and_works_offline(
     hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str]
 ) -> None:
     pkg = _published(hub, cas, tmp_path)
-    registry_text = (
-        (pkg / "cas.lock")
-        .read_text()
-        .replace("lock-version: 1\n", "lock-version: 1\npackage: structflo-cser\n")
-    )
+    registry_text = (pkg / "cas.lock").read_text()
     for installed, ok in (("0.2.0", True), ("1.5.0", False)):
         site = tmp_path / f"site-{installed}"
         fake_package(site, installed, registry_text)
@@ -367,16 +365,25 @@ def test_update_finds_newest_compatible_tag(hub: HubServer, cas: Run, tmp_path: 
         cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer).returncode
         == 0
     )
-    up = cas("update", "cser-detector", "--to", "<2", cwd=consumer)
+    # Fail closed: the versions have `requires`, and structflo-cser is not installed here.
+    blind = cas("update", "cser-detector", cwd=consumer)
+    assert blind.returncode == 2 and "not installed" in blind.stderr, blind.stderr
+    assert "--no-check-requires" in blind.stderr
+    site = tmp_path / "site"
+    fake_package(site, "0.2.0", "lock-version: 1\nmodels: {}\n")
+    env = {"PYTHONPATH": str(site)}
+    up = cas("update", "cser-detector", cwd=consumer, env=env)
     assert up.returncode == 0, up.stderr
+    assert "skip cser-detector@v2.0: requires structflo-cser>=1.0,<2" in up.stdout
     lock = Lockfile.load(consumer / "cas.lock")
     assert lock.models["cser-detector"].latest == "v1.1"
-    assert "up to date" in cas("update", "cser-detector", "--to", "<2", cwd=consumer).stdout
+    assert (
+        "up to date" in cas("update", "cser-detector", "--to", "<2", cwd=consumer, env=env).stdout
+    )
 
 
 def test_token_never_shown_even_in_errors(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     hub.fail(r"/api/repos/create", times=None, status=403)
     r = cas(

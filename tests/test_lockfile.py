@@ -57,7 +57,7 @@ def test_same_content_same_bytes_whatever_the_insertion_order() -> None:
     ("versions", "latest"),
     [
         (["v1.9", "v1.10"], "v1.10"),
-        (["v2.0rc1", "v1.5"], "v2.0rc1"),
+        (["v2.0rc1", "v1.5"], "v1.5"),  # a pre-release never becomes latest by itself
         (["v2.0", "v2.0rc1"], "v2.0"),
         (["1.0", "v0.9", "V1.1"], "V1.1"),
         (["v1.0.post1", "v1.0"], "v1.0.post1"),
@@ -68,6 +68,17 @@ def test_latest_follows_pep440(versions: list[str], latest: str) -> None:
     for v in versions:
         lock.pin("m", v, {"w": Digest(H, 1)})
     assert lock.models["m"].latest == latest
+
+
+def test_a_prerelease_becomes_latest_only_when_asked() -> None:
+    lock = Lockfile()
+    lock.pin("m", "v1.2", {"w": Digest(H, 1)})
+    lock.pin("m", "v2.0rc1", {"w": Digest(H, 1)})
+    assert lock.models["m"].latest == "v1.2"
+    lock.pin("m", "v2.0rc2", {"w": Digest(H, 1)}, pre=True)
+    assert lock.models["m"].latest == "v2.0rc2"
+    lock.pin("m", "v2.0", {"w": Digest(H, 1)})
+    assert lock.models["m"].latest == "v2.0"
 
 
 def test_no_latest_and_unpin() -> None:
@@ -170,10 +181,27 @@ def test_digest_pair_disagreeing_with_store(tmp_path: Path, cas: Cas) -> None:
     lock = Lockfile(path=tmp_path / "cas.lock")
     lock.pin("m", "v1", {"w.pt": Digest(d.sha256, d.size, "f" * 64)})
     lock.save()
-    with pytest.raises(LockfileError, match=r"models\.m\.versions\.v1\.files\.w\.pt\.blake3"):
+    with pytest.raises(IntegrityError, match=r"models\.m\.versions\.v1\.files\.w\.pt\.blake3"):
         Registry(lock, store).path("m")
     r = cas("--store", store.root, "verify", "--lock", lock.path)
     assert r.returncode == 1 and b"MISMATCH" in r.stdout
+
+
+def test_a_wrong_size_in_the_lockfile_is_caught(tmp_path: Path, cas: Cas) -> None:
+    """Reproduction: a lied-about size passed `cas verify --lock` and `cas path`."""
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.pt"
+    src.write_bytes(b"weights")
+    d = store.add_file(src).info.digest
+    lock = Lockfile(path=tmp_path / "cas.lock")
+    lock.pin("m", "v1", {"w.pt": Digest(d.sha256, d.size + 1, d.blake3)})
+    lock.save()
+    with pytest.raises(IntegrityError, match=r"files\.w\.pt\.size"):
+        Registry(lock, store).path("m")
+    r = cas("--store", store.root, "verify", "--lock", lock.path)
+    assert r.returncode == 1 and b"MISMATCH" in r.stdout and b"size" in r.stdout
+    r = cas("--store", store.root, "--lock", lock.path, "path", "m")
+    assert r.returncode == 1 and r.stdout == b"" and b"size" in r.stderr
 
 
 # -- CLI ------------------------------------------------------------------------------------
@@ -198,9 +226,12 @@ def test_cli_pin_list_show_rm(tmp_path: Path, cas: Cas) -> None:
         "v1.9",
         "--requires",
         ">=0.2,<1",
+        "--package",
+        "structflo-cser",
         cwd=proj,
     )
     assert r.returncode == 0, r.stderr
+    assert Lockfile.load(proj / "cas.lock").package == "structflo-cser"
     w2 = _file(tmp_path, "best2.pt", b"v2 weights")
     assert cas("add", w2, "--name", "cser-detector", "--version", "v1.10", cwd=proj).returncode == 0
     lock = Lockfile.load(proj / "cas.lock")
@@ -217,7 +248,10 @@ def test_cli_pin_list_show_rm(tmp_path: Path, cas: Cas) -> None:
     again = cas("add", w2, "--name", "cser-detector", "--version", "v1.9", cwd=proj)
     assert again.returncode == 2 and b"already pinned" in again.stderr
     assert (proj / "cas.lock").read_bytes() == before
-    path = cas("path", "cser-detector@v1.9", cwd=proj)
+    # Fail closed: v1.9 has `requires`, and structflo-cser is not installed here.
+    blind = cas("path", "cser-detector@v1.9", cwd=proj)
+    assert blind.returncode == 2 and b"not installed" in blind.stderr
+    path = cas("path", "cser-detector@v1.9", "--no-check-requires", cwd=proj)
     assert Path(path.stdout.decode().strip()).read_bytes() == b"v1 weights"
     got = cas("get", "cser-detector", "-o", tmp_path / "out" / "best.pt", cwd=proj)
     assert got.returncode == 0 and (tmp_path / "out" / "best.pt").read_bytes() == b"v2 weights"

@@ -12,6 +12,8 @@ import fcntl
 import json
 import os
 import re
+import stat
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,11 @@ def check_file_name(name: str, where: str) -> None:
         raise UsageError(f"{where}: file name {name!r} {problem}")
 
 
+def is_prerelease(version: str) -> bool:
+    """Whether a weights version is a pre-release (``v2.0rc1``, ``v1.0.dev3``)."""
+    return parse_version(version).is_prerelease
+
+
 def split_ref(ref: str) -> tuple[str, str | None]:
     """``name@version`` into its parts (the version may be absent)."""
     name, _, version = ref.partition("@")
@@ -134,9 +141,9 @@ class LockedModel:
         """Version names, oldest first (PEP 440 order)."""
         return sorted(self.versions, key=parse_version)
 
-    def highest(self) -> str | None:
-        """The highest version by PEP 440 order."""
-        ordered = self.ordered()
+    def highest(self, *, pre: bool = False) -> str | None:
+        """The highest version by PEP 440 order; pre-releases only with ``pre``."""
+        ordered = [v for v in self.ordered() if pre or not is_prerelease(v)]
         return ordered[-1] if ordered else None
 
 
@@ -160,16 +167,25 @@ class Lockfile:
             LockVersionError: written by a newer modelcas.
         """
         p = Path(path)
-        return cls.loads(p.read_text(encoding="utf-8"), p)
+        return cls.loads(read_text(p, "lockfile"), p)
 
     @classmethod
     def loads(cls, text: str, path: Path | None = None) -> Lockfile:
         """Parse lockfile text (``path`` names it in errors)."""
         where = str(path) if path else "<lockfile>"
+        if not text.strip():
+            raise LockfileError(
+                f"{where}: the file is empty; a lockfile starts with `lock-version: "
+                f"{LOCK_VERSION}`",
+                hint="create one with `cas add FILE --name NAME --version VERSION`",
+            )
         try:
             raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as e:
-            raise LockfileError(f"{where}: not valid YAML: {e}") from None
+            first = str(e).strip().splitlines()
+            raise LockfileError(f"{where}: not valid YAML: {' '.join(first[:3])}") from None
+        except RecursionError:
+            raise LockfileError(f"{where}: nested too deeply to be a lockfile") from None
         return _parse(raw, where, path)
 
     # -- writing -------------------------------------------------------------------------
@@ -285,11 +301,13 @@ class Lockfile:
         commit: str | None = None,
         set_latest: bool = True,
         force: bool = False,
+        pre: bool = False,
     ) -> bool:
         """Record a version; returns False when it was already pinned exactly so.
 
         ``latest`` moves to the highest version by PEP 440 order unless ``set_latest`` is
-        false. An existing version with other content is refused unless ``force``.
+        false; a pre-release (``v2.0rc1``) becomes latest only with ``pre``. An existing
+        version with other content is refused unless ``force``.
 
         Raises:
             UsageError: bad name, version or range.
@@ -310,7 +328,7 @@ class Lockfile:
             raise self._repinned(name, version, old)
         model.versions[version] = entry
         if set_latest:
-            model.latest = model.highest()
+            model.latest = model.highest(pre=pre) or model.latest
         return True
 
     def check_repin(self, name: str, version: str, files: set[str]) -> None:
@@ -341,12 +359,59 @@ class Lockfile:
         model = self.models[name]
         del model.versions[version]
         if model.latest == version:
-            model.latest = model.highest()
+            model.latest = model.highest() or model.highest(pre=True)
         if not model.versions and model.repo is None and model.weights_path is None:
             del self.models[name]
 
 
 # -- finding and editing lockfiles on disk -------------------------------------------------
+
+MAX_BYTES = 64 << 20  # far more than any lockfile; a cap, so a wrong path cannot eat memory
+
+
+def read_text(path: Path, what: str) -> str:
+    """A small UTF-8 text file (a lockfile, a config), read strictly.
+
+    Raises:
+        FileNotFoundError: no such file.
+        LockfileError: not a regular file (a directory, FIFO or device is refused without
+            being opened for reading), too large, or not UTF-8.
+    """
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise LockfileError(f"{path}: is {kind}; expected a {what}")
+    if st.st_size > MAX_BYTES:
+        raise LockfileError(f"{path}: {st.st_size} bytes is too large for a {what}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LockfileError(
+            f"{path}: not UTF-8 text (byte {e.start}); expected a {what}",
+            hint="is this the right file? a lockfile is YAML text",
+        ) from None
+
+
+def project_name(lock_path: Path) -> str | None:
+    """The ``[project].name`` of the ``pyproject.toml`` nearest the lockfile's folder.
+
+    That distribution is whose installed version the lockfile's ``requires`` ranges are
+    checked against (the seed's ``structflo-cser``).
+    """
+    here = lock_path.resolve().parent
+    for d in (here, *here.parents):
+        pyproject = d / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                return None
+            name = data.get("project", {}).get("name")
+            return name if isinstance(name, str) else None
+    return None
 
 
 def find(start: Path | None = None) -> Path | None:
@@ -459,6 +524,9 @@ def _string(value: object, where: str, keypath: str) -> str:
 def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
     top = _mapping(raw, where, "", {"lock-version", "package", "models"})
     version = top.get("lock-version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        found = f"{version!r}"
+        raise _fail(where, "lock-version", f"expected the integer {LOCK_VERSION}, found {found}")
     if version != LOCK_VERSION:
         if isinstance(version, int) and version > LOCK_VERSION:
             raise LockVersionError(
@@ -504,6 +572,9 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             files_raw = _mapping(v.get("files"), where, f"{vpath}.files", set())
             if not files_raw:
                 raise _fail(where, f"{vpath}.files", "a version pins at least one file")
+            for fname in files_raw:
+                if (problem := file_name_problem(fname)) is not None:
+                    raise _fail(where, f"{vpath}.files.{fname}", f"the file name {problem}")
             files = {
                 fname: _digest(fbody, where, f"{vpath}.files.{fname}")
                 for fname, fbody in files_raw.items()

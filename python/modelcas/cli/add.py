@@ -1,4 +1,4 @@
-"""``cas add``: put files into the store."""
+"""``cas add``: put files into the store, and pin them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelcas.cli._common import add_command, human, open_store, show_path
+from modelcas.cli._common import add_command, human, open_store, say, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
@@ -18,7 +18,7 @@ DESCRIPTION = """\
 Copy files into the store, hashing them (sha256 and blake3) in the same read pass, and print
 each file's address. Content already in the store costs a hash, not a copy. Objects are
 written to a temporary file, fsynced and renamed into place, so a crash never leaves a
-partial object."""
+partial object. A git-lfs pointer file (you forgot `git lfs pull`) is refused."""
 EPILOG = """\
 examples:
   cas add runs/yolo11l/weights/best.pt
@@ -29,8 +29,14 @@ examples:
 With --name and --version the files are also pinned in the lockfile (--lock, default the
 nearest cas.lock, created in the current directory if there is none): the version's files
 are exactly the files given, and `latest` moves to the highest version by PEP 440 order
-(v1.10 > v1.9) unless --no-latest. Objects that no lockfile or bundle references are
-removed by `cas gc` after a grace period, so pin what you keep."""
+(v1.10 > v1.9) unless --no-latest; a pre-release (v2.0rc1) becomes latest only with --pre.
+--requires records which versions of your package the weights work with; the package is
+the lockfile's `package:`, else the [project].name of the nearest pyproject.toml, else
+--package. Objects that no lockfile or bundle references are removed by `cas gc` after a
+grace period, so pin what you keep. --move needs a pin, and unlinks each file only once it
+is stored and pinned; a failure gives every file back.
+
+exit status: 0 added; 1 the source changed while it was read; 2 usage error."""
 
 
 def register(sub: Any) -> None:
@@ -43,12 +49,16 @@ def register(sub: Any) -> None:
         help="move files into the store (a hard link, no copy, where safe); needs --name",
     )
     p.add_argument("--json", action="store_true", help="print JSON records")
+    p.add_argument(
+        "--allow-lfs-pointer", action="store_true", help="store git-lfs pointer files as they are"
+    )
     pin = p.add_argument_group("pinning in a lockfile")
     pin.add_argument("--name", metavar="MODEL", help="pin the files as this model")
     pin.add_argument("--version", metavar="VERSION", help="...at this version (e.g. v1.1)")
     pin.add_argument("--requires", metavar="SPEC", help="package versions these weights need")
-    pin.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
+    pin.add_argument("--package", metavar="DIST", help="the package --requires refers to")
     pin.add_argument("--no-latest", action="store_true", help="do not move `latest`")
+    pin.add_argument("--pre", action="store_true", help="let a pre-release become latest")
     pin.add_argument("--force", action="store_true", help="re-pin a version to other content")
     p.set_defaults(run=run)
 
@@ -59,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.name is None) != (args.version is None):
         raise UsageError("--name and --version go together")
-    if args.name is None and (args.requires or args.lock or args.no_latest or args.force):
-        raise UsageError("--requires, --lock, --no-latest and --force need --name and --version")
+    pinning = (args.requires, args.package, args.no_latest, args.force, args.pre)
+    if args.name is None and any(pinning):
+        raise UsageError("--requires, --package, --no-latest, --pre and --force need --name")
     pin = None
     if args.name is not None:
         pin = PinRequest(
@@ -70,11 +81,20 @@ def run(args: argparse.Namespace) -> int:
             lock=Path(args.lock) if args.lock else None,
             set_latest=not args.no_latest,
             force=args.force,
+            pre=args.pre,
+            package=args.package,
         )
     store = open_store(args)
     total = sum(f.stat().st_size for f in expand(args.paths) if f.is_file())
-    with byte_bar(total, "adding") as bar:
-        outcome = add(args.paths, store, move=args.move, pin=pin, progress=bar)
+    with byte_bar(total, "adding", quiet=args.quiet) as bar:
+        outcome = add(
+            args.paths,
+            store,
+            move=args.move,
+            pin=pin,
+            allow_lfs_pointer=args.allow_lfs_pointer,
+            progress=bar,
+        )
     if args.json:
         records = [
             {
@@ -93,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{f.digest.address}  {human(f.digest.size):>10}  {show_path(f.source)}{note}")
     if outcome.lock is not None:
         state = "pinned" if outcome.changed else "already pinned"
-        print(
+        line = (
             f"{state} {args.name}@{args.version} in {show_path(outcome.lock)} "
-            f"(latest: {outcome.latest})",
-            file=sys.stderr if args.json else sys.stdout,
+            f"(latest: {outcome.latest})"
         )
+        if args.json:
+            print(line, file=sys.stderr)
+        else:
+            say(args, line)
     return 0

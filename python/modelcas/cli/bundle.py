@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from modelcas import bundle as bundles
-from modelcas.cli._common import add_command, err, human, open_store, show_path
+from modelcas.cli._common import add_command, add_global_options, err, human, open_store, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
@@ -69,7 +69,6 @@ def register(sub: Any) -> None:
         "--dry-run", action="store_true", help="check inputs, show the plan, write nothing"
     )
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.add_argument("--lock", metavar="PATH", help="lockfile for NAME@VERSION models")
     p.set_defaults(run=run, action=None)
     actions = p.add_subparsers(
         title="actions on an existing bundle", metavar="ACTION", dest="action", required=False
@@ -90,6 +89,7 @@ def register(sub: Any) -> None:
     actions.add_parser("add", help="ingest every member into the store")
     for action in (ls, verify, extract, actions.choices["add"]):
         action.add_argument("bundle_path", metavar="BUNDLE", help="the bundle")
+        add_global_options(action)
 
 
 def run(args: argparse.Namespace) -> int:

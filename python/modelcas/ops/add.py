@@ -35,6 +35,8 @@ class PinRequest:
     lock: Path | None = None  # default: the nearest cas.lock, else ./cas.lock
     set_latest: bool = True
     force: bool = False
+    pre: bool = False  # let a pre-release become latest
+    package: str | None = None  # whose version `requires` is checked; default: pyproject's
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ def add(
     *,
     move: bool = False,
     pin: PinRequest | None = None,
+    allow_lfs_pointer: bool = False,
     progress: Progress | None = None,
 ) -> AddOutcome:
     """Add files to the store, and pin them when ``pin`` is given.
@@ -91,6 +94,7 @@ def add(
         move: take the files instead of copying them; needs ``pin`` (an unpinned object is
             garbage to gc, and the moved file would be the user's only copy).
         pin: the model version to pin the files as.
+        allow_lfs_pointer: store git-lfs pointer files as they are (refused otherwise).
         progress: called with byte counts.
 
     Returns:
@@ -111,7 +115,9 @@ def add(
             hint="pin it (cas add --move FILE --name MODEL --version V), or add a copy",
         )
     files = expand(paths)
-    lock_path = _check_pin(pin, files) if pin is not None else None
+    for f in files:
+        refuse_lfs_pointer(f, allow=allow_lfs_pointer)
+    lock_path, package = _check_pin(pin, files) if pin is not None else (None, None)
     results: list[AddResult] = []
     try:
         for f in files:
@@ -121,7 +127,7 @@ def add(
             changed, latest = write_pins(
                 store,
                 lock_path,
-                lambda lock: _pin(lock, pin, results),
+                lambda lock: _pin(lock, pin, package, results),
                 [],  # checked just below, where a source is at hand to store again
                 lambda _: None,
             )
@@ -142,8 +148,31 @@ def add(
     )
 
 
-def _check_pin(pin: PinRequest, files: list[Path]) -> Path:
-    """Every check that needs no bytes: name, version, range, duplicates, the lockfile."""
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def refuse_lfs_pointer(path: Path, *, allow: bool = False) -> None:
+    """Refuse a git-lfs pointer file where weights are expected (forgot `git lfs pull`).
+
+    Raises:
+        UsageError: ``path`` is a pointer and ``allow`` is false.
+    """
+    if allow or path.stat().st_size > 1024:
+        return
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_POINTER))
+    if head == LFS_POINTER:
+        raise UsageError(
+            f"{path} is a git-lfs pointer file, not the weights it points to",
+            hint="run `git lfs pull` first (or pass --allow-lfs-pointer to store the pointer)",
+        )
+
+
+def _check_pin(pin: PinRequest, files: list[Path]) -> tuple[Path, str | None]:
+    """Every check that needs no bytes: name, version, range, duplicates, the lockfile.
+
+    Returns the lockfile, and the package to record in it when ``requires`` is given.
+    """
     from modelcas import lockfile  # noqa: PLC0415 (YAML and packaging only when pinning)
 
     lockfile.check_name(pin.name)
@@ -161,14 +190,24 @@ def _check_pin(pin: PinRequest, files: list[Path]) -> Path:
         seen[f.name] = f
         lockfile.check_file_name(f.name, f"{pin.name}@{pin.version}")
     path = lockfile.locate(pin.lock, must_exist=False)
-    if path.exists():
-        lock = lockfile.Lockfile.load(path)
-        if not pin.force:
-            lock.check_repin(pin.name, pin.version, set(seen))
-    return path
+    lock = lockfile.Lockfile.load(path) if path.exists() else lockfile.Lockfile(path=path)
+    if not pin.force:
+        lock.check_repin(pin.name, pin.version, set(seen))
+    package = pin.package or lock.package
+    if pin.requires is not None and package is None:
+        package = lockfile.project_name(path)
+        if package is None:
+            raise UsageError(
+                f"--requires {pin.requires!r} needs to know whose version to check: {path} has "
+                f"no `package:` and no pyproject.toml is above it",
+                hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
+            )
+    return path, package
 
 
-def _pin(lock: Lockfile, pin: PinRequest, results: list[AddResult]) -> tuple[bool, str | None]:
+def _pin(
+    lock: Lockfile, pin: PinRequest, package: str | None, results: list[AddResult]
+) -> tuple[bool, str | None]:
     changed = lock.pin(
         pin.name,
         pin.version,
@@ -176,5 +215,9 @@ def _pin(lock: Lockfile, pin: PinRequest, results: list[AddResult]) -> tuple[boo
         requires=pin.requires,
         set_latest=pin.set_latest,
         force=pin.force,
+        pre=pin.pre,
     )
+    if package is not None and lock.package != package:
+        lock.package = package
+        changed = True
     return changed, lock.models[pin.name].latest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from modelcas import hashing
-from modelcas.digest import Digest, Hashes, is_hex64, parse_address
+from modelcas.digest import Digest, Hashes, is_hex64, mismatch, parse_address
 from modelcas.errors import IntegrityError, ObjectNotFoundError, StoreError, UsageError
 from modelcas.store.durable import fsync_dir, named
 from modelcas.store.layout import Layout, kind_of
@@ -207,10 +208,12 @@ class Reading(Layout):
     ) -> Problem | None:
         if isinstance(got, OSError):
             return Problem(sha256, path, "unreadable", "readable bytes", got.strerror or str(got))
-        if known is not None and known.blake3 and got.blake3 != known.blake3:
-            return Problem(sha256, path, "blake3", known.blake3, got.blake3 or "?")
-        if got.sha256 is not None and got.sha256 != sha256:
-            return Problem(sha256, path, "sha256", sha256, got.sha256)
+        # The record's blake3 first (the routine check), then the name, which is the sha256.
+        m = mismatch(known, dataclasses.replace(got, sha256=None)) if known else None
+        if m is None:
+            m = mismatch(Digest(sha256, got.size), got)
+        if m is not None:
+            return Problem(sha256, path, m.field, m.expected, m.actual)
         if known is None:
             # Rebuild a lost index record (a crash between the object's rename and its record).
             self.write_index(Digest(sha256, got.size, got.blake3), mtime)

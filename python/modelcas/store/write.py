@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Self
 
 from modelcas import hashing
-from modelcas.digest import Digest
+from modelcas.digest import Digest, mismatch
 from modelcas.errors import IntegrityError, StoreError, UsageError
 from modelcas.store.durable import fsync_dir, named
 from modelcas.store.read import Reading
@@ -505,17 +505,15 @@ def _unchanged(src: Path, before: os.stat_result, hashed: int, *, follow: bool) 
 
 
 def _check_expected(digest: Digest, expected: Digest | None, what: str) -> None:
-    if expected is None:
+    if expected is None or (m := mismatch(expected, digest)) is None:
         return
-    if digest.size != expected.size or digest.sha256 != expected.sha256:
+    if m.field == "blake3":
         raise IntegrityError(
-            f"{what}: expected sha256:{expected.sha256} ({expected.size} bytes), "
-            f"got sha256:{digest.sha256} ({digest.size} bytes); nothing was stored",
-            hint="the source has other bytes than the pin says: fetch it again or re-pin",
-        )
-    if expected.blake3 and digest.blake3 and expected.blake3 != digest.blake3:
-        raise IntegrityError(
-            f"{what}: sha256 matches but blake3 differs: expected {expected.blake3}, "
-            f"got {digest.blake3}",
+            f"{what}: sha256 matches but {m}",
             hint="the pin's two digests disagree; re-pin from a trusted copy",
         )
+    raise IntegrityError(
+        f"{what}: expected sha256:{expected.sha256} ({expected.size} bytes), "
+        f"got sha256:{digest.sha256} ({digest.size} bytes); nothing was stored",
+        hint="the source has other bytes than the pin says: fetch it again or re-pin",
+    )
