@@ -423,6 +423,7 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
             reg.path("cser-detector", "v2.0")
         except WeightsCompatibilityError as e:
             print(str(e))
+            print("compatible:", e.compatible)
         else:
             raise SystemExit("no error")
     """,
@@ -433,7 +434,7 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
     ) in r.stdout, r.stdout
     assert "Upgrade with:  uv add 'structflo-cser>=1.0.0,<2.0.0'" in r.stdout
     assert "pip install 'structflo-cser>=1.0.0,<2.0.0'" in r.stdout
-    assert "cser-detector@v1.1 works with structflo-cser 0.2.0" in r.stdout
+    assert "compatible: ['v1.1', 'v1.0']" in r.stdout
 
 
 def test_registry_with_no_compatible_version(tmp_path: Path) -> None:
@@ -485,3 +486,64 @@ def test_open_lock_finds_nearest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     reg = open_lock(store=Store(tmp_path / "s"))
     assert reg.lock.path == tmp_path / "cas.lock"
     assert isinstance(reg, modelcas.Registry)
+
+
+# -- the parser refuses what it cannot trust (regressions) -----------------------------------
+
+_ONE = (
+    "lock-version: 1\nmodels:\n  m:\n    versions:\n      v1:\n        files:\n"
+    '          {name}:\n            size: 1\n            sha256: "' + "a" * 64 + '"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lock-version: true\nmodels: {}\n", "lock-version: expected the integer 1, found True"),
+        ("lock-version: 1.0\nmodels: {}\n", "lock-version: expected the integer 1"),
+        ("", "the file is empty"),
+        ("   \n# only a comment\n", "the file is empty"),
+        ("a: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        (_ONE.format(name='"../escape.pt"'), "files.../escape.pt: the file name has an empty"),
+        (_ONE.format(name='"/etc/passwd"'), "the file name is absolute"),
+        (_ONE.format(name='"a\\\\b.pt"'), "contains a backslash"),
+        (_ONE.format(name='"a//b.pt"'), "has an empty, '.' or '..' part"),
+        (_ONE.format(name='"bell\\a.pt"'), "contains a control character"),
+    ],
+)
+def test_untrustworthy_lockfiles_are_refused_with_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(LockfileError) as e:
+        Lockfile.loads(text, Path("cas.lock"))
+    assert message in str(e.value)
+    assert "Traceback" not in str(e.value)
+
+
+def test_subfolders_are_allowed_in_file_names() -> None:
+    lock = Lockfile.loads(_ONE.format(name='"unet/model.safetensors"'), Path("cas.lock"))
+    assert list(lock.models["m"].versions["v1"].files) == ["unet/model.safetensors"]
+
+
+def test_non_utf8_and_non_regular_lockfiles_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "cas.lock"
+    bad.write_bytes(b"lock-version: 1\nmodels: {\xff: 1}\n")
+    with pytest.raises(LockfileError, match="not UTF-8"):
+        Lockfile.load(bad)
+    with pytest.raises(LockfileError, match="is a directory"):
+        Lockfile.load(tmp_path)
+    fifo = tmp_path / "fifo.lock"
+    os.mkfifo(fifo)
+    with pytest.raises(LockfileError, match="not a regular file"):
+        Lockfile.load(fifo)  # refused without blocking on the FIFO
+
+
+def test_a_git_lfs_pointer_is_not_pinned(tmp_path: Path, cas: Cas) -> None:
+    """Reproduction: a pointer file was pinned as weights (forgot `git lfs pull`)."""
+    pointer = tmp_path / "best.pt"
+    pointer.write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "b" * 64 + "\nsize 9\n"
+    )
+    r = cas("add", pointer, "--name", "m", "--version", "v1")
+    assert r.returncode == 2 and b"git-lfs pointer" in r.stderr and b"git lfs pull" in r.stderr
+    assert not (tmp_path / "cas.lock").exists()
+    ok = cas("add", pointer, "--name", "m", "--version", "v1", "--allow-lfs-pointer")
+    assert ok.returncode == 0, ok.stderr

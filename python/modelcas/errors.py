@@ -87,6 +87,7 @@ class WeightsCompatibilityError(ModelcasError):
     """
 
     exit_code = 1
+    compatible: list[str] = []  # noqa: RUF012 (set per instance by the registry)
 
     def __str__(self) -> str:
         return f"{self.message}\n{self.hint}" if self.hint else self.message

@@ -173,12 +173,6 @@ class Lockfile:
     def loads(cls, text: str, path: Path | None = None) -> Lockfile:
         """Parse lockfile text (``path`` names it in errors)."""
         where = str(path) if path else "<lockfile>"
-        if not text.strip():
-            raise LockfileError(
-                f"{where}: the file is empty; a lockfile starts with `lock-version: "
-                f"{LOCK_VERSION}`",
-                hint="create one with `cas add FILE --name NAME --version VERSION`",
-            )
         try:
             raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as e:
@@ -186,6 +180,12 @@ class Lockfile:
             raise LockfileError(f"{where}: not valid YAML: {' '.join(first[:3])}") from None
         except RecursionError:
             raise LockfileError(f"{where}: nested too deeply to be a lockfile") from None
+        if raw is None:
+            raise LockfileError(
+                f"{where}: the file is empty; a lockfile starts with `lock-version: "
+                f"{LOCK_VERSION}`",
+                hint="create one with `cas add FILE --name NAME --version VERSION`",
+            )
         return _parse(raw, where, path)
 
     # -- writing -------------------------------------------------------------------------

@@ -204,12 +204,12 @@ class Registry:
         compatible: list[str],
     ) -> WeightsCompatibilityError:
         dist, spec = self.distribution, entry.requires
-        message = f"Weights '{name}/{version}' require {dist}{spec} (you have {installed})."
-        if compatible:
-            message += f" {name}@{compatible[0]} works with {dist} {installed}."
-        return WeightsCompatibilityError(
-            message, hint=f"Upgrade with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')"
+        error = WeightsCompatibilityError(
+            f"Weights '{name}/{version}' require {dist}{spec} (you have {installed}).",
+            hint=f"Upgrade with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')",
         )
+        error.compatible = compatible  # older versions that work with what is installed
+        return error
 
     def pins(self, name: str | None = None, version: str | None = None) -> list[Pin]:
         """The pinned files of one version, of every version of one model, or of everything.
