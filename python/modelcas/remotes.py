@@ -66,13 +66,14 @@ class DirRemote:
         self.path = Path(path)
         self.url = self.path.resolve().as_uri()
 
-    def store(self) -> Store:
-        """The remote as a store (the same layout).
+    def store(self, *, create: bool = False) -> Store:
+        """The remote as a store (the same layout); ``create`` makes a new one (a first push).
 
         Raises:
-            RemoteError: the directory does not exist.
+            RemoteError: the directory does not exist (and ``create`` is false).
         """
-        self.check_reachable()
+        if not create:
+            self.check_reachable()
         return Store(self.path)
 
     def check_reachable(self) -> None:
@@ -116,7 +117,8 @@ class DirRemote:
         The local copy is verified on the way out (the copy is hashed and must match).
         """
         local = store.path(digest.sha256)
-        return not self.store().add_file(local, expected=digest, progress=progress).existed
+        shared = self.store(create=True)
+        return not shared.add_file(local, expected=digest, progress=progress).existed
 
 
 def parse_source(source: str) -> tuple[str, str, str | None]:

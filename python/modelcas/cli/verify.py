@@ -167,7 +167,7 @@ def _run_store(args: argparse.Namespace) -> int:
         for p in report.problems:
             head = {"missing": "MISSING", "writable": "UNSAFE "}.get(p.kind, "CORRUPT")
             lines.append(f"{head} {p}")
-            if (where := moved.get(p.sha256)) is not None:
+            if p.kind != "writable" and (where := moved.get(p.sha256)) is not None:
                 lines.append(f"  moved to {show_path(where)}; fetch it again to restore it")
         problems(lines)
     if report.problems:
