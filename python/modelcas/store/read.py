@@ -44,10 +44,10 @@ class Reading(Layout):
         if not self.tmp_dir.is_dir():
             return False
         for aside in self.tmp_dir.glob(f"{STAGING}*/{sha256}"):
+            # A FileNotFoundError means gc (or another reader) moved it first: look again.
             with contextlib.suppress(FileNotFoundError):
                 self.put_back(aside, sha256)
-                return True
-        return False
+        return os.path.lexists(self.object_path(sha256))
 
     def put_back(self, aside: Path, sha256: str) -> None:
         """Move an object from gc's staging area back into place."""
