@@ -189,7 +189,7 @@ pub(crate) fn persist_pair(
         return Err(Error::io(
             dest,
             "rename into",
-            io::Error::from(io::ErrorKind::AlreadyExists),
+            io::Error::from_raw_os_error(libc::EEXIST),
         ));
     }
     match std::fs::remove_file(sidecar) {

@@ -42,17 +42,10 @@ impl Archive {
         ctl: &Control,
     ) -> Result<Verified> {
         let mut problems = self.check_listing(manifest);
-        let flagged: Vec<&str> = problems
-            .iter()
-            .filter_map(|p| p.member.as_deref())
-            .collect();
         let jobs: Vec<usize> = (0..self.entries.len())
             .filter(|&i| {
                 self.entries.get(i).is_some_and(|e| {
-                    !e.is_dir
-                        && e.name != manifest::MEMBER
-                        && manifest.get(&e.name).is_some()
-                        && !flagged.contains(&e.name.as_str())
+                    !e.is_dir && e.name != manifest::MEMBER && manifest.get(&e.name).is_some()
                 })
             })
             .collect();
@@ -80,7 +73,16 @@ impl Archive {
         });
         let results = results?;
         let checked = results.len();
-        problems.extend(results.into_iter().flatten());
+        let found: Vec<Problem> = results.into_iter().flatten().collect();
+        // A member whose data fails is reported by that; a size or crc32 that also differs
+        // from the manifest says the same thing again.
+        problems.retain(|p| {
+            !matches!(p.kind, "size" | "crc32")
+                || !found
+                    .iter()
+                    .any(|f| f.member.is_some() && f.member == p.member)
+        });
+        problems.extend(found);
         // Keep archive order: listing problems first would separate a member's problems.
         let order = |p: &Problem| p.member.as_deref().and_then(|n| self.index_of(n));
         problems.sort_by_key(|p| order(p).unwrap_or(usize::MAX));
