@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelcas import _core, hashing, sumfile
 from modelcas.bundle import models as _models
@@ -19,8 +19,9 @@ from modelcas.bundle import yamldoc
 from modelcas.bundle.plan import CONFIG, MANIFEST, BundlePlan
 from modelcas.digest import Digest
 from modelcas.errors import BundleError, ChecksumFileError, IntegrityError, UsageError
-from modelcas.registry import open_lock
-from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.store import Store
 
 COMPRESSIONS = ("stored", "deflate", "zstd")
 LEVELS = {"deflate": (0, 9), "zstd": (1, 22)}
@@ -83,6 +84,8 @@ def fetch_pending(plan: BundlePlan, store: Store | None = None) -> None:
     pending = [m for m in plan.models if m.fetch is not None]
     if not pending:
         return
+    from modelcas.registry import open_lock  # noqa: PLC0415 (the Hub client, only to fetch)
+
     registry = open_lock(plan.lock, store=store)
     for m in pending:
         assert m.fetch is not None
@@ -198,6 +201,8 @@ class Bundle:
     def store(self) -> Store:
         """The store members are ingested into (the user's, unless one was given)."""
         if self._store is None:
+            from modelcas.store import Store  # noqa: PLC0415
+
             self._store = Store()
         return self._store
 

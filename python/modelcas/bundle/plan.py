@@ -13,17 +13,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from modelcas import __version__, _core, lockfile
+from modelcas import __version__, _core
 from modelcas.bundle import names, paths, yamldoc
 from modelcas.digest import Digest
 from modelcas.errors import ModelcasError, UsageError
-from modelcas.lockfile import Lockfile, split_ref
-from modelcas.registry import Pin, Registry, open_lock
-from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.registry import Pin, Registry
+    from modelcas.store import Store
 
 MANIFEST = _core.MANIFEST_MEMBER
 CONFIG = "config.yml"
@@ -90,6 +89,8 @@ class BundlePlan:
 
     def config_yaml(self) -> str:
         """The bundle's internal config.yml."""
+        import yaml  # noqa: PLC0415 (readers of bundles never write one)
+
         doc: dict[str, Any] = {
             "_bundle_metadata": {
                 "creation_date": self.creation_date,
@@ -221,6 +222,8 @@ class _Planner:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from modelcas.store import Store  # noqa: PLC0415
+
             self._store = Store()
         return self._store
 
@@ -272,6 +275,8 @@ class _Planner:
 
     def source(self, key: str, spec: dict[Any, Any]) -> PlannedModel | None:
         """Where a model's bytes come from: a file, a store object or a lock pin."""
+        from modelcas.lockfile import split_ref  # noqa: PLC0415 (only for lock names)
+
         ref = spec["model_path"]
         original = str(spec.get("original_name") or "")
         model = PlannedModel(key, None, original, None, "", "", {}, {})
@@ -304,6 +309,10 @@ class _Planner:
         return model
 
     def registry(self) -> Registry:
+        # The lockfile and registry (and packaging) cost a short command ~30 ms: only on use.
+        from modelcas import lockfile  # noqa: PLC0415
+        from modelcas.registry import open_lock  # noqa: PLC0415
+
         if self._registry is None:
             self._lock = lockfile.locate(self._lock or lockfile.find(self.base))
             self.plan.lock = self._lock
@@ -312,6 +321,9 @@ class _Planner:
 
     def is_ref(self, value: str) -> bool:
         """Whether a model_path names stored content (address or lock name) rather than a file."""
+        from modelcas import lockfile  # noqa: PLC0415
+        from modelcas.lockfile import Lockfile, split_ref  # noqa: PLC0415
+
         if value.startswith("sha256:"):
             return True
         if paths.resolve(value, self.base).path.exists():
