@@ -333,16 +333,7 @@ mod tests {
         assert!(!std::fs::symlink_metadata(real.join("f"))
             .unwrap()
             .is_symlink());
-        let leftovers = std::fs::read_dir(&real)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".partial")
-            })
-            .count();
+        let leftovers = crate::zip::testkit::partials(&real);
         assert_eq!(leftovers, 0);
     }
 }

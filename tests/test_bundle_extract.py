@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -15,35 +14,20 @@ import yaml
 from modelcas import bundle as bundles
 from modelcas.errors import IntegrityError, UnsafeArchiveError
 from modelcas.store import Store
+from tests.bundlekit import example_config, one_error
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     """A valid bundle of the example config."""
-    work = tmp_path / "src"
-    shutil.copytree(EXAMPLE / "bundle", work / "bundle")
-    shutil.copytree(EXAMPLE / "weights", work / "weights")
-    return bundles.create_model_bundle(
-        work / "bundle" / "config_model_bundle.yml", tmp_path / "ok.zip", auto_date=False
-    )
+    config = example_config(tmp_path)
+    return bundles.create_model_bundle(config, tmp_path / "ok.zip", auto_date=False)
 
 
 def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
-
-
-def one_error(r: subprocess.CompletedProcess[bytes], code: int) -> str:
-    """The run failed with `code`, one error line (and at most a hint), no traceback."""
-    err = r.stderr.decode()
-    assert r.returncode == code, (r.returncode, err)
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert lines[0].startswith("cas: error: "), err
-    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  hint: ")), err
-    return err
 
 
 def test_a_symlinked_folder_inside_the_destination_is_refused(

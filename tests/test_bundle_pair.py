@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.bundlekit import example_config
 from tests.faults import strace_inject
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples"
 # The steps of the replacement, in order: remove the old sidecar, rename the bundle into place,
 # rename the new sidecar into place.
 STEPS = [("unlink", 1), ("renameat", 1), ("renameat", 2)]
@@ -36,9 +36,7 @@ def run_cas(tmp: Path, *args: str | os.PathLike[str], wrap: list[str] | None = N
 def test_a_kill_between_the_renames_leaves_a_consistent_pair(
     tmp_path: Path, syscall: str, when: int
 ) -> None:
-    shutil.copytree(EXAMPLE / "bundle", tmp_path / "bundle")
-    shutil.copytree(EXAMPLE / "weights", tmp_path / "weights")
-    cfg = tmp_path / "bundle" / "config_model_bundle.yml"
+    cfg = example_config(tmp_path)
     out = tmp_path / "out" / "b.zip"
     sidecar = out.with_name("b.zip.sha256")
     args = ("bundle", "-i", cfg, "-o", out, "--no-auto-date", "--force")

@@ -327,3 +327,35 @@ pub(crate) fn exercise(bytes: &[u8]) {
         }
     }
 }
+
+/// A bundle with a manifest: a stored member of `stored_len` bytes, a zstd member of
+/// `zstd_len` bytes and a small config, at `dir/b.zip`.
+pub(crate) fn manifest_bundle(dir: &Path, stored_len: usize, zstd_len: usize) -> PathBuf {
+    let members = vec![
+        member("models/a.bin", &sample(stored_len, 1)),
+        with(
+            member("models/b.bin", &sample(zstd_len, 2)),
+            Method::Zstd { level: 3 },
+        ),
+        member("config.yml", b"a: 1\n"),
+    ];
+    let opts = WriteOptions {
+        manifest: true,
+        ..Default::default()
+    };
+    write(dir, "b.zip", &members, &opts).0
+}
+
+/// Files left in `dir` whose names end in `.partial`.
+pub(crate) fn partials(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        })
+        .count()
+}

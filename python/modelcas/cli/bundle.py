@@ -216,7 +216,7 @@ def _create(args: argparse.Namespace) -> int:
         created = bundles.write(
             plan, compression=args.compression, force=args.force, store=store, progress=bar
         )
-    size = sum(m[1].size for m in created.members)
+    size = created.path.stat().st_size
     print(f"wrote {show_path(created.path)}  ({len(plan.models)} models, {human(size)})")
     print(f"wrote {show_path(created.sidecar)}  sha256:{created.sha256}")
     return 0
@@ -261,14 +261,14 @@ def _ls(args: argparse.Namespace) -> int:
     )
     for r in rows:
         print(
-            f"  {r['key']:<20} {r['model_type'] or '-':<12} {r['member']:<44} "
+            f"  {r['key']:<20} {r['model_type'] or '-':<12} {r['member']:<48} "
             f"{human(r['size'] or 0):>10}  sha256:{(r['sha256'] or '?')[:16]}…"
         )
         for name in ("inferer_args", "model_args"):
             if r[name]:
                 print(f"      {name}: {json.dumps(r[name], default=str)}")
     if td:
-        print(f"  {'tracker':<20} {'-':<12} {tname:<44} {human(td.size):>10}")
+        print(f"  {'tracker':<20} {'-':<12} {tname:<48} {human(td.size):>10}")
     return 0
 
 

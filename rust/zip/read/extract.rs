@@ -128,22 +128,10 @@ impl Archive {
 mod tests {
     use super::*;
     use crate::zip::testkit::*;
-    use crate::zip::{Limits, Method, WriteOptions};
+    use crate::zip::Limits;
 
     fn bundle(dir: &Path) -> std::path::PathBuf {
-        let members = vec![
-            member("models/a.bin", &sample(200_000, 1)),
-            with(
-                member("models/b.bin", &sample(90_000, 2)),
-                Method::Zstd { level: 3 },
-            ),
-            member("config.yml", b"a: 1\n"),
-        ];
-        let opts = WriteOptions {
-            manifest: true,
-            ..Default::default()
-        };
-        write(dir, "b.zip", &members, &opts).0
+        manifest_bundle(dir, 200_000, 90_000)
     }
 
     #[test]

@@ -397,16 +397,7 @@ mod tests {
         let err = b.read_member(0, 10, &ctl).unwrap_err();
         assert!(matches!(err, Error::Limit(_)), "{err}");
         assert!(b.entry(9).is_err());
-        let leftovers = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".partial")
-            })
-            .count();
+        let leftovers = crate::zip::testkit::partials(dir.path());
         assert_eq!(leftovers, 0);
     }
 

@@ -222,31 +222,17 @@ fn digests(bytes: &[u8], deep: bool, ctl: &Control) -> Result<Digests> {
 mod tests {
     use super::*;
     use crate::zip::testkit::*;
-    use crate::zip::{Limits, Method, WriteOptions};
+    use crate::zip::Limits;
     use sha2::Digest as _;
 
-    fn bundle(dir: &std::path::Path) -> (std::path::PathBuf, Vec<MemberSpecLike>) {
-        let members = vec![
-            member("a.bin", &sample(3 << 20, 1)),
-            with(
-                member("b.bin", &sample(300_000, 2)),
-                Method::Zstd { level: 3 },
-            ),
-            member("c.bin", b""),
-        ];
-        let opts = WriteOptions {
-            manifest: true,
-            ..Default::default()
-        };
-        let (path, _) = write(dir, "v.zip", &members, &opts);
-        (path, members)
+    fn bundle(dir: &std::path::Path) -> std::path::PathBuf {
+        manifest_bundle(dir, 3 << 20, 300_000)
     }
-    type MemberSpecLike = crate::zip::MemberSpec;
 
     #[test]
     fn an_intact_bundle_verifies_and_yields_its_sha256() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = bundle(dir.path());
+        let path = bundle(dir.path());
         let a = Archive::open(&path, Limits::default()).unwrap();
         let ctl = Control::default();
         let m = a.manifest(&ctl).unwrap();
@@ -263,7 +249,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = bundle(dir.path());
+        let path = bundle(dir.path());
         let ctl = Control::default();
         let mut bytes = std::fs::read(&path).unwrap();
         let before = Archive::open(&path, Limits::default()).unwrap();
@@ -274,7 +260,7 @@ mod tests {
         let a = Archive::open(&path, Limits::default()).unwrap();
         let v = a.verify(&m, true, false, &ctl).unwrap();
         assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
-        assert_eq!(v.problems[0].member.as_deref(), Some("a.bin"));
+        assert_eq!(v.problems[0].member.as_deref(), Some("models/a.bin"));
         assert_eq!(v.problems[0].kind, "corrupt");
         assert!(v.problems[0].message.contains("crc32"));
         let want: [u8; 32] = sha2::Sha256::digest(&bytes).into();
@@ -288,7 +274,7 @@ mod tests {
     #[test]
     fn a_manifest_that_lies_is_caught_by_blake3_and_sha256() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = bundle(dir.path());
+        let path = bundle(dir.path());
         let ctl = Control::default();
         let a = Archive::open(&path, Limits::default()).unwrap();
         let mut m = a.manifest(&ctl).unwrap();
