@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,7 +28,8 @@ def one_error(r: subprocess.CompletedProcess[bytes], code: int | None = None) ->
     )
     assert "Traceback" not in err, err
     lines = err.splitlines()
-    assert lines and lines[0].startswith("cas: error: "), err
+    # `cas: error:` from a command, `cas bundle: error:` from its argument parser.
+    assert lines and re.match(r"cas( [a-z-]+)*: error: ", lines[0]), err
     assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  hint: ")), err
     assert r.stdout == b"", r.stdout
     return err

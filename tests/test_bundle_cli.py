@@ -92,7 +92,7 @@ def test_ls_json_has_a_schema(config: Path, tmp_path: Path, cas: Cas) -> None:
     r = cas("bundle", "ls", out, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "modelcas.bundle.ls/1"
+    assert doc["schema"] == "cas.bundle-ls/1"
     assert set(doc) == {"schema", "bundle", "metadata", "models", "tracker"}
     model = doc["models"][0]
     assert set(model) == {
@@ -126,7 +126,7 @@ def test_verify_json_has_a_schema_and_exits_1_on_a_problem(
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc == {
-        "schema": "modelcas.bundle.verify/1",
+        "schema": "cas.bundle-verify/1",
         "bundle": str(out),
         "ok": True,
         "deep": False,

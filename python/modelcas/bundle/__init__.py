@@ -45,7 +45,7 @@ from modelcas.bundle.plan import (
     dated_name,
     plan_bundle,
 )
-from modelcas.store import Store, register_root_reader
+from modelcas.store import Store
 
 
 def create_model_bundle(
@@ -83,9 +83,6 @@ def create_model_bundle(
     )
     return write(plan, compression=compression, force=force, store=store).path
 
-
-# gc reads a registered bundle's references through this (see ``references``).
-register_root_reader("bundle", references)
 
 __all__ = [
     "COMPRESSIONS",

@@ -104,7 +104,9 @@ def write(
     """Write a planned bundle and its ``.sha256`` sidecar.
 
     Members pinned to a digest (store objects, lock pins) are checked against it as they are
-    written, before the bundle is put in place: a mismatch leaves nothing behind.
+    written, before the bundle is put in place: a mismatch leaves nothing behind. With a
+    ``store``, the output is registered first, so that ``cas gc`` cleans what a crash leaves
+    beside it.
 
     Raises:
         FileExistsError: the output exists and ``force`` is not set.
@@ -113,6 +115,8 @@ def write(
     method, level = parse_compression(compression)
     fetch_pending(plan, store)
     plan.output.parent.mkdir(parents=True, exist_ok=True)
+    if store is not None:
+        _register_output(plan.output, store)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     try:
         written = _core.write_bundle(
@@ -133,6 +137,19 @@ def write(
     assert written.sidecar is not None
     members = [(m.name, Digest(m.sha256, m.size, m.blake3)) for m in written.members]
     return Created(plan.output, Path(written.sidecar), written.sha256, members)
+
+
+def _register_output(path: Path, store: Store) -> None:
+    """Tell gc where a crash could leave temporary files.
+
+    They are ``.NAME.XXXXXX.partial`` and ``.NAME.sha256.XXXXXX.partial`` beside the bundle. A
+    bundle that is already a root keeping its objects stays one (both records share a key).
+    """
+    from modelcas.store import OUTPUT  # noqa: PLC0415
+
+    here = path.resolve()
+    if not any(r.path == here and r.kind != OUTPUT for r in store.roots()):
+        store.register_output(here)
 
 
 # -- reading ----------------------------------------------------------------------------------

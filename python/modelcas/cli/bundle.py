@@ -6,10 +6,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from modelcas import bundle as bundles
-from modelcas.cli._common import add_command, err, human, open_store, show_path
+from modelcas.cli._common import (
+    add_action,
+    add_command,
+    emit_json,
+    err,
+    human,
+    one_line,
+    open_store,
+    problems,
+    say,
+    show_path,
+)
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
@@ -58,34 +69,36 @@ byte-identical bundles.
 exit codes: 0 ok; 1 a check failed (a member differs, is missing or unlisted, a hostile
 archive); 2 a usage or unexpected error."""
 
+LS = "Keys, model types, sizes, digests and args of a bundle (nothing is ingested)."
 LS_EPILOG = """\
---json prints one object, schema "modelcas.bundle.ls/1":
-  {"schema": "modelcas.bundle.ls/1", "bundle": PATH,
+--json prints one object, schema "cas.bundle-ls/1":
+  {"schema": "cas.bundle-ls/1", "bundle": PATH,
    "metadata": {...the _bundle_metadata of config.yml...},
    "models": [{"key", "model_type", "member", "original_name", "size", "sha256", "blake3",
                "inferer_args", "model_args"}, ...],
    "tracker": {"member", "size", "sha256"} or null}"""
-
+VERIFY = """\
+Every member against the manifest (size, crc32, blake3; --deep adds sha256) and the file
+against its .sha256 sidecar, from one read of the bundle. Exit 1 on any problem."""
 VERIFY_EPILOG = """\
---json prints one object, schema "modelcas.bundle.verify/1", and exits 1 when "ok" is false:
-  {"schema": "modelcas.bundle.verify/1", "bundle": PATH, "ok": BOOL, "deep": BOOL,
+--json prints one object, schema "cas.bundle-verify/1", and exits 1 when "ok" is false:
+  {"schema": "cas.bundle-verify/1", "bundle": PATH, "ok": BOOL, "deep": BOOL,
    "members": N (members whose data was checked),
    "sidecar": {"path": PATH, "sha256": HEX (the bundle's actual sha256)} or null,
    "problems": [{"member": NAME or null, "kind": KIND, "message": TEXT}, ...]}
 KIND is one of unlisted, missing, size, crc32, sha256, blake3, corrupt, sidecar."""
+EXTRACT = """\
+Every member, checked against the manifest before it is renamed into place, written only
+inside DIR: no link below DIR is followed (DIR itself may be one). All or nothing."""
+EXTRACT_EPILOG = """\
+example:
+  cas bundle extract model_collection_20251218.zip -d extracted/"""
+ADD = "Ingest every member into the store (shared members are stored once); a gc root."
+ADD_EPILOG = """\
+example:
+  cas bundle add model_collection_20251218.zip"""
 
 ACTIONS = ("ls", "verify", "extract", "add")
-LS_SCHEMA = "modelcas.bundle.ls/1"
-VERIFY_SCHEMA = "modelcas.bundle.verify/1"
-
-
-class _Parser(argparse.ArgumentParser):
-    """A parser whose errors are one line and a hint, like every other `cas` error."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"cas: error: {self.prog}: {message}", file=sys.stderr)
-        print(f"  hint: run `{self.prog} --help`", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def compression(text: str) -> str:
@@ -101,7 +114,6 @@ def compression(text: str) -> str:
 def register(sub: Any) -> None:
     """Add ``cas bundle`` to the command parser."""
     p = add_command(sub, "bundle", HELP, DESCRIPTION, EPILOG)
-    p.__class__ = _Parser
     p.add_argument("-i", "--input", metavar="CONFIG", help="bundle config (YAML) to create from")
     p.add_argument("-o", "--output", metavar="OUT.zip", help="bundle to create")
     p.add_argument("--no-auto-date", action="store_true", help="use OUT.zip exactly as given")
@@ -118,36 +130,28 @@ def register(sub: Any) -> None:
         help="check inputs, show the plan, write nothing (and download nothing)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.add_argument("--lock", metavar="PATH", help="lockfile for NAME@VERSION models")
     p.set_defaults(run=run, action=None)
     actions = p.add_subparsers(
-        title="actions on an existing bundle",
-        metavar="ACTION",
-        dest="action",
-        required=False,
-        parser_class=_Parser,
+        title="actions on an existing bundle", metavar="ACTION", dest="action", required=False
     )
-    formatter = argparse.RawDescriptionHelpFormatter
-    ls = actions.add_parser(
-        "ls",
-        help="keys, model types, sizes, digests and args",
-        epilog=LS_EPILOG,
-        formatter_class=formatter,
-    )
-    ls.add_argument("--json", action="store_true", help=f"print JSON ({LS_SCHEMA})")
-    verify = actions.add_parser(
+    ls = add_action(actions, "ls", "keys, model types, sizes, digests and args", LS, LS_EPILOG)
+    ls.add_argument("--json", action="store_true", help="print JSON (cas.bundle-ls/1)")
+    verify = add_action(
+        actions,
         "verify",
-        help="members against the manifest, file against .sha256; exit 1 on any mismatch",
-        epilog=VERIFY_EPILOG,
-        formatter_class=formatter,
+        "members against the manifest, file against .sha256; exit 1 on any mismatch",
+        VERIFY,
+        VERIFY_EPILOG,
     )
     verify.add_argument(
         "--deep",
         action="store_true",
         help="recompute every member's sha256 as well as blake3 and crc32",
     )
-    verify.add_argument("--json", action="store_true", help=f"print JSON ({VERIFY_SCHEMA})")
-    extract = actions.add_parser("extract", help="safe, verified extraction into -d DIR")
+    verify.add_argument("--json", action="store_true", help="print JSON (cas.bundle-verify/1)")
+    extract = add_action(
+        actions, "extract", "safe, verified extraction into -d DIR", EXTRACT, EXTRACT_EPILOG
+    )
     extract.add_argument("-d", "--dest", metavar="DIR", required=True, help="destination")
     extract.add_argument("--force", action="store_true", help="replace existing files")
     extract.add_argument("--deep", action="store_true", help="check every member's sha256 as well")
@@ -156,8 +160,8 @@ def register(sub: Any) -> None:
         action="store_true",
         help="flush the files to disk before exiting (unzip does not; off by default)",
     )
-    actions.add_parser("add", help="ingest every member into the store")
-    for action in (ls, verify, extract, actions.choices["add"]):
+    add = add_action(actions, "add", "ingest every member into the store", ADD, ADD_EPILOG)
+    for action in (ls, verify, extract, add):
         action.add_argument("bundle_path", metavar="BUNDLE", help="the bundle")
 
 
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _warn(message: str) -> None:
-    print(f"cas: warning: {message}", file=sys.stderr)
+    print(f"cas: warning: {one_line(message)}", file=sys.stderr)
 
 
 def _size(m: bundles.PlannedModel) -> int:
@@ -217,8 +221,8 @@ def _create(args: argparse.Namespace) -> int:
             plan, compression=args.compression, force=args.force, store=store, progress=bar
         )
     size = created.path.stat().st_size
-    print(f"wrote {show_path(created.path)}  ({len(plan.models)} models, {human(size)})")
-    print(f"wrote {show_path(created.sidecar)}  sha256:{created.sha256}")
+    say(args, f"wrote {show_path(created.path)}  ({len(plan.models)} models, {human(size)})")
+    say(args, f"wrote {show_path(created.sidecar)}  sha256:{created.sha256}")
     return 0
 
 
@@ -247,13 +251,13 @@ def _ls(args: argparse.Namespace) -> int:
     td = b.manifest.get(tname) if isinstance(tname, str) else None
     if args.json:
         doc = {
-            "schema": LS_SCHEMA,
             "bundle": os.fsdecode(b.path),
             "metadata": meta,
             "models": rows,
             "tracker": {"member": tname, "size": td.size, "sha256": td.sha256} if td else None,
         }
-        print(json.dumps(doc, indent=2, default=str))
+        # YAML values JSON has no type for (dates) are given as text.
+        emit_json("bundle-ls", json.loads(json.dumps(doc, default=str)))
         return 0
     print(
         f"{show_path(b.path)}: created {meta.get('creation_date', '?')} from "
@@ -280,7 +284,6 @@ def _verify(args: argparse.Namespace) -> int:
         result = b.check(deep=args.deep, progress=bar)
     if args.json:
         doc = {
-            "schema": VERIFY_SCHEMA,
             "bundle": os.fsdecode(b.path),
             "ok": result.ok,
             "deep": args.deep,
@@ -294,15 +297,14 @@ def _verify(args: argparse.Namespace) -> int:
                 {"member": p.member, "kind": p.kind, "message": p.message} for p in result.problems
             ],
         }
-        print(json.dumps(doc, indent=2))
+        emit_json("bundle-verify", doc)
         return 0 if result.ok else 1
-    for problem in result.problems:
-        print(f"FAILED {problem.message}")
+    problems([f"FAILED {p.message}" for p in result.problems])
     if not result.ok:
         err(f"{show_path(b.path)}: {len(result.problems)} problem(s)")
         return 1
     extra = " and its .sha256" if result.sidecar else " (no .sha256 sidecar found)"
-    print(f"{show_path(b.path)}: {result.checked} members match the manifest{extra}: OK")
+    say(args, f"{show_path(b.path)}: {result.checked} members match the manifest{extra}: OK")
     return 0
 
 
@@ -313,7 +315,7 @@ def _extract(args: argparse.Namespace) -> int:
         written = b.extract(
             args.dest, force=args.force, deep=args.deep, sync=args.sync, progress=bar
         )
-    print(f"extracted {len(written)} verified file(s) into {show_path(args.dest)}")
+    say(args, f"extracted {len(written)} verified file(s) into {show_path(args.dest)}")
     return 0
 
 
@@ -324,8 +326,9 @@ def _add(args: argparse.Namespace) -> int:
     with byte_bar(total, "ingesting") as bar:
         added = b.ingest(progress=bar)
     store.register_root(b.path, "bundle")
-    print(
+    say(
+        args,
         f"{added} new object(s) from {show_path(b.path)}; "
-        f"{len(b.manifest) - added} already in the store"
+        f"{len(b.manifest) - added} already in the store",
     )
     return 0
