@@ -69,3 +69,26 @@ def test_a_kill_between_the_renames_leaves_a_consistent_pair(
     leftovers = {p.name for p in out.parent.iterdir()} - {"b.zip", "b.zip.sha256"}
     assert all(n.startswith((".b.zip.", ".b.zip.sha256.")) for n in leftovers), leftovers
     assert all(n.endswith(".partial") for n in leftovers), leftovers
+
+
+def test_cas_bundle_registers_its_output_so_gc_cleans_crash_leftovers(tmp_path: Path) -> None:
+    from modelcas import bundle as bundles
+    from modelcas.store import OUTPUT, Store
+
+    cfg = example_config(tmp_path)
+    out = tmp_path / "out" / "b.zip"
+    args = ("bundle", "-i", cfg, "-o", out, "--no-auto-date", "--force")
+    assert run_cas(tmp_path, *args) == 0
+    store = Store(tmp_path / "store")
+    assert [(r.path, r.kind) for r in store.roots()] == [(out.resolve(), OUTPUT)]
+    leftovers = [out.parent / ".b.zip.Ab12cD.partial", out.parent / ".b.zip.sha256.x9Y8z7.partial"]
+    for p in leftovers:
+        p.write_bytes(b"half a bundle")
+        os.utime(p, (0, 0))
+    assert run_cas(tmp_path, "gc", "--grace", "0") == 0
+    assert not any(p.exists() for p in leftovers)
+    assert out.is_file() and out.with_name("b.zip.sha256").is_file()
+    # Once opened in a pipeline the bundle keeps its objects, also after it is written again.
+    bundles.open(out, store=store)
+    assert run_cas(tmp_path, *args) == 0
+    assert [r.kind for r in store.roots()] == ["bundle"]
