@@ -1,12 +1,16 @@
-//! modelcas core: the byte-heavy work (hashing, later bundle packing), free of Python.
+//! modelcas core: the byte-heavy work (hashing, bundle packing and reading), free of Python.
 //! `py.rs` is the only file that knows about Python.
 
-pub mod bundle;
+pub mod beneath;
+pub mod chained;
 pub mod control;
 pub mod error;
+pub mod fsio;
 pub mod hash;
+pub mod json;
+pub mod manifest;
 pub mod sha256;
-pub mod zipfmt;
+pub mod zip;
 
 #[cfg(feature = "python")]
 mod py;
@@ -20,7 +24,7 @@ pub(crate) fn noise(n: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect()
 }

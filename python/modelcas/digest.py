@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelcas.errors import UsageError
+
+if TYPE_CHECKING:
+    from modelcas import _core
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 PREFIX = "sha256:"
@@ -66,9 +69,9 @@ class Hashes:
     crc32: int | None = None
 
     @classmethod
-    def from_core(cls, raw: tuple[int, str | None, str | None, int | None]) -> Hashes:
-        """Wrap the tuple the Rust core returns."""
-        return cls(*raw)
+    def from_core(cls, raw: _core.Digests) -> Hashes:
+        """Wrap the record the Rust core returns."""
+        return cls(raw.size, raw.sha256, raw.blake3, raw.crc32)
 
     def digest(self) -> Digest:
         """The content identity; needs sha256.
