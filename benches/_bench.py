@@ -79,9 +79,13 @@ def need(tool: str) -> str:
 
 
 def best_of(
-    fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None
+    fn: Callable[[], object],
+    repeat: int,
+    setup: Callable[[], object] | None = None,
+    stat: Callable[[list[float]], float] = min,
 ) -> float:
-    """Fastest wall time of ``repeat`` runs (the least disturbed by other load).
+    """Fastest wall time of ``repeat`` runs (the least disturbed by other load), or another
+    ``stat`` of them (``statistics.median`` on a shared machine).
 
     ``setup`` runs untimed before each run (clear the last run's output, flush writeback).
     """
@@ -92,7 +96,7 @@ def best_of(
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return stat(times)
 
 
 def run_cmd(*args: str | Path) -> Callable[[], object]:
@@ -121,6 +125,7 @@ class Table:
     title: str
     rows: list[tuple[str, float, str]] = field(default_factory=list)
     checks: list[tuple[str, float, float, str]] = field(default_factory=list)
+    stat: Callable[[list[float]], float] = min  # of the repeated runs of each row
 
     def time(
         self,
@@ -130,7 +135,7 @@ class Table:
         note: str = "",
         setup: Callable[[], object] | None = None,
     ) -> float:
-        t = best_of(fn, repeat, setup)
+        t = best_of(fn, repeat, setup, self.stat)
         self.rows.append((name, t, note))
         print(f"  {name:<58} {t:8.3f} s  {note}", flush=True)
         return t

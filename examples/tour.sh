@@ -19,6 +19,13 @@ step cas hash --check "$here/weights/SHA256SUMS"
 step cas hash --algo both "$here/weights/cser-detector-v1.1.safetensors"
 
 echo; echo "== 2. Pin weights in a lockfile (the package's registry of its weights)"
+# The package's pyproject.toml names the distribution whose version `requires` is checked,
+# and structflo-cser 0.2.0 is installed (a stand-in: just its metadata).
+printf '[project]\nname = "structflo-cser"\nversion = "0.2.0"\n' > pyproject.toml
+mkdir -p "$work/site/structflo_cser-0.2.0.dist-info"
+printf 'Metadata-Version: 2.1\nName: structflo-cser\nVersion: 0.2.0\n' \
+  > "$work/site/structflo_cser-0.2.0.dist-info/METADATA"
+export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 step cas add "$here/weights/cser-detector-v1.0.safetensors" --name cser-detector --version v1.0 \
   --requires '>=0.1,<1'
 step cas add "$here/weights/cser-detector-v1.1.safetensors" --name cser-detector --version v1.1 \

@@ -23,6 +23,8 @@ pub enum Error {
     Unsafe(String),
     /// Input goes over a configured limit (size, member count, compression ratio, zstd window).
     Limit(String),
+    /// A document the core parses (a bundle's manifest) is missing or malformed.
+    Format(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -49,7 +51,8 @@ impl fmt::Display for Error {
             Error::Integrity(msg)
             | Error::Invalid(msg)
             | Error::Unsafe(msg)
-            | Error::Limit(msg) => f.write_str(msg),
+            | Error::Limit(msg)
+            | Error::Format(msg) => f.write_str(msg),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! wanted, blake3 spreads its tree over the whole pool.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::sha256::{state_bytes, Sha256 as Sha256Stream};
+use crate::fsio::{open_checked, read_full, sync_range, PageBuf};
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -211,33 +211,6 @@ pub struct ReadMode {
     pub regular_only: bool,
 }
 
-pub(crate) fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    if regular_only {
-        // O_NONBLOCK so that opening a planted FIFO cannot hang before we refuse it.
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = options.open(path).at(path, "open")?;
-    let meta = file.metadata().at(path, "stat")?;
-    if meta.is_dir() {
-        return Err(Error::io(
-            path,
-            "read",
-            io::Error::from_raw_os_error(libc::EISDIR),
-        ));
-    }
-    if regular_only && !meta.file_type().is_file() {
-        return Err(Error::io(
-            path,
-            "read",
-            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
-    Ok((file, meta))
-}
-
 /// Hash one file in a single read pass.
 pub fn hash_file(path: &Path, algos: Algos, mode: ReadMode, ctl: &Control) -> Result<Digests> {
     hash_file_split(path, algos, mode, 0, ctl)
@@ -369,53 +342,6 @@ pub fn copy_file(
     Ok(digests)
 }
 
-/// A zeroed buffer that starts on a page boundary. The kernel copies between the page cache
-/// and user memory with `rep movsb`, which on AMD Zen runs far slower when the user buffer
-/// is not aligned like the page; glibc's large allocations start 16 bytes into a page
-/// (measured: 40 files of 100 MiB hashed from cache, 0.60 s unaligned, 0.47 s aligned).
-pub(crate) struct PageBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl PageBuf {
-    const PAGE: usize = 4096;
-
-    pub(crate) fn new(len: usize) -> Self {
-        let raw = vec![0u8; len + Self::PAGE];
-        let start = raw.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
-        PageBuf { raw, start, len }
-    }
-}
-
-impl std::ops::Deref for PageBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
-}
-
-impl std::ops::DerefMut for PageBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
-    }
-}
-
-/// Fill `buf` as far as the reader allows; 0 means end of input.
-pub(crate) fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// A filled buffer shared by the lanes; it returns to the ring when the last lane drops it.
 struct Chunk {
     data: Option<PageBuf>,
@@ -528,20 +454,6 @@ impl<'a> Writer<'a> {
         }
         Ok(())
     }
-}
-
-/// `sync_file_range` over `from..to` of `file` (for example `SYNC_FILE_RANGE_WRITE`: start
-/// writeback now). Errors are left to the fsync that follows, which reports them.
-pub(crate) fn sync_range(file: &File, from: u64, to: u64, flags: libc::c_uint) {
-    use std::os::fd::AsRawFd;
-    if to <= from {
-        return;
-    }
-    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
-        return;
-    };
-    // SAFETY: a plain syscall on a descriptor we own, with no pointers.
-    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
 }
 
 impl Lane<'_> {
@@ -667,95 +579,8 @@ fn pipeline<'a>(
     Ok(h.finalize())
 }
 
-/// The sha256 of a file, computed in parallel segments from `midstates`, the states after
-/// every `step` bytes (as a bundle's manifest records them): segment `i` starts from the state
-/// after `i * step` bytes and must end in the state after `(i + 1) * step`; two segments run
-/// side by side on each thread. The midstates are checked, never trusted: when every link holds,
-/// the result is the file's sha256, by induction from the initial state. `None` when a link
-/// fails (the file is not the one they were taken from, or they are wrong); the caller then
-/// hashes the file from start to end to find its actual digest.
-pub fn sha256_chained(
-    path: &Path,
-    step: u64,
-    midstates: &[[u32; 8]],
-    ctl: &Control,
-) -> Result<Option<[u8; 32]>> {
-    use std::os::unix::fs::FileExt;
-    let (file, meta) = open_checked(path, false)?;
-    let size = meta.len();
-    let n = midstates.len() as u64;
-    let fits = n.checked_mul(step).is_some_and(|end| end <= size);
-    if !meta.is_file() || step == 0 || !step.is_multiple_of(64) || !fits {
-        return Ok(None);
-    }
-    // Segment i: its range, and the state it starts from.
-    let segment = |i: u64| {
-        let start = i * step;
-        let from = match i {
-            0 => Sha256Stream::new(),
-            _ => Sha256Stream::resume(midstates[i as usize - 1], start),
-        };
-        let end = if i < n { start + step } else { size };
-        (start..end, from)
-    };
-    // Hash segments `first` and `first + 1` side by side; yields how each ends: a middle
-    // segment in its midstate (`None` mid-block), the last one in the file's digest.
-    let run_pair = |first: u64| -> Result<Vec<Option<[u8; 32]>>> {
-        let mut segs: Vec<_> = (first..(first + 2).min(n + 1)).map(segment).collect();
-        let mut bufs = [PageBuf::new(PIECE / 4), PageBuf::new(PIECE / 4)];
-        let mut at: Vec<u64> = segs.iter().map(|s| s.0.start).collect();
-        loop {
-            ctl.check()?;
-            let mut lens = [0usize; 2];
-            for (k, (range, _)) in segs.iter().enumerate() {
-                let want = (range.end - at[k]).min(bufs[k].len() as u64) as usize;
-                file.read_exact_at(&mut bufs[k][..want], at[k])
-                    .at(path, "read")?;
-                lens[k] = want;
-                at[k] += want as u64;
-            }
-            if lens == [0, 0] {
-                break;
-            }
-            let [b0, b1] = &bufs;
-            match segs.as_mut_slice() {
-                [a, b] => {
-                    Sha256Stream::update_pair(&mut a.1, &b0[..lens[0]], &mut b.1, &b1[..lens[1]])
-                }
-                [a] => a.1.update(&b0[..lens[0]]),
-                _ => {}
-            }
-            ctl.advance((lens[0] + lens[1]) as u64);
-        }
-        Ok(segs
-            .iter()
-            .zip(first..)
-            .map(|((_, h), i)| {
-                if i == n {
-                    Some(h.finalize())
-                } else {
-                    h.midstate().map(|s| state_bytes(&s))
-                }
-            })
-            .collect())
-    };
-    let firsts: Vec<u64> = (0..=n).step_by(2).collect();
-    let results = pool()?.install(|| {
-        firsts
-            .par_iter()
-            .map(|&first| run_pair(first))
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let ends: Vec<Option<[u8; 32]>> = results.into_iter().flatten().collect();
-    let (last, middle) = ends.split_last().unwrap_or((&None, &[]));
-    let chained = middle
-        .iter()
-        .zip(midstates)
-        .all(|(end, want)| *end == Some(state_bytes(want)));
-    Ok(if chained { *last } else { None })
-}
-
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -809,7 +634,7 @@ mod tests {
             crc32: true,
         };
         let data: Vec<u8> = (0..(PARALLEL_MIN as usize + PIECE + 12345))
-            .map(|i| (i * 31 % 251) as u8)
+            .map(|i| u8::try_from(i * 31 % 251).unwrap())
             .collect();
         let want = reference(&data[..5000]);
         let dir = std::env::temp_dir().join(format!("modelcas-test-{}", std::process::id()));
@@ -920,52 +745,5 @@ mod tests {
         assert!(
             matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::IsADirectory)
         );
-    }
-
-    fn midstates_of(data: &[u8], step: usize) -> Vec<[u32; 8]> {
-        let mut h = Sha256Stream::new();
-        data.chunks(step)
-            .filter(|c| c.len() == step)
-            .map(|c| {
-                h.update(c);
-                h.midstate().unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn sha256_chained_is_the_files_sha256_and_checks_every_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let ctl = Control::default();
-        for (size, step) in [
-            (0, 64),
-            (1000, 64),
-            (1024, 256),
-            (300_000, 4096),
-            (300_000, 65536),
-        ] {
-            let data = crate::noise(size, size as u64 + 1);
-            let path = dir.path().join("f");
-            std::fs::write(&path, &data).unwrap();
-            let want: [u8; 32] = Sha256::digest(&data).into();
-            let mids = midstates_of(&data, step);
-            for count in 0..=mids.len() {
-                let got = sha256_chained(&path, step as u64, &mids[..count], &ctl).unwrap();
-                assert_eq!(got, Some(want), "{size} bytes, {count} midstates of {step}");
-            }
-            for k in 0..mids.len() {
-                let mut bad = mids.clone();
-                bad[k][3] ^= 1;
-                let got = sha256_chained(&path, step as u64, &bad, &ctl).unwrap();
-                assert_eq!(got, None, "{size} bytes, midstate {k} wrong");
-            }
-            // Steps that are not whole blocks, or midstates past the end, are not used.
-            assert_eq!(sha256_chained(&path, 100, &[], &ctl).unwrap(), None);
-            let past = vec![[0u32; 8]; size / step + 1];
-            assert_eq!(
-                sha256_chained(&path, step as u64, &past, &ctl).unwrap(),
-                None
-            );
-        }
     }
 }

@@ -1,13 +1,18 @@
-//! modelcas core: the byte-heavy work (hashing, packing, verified reads), free of Python.
+//! modelcas core: the byte-heavy work (hashing, bundle packing and reading, verified
+//! reads into caller memory), free of Python.
 //! `py.rs` is the only file that knows about Python.
 
-pub mod bundle;
+pub mod beneath;
+pub mod chained;
 pub mod control;
 pub mod error;
+pub mod fsio;
 pub mod hash;
+pub mod json;
 pub mod load;
+pub mod manifest;
 pub mod sha256;
-pub mod zipfmt;
+pub mod zip;
 
 #[cfg(feature = "python")]
 mod py;
@@ -21,7 +26,7 @@ pub(crate) fn noise(n: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect()
 }

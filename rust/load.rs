@@ -21,7 +21,7 @@ use blake3::hazmat::{
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::hash::open_checked;
+use crate::fsio::open_checked;
 
 /// A subtree at most this long is read and hashed by one thread.
 const LEAF: u64 = 4 << 20;
@@ -157,7 +157,7 @@ impl FileReader {
             Node::Root(h) => self.root = Some(h),
             Node::Short(at) => {
                 self.short = Some(at);
-                return Ok((at - start) as usize);
+                return Ok(usize::try_from(at - start).unwrap_or(n));
             }
         }
         self.pos += len;
@@ -237,7 +237,12 @@ impl Job<'_> {
         let left = left_subtree_len(len);
         let (dl, dr) = match dest {
             Some(d) => {
-                let (a, b) = d.split_at_mut(left as usize);
+                let Ok(cut) = usize::try_from(left) else {
+                    return Err(Error::Invalid(format!(
+                        "a subtree of {left} bytes does not fit"
+                    )));
+                };
+                let (a, b) = d.split_at_mut(cut);
                 (Some(a), Some(b))
             }
             None => (None, None),
@@ -288,7 +293,7 @@ impl Job<'_> {
             None => SCRATCH.with_borrow_mut(|buf| -> Result<()> {
                 buf.resize(STEP, 0);
                 while done < len {
-                    let want = (len - done).min(STEP as u64) as usize;
+                    let want = usize::try_from(len - done).map_or(STEP, |left| left.min(STEP));
                     let at = start + done;
                     let n = step(&mut buf[..want], at)?;
                     if let Some(sink) = self.sink {
@@ -358,9 +363,9 @@ mod tests {
             1025,
             STEP - 1,
             STEP + 1,
-            INLINE_MAX as usize + 1024,
-            LEAF as usize * 3 + 77,
-            LEAF as usize * 8,
+            usize::try_from(INLINE_MAX).unwrap() + 1024,
+            usize::try_from(LEAF).unwrap() * 3 + 77,
+            usize::try_from(LEAF).unwrap() * 8,
         ] {
             let data = crate::noise(size, size as u64 + 5);
             let (_dir, path) = file_with(&data);
@@ -391,7 +396,7 @@ mod tests {
             let data = crate::noise(size, 9);
             let (_dir, path) = file_with(&data);
             let mut r = FileReader::open(&path, size as u64, Some(piece)).unwrap();
-            let mut staging = vec![0u8; piece as usize];
+            let mut staging = vec![0u8; usize::try_from(piece).unwrap()];
             let mut copy = Vec::new();
             loop {
                 let n = r.read_into(Some(&mut staging), &ctl).unwrap();

@@ -1,5 +1,5 @@
-//! The Python bindings: the only file that knows about pyo3. Plain types cross the boundary;
-//! `python/modelcas` wraps them in small dataclasses.
+//! The Python bindings: the only file that knows about pyo3. Results cross the boundary as
+//! typed, frozen records with named getters (documented in `_core.pyi`), never as tuples.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, RecvTimeoutError};
@@ -13,32 +13,56 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 
-use crate::bundle::{self, DosTime, Expected, Limits, MemberSpec, Method, Source, WriteOptions};
 use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::hash::{self, hex, Algos, Digests, ReadMode};
 use crate::load;
+use crate::manifest::{self, parse_hex32, Manifest};
 use crate::sha256::state_from_bytes;
+use crate::zip::read::{ExtractOptions, Problem, Verified};
+use crate::zip::{
+    self as zipc, DosTime, Expected, Limits, MemberSpec, Method, Source, WriteOptions,
+};
 
 pyo3::import_exception!(modelcas.errors, IntegrityError);
 pyo3::import_exception!(modelcas.errors, UnsafeArchiveError);
 pyo3::import_exception!(modelcas.errors, ArchiveLimitError);
+pyo3::import_exception!(modelcas.errors, BundleError);
 
 /// How often a waiting call looks for Ctrl-C and reports progress.
 const POLL: Duration = Duration::from_millis(50);
 /// Buffers smaller than this are hashed without releasing the GIL: the round trip costs more.
 const INLINE_MAX: usize = 64 << 10;
 
-/// `(size, sha256 hex, blake3 hex, crc32)`.
-type DigestTuple = (u64, Option<String>, Option<String>, Option<u32>);
+/// The digests of one byte stream: its size, and each digest that was asked for.
+#[pyclass(name = "Digests", module = "modelcas._core", frozen, get_all)]
+#[derive(Clone)]
+struct PyDigests {
+    size: u64,
+    sha256: Option<String>,
+    blake3: Option<String>,
+    crc32: Option<u32>,
+}
 
-fn to_tuple(d: Digests) -> DigestTuple {
-    (
-        d.size,
-        d.sha256.map(|b| hex(&b)),
-        d.blake3.map(|b| hex(&b)),
-        d.crc32,
-    )
+#[pymethods]
+impl PyDigests {
+    fn __repr__(&self) -> String {
+        format!(
+            "Digests(size={}, sha256={:?}, blake3={:?}, crc32={:?})",
+            self.size, self.sha256, self.blake3, self.crc32
+        )
+    }
+}
+
+impl From<Digests> for PyDigests {
+    fn from(d: Digests) -> Self {
+        PyDigests {
+            size: d.size,
+            sha256: d.sha256.map(|b| hex(&b)),
+            blake3: d.blake3.map(|b| hex(&b)),
+            crc32: d.crc32,
+        }
+    }
 }
 
 /// Map a core error to the Python exception a caller would expect, with the path attached.
@@ -72,6 +96,7 @@ fn to_py(err: Error) -> PyErr {
         Error::Invalid(msg) => PyValueError::new_err(msg),
         Error::Unsafe(msg) => UnsafeArchiveError::new_err(msg),
         Error::Limit(msg) => ArchiveLimitError::new_err(msg),
+        Error::Format(msg) => BundleError::new_err(msg),
     }
 }
 
@@ -184,13 +209,13 @@ fn hash_file(
     mmap: Option<bool>,
     regular_only: bool,
     progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<DigestTuple> {
+) -> PyResult<PyDigests> {
     let algos = parse_algos(algos)?;
     let mode = ReadMode { mmap, regular_only };
     run(py, progress.as_ref(), |ctl| {
         hash::hash_file(&path, algos, mode, ctl)
     })
-    .map(to_tuple)
+    .map(PyDigests::from)
 }
 
 #[pyfunction]
@@ -211,7 +236,7 @@ fn hash_files(
     results
         .into_iter()
         .map(|r| match r {
-            Ok(d) => Ok(to_tuple(d).into_pyobject(py)?.into_any().unbind()),
+            Ok(d) => Ok(Py::new(py, PyDigests::from(d))?.into_any()),
             Err(e) => Ok(to_py(e).into_value(py).into_any()),
         })
         .collect()
@@ -219,20 +244,16 @@ fn hash_files(
 
 #[pyfunction]
 #[pyo3(signature = (data, algos))]
-fn hash_buffer(
-    py: Python<'_>,
-    data: &Bound<'_, PyAny>,
-    algos: Vec<String>,
-) -> PyResult<DigestTuple> {
+fn hash_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, algos: Vec<String>) -> PyResult<PyDigests> {
     let algos = parse_algos(algos)?;
     let buf = PyUntypedBuffer::get(data)?;
     let bytes = bytes_of(&buf)?;
     if bytes.len() < INLINE_MAX {
         let mut h = hash::Hasher::new(algos);
         h.update(bytes);
-        return Ok(to_tuple(h.finalize()));
+        return Ok(h.finalize().into());
     }
-    run(py, None, |ctl| hash::hash_bytes(bytes, algos, ctl)).map(to_tuple)
+    run(py, None, |ctl| hash::hash_bytes(bytes, algos, ctl)).map(PyDigests::from)
 }
 
 #[pyfunction]
@@ -244,12 +265,12 @@ fn copy_file(
     algos: Vec<String>,
     fsync: bool,
     progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<DigestTuple> {
+) -> PyResult<PyDigests> {
     let algos = parse_algos(algos)?;
     run(py, progress.as_ref(), |ctl| {
         hash::copy_file(&src, &dst, algos, fsync, ctl)
     })
-    .map(to_tuple)
+    .map(PyDigests::from)
 }
 
 /// An incremental hasher for streamed bytes (downloads).
@@ -286,8 +307,8 @@ impl PyHasher {
         Ok(())
     }
 
-    fn digest(&self) -> DigestTuple {
-        to_tuple(self.lock().finalize())
+    fn digest(&self) -> PyDigests {
+        self.lock().finalize().into()
     }
 
     fn copy(&self) -> PyHasher {
@@ -416,39 +437,16 @@ impl PyFileReader {
     }
 }
 
-/// A member to write: bytes, or a path to read.
-#[derive(FromPyObject)]
-enum PySource {
-    Bytes(Vec<u8>),
-    Path(PathBuf),
-}
-
-/// `(name, method, offset, size, compressed_size, crc32, sha256 hex, blake3 hex)`.
-type ReportTuple = (String, &'static str, u64, u64, u64, u32, String, String);
-
 fn parse_method(name: &str, level: Option<i32>) -> PyResult<Method> {
     Method::parse(name, level).map_err(to_py)
 }
 
-fn parse_hex32(hex_digest: Option<&str>) -> PyResult<Option<[u8; 32]>> {
-    let Some(text) = hex_digest else {
-        return Ok(None);
-    };
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return Err(PyValueError::new_err(format!(
-            "not a 64-digit hex digest: {text:?}"
-        )));
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
-            _ => return Err(PyValueError::new_err(format!("not hex: {text:?}"))),
-        }
-    }
-    Ok(Some(out))
+fn hex32(text: Option<&str>) -> PyResult<Option<[u8; 32]>> {
+    text.map(|t| {
+        parse_hex32(t)
+            .ok_or_else(|| PyValueError::new_err(format!("not a 64-digit hex digest: {t:?}")))
+    })
+    .transpose()
 }
 
 /// A file's sha256 from parallel segments, checked against hex midstates taken every `step`
@@ -464,86 +462,292 @@ fn sha256_chained(
 ) -> PyResult<Option<String>> {
     let states = midstates
         .iter()
-        .map(|h| parse_hex32(Some(h)).map(|b| state_from_bytes(&b.unwrap_or_default())))
+        .map(|h| hex32(Some(h)).map(|b| state_from_bytes(&b.unwrap_or_default())))
         .collect::<PyResult<Vec<_>>>()?;
     run(py, progress.as_ref(), |ctl| {
-        hash::sha256_chained(&path, step, &states, ctl)
+        crate::chained::sha256_chained(&path, step, &states, ctl)
     })
     .map(|d| d.map(|d| hex(&d)))
 }
 
-/// Write a zip bundle. `members` are `(name, bytes or path, method or None, level or None)`.
-/// Returns the member reports and the sha256 of the whole archive.
-#[pyfunction]
-#[pyo3(signature = (out_path, members, *, method = "stored", level = None, mtime = None,
-                    overwrite = false, manifest = None, progress = None))]
-#[allow(clippy::too_many_arguments)]
-fn write_bundle(
-    py: Python<'_>,
-    out_path: PathBuf,
-    members: Vec<(String, PySource, Option<String>, Option<i32>)>,
-    method: &str,
-    level: Option<i32>,
-    mtime: Option<i64>,
-    overwrite: bool,
-    manifest: Option<String>,
-    progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<(Vec<ReportTuple>, String)> {
-    let specs = members
-        .into_iter()
-        .map(|(name, source, m, l)| {
-            Ok(MemberSpec {
+/// A member to write: its name in the archive and where its bytes come from.
+#[pyclass(name = "Member", module = "modelcas._core", frozen)]
+struct PyMember {
+    spec: MemberSpec,
+}
+
+/// A member's bytes: a buffer, or a path to read.
+#[derive(FromPyObject)]
+enum PySource {
+    Bytes(Vec<u8>),
+    Path(PathBuf),
+}
+
+#[pymethods]
+impl PyMember {
+    #[new]
+    #[pyo3(signature = (name, source, *, method = None, level = None, sha256 = None))]
+    fn new(
+        name: String,
+        source: PySource,
+        method: Option<&str>,
+        level: Option<i32>,
+        sha256: Option<&str>,
+    ) -> PyResult<Self> {
+        Ok(PyMember {
+            spec: MemberSpec {
                 name,
                 source: match source {
                     PySource::Bytes(b) => Source::Bytes(b),
                     PySource::Path(p) => Source::File(p),
                 },
-                method: m.map(|m| parse_method(&m, l)).transpose()?,
-            })
+                method: method.map(|m| parse_method(m, level)).transpose()?,
+                expect_sha256: hex32(sha256)?,
+            },
         })
-        .collect::<PyResult<Vec<_>>>()?;
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Member({:?})", self.spec.name)
+    }
+}
+
+/// What was written for one member.
+#[pyclass(name = "WrittenMember", module = "modelcas._core", frozen, get_all)]
+#[derive(Clone)]
+struct PyWrittenMember {
+    name: String,
+    method: &'static str,
+    offset: u64,
+    size: u64,
+    compressed_size: u64,
+    crc32: u32,
+    sha256: String,
+    blake3: String,
+}
+
+#[pymethods]
+impl PyWrittenMember {
+    fn __repr__(&self) -> String {
+        format!(
+            "WrittenMember({:?}, {}, size={}, sha256={:?})",
+            self.name, self.method, self.size, self.sha256
+        )
+    }
+}
+
+/// What `write_bundle` wrote: every member, the archive's sha256 and its sidecar.
+#[pyclass(name = "Written", module = "modelcas._core", frozen, get_all)]
+struct PyWritten {
+    members: Vec<PyWrittenMember>,
+    sha256: String,
+    sidecar: Option<PathBuf>,
+}
+
+/// Write a zip bundle of `members`, in order. With `manifest`, the manifest is appended as the
+/// last member; with `sidecar`, a `.sha256` file is written beside the bundle, as a pair.
+#[pyfunction]
+#[pyo3(signature = (out_path, members, *, method = "stored", level = None, mtime = None,
+                    overwrite = false, manifest = false, sidecar = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn write_bundle(
+    py: Python<'_>,
+    out_path: PathBuf,
+    members: Vec<PyRef<'_, PyMember>>,
+    method: &str,
+    level: Option<i32>,
+    mtime: Option<i64>,
+    overwrite: bool,
+    manifest: bool,
+    sidecar: bool,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<PyWritten> {
+    let specs: Vec<MemberSpec> = members.iter().map(|m| m.spec.clone()).collect();
     let opts = WriteOptions {
         method: parse_method(method, level)?,
         mtime: mtime.map(DosTime::from_unix).unwrap_or_default(),
         overwrite,
         force_zip64: false,
         manifest,
+        sidecar,
     };
     let written = run(py, progress.as_ref(), |ctl| {
-        bundle::write_bundle(&out_path, &specs, &opts, ctl)
+        zipc::write_bundle(&out_path, &specs, &opts, ctl)
     })?;
-    let whole = hex(&written.sha256);
-    let reports = written
-        .members
-        .into_iter()
-        .map(|r| {
-            let (sha, b3) = (r.sha256_hex(), r.blake3_hex());
-            (
-                r.name,
-                r.method.as_str(),
-                r.offset,
-                r.size,
-                r.compressed_size,
-                r.crc32,
-                sha,
-                b3,
-            )
-        })
-        .collect();
-    Ok((reports, whole))
+    Ok(PyWritten {
+        sha256: hex(&written.sha256),
+        sidecar: written.sidecar,
+        members: written
+            .members
+            .into_iter()
+            .map(|r| PyWrittenMember {
+                method: r.method.as_str(),
+                sha256: r.sha256_hex(),
+                blake3: r.blake3_hex(),
+                offset: r.offset,
+                size: r.size,
+                compressed_size: r.compressed_size,
+                crc32: r.crc32,
+                name: r.name,
+            })
+            .collect(),
+    })
 }
 
-/// `(name, method, size, compressed_size, crc32, offset, data_offset, is_dir)`.
-type EntryTuple = (String, &'static str, u64, u64, u32, u64, u64, bool);
-
-/// A zip bundle opened for safe reading: validated whole before anything is read.
-#[pyclass(name = "ZipReader", module = "modelcas._core", frozen)]
-struct PyZipReader {
-    inner: bundle::Bundle,
+/// One member as the central directory lists it.
+#[pyclass(name = "Entry", module = "modelcas._core", frozen, get_all)]
+#[derive(Clone)]
+struct PyEntry {
+    name: String,
+    method: &'static str,
+    size: u64,
+    compressed_size: u64,
+    crc32: u32,
+    offset: u64,
+    data_offset: u64,
+    is_dir: bool,
 }
 
 #[pymethods]
-impl PyZipReader {
+impl PyEntry {
+    fn __repr__(&self) -> String {
+        format!(
+            "Entry({:?}, {}, size={}, compressed_size={})",
+            self.name, self.method, self.size, self.compressed_size
+        )
+    }
+}
+
+/// What a bundle's manifest records of one member.
+#[pyclass(name = "ManifestEntry", module = "modelcas._core", frozen, get_all)]
+#[derive(Clone)]
+struct PyManifestEntry {
+    name: String,
+    size: u64,
+    crc32: u32,
+    sha256: String,
+    blake3: String,
+}
+
+#[pymethods]
+impl PyManifestEntry {
+    fn __repr__(&self) -> String {
+        format!(
+            "ManifestEntry({:?}, size={}, sha256={:?})",
+            self.name, self.size, self.sha256
+        )
+    }
+}
+
+/// A bundle's manifest (`rust/manifest.rs` owns the format).
+#[pyclass(name = "Manifest", module = "modelcas._core", frozen)]
+struct PyManifest {
+    inner: Manifest,
+}
+
+#[pymethods]
+impl PyManifest {
+    #[getter]
+    fn version(&self) -> u64 {
+        manifest::VERSION
+    }
+
+    #[getter]
+    fn members(&self) -> Vec<PyManifestEntry> {
+        self.inner
+            .members
+            .iter()
+            .map(|e| PyManifestEntry {
+                name: e.name.clone(),
+                size: e.size,
+                crc32: e.crc32,
+                sha256: hex(&e.sha256),
+                blake3: hex(&e.blake3),
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn midstate_step(&self) -> Option<u64> {
+        self.inner.midstates.as_ref().map(|m| m.step)
+    }
+
+    #[getter]
+    fn midstates(&self) -> Vec<String> {
+        self.inner.midstates.as_ref().map_or_else(Vec::new, |m| {
+            m.states
+                .iter()
+                .map(|s| hex(&crate::sha256::state_bytes(s)))
+                .collect()
+        })
+    }
+
+    fn to_json(&self) -> String {
+        self.inner.to_json()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Manifest({} members)", self.inner.members.len())
+    }
+}
+
+/// One thing a check found wrong with a bundle.
+#[pyclass(name = "Problem", module = "modelcas._core", frozen, get_all)]
+#[derive(Clone)]
+struct PyProblem {
+    member: Option<String>,
+    kind: &'static str,
+    message: String,
+}
+
+#[pymethods]
+impl PyProblem {
+    fn __repr__(&self) -> String {
+        format!("Problem({:?}, {:?})", self.kind, self.message)
+    }
+}
+
+impl From<Problem> for PyProblem {
+    fn from(p: Problem) -> Self {
+        PyProblem {
+            member: p.member,
+            kind: p.kind,
+            message: p.message,
+        }
+    }
+}
+
+/// What `Archive.verify` found.
+#[pyclass(name = "Verified", module = "modelcas._core", frozen, get_all)]
+struct PyVerified {
+    problems: Vec<PyProblem>,
+    checked: usize,
+    sha256: Option<String>,
+}
+
+impl From<Verified> for PyVerified {
+    fn from(v: Verified) -> Self {
+        PyVerified {
+            problems: v.problems.into_iter().map(PyProblem::from).collect(),
+            checked: v.checked,
+            sha256: v.sha256.map(|d| hex(&d)),
+        }
+    }
+}
+
+/// A zip archive opened for safe reading: validated whole before anything is read.
+#[pyclass(name = "Archive", module = "modelcas._core", frozen)]
+struct PyArchive {
+    inner: zipc::Archive,
+}
+
+#[pymethods]
+impl PyArchive {
     #[new]
     #[pyo3(signature = (path, *, max_members = None, max_member_size = None,
                         max_total_size = None, max_ratio = None, zstd_window_log_max = None))]
@@ -565,31 +769,47 @@ impl PyZipReader {
             zstd_window_log_max: zstd_window_log_max.unwrap_or(d.zstd_window_log_max),
             ..d
         };
-        let inner = run(py, None, |_| bundle::Bundle::open(&path, limits))?;
-        Ok(PyZipReader { inner })
+        let inner = run(py, None, |_| zipc::Archive::open(&path, limits))?;
+        Ok(PyArchive { inner })
     }
 
-    fn entries(&self) -> Vec<EntryTuple> {
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    fn entries(&self) -> Vec<PyEntry> {
         self.inner
             .entries()
             .iter()
-            .map(|e| {
-                (
-                    e.name.clone(),
-                    e.method.as_str(),
-                    e.size,
-                    e.compressed_size,
-                    e.crc32,
-                    e.offset,
-                    e.data_offset,
-                    e.is_dir,
-                )
+            .map(|e| PyEntry {
+                name: e.name.clone(),
+                method: e.method.as_str(),
+                size: e.size,
+                compressed_size: e.compressed_size,
+                crc32: e.crc32,
+                offset: e.offset,
+                data_offset: e.data_offset,
+                is_dir: e.is_dir,
             })
             .collect()
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
         self.inner.index_of(name)
+    }
+
+    fn manifest(&self, py: Python<'_>) -> PyResult<PyManifest> {
+        let inner = run(py, None, |ctl| self.inner.manifest(ctl))?;
+        Ok(PyManifest { inner })
+    }
+
+    fn check_listing(&self, manifest: PyRef<'_, PyManifest>) -> Vec<PyProblem> {
+        self.inner
+            .check_listing(&manifest.inner)
+            .into_iter()
+            .map(PyProblem::from)
+            .collect()
     }
 
     #[pyo3(signature = (index, *, sha256 = true, progress = None))]
@@ -599,23 +819,37 @@ impl PyZipReader {
         index: usize,
         sha256: bool,
         progress: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<DigestTuple> {
+    ) -> PyResult<PyDigests> {
         run(py, progress.as_ref(), |ctl| {
             self.inner.hash_member(index, sha256, ctl)
         })
-        .map(to_tuple)
+        .map(PyDigests::from)
     }
 
+    #[pyo3(signature = (index, max_bytes, *, sha256 = None))]
     fn read_member<'py>(
         &self,
         py: Python<'py>,
         index: usize,
         max_bytes: u64,
-    ) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, DigestTuple)> {
+        sha256: Option<&str>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let want = hex32(sha256)?;
         let (data, digests) = run(py, None, |ctl| {
             self.inner.read_member(index, max_bytes, ctl)
         })?;
-        Ok((pyo3::types::PyBytes::new(py, &data), to_tuple(digests)))
+        if let (Some(want), Some(got)) = (want, digests.sha256) {
+            if want != got {
+                let name = self.inner.entry(index).map_or("?", |e| e.name.as_str());
+                return Err(IntegrityError::new_err(format!(
+                    "{}: member {name:?} has sha256 {}, the manifest says {}",
+                    self.inner.path().display(),
+                    hex(&got),
+                    hex(&want)
+                )));
+            }
+        }
+        Ok(pyo3::types::PyBytes::new(py, &data))
     }
 
     #[pyo3(signature = (index, dest, *, sha256 = None, blake3 = None, overwrite = false,
@@ -630,26 +864,69 @@ impl PyZipReader {
         blake3: Option<&str>,
         overwrite: bool,
         progress: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<DigestTuple> {
+    ) -> PyResult<PyDigests> {
         let expect = Expected {
-            sha256: parse_hex32(sha256)?,
-            blake3: parse_hex32(blake3)?,
+            sha256: hex32(sha256)?,
+            blake3: hex32(blake3)?,
         };
         run(py, progress.as_ref(), |ctl| {
             self.inner
                 .extract_member(index, &dest, &expect, overwrite, ctl)
         })
-        .map(to_tuple)
+        .map(PyDigests::from)
     }
 
-    fn member_data_range(&self, index: usize) -> PyResult<(u64, u64)> {
-        self.inner.member_data_range(index).map_err(to_py)
+    #[pyo3(signature = (dest, manifest, *, overwrite = false, deep = false, sync = false,
+                        progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn extract(
+        &self,
+        py: Python<'_>,
+        dest: PathBuf,
+        manifest: PyRef<'_, PyManifest>,
+        overwrite: bool,
+        deep: bool,
+        sync: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<String>> {
+        let opts = ExtractOptions {
+            overwrite,
+            deep,
+            sync,
+        };
+        let m = &manifest.inner;
+        run(py, progress.as_ref(), |ctl| {
+            self.inner.extract(&dest, m, opts, ctl)
+        })
+    }
+
+    #[pyo3(signature = (manifest, *, whole = false, deep = false, progress = None))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        manifest: PyRef<'_, PyManifest>,
+        whole: bool,
+        deep: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<PyVerified> {
+        let m = &manifest.inner;
+        run(py, progress.as_ref(), |ctl| {
+            self.inner.verify(m, whole, deep, ctl)
+        })
+        .map(PyVerified::from)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Archive({:?})", self.inner.path())
     }
 }
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MANIFEST_MEMBER", manifest::MEMBER)?;
+    m.add("MANIFEST_VERSION", manifest::VERSION)?;
+    m.add_class::<PyDigests>()?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(hash_files, m)?)?;
     m.add_function(wrap_pyfunction!(hash_buffer, m)?)?;
@@ -657,7 +934,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sha256_chained, m)?)?;
     m.add_class::<PyHasher>()?;
     m.add_class::<PyFileReader>()?;
+    m.add_class::<PyMember>()?;
+    m.add_class::<PyWrittenMember>()?;
+    m.add_class::<PyWritten>()?;
     m.add_function(wrap_pyfunction!(write_bundle, m)?)?;
-    m.add_class::<PyZipReader>()?;
+    m.add_class::<PyEntry>()?;
+    m.add_class::<PyManifestEntry>()?;
+    m.add_class::<PyManifest>()?;
+    m.add_class::<PyProblem>()?;
+    m.add_class::<PyVerified>()?;
+    m.add_class::<PyArchive>()?;
     Ok(())
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def strace_inject(syscall: str, fault: str, when: int, argv: Sequence[str]) -> list[str]:
-    """``argv`` under strace, with ``fault`` (``signal=KILL``, ``error=EIO``...) injected at the
-    ``when``-th call of ``syscall`` in the process or any of its threads."""
+def strace_inject(syscall: str, fault: str, when: int | str, argv: Sequence[str]) -> list[str]:
+    """``argv`` under strace, with ``fault`` (``signal=KILL``, ``error=EIO``,
+    ``delay_enter=1000000``...) injected at the ``when``-th call of ``syscall`` (a name, or
+    several joined by commas) in the process or any of its threads."""
     return [
         "strace", "-f", "-qq", "-o", "/dev/null",
         "-e", f"trace={syscall}",

@@ -154,6 +154,7 @@ class HubServer:
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
         self._tag_moves: list[_TagMove] = []
+        self._misrecords: list[re.Pattern[str]] = []
         self._connections: set[socket.socket] = set()
         self._nonce = itertools.count()
         self._httpd: _HTTPServer | None = None
@@ -226,6 +227,12 @@ class HubServer:
             if tag not in meta["tags"] or target is None:
                 raise ValueError(f"unknown tag {tag!r} or revision {to_revision!r} in {repo_id}")
             self._tag_moves.append(_TagMove(key, tag, target))
+
+    def misrecord(self, pattern: str) -> None:
+        """Record matching files of the next commit with one byte more than was uploaded, as a
+        server that damages what it accepted would (the publish must notice)."""
+        with self._lock:
+            self._misrecords.append(re.compile(pattern))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -823,6 +830,11 @@ class _Handler(BaseHTTPRequestHandler):
             files = dict(self.hub._load_commit(key, head)["files"])
             for op, entry in zip(ops, regular, strict=True):
                 _apply(op, files, meta["lfsObjects"], entry)
+            for pattern in self.hub._misrecords:
+                for path, entry in files.items():
+                    if pattern.search(path):
+                        files[path] = {**entry, "size": entry["size"] + 1}
+            self.hub._misrecords.clear()
             sha = self.hub._write_commit(
                 key, head, files, header.get("summary", ""), header.get("description", "")
             )

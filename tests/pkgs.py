@@ -16,12 +16,16 @@ def fake_package(site: Path, dist_version: str, lock_text: str) -> None:
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: structflo-cser\nVersion: {dist_version}\n"
     )
-    (info / "RECORD").write_text("")
     pkg = site / "structflo" / "cser"
     pkg.mkdir(parents=True)
     (site / "structflo" / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "weights.lock").write_text(lock_text)
+    # The RECORD lists the package's files, as pip writes it: how modelcas finds the owner.
+    (info / "RECORD").write_text(
+        "structflo/__init__.py,,\nstructflo/cser/__init__.py,,\nstructflo/cser/weights.lock,,\n"
+        f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n"
+    )
 
 
 def run_in_site(

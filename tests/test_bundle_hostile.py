@@ -195,7 +195,13 @@ def modelcas_bundle(
     members = [good, *hostile] if good_first else [*hostile, good]
     members.append(Raw("config.yml", config))
     if manifest is None:
-        listed = {os.fsdecode(m.raw_name): digest(m.content) for m in members if m.in_manifest}
+        # The size the archive declares: a manifest that agrees with a lying header leaves the
+        # lie for the reader's own bounds to catch.
+        listed = {
+            os.fsdecode(m.raw_name): {**digest(m.content), "size": m.declared}
+            for m in members
+            if m.in_manifest
+        }
         manifest = json.dumps({"members": listed, "version": 1}, sort_keys=True).encode()
     return [*members, Raw(bundles.MANIFEST, manifest, in_manifest=False)]
 
@@ -690,12 +696,12 @@ def _alias_bomb(levels: int = 7) -> bytes:
 BAD_DOCS = [
     pytest.param(
         {"manifest": b"[" * 100_000},
-        "modelcas-manifest.json is malformed: maximum recursion depth exceeded",
+        "modelcas-manifest.json is malformed: nested too deeply",
         id="deeply-nested-manifest",
     ),
     pytest.param(
         {"config": b"[" * 100_000},
-        "config.yml is not valid YAML: maximum recursion depth exceeded",
+        "config.yml is nested too deeply to read",
         id="deeply-nested-config",
     ),
     pytest.param(
@@ -705,7 +711,7 @@ BAD_DOCS = [
     ),
     pytest.param(
         {"config": b"loop: &loop [*loop]\n" + CONFIG},
-        "config.yml expands to more than 1000000 values through YAML aliases",
+        "config.yml is nested more than 64 levels deep, or refers to itself through a YAML alias",
         id="yaml-self-reference",
     ),
     pytest.param(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,14 @@ def cas(hf_env: dict[str, str], tmp_path: Path) -> Run:
         assert TOKEN not in out, "the token leaked into output"
 
 
+def _package(tmp_path: Path) -> Path:
+    """A package's source tree, as the seed's: its pyproject names the distribution."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "pyproject.toml").write_text('[project]\nname = "structflo-cser"\nversion = "0.2.0"\n')
+    return pkg
+
+
 def _weights(dirpath: Path, seed: int, size: int = 3 << 20) -> Path:
     p = dirpath / "runs" / "labels_detect" / "weights" / "best.pt"
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +91,7 @@ def _puts(hub: HubServer) -> list[int]:
 
 
 def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     w = _weights(pkg, seed=3)
     first = cas(
         "publish",
@@ -150,8 +158,7 @@ def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_
 
 
 def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     r = cas(
         "publish",
@@ -181,8 +188,7 @@ def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Pa
 
 
 def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
     assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
@@ -200,8 +206,7 @@ def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: P
 
 
 def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
     assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
@@ -221,8 +226,7 @@ def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -
 def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
     hub: HubServer, cas: Run, tmp_path: Path
 ) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     args = (
         "cser-detector",
@@ -244,8 +248,7 @@ def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
 
 
 def _published(hub: HubServer, cas: Run, tmp_path: Path) -> Path:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     r = cas(
         "publish",
@@ -319,11 +322,7 @@ def test_registry_fetches_on_first_use_and_works_offline(
     hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str]
 ) -> None:
     pkg = _published(hub, cas, tmp_path)
-    registry_text = (
-        (pkg / "cas.lock")
-        .read_text()
-        .replace("lock-version: 1\n", "lock-version: 1\npackage: structflo-cser\n")
-    )
+    registry_text = (pkg / "cas.lock").read_text()
     for installed, ok in (("0.2.0", True), ("1.5.0", False)):
         site = tmp_path / f"site-{installed}"
         fake_package(site, installed, registry_text)
@@ -367,16 +366,25 @@ def test_update_finds_newest_compatible_tag(hub: HubServer, cas: Run, tmp_path: 
         cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer).returncode
         == 0
     )
-    up = cas("update", "cser-detector", "--to", "<2", cwd=consumer)
+    # Fail closed: the versions have `requires`, and structflo-cser is not installed here.
+    blind = cas("update", "cser-detector", cwd=consumer)
+    assert blind.returncode == 2 and "not installed" in blind.stderr, blind.stderr
+    assert "--no-check-requires" in blind.stderr
+    site = tmp_path / "site"
+    fake_package(site, "0.2.0", "lock-version: 1\nmodels: {}\n")
+    env = {"PYTHONPATH": str(site)}
+    up = cas("update", "cser-detector", cwd=consumer, env=env)
     assert up.returncode == 0, up.stderr
+    assert "skip cser-detector@v2.0: requires structflo-cser>=1.0,<2" in up.stdout
     lock = Lockfile.load(consumer / "cas.lock")
     assert lock.models["cser-detector"].latest == "v1.1"
-    assert "up to date" in cas("update", "cser-detector", "--to", "<2", cwd=consumer).stdout
+    assert (
+        "up to date" in cas("update", "cser-detector", "--to", "<2", cwd=consumer, env=env).stdout
+    )
 
 
 def test_token_never_shown_even_in_errors(hub: HubServer, cas: Run, tmp_path: Path) -> None:
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    pkg = _package(tmp_path)
     _weights(pkg, seed=3)
     hub.fail(r"/api/repos/create", times=None, status=403)
     r = cas(
@@ -392,3 +400,187 @@ def test_token_never_shown_even_in_errors(hub: HubServer, cas: Run, tmp_path: Pa
     )
     assert r.returncode == 2 and "cannot create" in r.stderr
     # The `cas` fixture asserts that TOKEN appears in no output at all.
+
+
+# -- workflows that failed open (regressions) --------------------------------------------------
+
+
+def _hub_files(hub: HubServer, tag: str) -> dict[str, Any]:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    return {
+        e.path: e
+        for e in api.list_repo_tree(REPO, revision=tag, recursive=True)
+        if hasattr(e, "blob_id")
+    }
+
+
+def test_a_tag_holds_exactly_its_versions_files(
+    hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str]
+) -> None:
+    """Reproduction: `--file exp/last.pt` uploaded last.pt and left v1.1's best.pt in v1.2."""
+    pkg = _published(hub, cas, tmp_path)
+    last = pkg / "exp" / "last.pt"
+    last.parent.mkdir()
+    last.write_bytes(os.urandom(1 << 20))
+    r = cas("publish", "cser-detector", "--version", "v1.2", "--file", "exp/last.pt", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert set(_hub_files(hub, "weights-v1.2")) == {"best.pt", "modelcas.json", ".gitattributes"}
+    from huggingface_hub import hf_hub_download
+
+    got = hf_hub_download(
+        REPO, "best.pt", revision="weights-v1.2", endpoint=hub.url, token=TOKEN,
+        cache_dir=tmp_path / "hf-cache",
+    )  # fmt: skip
+    assert Path(got).read_bytes() == last.read_bytes(), "a plain download gets v1.2's bytes"
+    pinned = Lockfile.load(pkg / "cas.lock").models["cser-detector"]
+    assert list(pinned.versions["v1.2"].files) == ["best.pt"]
+    # --file was for that publish only: the next version plans the model's default file again.
+    dry = cas("publish", "cser-detector", "--version", "v1.3", "--dry-run", cwd=pkg)
+    assert dry.returncode == 0, dry.stderr
+    assert "runs/labels_detect/weights/best.pt -> best.pt" in dry.stdout
+    assert "exp/last.pt" not in dry.stdout
+    # --as renames, and the old name leaves the tagged tree in the same commit.
+    r = cas("publish", "cser-detector", "--version", "v1.3", "--as", "model.pt", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert set(_hub_files(hub, "weights-v1.3")) == {"model.pt", "modelcas.json", ".gitattributes"}
+    assert "best.pt" in _hub_files(hub, "weights-v1.2"), "an earlier tag keeps its tree"
+
+
+def test_set_default_changes_the_default_file_and_says_so(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    pkg = _published(hub, cas, tmp_path)
+    other = pkg / "exp" / "best.pt"
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(4096))
+    r = cas(
+        "publish", "cser-detector", "--version", "v1.1", "--file", "exp/best.pt",
+        "--set-default", cwd=pkg,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "default weights file of cser-detector is now exp/best.pt" in r.stdout
+    assert Lockfile.load(pkg / "cas.lock").models["cser-detector"].weights_path == "exp/best.pt"
+
+
+def test_publish_reads_back_what_the_hub_recorded(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    """Reproduction: a server that damaged an accepted upload got a pinned, unpullable version."""
+    pkg = _published(hub, cas, tmp_path)
+    before = (pkg / "cas.lock").read_bytes()
+    _weights(pkg, seed=9)
+    hub.misrecord(r"best\.pt")
+    r = cas("publish", "cser-detector", "--version", "v1.1", cwd=pkg)
+    assert r.returncode == 1, r.stderr
+    assert "best.pt is 3145729 bytes, not 3145728" in r.stderr
+    assert "no tag was created and nothing was pinned" in r.stderr
+    assert "weights-v1.1" not in set(_tags(hub))
+    assert (pkg / "cas.lock").read_bytes() == before
+
+
+def _tags(hub: HubServer) -> list[str]:
+    from huggingface_hub import HfApi
+
+    return [t.name for t in HfApi(endpoint=hub.url, token=TOKEN).list_repo_refs(REPO).tags]
+
+
+def test_the_compatibility_check_runs_on_lockfiles_cas_wrote(
+    hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str]
+) -> None:
+    """Reproduction: `requires` was checked only with a hand-written `package:` key."""
+    pkg = _published(hub, cas, tmp_path)
+    _weights(pkg, seed=8)
+    v2 = cas(
+        "publish", "cser-detector", "--version", "v2.0", "--requires", ">=1.0.0,<2.0.0", cwd=pkg
+    )
+    assert v2.returncode == 0, v2.stderr
+    text = (pkg / "cas.lock").read_text()
+    assert "package: structflo-cser" in text, "publish records the package from pyproject.toml"
+    for with_package_key in (True, False):
+        site = tmp_path / f"site-{with_package_key}"
+        registry = text if with_package_key else text.replace("package: structflo-cser\n", "")
+        fake_package(site, "0.2.0", registry)
+        code = """
+            from modelcas import Registry, WeightsCompatibilityError
+            reg = Registry.from_package("structflo.cser", "weights.lock")
+            try:
+                reg.path("cser-detector", "v2.0")
+            except WeightsCompatibilityError as e:
+                print(e)
+        """
+        r = run_in_site(site, tmp_path / "user-store", code, env=hf_env)
+        assert r.returncode == 0, r.stderr
+        assert (
+            "Weights 'cser-detector/v2.0' require structflo-cser>=1.0.0,<2.0.0 (you have 0.2.0).\n"
+            "Upgrade with:  uv add 'structflo-cser>=1.0.0,<2.0.0'" in r.stdout
+        ), r.stdout
+
+
+def test_an_unknown_package_fails_closed(tmp_path: Path, hf_env: dict[str, str]) -> None:
+    site = tmp_path / "site"
+    lock = (
+        "lock-version: 1\nmodels:\n  m:\n    latest: v1\n    versions:\n      v1:\n"
+        "        requires: '>=1'\n        files:\n          w.pt: {size: 1, sha256: "
+        + "a" * 64
+        + "}\n"
+    )
+    fake_package(site, "0.2.0", lock)
+    (next(site.glob("*.dist-info")) / "RECORD").write_text("")  # an editable install
+    code = """
+        from modelcas import Registry
+        from modelcas.errors import CompatibilityCheckError
+        reg = Registry.from_package("structflo.cser", "weights.lock")
+        try:
+            reg.path("m")
+        except CompatibilityCheckError as e:
+            print("REFUSED", e.message)
+        print(Registry.from_package("structflo.cser", check_requires=False).pin("m").version)
+    """
+    r = run_in_site(site, tmp_path / "store", code, env=hf_env)
+    assert r.returncode == 0, r.stderr
+    assert "REFUSED m@v1 requires '>=1', but whose version to check is unknown" in r.stdout
+    assert r.stdout.strip().endswith("v1")
+
+
+def test_prereleases_do_not_become_latest_or_updates(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    pkg = _published(hub, cas, tmp_path)
+    _weights(pkg, seed=11)
+    assert cas("publish", "cser-detector", "--version", "v2.0rc1", cwd=pkg).returncode == 0
+    assert Lockfile.load(pkg / "cas.lock").models["cser-detector"].latest == "v1.0"
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    pulled = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer)
+    assert pulled.returncode == 0, pulled.stderr
+    site = tmp_path / "site"
+    fake_package(site, "0.2.0", "lock-version: 1\nmodels: {}\n")
+    env = {"PYTHONPATH": str(site)}
+    up = cas("update", "cser-detector", cwd=consumer, env=env)
+    assert up.returncode == 0 and "up to date at v1.0" in up.stdout, up.stdout + up.stderr
+    assert "skip cser-detector@v2.0rc1: a pre-release" in up.stdout
+    pre = cas("update", "cser-detector", "--pre", cwd=consumer, env=env)
+    assert pre.returncode == 0, pre.stderr
+    assert Lockfile.load(consumer / "cas.lock").models["cser-detector"].versions["v2.0rc1"]
+
+
+def test_a_git_lfs_pointer_is_not_published(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = _package(tmp_path)
+    pointer = pkg / "best.pt"
+    pointer.write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 102760448\n"
+    )
+    r = cas("publish", "det", "--version", "v1.0", "--repo", REPO, "--file", "best.pt", cwd=pkg)
+    assert r.returncode == 2 and "git-lfs pointer" in r.stderr and "git lfs pull" in r.stderr
+    assert not any(req.method == "POST" for req in hub.log)
+
+
+def test_publish_without_a_token_says_so(hub: HubServer, cas: Run, tmp_path: Path) -> None:
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    r = cas(
+        "publish", "det", "--version", "v1.0", "--repo", REPO, "--file",
+        "runs/labels_detect/weights/best.pt", cwd=pkg, env={"HF_TOKEN": ""},
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "HF_TOKEN" in r.stderr and "resumes" not in r.stderr, r.stderr

@@ -57,7 +57,7 @@ def test_same_content_same_bytes_whatever_the_insertion_order() -> None:
     ("versions", "latest"),
     [
         (["v1.9", "v1.10"], "v1.10"),
-        (["v2.0rc1", "v1.5"], "v2.0rc1"),
+        (["v2.0rc1", "v1.5"], "v1.5"),  # a pre-release never becomes latest by itself
         (["v2.0", "v2.0rc1"], "v2.0"),
         (["1.0", "v0.9", "V1.1"], "V1.1"),
         (["v1.0.post1", "v1.0"], "v1.0.post1"),
@@ -68,6 +68,17 @@ def test_latest_follows_pep440(versions: list[str], latest: str) -> None:
     for v in versions:
         lock.pin("m", v, {"w": Digest(H, 1)})
     assert lock.models["m"].latest == latest
+
+
+def test_a_prerelease_becomes_latest_only_when_asked() -> None:
+    lock = Lockfile()
+    lock.pin("m", "v1.2", {"w": Digest(H, 1)})
+    lock.pin("m", "v2.0rc1", {"w": Digest(H, 1)})
+    assert lock.models["m"].latest == "v1.2"
+    lock.pin("m", "v2.0rc2", {"w": Digest(H, 1)}, pre=True)
+    assert lock.models["m"].latest == "v2.0rc2"
+    lock.pin("m", "v2.0", {"w": Digest(H, 1)})
+    assert lock.models["m"].latest == "v2.0"
 
 
 def test_no_latest_and_unpin() -> None:
@@ -170,10 +181,27 @@ def test_digest_pair_disagreeing_with_store(tmp_path: Path, cas: Cas) -> None:
     lock = Lockfile(path=tmp_path / "cas.lock")
     lock.pin("m", "v1", {"w.pt": Digest(d.sha256, d.size, "f" * 64)})
     lock.save()
-    with pytest.raises(LockfileError, match=r"models\.m\.versions\.v1\.files\.w\.pt\.blake3"):
+    with pytest.raises(IntegrityError, match=r"models\.m\.versions\.v1\.files\.w\.pt\.blake3"):
         Registry(lock, store).path("m")
     r = cas("--store", store.root, "verify", "--lock", lock.path)
     assert r.returncode == 1 and b"MISMATCH" in r.stdout
+
+
+def test_a_wrong_size_in_the_lockfile_is_caught(tmp_path: Path, cas: Cas) -> None:
+    """Reproduction: a lied-about size passed `cas verify --lock` and `cas path`."""
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.pt"
+    src.write_bytes(b"weights")
+    d = store.add_file(src).info.digest
+    lock = Lockfile(path=tmp_path / "cas.lock")
+    lock.pin("m", "v1", {"w.pt": Digest(d.sha256, d.size + 1, d.blake3)})
+    lock.save()
+    with pytest.raises(IntegrityError, match=r"files\.w\.pt\.size"):
+        Registry(lock, store).path("m")
+    r = cas("--store", store.root, "verify", "--lock", lock.path)
+    assert r.returncode == 1 and b"MISMATCH" in r.stdout and b"size" in r.stdout
+    r = cas("--store", store.root, "--lock", lock.path, "path", "m")
+    assert r.returncode == 1 and r.stdout == b"" and b"size" in r.stderr
 
 
 # -- CLI ------------------------------------------------------------------------------------
@@ -198,9 +226,12 @@ def test_cli_pin_list_show_rm(tmp_path: Path, cas: Cas) -> None:
         "v1.9",
         "--requires",
         ">=0.2,<1",
+        "--package",
+        "structflo-cser",
         cwd=proj,
     )
     assert r.returncode == 0, r.stderr
+    assert Lockfile.load(proj / "cas.lock").package == "structflo-cser"
     w2 = _file(tmp_path, "best2.pt", b"v2 weights")
     assert cas("add", w2, "--name", "cser-detector", "--version", "v1.10", cwd=proj).returncode == 0
     lock = Lockfile.load(proj / "cas.lock")
@@ -217,7 +248,10 @@ def test_cli_pin_list_show_rm(tmp_path: Path, cas: Cas) -> None:
     again = cas("add", w2, "--name", "cser-detector", "--version", "v1.9", cwd=proj)
     assert again.returncode == 2 and b"already pinned" in again.stderr
     assert (proj / "cas.lock").read_bytes() == before
-    path = cas("path", "cser-detector@v1.9", cwd=proj)
+    # Fail closed: v1.9 has `requires`, and structflo-cser is not installed here.
+    blind = cas("path", "cser-detector@v1.9", cwd=proj)
+    assert blind.returncode == 2 and b"not installed" in blind.stderr
+    path = cas("path", "cser-detector@v1.9", "--no-check-requires", cwd=proj)
     assert Path(path.stdout.decode().strip()).read_bytes() == b"v1 weights"
     got = cas("get", "cser-detector", "-o", tmp_path / "out" / "best.pt", cwd=proj)
     assert got.returncode == 0 and (tmp_path / "out" / "best.pt").read_bytes() == b"v2 weights"
@@ -389,6 +423,7 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
             reg.path("cser-detector", "v2.0")
         except WeightsCompatibilityError as e:
             print(str(e))
+            print("compatible:", e.compatible)
         else:
             raise SystemExit("no error")
     """,
@@ -399,7 +434,7 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
     ) in r.stdout, r.stdout
     assert "Upgrade with:  uv add 'structflo-cser>=1.0.0,<2.0.0'" in r.stdout
     assert "pip install 'structflo-cser>=1.0.0,<2.0.0'" in r.stdout
-    assert "cser-detector@v1.1 works with structflo-cser 0.2.0" in r.stdout
+    assert "compatible: ['v1.1', 'v1.0']" in r.stdout
 
 
 def test_registry_with_no_compatible_version(tmp_path: Path) -> None:
@@ -451,3 +486,64 @@ def test_open_lock_finds_nearest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     reg = open_lock(store=Store(tmp_path / "s"))
     assert reg.lock.path == tmp_path / "cas.lock"
     assert isinstance(reg, modelcas.Registry)
+
+
+# -- the parser refuses what it cannot trust (regressions) -----------------------------------
+
+_ONE = (
+    "lock-version: 1\nmodels:\n  m:\n    versions:\n      v1:\n        files:\n"
+    '          {name}:\n            size: 1\n            sha256: "' + "a" * 64 + '"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lock-version: true\nmodels: {}\n", "lock-version: expected the integer 1, found True"),
+        ("lock-version: 1.0\nmodels: {}\n", "lock-version: expected the integer 1"),
+        ("", "the file is empty"),
+        ("   \n# only a comment\n", "the file is empty"),
+        ("a: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        (_ONE.format(name='"../escape.pt"'), "files.../escape.pt: the file name has an empty"),
+        (_ONE.format(name='"/etc/passwd"'), "the file name is absolute"),
+        (_ONE.format(name='"a\\\\b.pt"'), "contains a backslash"),
+        (_ONE.format(name='"a//b.pt"'), "has an empty, '.' or '..' part"),
+        (_ONE.format(name='"bell\\a.pt"'), "contains a control character"),
+    ],
+)
+def test_untrustworthy_lockfiles_are_refused_with_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(LockfileError) as e:
+        Lockfile.loads(text, Path("cas.lock"))
+    assert message in str(e.value)
+    assert "Traceback" not in str(e.value)
+
+
+def test_subfolders_are_allowed_in_file_names() -> None:
+    lock = Lockfile.loads(_ONE.format(name='"unet/model.safetensors"'), Path("cas.lock"))
+    assert list(lock.models["m"].versions["v1"].files) == ["unet/model.safetensors"]
+
+
+def test_non_utf8_and_non_regular_lockfiles_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "cas.lock"
+    bad.write_bytes(b"lock-version: 1\nmodels: {\xff: 1}\n")
+    with pytest.raises(LockfileError, match="not UTF-8"):
+        Lockfile.load(bad)
+    with pytest.raises(LockfileError, match="is a directory"):
+        Lockfile.load(tmp_path)
+    fifo = tmp_path / "fifo.lock"
+    os.mkfifo(fifo)
+    with pytest.raises(LockfileError, match="not a regular file"):
+        Lockfile.load(fifo)  # refused without blocking on the FIFO
+
+
+def test_a_git_lfs_pointer_is_not_pinned(tmp_path: Path, cas: Cas) -> None:
+    """Reproduction: a pointer file was pinned as weights (forgot `git lfs pull`)."""
+    pointer = tmp_path / "best.pt"
+    pointer.write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "b" * 64 + "\nsize 9\n"
+    )
+    r = cas("add", pointer, "--name", "m", "--version", "v1")
+    assert r.returncode == 2 and b"git-lfs pointer" in r.stderr and b"git lfs pull" in r.stderr
+    assert not (tmp_path / "cas.lock").exists()
+    ok = cas("add", pointer, "--name", "m", "--version", "v1", "--allow-lfs-pointer")
+    assert ok.returncode == 0, ok.stderr

@@ -15,7 +15,7 @@ import pytest
 
 import modelcas
 from modelcas.digest import Digest
-from modelcas.store import Store, register_root_reader
+from modelcas.store import Store
 from tests.refs import ref_blake3, ref_sha256
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -269,32 +269,39 @@ def test_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (tmp_path / "home" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f59")
 
 
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
 def test_gc_keeps_roots_and_young_objects(store: Store, tmp_path: Path) -> None:
     keep = store.add_file(_weights(tmp_path, "keep.pt", seed=1)).info.digest
     drop = store.add_file(_weights(tmp_path, "drop.pt", seed=2)).info.digest
     roots = tmp_path / "pins.txt"
     roots.write_text(keep.sha256)
-    register_root_reader("test-pins", lambda p: set(p.read_text().split()))
+    readers = {"test-pins": lambda p: set(p.read_text().split())}
     store.register_root(roots, "test-pins")
-    leftover = store.temp_path()
+    # Left by a process that died: its owner is no longer running.
+    dead = _dead_pid()
+    leftover = store.tmp_dir / f"{store.temp_path().name.split('-')[0]}-{dead}-{'e' * 32}.partial"
     leftover.write_bytes(b"partial")
-    referenced, stale = store.referenced()
+    referenced, stale = store.referenced(readers)
     assert referenced == {keep.sha256} and stale == []
-    young = store.gc(referenced)  # default grace: everything is too young
+    young = store.gc(readers)  # default grace: everything is too young
     assert young.objects == [] and young.temp_files == []
-    old = time.time() - 7200
-    for p in (store.object_path(drop.sha256), leftover):
-        os.utime(p, (old, old), follow_symlinks=False)
-    dry = store.gc(referenced, grace=3600, dry_run=True)
-    assert [o.digest for o in dry.objects] == [] or dry.objects[0].digest.sha256 == drop.sha256
-    report = store.gc(referenced, grace=0)
+    time.sleep(0.05)
+    dry = store.gc(readers, grace=0.01, dry_run=True)
+    assert [o.digest.sha256 for o in dry.objects] == [drop.sha256]
+    assert store.has(drop.sha256)
+    report = store.gc(readers, grace=0)
     assert [o.digest.sha256 for o in report.objects] == [drop.sha256]
     assert report.temp_files == [leftover]
     assert store.has(keep.sha256) and not store.has(drop.sha256)
     roots.unlink()
-    _, stale = store.referenced()
+    _, stale = store.referenced(readers)
     assert [r.path for r in stale] == [roots.resolve()]
-    store.gc(set(), grace=0, stale_roots=stale)
+    assert store.gc(readers, grace=0).stale_roots == [roots.resolve()]
     assert store.roots() == []
 
 

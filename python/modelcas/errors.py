@@ -81,13 +81,34 @@ class NotPinnedError(ModelcasError, LookupError):
 
 
 class WeightsCompatibilityError(ModelcasError):
-    """The chosen weights require another version of the package that uses them."""
+    """The chosen weights require another version of the package that uses them.
+
+    Its text is the seed's: what is required, what is installed, and the upgrade command.
+    """
 
     exit_code = 1
+    compatible: list[str] = []  # noqa: RUF012 (set per instance by the registry)
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class CompatibilityCheckError(ModelcasError):
+    """Weights have a ``requires`` range that cannot be checked.
+
+    The package is unknown or not installed. Fail closed: opt out explicitly
+    (``check_requires=False``).
+    """
 
 
 class RemoteError(ModelcasError):
     """A remote (the Hub, a shared directory) failed or refused."""
+
+
+class TagConflictError(RemoteError):
+    """A tag already exists and points elsewhere; tags are never moved."""
+
+    exit_code = 1
 
 
 class FormatError(ModelcasError):

@@ -13,6 +13,7 @@ touch the Hub do not pay for importing it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, RemoteError
+from modelcas.errors import IntegrityError, RemoteError, TagConflictError
 from modelcas.hashing import Progress
 from modelcas.store import ObjectInfo, Store
 
@@ -243,127 +244,134 @@ def weight_tags(repo_id: str) -> dict[str, str]:
     return {v: t.target_commit for t in refs.tags if (v := version_of(t.name)) is not None}
 
 
-@dataclass
-class PublishPlan:
-    """Everything ``cas publish`` will do, computed without changing anything."""
-
-    model: str
-    version: str
-    repo_id: str
-    tag: str
-    files: dict[str, tuple[Path, Digest]]  # path in repo -> (local file, digest)
-    requires: str | None
-    weights_path: str | None
-    repo_exists: bool
-    already_on_hub: set[str]  # paths whose bytes the Hub already has at main
-    tag_commit: str | None  # set when the tag exists and already holds exactly these files
-
-    @property
-    def source(self) -> str:
-        """The lock entry's source."""
-        return f"hf://{self.repo_id}@{self.tag}"
+NOT_WEIGHTS = frozenset({".gitattributes", "README.md", METADATA_FILE})
 
 
-def plan_publish(
-    *,
-    model: str,
-    version: str,
-    repo_id: str,
-    files: dict[str, tuple[Path, Digest]],
-    requires: str | None,
-    weights_path: str | None,
-) -> PublishPlan:
-    """Look at the Hub and decide what publishing would do.
+def tree(repo_id: str, revision: str) -> dict[str, HubFile]:
+    """Every file of a revision (an empty dict for a repo with no commit yet)."""
+    return HubRemote(repo_id).files(revision)
+
+
+def repo_exists(repo_id: str) -> bool:
+    """Whether the repo exists (and is visible with the current token).
 
     Raises:
-        RemoteError: the tag exists and points at other files (tags are never moved), or the
-            Hub failed.
+        RemoteError: the Hub failed for another reason.
     """
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    tag = tag_for(version)
-    remote = HubRemote(repo_id)
-    plan = PublishPlan(
-        model, version, repo_id, tag, files, requires, weights_path, True, set(), None
-    )
     try:
-        tags = weight_tags(repo_id)
-    except RemoteError as e:
-        if not isinstance(e.__cause__, RepositoryNotFoundError):
-            raise
-        plan.repo_exists = False
-        return plan
-    main = remote.files("main", files)
-    plan.already_on_hub = {
-        p for p, (_, d) in files.items() if p in main and main[p].sha256 == d.sha256
-    }
-    if version in tags:
-        commit = tags[version]
-        at_tag = remote.files(commit, files)
-        if all(p in at_tag and at_tag[p].sha256 == d.sha256 for p, (_, d) in files.items()):
-            plan.tag_commit = commit  # a rerun after a failure: adopt it
-        else:
-            raise RemoteError(
-                f"tag {tag} already exists on hf://{repo_id} at commit {commit} with other "
-                f"files; refusing to move it",
-                hint=f"publish a new version instead of {version}",
-            )
-    return plan
+        api().repo_info(repo_id)
+    except RepositoryNotFoundError:
+        return False
+    except Exception as e:
+        raise _remote_error(f"cannot reach hf://{repo_id}", e, _NETWORK_HINT) from e
+    return True
 
 
-def publish(plan: PublishPlan, *, private: bool = False) -> str:
-    """Carry out a plan: create the repo, upload in one commit, tag it. Returns the commit.
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One file of a commit: its path in the repo, the stored object, and its digest."""
 
-    Bytes the Hub already has are not uploaded again (the LFS batch API skips them). Safe to
-    rerun after a failure at any point.
+    path_in_repo: str
+    object_path: Path
+    digest: Digest
+
+
+def commit_version(
+    repo_id: str,
+    uploads: list[Upload],
+    metadata: dict[str, Any],
+    delete: list[str],
+    message: str,
+    *,
+    private: bool,
+    progress: Progress | None = None,
+) -> str:
+    """Create the repo if missing, and commit ``uploads`` and the metadata, deleting ``delete``.
+
+    Bytes the Hub already has are not sent again. Returns the commit.
+
+    Uploads read the store's read-only objects, whose sha256 is known: the client does not
+    hash them a second time.
 
     Raises:
-        RemoteError: the Hub failed or refused; the message names repo, tag and step.
+        RemoteError: the Hub refused or failed; the message names the repo and the step.
     """
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    if plan.tag_commit is not None:
-        return plan.tag_commit
     hub = api()
-    where = f"hf://{plan.repo_id}"
+    where = f"hf://{repo_id}"
     try:
-        hub.create_repo(plan.repo_id, private=private, exist_ok=True)
+        hub.create_repo(repo_id, private=private, exist_ok=True)
     except Exception as e:
-        raise _remote_error(
-            f"cannot create {where}", e, "check HF_TOKEN (it needs write access) and the org name"
-        ) from e
-    metadata = {
-        "model": plan.model,
-        "version": plan.version,
-        "requires": plan.requires,
-        "files": {
-            p: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
-            for p, (_, d) in sorted(plan.files.items())
-        },
-    }
-    ops = [
-        CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local))
-        for p, (local, _) in sorted(plan.files.items())
-    ]
-    ops.append(
-        CommitOperationAdd(
-            path_in_repo=METADATA_FILE,
-            path_or_fileobj=(json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(),
-        )
-    )
+        raise _remote_error(f"cannot create {where}", e, _token_hint(e)) from e
+    ops: list[Any] = []
+    for u in uploads:
+        op = CommitOperationAdd(path_in_repo=u.path_in_repo, path_or_fileobj=str(u.object_path))
+        op.upload_info.sha256 = bytes.fromhex(u.digest.sha256)
+        if progress is not None:
+            op.path_or_fileobj = _Reporting(u.object_path, progress)
+        ops.append(op)
+    body = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    ops.append(CommitOperationAdd(path_in_repo=METADATA_FILE, path_or_fileobj=body))
+    ops.extend(CommitOperationDelete(path_in_repo=p) for p in delete)
     try:
-        info = hub.create_commit(
-            plan.repo_id, ops, commit_message=f"weights: publish {plan.model} {plan.version}"
-        )
-        commit = str(info.oid)
+        info = hub.create_commit(repo_id, ops, commit_message=message)
     except Exception as e:
-        raise _remote_error(
-            f"upload to {where} failed", e, "run the same command again: it resumes"
-        ) from e
+        raise _remote_error(f"upload to {where} failed", e, _token_hint(e)) from e
+    finally:
+        for op in ops:
+            if isinstance(getattr(op, "path_or_fileobj", None), _Reporting):
+                op.path_or_fileobj.close()
+    return str(info.oid)
+
+
+def tag(repo_id: str, tag_name: str, commit: str) -> None:
+    """Create ``tag_name`` at ``commit``; an existing tag is never moved.
+
+    Raises:
+        TagConflictError: the tag exists at another commit.
+        RemoteError: the Hub failed.
+    """
     try:
-        hub.create_tag(plan.repo_id, tag=plan.tag, revision=commit)
+        api().create_tag(repo_id, tag=tag_name, revision=commit)
     except Exception as e:
-        # Somebody may have created it meanwhile; accept it only if it points at our commit.
-        if weight_tags(plan.repo_id).get(plan.version) != commit:
-            raise _remote_error(f"cannot tag {where} at {commit} as {plan.tag}", e) from e
-    return commit
+        now = weight_tags(repo_id).get(version_of(tag_name) or "")
+        if now == commit:
+            return  # created by an earlier run of the same publish
+        if now is not None:
+            raise TagConflictError(
+                f"tag {tag_name} of hf://{repo_id} points at {now}, not at the commit just "
+                f"made ({commit}); refusing to move it",
+                hint="publish a new version",
+            ) from e
+        raise _remote_error(f"cannot tag hf://{repo_id} at {commit} as {tag_name}", e) from e
+
+
+class _Reporting(io.BufferedReader):
+    """A read-only file that reports every byte read to a progress callback."""
+
+    def __init__(self, path: Path, progress: Progress) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._progress = progress
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self._progress(len(data))
+        return data
+
+    def readinto(self, buffer: Any, /) -> int:
+        n = super().readinto(buffer)
+        self._progress(n)
+        return n
+
+
+_NETWORK_HINT = "check the network, HF_ENDPOINT and HF_TOKEN"
+
+
+def _token_hint(e: BaseException) -> str:
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status in (401, 403) or _token() is None:
+        return "set HF_TOKEN to a token with write access, or run `hf auth login`"
+    return "run the same command again: it resumes where it stopped"

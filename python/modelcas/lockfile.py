@@ -12,6 +12,8 @@ import fcntl
 import json
 import os
 import re
+import stat
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import LockfileError, LockVersionError, NotPinnedError, UsageError
-from modelcas.store import atomic_write, register_root_reader
+from modelcas.store import atomic_write
 
 LOCK_VERSION = 1
 DEFAULT_NAME = "cas.lock"
@@ -64,6 +66,49 @@ def parse_requires(spec: str, where: str) -> SpecifierSet:
         ) from None
 
 
+def check_name(name: str) -> None:
+    """Refuse a model name that is not letters, digits, '.', '_' and '-'.
+
+    Raises:
+        UsageError: not a model name.
+    """
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"{name!r} is not a model name",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a pinned file name (a relative POSIX path), or None."""
+    if not name:
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "contains a control character"
+    if "\\" in name:
+        return "contains a backslash (use '/' between folders)"
+    if name.startswith("/"):
+        return "is absolute (it must be relative to the version)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "has an empty, '.' or '..' part"
+    return None
+
+
+def check_file_name(name: str, where: str) -> None:
+    """Refuse a file name that is not a relative POSIX path.
+
+    Raises:
+        UsageError: naming ``where`` and the problem.
+    """
+    if (problem := file_name_problem(name)) is not None:
+        raise UsageError(f"{where}: file name {name!r} {problem}")
+
+
+def is_prerelease(version: str) -> bool:
+    """Whether a weights version is a pre-release (``v2.0rc1``, ``v1.0.dev3``)."""
+    return parse_version(version).is_prerelease
+
+
 def split_ref(ref: str) -> tuple[str, str | None]:
     """``name@version`` into its parts (the version may be absent)."""
     name, _, version = ref.partition("@")
@@ -96,9 +141,9 @@ class LockedModel:
         """Version names, oldest first (PEP 440 order)."""
         return sorted(self.versions, key=parse_version)
 
-    def highest(self) -> str | None:
-        """The highest version by PEP 440 order."""
-        ordered = self.ordered()
+    def highest(self, *, pre: bool = False) -> str | None:
+        """The highest version by PEP 440 order; pre-releases only with ``pre``."""
+        ordered = [v for v in self.ordered() if pre or not is_prerelease(v)]
         return ordered[-1] if ordered else None
 
 
@@ -122,7 +167,7 @@ class Lockfile:
             LockVersionError: written by a newer modelcas.
         """
         p = Path(path)
-        return cls.loads(p.read_text(encoding="utf-8"), p)
+        return cls.loads(read_text(p, "lockfile"), p)
 
     @classmethod
     def loads(cls, text: str, path: Path | None = None) -> Lockfile:
@@ -131,7 +176,16 @@ class Lockfile:
         try:
             raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as e:
-            raise LockfileError(f"{where}: not valid YAML: {e}") from None
+            first = str(e).strip().splitlines()
+            raise LockfileError(f"{where}: not valid YAML: {' '.join(first[:3])}") from None
+        except RecursionError:
+            raise LockfileError(f"{where}: nested too deeply to be a lockfile") from None
+        if raw is None:
+            raise LockfileError(
+                f"{where}: the file is empty; a lockfile starts with `lock-version: "
+                f"{LOCK_VERSION}`",
+                hint="create one with `cas add FILE --name NAME --version VERSION`",
+            )
         return _parse(raw, where, path)
 
     # -- writing -------------------------------------------------------------------------
@@ -247,39 +301,53 @@ class Lockfile:
         commit: str | None = None,
         set_latest: bool = True,
         force: bool = False,
+        pre: bool = False,
     ) -> bool:
         """Record a version; returns False when it was already pinned exactly so.
 
         ``latest`` moves to the highest version by PEP 440 order unless ``set_latest`` is
-        false. An existing version with other content is refused unless ``force``.
+        false; a pre-release (``v2.0rc1``) becomes latest only with ``pre``. An existing
+        version with other content is refused unless ``force``.
 
         Raises:
             UsageError: bad name, version or range.
             LockfileError: the version exists with other content.
         """
-        if not _NAME.fullmatch(name):
-            raise UsageError(
-                f"{name!r} is not a model name",
-                hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
-            )
+        check_name(name)
         parse_version(version, f"{name}@{version}")
         if requires is not None:
             parse_requires(requires, f"{name}@{version} requires")
+        for fname in files:
+            check_file_name(fname, f"{name}@{version}")
         entry = LockedVersion(files, requires, source, commit)
         model = self.models.setdefault(name, LockedModel())
         old = model.versions.get(version)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
-            raise LockfileError(
-                f"{self._where()}: {name}@{version} is already pinned to other content "
-                f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
-                hint="publish a new version, or pass --force to re-pin this one",
-            )
+            raise self._repinned(name, version, old)
         model.versions[version] = entry
         if set_latest:
-            model.latest = model.highest()
+            model.latest = model.highest(pre=pre) or model.latest
         return True
+
+    def check_repin(self, name: str, version: str, files: set[str]) -> None:
+        """Refuse early a pin of other file names over an existing version (without force).
+
+        Raises:
+            LockfileError: the version is pinned, with other files.
+        """
+        model = self.models.get(name)
+        old = model.versions.get(version) if model else None
+        if old is not None and set(old.files) != files:
+            raise self._repinned(name, version, old)
+
+    def _repinned(self, name: str, version: str, old: LockedVersion) -> LockfileError:
+        return LockfileError(
+            f"{self._where()}: {name}@{version} is already pinned to other content "
+            f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
+            hint="publish a new version, or pass --force to re-pin this one",
+        )
 
     def unpin(self, name: str, version: str) -> None:
         """Remove a version; ``latest`` falls back to the highest remaining one.
@@ -291,12 +359,59 @@ class Lockfile:
         model = self.models[name]
         del model.versions[version]
         if model.latest == version:
-            model.latest = model.highest()
+            model.latest = model.highest() or model.highest(pre=True)
         if not model.versions and model.repo is None and model.weights_path is None:
             del self.models[name]
 
 
 # -- finding and editing lockfiles on disk -------------------------------------------------
+
+MAX_BYTES = 64 << 20  # far more than any lockfile; a cap, so a wrong path cannot eat memory
+
+
+def read_text(path: Path, what: str) -> str:
+    """A small UTF-8 text file (a lockfile, a config), read strictly.
+
+    Raises:
+        FileNotFoundError: no such file.
+        LockfileError: not a regular file (a directory, FIFO or device is refused without
+            being opened for reading), too large, or not UTF-8.
+    """
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise LockfileError(f"{path}: is {kind}; expected a {what}")
+    if st.st_size > MAX_BYTES:
+        raise LockfileError(f"{path}: {st.st_size} bytes is too large for a {what}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LockfileError(
+            f"{path}: not UTF-8 text (byte {e.start}); expected a {what}",
+            hint="is this the right file? a lockfile is YAML text",
+        ) from None
+
+
+def project_name(lock_path: Path) -> str | None:
+    """The ``[project].name`` of the ``pyproject.toml`` nearest the lockfile's folder.
+
+    That distribution is whose installed version the lockfile's ``requires`` ranges are
+    checked against (the seed's ``structflo-cser``).
+    """
+    here = lock_path.resolve().parent
+    for d in (here, *here.parents):
+        pyproject = d / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                return None
+            name = data.get("project", {}).get("name")
+            return name if isinstance(name, str) else None
+    return None
 
 
 def find(start: Path | None = None) -> Path | None:
@@ -409,6 +524,9 @@ def _string(value: object, where: str, keypath: str) -> str:
 def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
     top = _mapping(raw, where, "", {"lock-version", "package", "models"})
     version = top.get("lock-version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        found = f"{version!r}"
+        raise _fail(where, "lock-version", f"expected the integer {LOCK_VERSION}, found {found}")
     if version != LOCK_VERSION:
         if isinstance(version, int) and version > LOCK_VERSION:
             raise LockVersionError(
@@ -454,6 +572,9 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             files_raw = _mapping(v.get("files"), where, f"{vpath}.files", set())
             if not files_raw:
                 raise _fail(where, f"{vpath}.files", "a version pins at least one file")
+            for fname in files_raw:
+                if (problem := file_name_problem(fname)) is not None:
+                    raise _fail(where, f"{vpath}.files.{fname}", f"the file name {problem}")
             files = {
                 fname: _digest(fbody, where, f"{vpath}.files.{fname}")
                 for fname, fbody in files_raw.items()
@@ -509,8 +630,6 @@ def _scalar(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _lock_references(path: Path) -> set[str]:
+def references(path: Path) -> set[str]:
+    """The sha256s a lockfile pins: how gc reads a lockfile root."""
     return Lockfile.load(path).sha256s()
-
-
-register_root_reader("lockfile", _lock_references)

@@ -13,20 +13,21 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from packaging.version import Version
 
 from modelcas import lockfile
-from modelcas.digest import Digest
+from modelcas.digest import Digest, mismatch
 from modelcas.errors import (
+    CompatibilityCheckError,
+    IntegrityError,
     LockfileError,
     NotPinnedError,
     UsageError,
     WeightsCompatibilityError,
 )
 from modelcas.hashing import Progress
-from modelcas.lockfile import LockedVersion, Lockfile, parse_requires
+from modelcas.lockfile import LockedVersion, Lockfile, is_prerelease, parse_requires
 from modelcas.remotes import for_source
 from modelcas.store import Store
 
@@ -46,27 +47,6 @@ class Pin:
         return f"{self.model}@{self.version} {self.file}"
 
 
-@dataclass(frozen=True, slots=True)
-class PinProblem:
-    """A pinned file that is missing from the store, or corrupt in it."""
-
-    pin: Pin
-    kind: Literal["missing", "corrupt", "mismatch"]
-    detail: str
-
-    def __str__(self) -> str:
-        head = {"missing": "MISSING", "corrupt": "CORRUPT", "mismatch": "MISMATCH"}[self.kind]
-        return f"{head} {self.pin.label} sha256:{self.pin.digest.sha256}: {self.detail}"
-
-
-@dataclass
-class SyncReport:
-    """What ``sync`` did for each pin."""
-
-    present: list[Pin]
-    fetched: list[Pin]
-
-
 class Registry:
     """Names and versions of weights, resolved through a lockfile to a store.
 
@@ -74,7 +54,9 @@ class Registry:
         lock: the lockfile (a package's registry or a project's pins).
         store: the local store; default the user's store.
         distribution: the installed distribution whose version ``requires`` ranges are checked
-            against; default the lockfile's ``package``. ``None`` there means no check.
+            against; default the lockfile's ``package``.
+        check_requires: ``False`` opts out of the compatibility check (explicitly: a check
+            that cannot run is otherwise an error, never a pass).
     """
 
     def __init__(
@@ -82,35 +64,59 @@ class Registry:
         lock: Lockfile,
         store: Store | None = None,
         distribution: str | None = None,
+        *,
+        check_requires: bool = True,
     ) -> None:
         self.lock = lock
         self.store = store if store is not None else Store()
         self.distribution = distribution or lock.package
+        self.check_requires = check_requires
+        self._unknown_why: str | None = None
 
     @classmethod
     def from_package(
-        cls, package: str, resource: str = "weights.lock", *, store: Store | None = None
+        cls,
+        package: str,
+        resource: str = "weights.lock",
+        *,
+        store: Store | None = None,
+        check_requires: bool = True,
     ) -> Registry:
         """The registry a package ships as package data.
+
+        The distribution whose version ``requires`` is checked is the lockfile's
+        ``package``; for a lockfile without one, the single installed distribution whose
+        RECORD lists the package's files.
 
         Args:
             package: the import package holding the lockfile, e.g. ``"structflo.cser"``.
             resource: the lockfile's name inside it.
             store: the local store; default the user's store.
+            check_requires: as for :class:`Registry`.
 
         Raises:
             LockfileError: the package has no such file, or it is malformed.
         """
-        ref = importlib.resources.files(package).joinpath(resource)
         try:
+            ref = importlib.resources.files(package).joinpath(resource)
             text = ref.read_text(encoding="utf-8")
+        except ModuleNotFoundError:
+            raise UsageError(
+                f"no installed package {package!r}",
+                hint="install it, or check the import name (e.g. 'structflo.cser')",
+            ) from None
         except (FileNotFoundError, NotADirectoryError):
             raise LockfileError(
                 f"package {package!r} ships no {resource!r}",
                 hint="ship the lockfile as package data (e.g. [tool.setuptools.package-data])",
             ) from None
+        except UnicodeDecodeError:
+            raise LockfileError(f"package {package!r}: {resource!r} is not UTF-8 text") from None
         lock = Lockfile.loads(text, Path(str(ref)))
-        return cls(lock, store)
+        registry = cls(lock, store, check_requires=check_requires)
+        if registry.distribution is None:
+            registry.distribution, registry._unknown_why = _owning_distribution(package)
+        return registry
 
     # -- resolving -------------------------------------------------------------------------
 
@@ -123,30 +129,63 @@ class Registry:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    def _admits(self, entry: LockedVersion, installed: Version | None) -> bool:
-        if entry.requires is None or installed is None:
+    def _installed_for(self, name: str, version: str, entry: LockedVersion) -> Version:
+        """The installed version to check ``entry.requires`` against; never a guess.
+
+        Raises:
+            CompatibilityCheckError: the distribution is unknown or not installed.
+        """
+        label = f"{name}@{version} requires {entry.requires!r}"
+        if not self.distribution:
+            why = self._unknown_why or f"{self.lock.path or 'the lockfile'} names no `package:`"
+            raise CompatibilityCheckError(
+                f"{label}, but whose version to check is unknown: {why}",
+                hint="add `package: DIST` to the lockfile (cas publish and cas add --requires "
+                "write it), or opt out with check_requires=False / --no-check-requires",
+            )
+        installed = self.installed_version()
+        if installed is None:
+            raise CompatibilityCheckError(
+                f"{label} of {self.distribution}, which is not installed",
+                hint=f"install it (pip install {self.distribution}), or opt out with "
+                "check_requires=False / --no-check-requires",
+            )
+        return installed
+
+    def admits(self, name: str, version: str, entry: LockedVersion) -> bool:
+        """Whether the installed package can use these weights (see :meth:`resolve`).
+
+        Raises:
+            CompatibilityCheckError: the check cannot run.
+        """
+        if entry.requires is None or not self.check_requires:
             return True
+        installed = self._installed_for(name, version, entry)
         return parse_requires(entry.requires, "requires").contains(installed, prereleases=True)
 
     def resolve(self, name: str, version: str | None = None) -> tuple[str, LockedVersion]:
         """Choose a version and check that the installed package can use it.
 
         Without ``version``: ``latest`` when compatible, else the newest compatible older
-        version (with a warning that names both).
+        version that is not a pre-release (with a warning that names both).
 
         Raises:
             NotPinnedError: unknown model or version.
             WeightsCompatibilityError: no usable version; the message says which range is
                 needed, what is installed, and the command that upgrades.
+            CompatibilityCheckError: a version has ``requires`` and the distribution to check
+                is unknown or not installed.
         """
         chosen, entry = self.lock.version(name, version)
-        installed = self.installed_version()
-        if self._admits(entry, installed):
+        if self.admits(name, chosen, entry):
             return chosen, entry
         model = self.lock.model(name)
         compatible = [
-            v for v in reversed(model.ordered()) if self._admits(model.versions[v], installed)
+            v
+            for v in reversed(model.ordered())
+            if not is_prerelease(v) and self.admits(name, v, model.versions[v])
         ]
+        installed = self.installed_version()
         if version is None and compatible:
             warnings.warn(
                 f"{name}@{chosen} (latest) requires {self.distribution}{entry.requires}, "
@@ -165,20 +204,18 @@ class Registry:
         compatible: list[str],
     ) -> WeightsCompatibilityError:
         dist, spec = self.distribution, entry.requires
-        message = (
-            f"Weights '{name}/{version}' require {dist}{spec} (you have {installed}).\n"
-            f"Upgrade with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')"
+        error = WeightsCompatibilityError(
+            f"Weights '{name}/{version}' require {dist}{spec} (you have {installed}).",
+            hint=f"Upgrade with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')",
         )
-        hint = None
-        if compatible:
-            hint = (
-                f"{name}@{compatible[0]} works with {dist} {installed}: "
-                f"ask for it explicitly to keep your installed version"
-            )
-        return WeightsCompatibilityError(message, hint=hint)
+        error.compatible = compatible  # older versions that work with what is installed
+        return error
 
     def pins(self, name: str | None = None, version: str | None = None) -> list[Pin]:
-        """The pinned files of one version, of every version of one model, or of everything."""
+        """The pinned files of one version, of every version of one model, or of everything.
+
+        Only bytes: ``requires`` is not read, so a cache can be warmed without the package.
+        """
         if name is not None and version is not None:
             _, entry = self.lock.version(name, version)
             return [Pin(name, version, f, d) for f, d in entry.files.items()]
@@ -190,15 +227,17 @@ class Registry:
         """Make one pinned file present and verified in the store; return its path.
 
         ``verify=False`` skips re-hashing an object that is already present, for callers that
-        verify the bytes themselves as they read them (``modelcas.torch``).
+        verify the bytes themselves as they read them (``modelcas.torch``); the size and the
+        store's record are still compared with the pin.
 
         Raises:
-            IntegrityError: the stored copy is corrupt, or the remote served other bytes.
+            IntegrityError: the stored copy is corrupt or has another size or digest than the
+                pin, or the remote served other bytes.
             NotPinnedError: it is missing and its version has no source to fetch from.
             RemoteError: the source failed.
         """
-        self._check_pair(pin)
         if self.store.has(pin.digest.sha256):
+            self.check_record(pin)
             return self.store.path(pin.digest.sha256, verify=verify)
         _, entry = self.lock.version(pin.model, pin.version)
         if entry.source is None:
@@ -217,7 +256,7 @@ class Registry:
         """The pinned file ``name[@version]`` (``file`` needed when the version has several).
 
         Raises:
-            WeightsCompatibilityError: the installed package cannot use these weights.
+            WeightsCompatibilityError, CompatibilityCheckError: see :meth:`resolve`.
             NotPinnedError: no such model, version or file.
             UsageError: the version has several files and ``file`` is not given.
         """
@@ -247,93 +286,59 @@ class Registry:
             A path inside the store. Never write to it.
 
         Raises:
-            WeightsCompatibilityError: the installed package cannot use these weights.
+            WeightsCompatibilityError, CompatibilityCheckError: see :meth:`resolve`.
             NotPinnedError, IntegrityError, RemoteError: see :meth:`fetch`.
         """
         return self.fetch(self.pin(name, version, file))
-
-    def load(
-        self,
-        name: str,
-        version: str | None = None,
-        file: str | None = None,
-        *,
-        device: Any = "cpu",
-        deep: bool = False,
-        trust_pickle: bool = False,
-    ) -> Any:
-        """Load a pinned file with torch, verified (see :func:`modelcas.torch.load`).
-
-        Needs the ``modelcas[torch]`` extra.
-        """
-        from modelcas import torch as cas_torch  # noqa: PLC0415 (torch is optional)
-
-        ref = f"{name}@{version}" if version else name
-        return cas_torch.load(
-            ref, registry=self, file=file, device=device, deep=deep, trust_pickle=trust_pickle
-        )
 
     def paths(self, name: str, version: str | None = None) -> dict[str, Path]:
         """Every file of a version, verified, by file name."""
         chosen, entry = self.resolve(name, version)
         return {f: self.fetch(Pin(name, chosen, f, d)) for f, d in entry.files.items()}
 
-    def _check_pair(self, pin: Pin) -> None:
-        """The lock's blake3 must agree with the store's record for the same sha256."""
-        if pin.digest.blake3 is None or not self.store.has(pin.digest.sha256):
-            return
+    def check_record(self, pin: Pin) -> None:
+        """The pin must agree with the store's record of the same sha256: size and blake3.
+
+        Raises:
+            IntegrityError: they differ (one of the two is wrong; nothing is served).
+        """
         known = self.store.info(pin.digest.sha256).digest
-        if known.blake3 is not None and known.blake3 != pin.digest.blake3:
-            raise LockfileError(
-                f"{self.lock.path}: models.{pin.model}.versions.{pin.version}.files."
-                f"{pin.file}.blake3 is {pin.digest.blake3}, but the store records "
-                f"{known.blake3} for sha256:{pin.digest.sha256}",
+        if (m := mismatch(pin.digest, known)) is not None:
+            where = f"models.{pin.model}.versions.{pin.version}.files.{pin.file}.{m.field}"
+            raise IntegrityError(
+                f"{self.lock.path}: {where}: the lockfile says {m.expected}, the store's object "
+                f"sha256:{pin.digest.sha256} is {m.actual}",
                 hint="one of the two is wrong: re-pin from a trusted copy "
                 "(`cas verify --deep` checks the store's side)",
             )
 
-    # -- whole-lock operations -------------------------------------------------------------
-
-    def sync(self, *, progress: Progress | None = None) -> SyncReport:
-        """Make every pinned file present and verified; register the lockfile as a gc root."""
-        report = SyncReport([], [])
-        for pin in self.pins():
-            had = self.store.has(pin.digest.sha256)
-            self.fetch(pin, progress=progress)
-            (report.present if had else report.fetched).append(pin)
-        self.register()
-        return report
-
-    def verify(self, *, deep: bool = False) -> list[PinProblem]:
-        """Check every pinned file without fetching anything (all objects hashed in parallel)."""
-        problems = []
-        present = []
-        for pin in self.pins():
-            if not self.store.has(pin.digest.sha256):
-                problems.append(PinProblem(pin, "missing", "not in the store; run `cas sync`"))
-                continue
-            try:
-                self._check_pair(pin)
-            except LockfileError as e:
-                problems.append(PinProblem(pin, "mismatch", e.message))
-                continue
-            present.append(pin)
-        checked = self.store.check([pin.digest.sha256 for pin in present], deep=deep)
-        for pin, problem in zip(present, checked, strict=True):
-            if problem is not None:
-                problems.append(
-                    PinProblem(
-                        pin,
-                        "corrupt",
-                        f"{problem.describe()}; run `cas verify --repair`, then `cas sync`",
-                    )
-                )
-        return problems
-
     def register(self) -> None:
         """Keep this lockfile's objects through ``cas gc``."""
-        if self.lock.path is not None and Path(self.lock.path).is_file():
+        if self.lock.path is not None:
             self.store.register_root(self.lock.path, "lockfile")
+
+
+def _owning_distribution(package: str) -> tuple[str | None, str | None]:
+    """The one installed distribution whose RECORD lists the import package's files.
+
+    ``packages_distributions()`` maps only top-level names, and gets namespace packages and
+    editable installs wrong, so the RECORDs are read instead.
+
+    Returns:
+        (distribution, None), or (None, why it is unknown).
+    """
+    parts = tuple(package.split("."))
+    owners = set()
+    for dist in importlib.metadata.distributions():
+        for f in dist.files or ():
+            if f.parts[: len(parts)] == parts and f.suffix == ".py":
+                owners.add(dist.metadata["Name"])
+                break
+    if len(owners) == 1:
+        return owners.pop(), None
+    if not owners:
+        return None, f"no installed distribution's RECORD lists the files of {package!r}"
+    return None, f"several installed distributions list {package!r}: {', '.join(sorted(owners))}"
 
 
 def open_lock(

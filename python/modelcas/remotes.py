@@ -66,8 +66,27 @@ class DirRemote:
         self.path = Path(path)
         self.url = self.path.resolve().as_uri()
 
-    def _store(self) -> Store:
+    def store(self, *, create: bool = False) -> Store:
+        """The remote as a store (the same layout); ``create`` makes a new one (a first push).
+
+        Raises:
+            RemoteError: the directory does not exist (and ``create`` is false).
+        """
+        if not create:
+            self.check_reachable()
         return Store(self.path)
+
+    def check_reachable(self) -> None:
+        """Refuse a remote that is not a directory (unmounted share, typo).
+
+        Raises:
+            RemoteError: no such directory.
+        """
+        if not self.path.is_dir():
+            raise RemoteError(
+                f"remote {self.url}: no such directory",
+                hint="mount the shared storage, or fix the path (or the lockfile's source)",
+            )
 
     def resolve(self) -> str | None:
         """A directory has no revisions."""
@@ -83,12 +102,7 @@ class DirRemote:
         progress: Progress | None = None,
     ) -> ObjectInfo:
         """Copy an object from the shared directory, verifying it (see :class:`Remote`)."""
-        if not self.path.is_dir():
-            raise RemoteError(
-                f"remote {self.url} is not reachable (no such directory)",
-                hint="mount the shared storage, or fix the source in the lockfile",
-            )
-        remote = self._store()
+        remote = self.store()
         obj = remote.object_path(digest.sha256)
         if not obj.is_file() or obj.is_symlink():
             raise RemoteError(
@@ -103,7 +117,8 @@ class DirRemote:
         The local copy is verified on the way out (the copy is hashed and must match).
         """
         local = store.path(digest.sha256)
-        return not self._store().add_file(local, expected=digest, progress=progress).existed
+        shared = self.store(create=True)
+        return not shared.add_file(local, expected=digest, progress=progress).existed
 
 
 def parse_source(source: str) -> tuple[str, str, str | None]:

@@ -70,7 +70,7 @@ class SumEntry:
     algo: str | None = None  # set by the BSD tag format; None means "as the caller decides"
 
 
-def parse(data: bytes, source: str) -> tuple[list[SumEntry], int]:
+def parse(data: bytes, source: str) -> tuple[list[SumEntry], list[int]]:
     """Parse a checksum file.
 
     Args:
@@ -78,14 +78,11 @@ def parse(data: bytes, source: str) -> tuple[list[SumEntry], int]:
         source: its name, for error messages.
 
     Returns:
-        The entries, and the number of improperly formatted lines that were skipped.
-
-    Raises:
-        ChecksumFileError: a line has a bad escape sequence.
+        The entries, and the numbers of the improperly formatted lines that were skipped.
 
     """
     entries: list[SumEntry] = []
-    bad = 0
+    bad: list[int] = []
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         line = raw.removesuffix(b"\r")
         if not line or line.startswith(b"#"):
@@ -99,9 +96,13 @@ def parse(data: bytes, source: str) -> tuple[list[SumEntry], int]:
             algo = m.group(1).decode().lower()
             name, hexdigest = m.group(2), m.group(3)
         else:
-            bad += 1
+            bad.append(lineno)
             continue
         if escaped:
-            name = _unescape(name, where)
+            try:
+                name = _unescape(name, where)
+            except ChecksumFileError:
+                bad.append(lineno)  # as sha256sum: a bad escape is an improper line
+                continue
         entries.append(SumEntry(hexdigest.decode().lower(), name, lineno, algo))
     return entries, bad

@@ -1,16 +1,20 @@
 """The ``cas`` command line: one module per command; the only place that prints.
 
-Exit codes: 0 all is well, 1 a check found a problem, 2 usage or unexpected error.
+Each command module parses its arguments, calls one library operation (``modelcas.ops``) and
+renders the result as text or ``--json``. :func:`main` holds the one error contract: exit 0
+when all is well, 1 when a check found a problem, 2 for a usage or unexpected error; one line
+per problem plus at most one ``hint:`` line; a traceback only with ``CAS_DEBUG=1``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from modelcas import __version__
+from modelcas.cli._common import Parser, add_global_options, one_line
 from modelcas.errors import ModelcasError
 
 # Command names in help order. Only the modules of the commands named on the command line are
@@ -31,6 +35,7 @@ COMMANDS = (
     "bundle",
     "gc",
     "store",
+    "completion",
 )
 
 DESCRIPTION = """\
@@ -42,7 +47,8 @@ exactly the ones you pinned."""
 EPILOG = """\
 examples:
   cas hash best.pt                      sha256sum-compatible output
-  cas hash --algo both --json models/   -r: both digests and sizes as JSON
+  cas hash --algo both --json -r models/
+                                        both digests and sizes of every file, as JSON
   cas hash --check bundle.zip.sha256    verify a sha256sum/b3sum file
   cas add best.pt --name cser-detector --version v1.1
                                         store a file and pin it in cas.lock
@@ -50,28 +56,24 @@ examples:
   cas verify --lock                     before a GPU run: are the pinned bytes intact?
   cas path cser-detector                the verified local path, for scripts
 
-Run `cas COMMAND --help` for the details of each command."""
+global options (before or after the command): --store DIR, --lock PATH, -q, -v.
+
+exit status: 0 all is well; 1 a check found a problem (a digest differed, something is
+missing, an incompatible version); 2 a usage error or an unexpected error. Errors are one
+line, with at most one `hint:` line; CAS_DEBUG=1 adds the traceback.
+
+Run `cas COMMAND --help` for the details and examples of each command."""
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
     """The parser, one subparser per command module.
 
     With ``argv``, only the commands it names are registered (all of them when it names none,
     so that help and "invalid choice" errors list every command).
     """
-    parser = argparse.ArgumentParser(
-        prog="cas",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = Parser(prog="cas", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"modelcas {__version__}")
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        default=None,
-        help="the store directory (default: $MODELCAS_HOME, else ~/.cache/modelcas)",
-    )
+    add_global_options(parser, top=True)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     named = [name for name in COMMANDS if argv is not None and name in argv]
     for name in named or COMMANDS:
@@ -82,11 +84,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cas`` and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    command = getattr(args, "command", "cas")
+    debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
     try:
         code: int = args.run(args)
     except ModelcasError as e:
-        print(f"cas: error: {e}", file=sys.stderr)
+        _error(e.message, e.hint)
         return e.exit_code
     except KeyboardInterrupt:
         print("cas: interrupted", file=sys.stderr)
@@ -96,6 +101,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OSError as e:
-        print(f"cas: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e}")
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        _error(
+            f"{command}: unexpected error: {type(e).__name__}: {one_line(str(e))}",
+            "this is a bug in modelcas; run again with CAS_DEBUG=1 for the traceback",
+        )
         return 2
     return code
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    print(f"cas: error: {one_line(message)}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {one_line(hint)}", file=sys.stderr)

@@ -1,22 +1,113 @@
-"""Helpers shared by the command modules: the store option, sizes, output."""
+"""Helpers shared by the command modules: the parser, global options, output, the store."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
 
 from modelcas.store import Store
 
-FORMATTER = argparse.RawDescriptionHelpFormatter
+# Problems printed before "... and N more".
+MAX_PROBLEMS = 20
 
 
-def add_command(sub: Any, name: str, help: str, description: str, epilog: str) -> Any:
-    """Create a subcommand parser with the house style."""
-    return sub.add_parser(
-        name, help=help, description=description, epilog=epilog, formatter_class=FORMATTER
+class Parser(argparse.ArgumentParser):
+    """argparse with the house style: raw help text, and usage errors in at most two lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print a usage error as one line plus a hint, and exit 2."""
+        print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
+        print(f"  hint: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_global_options(p: argparse.ArgumentParser, *, top: bool = False, lock: bool = True) -> None:
+    """--store, --lock, -q and -v, accepted before or after the subcommand.
+
+    On subcommands their default is "not given", so a value given before the subcommand is
+    kept.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    g = p.add_argument_group("global options")
+    g.add_argument(
+        "--store",
+        metavar="DIR",
+        default=default(None),
+        help="the store (default: $MODELCAS_HOME, else ~/.cache/modelcas)",
     )
+    if lock:
+        g.add_argument(
+            "--lock",
+            metavar="PATH",
+            default=default(None),
+            help="the lockfile (default: the nearest cas.lock)",
+        )
+    g.add_argument("-q", "--quiet", action="store_true", default=default(False), help="less output")
+    g.add_argument("-v", "--verbose", action="count", default=default(0), help="more output")
+
+
+def add_command(
+    sub: Any, name: str, help: str, description: str, epilog: str, *, lock: bool = True
+) -> Any:
+    """Create a subcommand parser with the house style and the global options.
+
+    ``lock=False`` leaves ``--lock`` to the command (``cas verify --lock`` takes an optional
+    value).
+    """
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog)
+    add_global_options(p, lock=lock)
+    p.set_defaults(command=name)
+    return p
+
+
+def add_action(actions: Any, name: str, help: str, description: str, epilog: str) -> Any:
+    """A sub-subcommand (``cas lock ls``) with the house style and the global options."""
+    p = actions.add_parser(name, help=help, description=description, epilog=epilog)
+    add_global_options(p)
+    return p
+
+
+def add_ref_options(p: argparse.ArgumentParser) -> None:
+    """A reference (see ``modelcas.ops.resolve``) and which file of it."""
+    p.add_argument(
+        "ref",
+        metavar="REF",
+        help="NAME[@VERSION], sha256:<hex> (or a prefix), hf://ORG/NAME@REV, BUNDLE.zip#KEY",
+    )
+    p.add_argument("--file", metavar="FILE", help="which file of the version (if several)")
+    p.add_argument(
+        "--no-check-requires",
+        action="store_true",
+        help="do not check the version's `requires` against the installed package",
+    )
+
+
+def one_line(text: str) -> str:
+    """Text on one line: an error is one line, whatever the message held."""
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds >= 0")
+    return value
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -41,29 +132,35 @@ def show_path(p: str | os.PathLike[str]) -> str:
 
 def err(message: str) -> None:
     """One line on stderr, prefixed like every cas message."""
-    print(f"cas: {message}", file=sys.stderr)
+    print(f"cas: {one_line(message)}", file=sys.stderr)
 
 
-def add_ref_options(p: argparse.ArgumentParser) -> None:
-    """The options that let a command take ``NAME[@VERSION]`` as well as an address."""
-    p.add_argument("--file", metavar="FILE", help="which file of the version (if several)")
-    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
+def say(args: argparse.Namespace, message: str) -> None:
+    """A line of information on stdout, unless --quiet."""
+    if not args.quiet:
+        print(message)
 
 
-def resolve_ref(args: argparse.Namespace, store: Store) -> tuple[str, str]:
-    """(sha256, label) of ``args.ref``: an address, or a pinned ``NAME[@VERSION]``.
+def detail(args: argparse.Namespace, message: str) -> None:
+    """A line printed only with -v."""
+    if args.verbose and not args.quiet:
+        print(message)
 
-    A pinned file missing from the store is fetched from its source, as ``Registry.path``
-    does.
-    """
-    from modelcas.lockfile import split_ref  # noqa: PLC0415 (YAML only when a name is given)
-    from modelcas.registry import open_lock  # noqa: PLC0415
 
-    ref: str = args.ref
-    if ref.startswith("sha256:"):
-        sha256 = store.resolve(ref)
-        return sha256, f"sha256:{sha256}"
-    registry = open_lock(args.lock, store=store)
-    pin = registry.pin(*split_ref(ref), args.file)
-    registry.fetch(pin)
-    return pin.digest.sha256, f"{pin.model}@{pin.version} {pin.file}"
+def problems(lines: Sequence[str], *, file: Any = None) -> None:
+    """One line per problem found, capped at MAX_PROBLEMS with "... and N more"."""
+    out = file or sys.stdout
+    for line in lines[:MAX_PROBLEMS]:
+        print(line, file=out)
+    if len(lines) > MAX_PROBLEMS:
+        print(f"... and {len(lines) - MAX_PROBLEMS} more", file=out)
+
+
+def emit_json(command: str, payload: dict[str, Any]) -> None:
+    """Print a command's JSON report: ``{"schema": "cas.COMMAND/1", ...}``."""
+    print(json.dumps({"schema": f"cas.{command}/1", **payload}, indent=2))
+
+
+def json_help(command: str, fields: Iterable[str]) -> str:
+    """The --help text that documents a command's JSON schema."""
+    return f'--json prints {{"schema": "cas.{command}/1", {", ".join(fields)}}}'

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from modelcas import bundle, lockfile  # noqa: F401 (register the readers of gc roots)
-from modelcas.cli._common import add_command, human, open_store, show_path
+from modelcas.cli._common import (
+    add_command,
+    emit_json,
+    human,
+    json_help,
+    open_store,
+    say,
+    seconds,
+    show_path,
+)
 from modelcas.store import DEFAULT_GRACE
 
 HELP = "delete objects no lockfile or bundle references, and stale temporary files"
 DESCRIPTION = """\
 Delete objects that no registered root (a lockfile that `cas sync`/`cas add --name` used,
-or a bundle that was opened) references, and leftovers of interrupted writes. Anything
-modified within the grace period is kept, so gc never removes another process's write in
-flight. Roots whose file is gone are forgotten. If any root cannot be read, nothing is
-deleted."""
-EPILOG = """\
+or a bundle that was opened) references, and leftovers of interrupted writes: temporary
+files in the store, and `.NAME.<hex>.tmp` / `.NAME.XXXX.partial` files beside registered
+lockfiles and bundles. Unreferenced objects and leftovers younger than the grace period
+are kept. A pinned object is never deleted, whatever the grace, even when the pin is written
+while gc runs (docs/store.md). Roots whose file is gone are forgotten. If any root cannot be
+read, gc stops and nothing is deleted."""
+EPILOG = f"""\
 examples:
-  cas gc --dry-run
-  cas gc --grace 0          no grace period (only when nothing else is writing)"""
+  cas gc --dry-run          what would be deleted
+  cas gc --grace 0          delete every unreferenced object now
+
+{json_help("gc", ['"dry_run"', '"objects": [...]', '"temp_files": [...]', '"bytes_freed"'])}
+
+exit status: 0 done; 2 a root could not be read (nothing deleted), or a usage error."""
 
 
 def register(sub: Any) -> None:
@@ -28,29 +43,50 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     p.add_argument(
         "--grace",
-        type=float,
+        type=seconds,
         default=DEFAULT_GRACE,
         metavar="SECONDS",
-        help=f"keep anything younger than this (default {DEFAULT_GRACE:.0f})",
+        help=f"keep unreferenced objects younger than this (default {DEFAULT_GRACE:.0f})",
     )
+    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas gc``."""
-    store = open_store(args)
-    keep, stale = store.referenced()
-    report = store.gc(keep, grace=args.grace, dry_run=args.dry_run)
+    from modelcas.ops.gc import collect  # noqa: PLC0415
+
+    report = collect(open_store(args), grace=args.grace, dry_run=args.dry_run)
+    if args.json:
+        emit_json(
+            "gc",
+            {
+                "dry_run": args.dry_run,
+                "objects": [
+                    {"sha256": o.digest.sha256, "size": o.digest.size} for o in report.objects
+                ],
+                "temp_files": [os.fsdecode(p) for p in report.temp_files],
+                "forgotten_roots": [os.fsdecode(p) for p in report.stale_roots],
+                "restored": report.restored,
+                "bytes_freed": report.bytes_freed,
+                "kept_referenced": report.kept_referenced,
+                "kept_young": report.kept_young,
+            },
+        )
+        return 0
     verb = "would delete" if args.dry_run else "deleted"
     for info in report.objects:
-        print(f"{verb} {info.digest.address}  {human(info.digest.size)}")
+        say(args, f"{verb} {info.digest.address}  {human(info.digest.size)}")
     for tmp in report.temp_files:
-        print(f"{verb} leftover {show_path(tmp)}")
-    for root in stale:
-        print(f"forgot root {show_path(root.path)} (file is gone)")
-    print(
+        say(args, f"{verb} leftover {show_path(tmp)}")
+    for root in report.stale_roots:
+        say(args, f"forgot root {show_path(root)} (file is gone)")
+    if report.restored:
+        say(args, f"put back {report.restored} object(s) an interrupted gc had moved aside")
+    say(
+        args,
         f"{verb} {len(report.objects)} object(s), {human(report.bytes_freed)}, and "
-        f"{len(report.temp_files)} temporary file(s); kept {len(keep)} referenced and "
-        f"{report.kept_young} recent object(s)"
+        f"{len(report.temp_files)} temporary file(s); kept {report.kept_referenced} "
+        f"referenced and {report.kept_young} recent object(s)",
     )
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command, add_ref_options, open_store, resolve_ref, show_path
+from modelcas.cli._common import add_command, add_ref_options, open_store, say, show_path
 from modelcas.store import LINK_MODES
 
 HELP = "place a verified object or pinned model at a path (reflink, hardlink, symlink, copy)"
@@ -19,13 +19,14 @@ EPILOG = """\
 examples:
   cas get cser-detector@v1.1 -o weights/best.pt
   cas get sha256:9f86d0 -o weights/best.pt
-  cas get sha256:9f86d0 -o best.pt --link symlink"""
+  cas get sha256:9f86d0 -o best.pt --link symlink
+
+exit status: 0 placed; 1 missing, corrupt or incompatible; 2 usage error or DEST exists."""
 
 
 def register(sub: Any) -> None:
     """Add ``cas get`` to the command parser."""
     p = add_command(sub, "get", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("ref", metavar="REF", help="NAME[@VERSION], or sha256:<hex> (or a prefix)")
     add_ref_options(p)
     p.add_argument("-o", "--output", required=True, metavar="DEST", help="where to place it")
     p.add_argument("--link", choices=LINK_MODES, default="auto", help="how to place it")
@@ -35,8 +36,18 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas get``."""
+    from modelcas.ops.resolve import resolve  # noqa: PLC0415
+
     store = open_store(args)
-    sha256, label = resolve_ref(args, store)
-    mode = store.place(sha256, args.output, link=args.link, force=args.force)
-    print(f"{show_path(args.output)}  ({mode} of {label}, sha256:{sha256})")
+    found = resolve(
+        args.ref,
+        store=store,
+        lock=args.lock,
+        file=args.file,
+        check_requires=not args.no_check_requires,
+    )
+    mode = store.place(
+        found.digest.sha256, args.output, link=args.link, force=args.force, verify=False
+    )
+    say(args, f"{show_path(args.output)}  ({mode} of {found.label}, {found.digest.address})")
     return 0

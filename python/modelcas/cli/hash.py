@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelcas import hashing, sumfile
+from modelcas.cli._common import add_command
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
-from modelcas.errors import UsageError
+from modelcas.errors import ChecksumFileError, UsageError
 
 HELP = "print or check sha256/blake3 digests (sha256sum/b3sum compatible)"
 DESCRIPTION = """\
@@ -31,12 +34,15 @@ examples:
   cas hash --algo both --json weights/*.safetensors
   cas hash --check model_collection_20251218.zip.sha256
 
---check reads lines `HEX  NAME` (and `HEX *NAME`, and `SHA256 (NAME) = HEX`). A relative
-NAME is looked up in the current directory first, as sha256sum does, then beside the
-checksum file, so a `.sha256` sidecar checks from anywhere. The algorithm is --algo, else
-the line's own tag, else blake3 for files named *.b3 or *.blake3, else sha256.
+--check reads lines `HEX  NAME` (and `HEX *NAME`, and `SHA256 (NAME) = HEX`) and behaves as
+`sha256sum -c`: -q prints only failures, --status nothing, --warn each improperly formatted
+line, --strict makes such lines fail, --ignore-missing skips files that do not exist. A
+relative NAME is looked up in the current directory first, as sha256sum does, then beside
+the checksum file, so a `.sha256` sidecar checks from anywhere. The algorithm is --algo,
+else the line's own tag, else blake3 for files named *.b3 or *.blake3, else sha256.
 
-exit status: 0 all files OK, 1 a digest differed or a file was missing, 2 usage error."""
+exit status: 0 all files OK; 1 a digest differed, a file was missing, or a checksum file
+had no properly formatted line; 2 usage error."""
 
 STDIN = "-"
 _CHUNK = 1 << 20
@@ -45,13 +51,7 @@ _BLAKE3_SUFFIXES = (".b3", ".blake3", ".b3sum", ".b3sums")
 
 def register(sub: Any) -> None:
     """Add ``cas hash`` to the command parser."""
-    p = sub.add_parser(
-        "hash",
-        help=HELP,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "hash", HELP, DESCRIPTION, EPILOG)
     p.add_argument("paths", nargs="*", metavar="PATH", help="files to hash ('-' for stdin)")
     p.add_argument(
         "-a",
@@ -65,8 +65,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-c", "--check", action="store_true", help="read checksum files and check each listed file"
     )
-    p.add_argument("--quiet", action="store_true", help="with --check: print only failures")
     p.add_argument("--status", action="store_true", help="with --check: print nothing, use exit")
+    p.add_argument(
+        "--strict", action="store_true", help="with --check: exit 1 on improperly formatted lines"
+    )
+    p.add_argument(
+        "-w", "--warn", action="store_true", help="with --check: warn about each improper line"
+    )
     p.add_argument(
         "--ignore-missing", action="store_true", help="with --check: skip files that do not exist"
     )
@@ -82,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json or args.recursive:
             raise UsageError("--json and --recursive do not apply to --check")
         return _check(args)
-    if args.quiet or args.status or args.ignore_missing:
-        raise UsageError("--quiet, --status and --ignore-missing only apply to --check")
+    if args.status or args.ignore_missing or args.strict or args.warn:
+        raise UsageError("--status, --strict, --warn and --ignore-missing apply to --check")
     return _print(args)
 
 
@@ -182,6 +187,18 @@ def _algo_for(entry: sumfile.SumEntry, sumpath: str, forced: str | None) -> hash
     return "sha256"
 
 
+def _read_sumfile(sumpath: str) -> bytes:
+    """A checksum file's bytes (a directory, FIFO or device is refused, not read)."""
+    if sumpath == STDIN:
+        return sys.stdin.buffer.read()
+    st = os.stat(sumpath)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", sumpath)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", sumpath)
+    return Path(sumpath).read_bytes()
+
+
 def _check(args: argparse.Namespace) -> int:
     if args.algo == "both":
         raise UsageError("--check takes --algo sha256 or blake3: a checksum line holds one digest")
@@ -191,24 +208,40 @@ def _check(args: argparse.Namespace) -> int:
     problems = 0
     for sumpath in args.paths:
         try:
-            data = sys.stdin.buffer.read() if sumpath == STDIN else Path(sumpath).read_bytes()
+            data = _read_sumfile(sumpath)
         except OSError as e:
             print(f"cas: {sumpath}: {e.strerror or e}", file=sys.stderr)
             problems += 1
             continue
-        entries, bad = sumfile.parse(data, sumpath)
+        try:
+            entries, bad_lines = sumfile.parse(data, sumpath)
+        except ChecksumFileError as e:
+            print(f"cas: {e.message}", file=sys.stderr)
+            problems += 1
+            continue
         if not entries:
             print(f"cas: {sumpath}: no properly formatted checksum lines found", file=sys.stderr)
             problems += 1
             continue
-        if bad and not args.status:
+        if bad_lines and not args.status:
+            if args.warn:
+                for lineno in bad_lines:
+                    print(
+                        f"cas: {sumpath}: {lineno}: improperly formatted checksum line",
+                        file=sys.stderr,
+                    )
+            n = len(bad_lines)
             print(
-                f"cas: WARNING: {bad} line(s) in {sumpath} are improperly formatted",
+                f"cas: WARNING: {n} line{' is' if n == 1 else 's are'} improperly formatted",
                 file=sys.stderr,
             )
+        if bad_lines and args.strict:
+            problems += 1
         jobs.extend(
             (e, _resolve(e.name, sumpath), _algo_for(e, sumpath, args.algo)) for e in entries
         )
+    if not jobs:
+        return 1
 
     wanted = tuple(sorted({a for _, _, a in jobs}, reverse=True))
     results = _hash_all([p for _, p, _ in jobs], wanted, False if args.no_mmap else None)

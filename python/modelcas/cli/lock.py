@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from modelcas import lockfile
-from modelcas.cli._common import add_command, err, human, show_path
+from modelcas.cli._common import add_action, add_command, emit_json, err, human, show_path
+from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
 from modelcas.remotes import for_source
 
@@ -20,30 +20,69 @@ It is written canonically, so the same content always gives the same bytes."""
 EPILOG = """\
 examples:
   cas lock ls
+  cas lock ls --lock structflo/cser/weights.lock --json
   cas lock show cser-detector@v1.1
   cas lock rm cser-detector@v1.0
-  cas lock check                 exit 1 if the lockfile would change (CI)"""
+  cas lock check                 exit 1 if the lockfile would change (CI)
+
+exit status: 0 ok; 1 `check` found a change, or the name is not pinned; 2 usage error."""
+
+_LS = """\
+One line per pinned version: `*` marks latest, then the number of files, their size, the
+`requires` range and the source. --json prints the whole lockfile."""
+_LS_EPILOG = """\
+examples:
+  cas lock ls
+  cas lock ls --json | jq '.models | keys'
+
+--json prints {"schema": "cas.lock-ls/1", "lock": PATH, "package": ..., "models": {...}}"""
+_SHOW = """\
+A model (every version) or one version in full: latest, repo, default weights file, and per
+version its range, source, commit, and every file's size, sha256 and blake3."""
+_SHOW_EPILOG = """\
+examples:
+  cas lock show cser-detector
+  cas lock show cser-detector@v1.1 --json
+
+--json prints {"schema": "cas.lock-show/1", "model": NAME, "latest": ..., "versions": {...}}"""
+_RM = """\
+Remove a pinned version from the lockfile. If it was latest, latest falls back to the
+highest remaining version (not a pre-release, when there is another). Its objects stay in
+the store until `cas gc` finds nothing else references them."""
+_RM_EPILOG = """\
+examples:
+  cas lock rm cser-detector@v1.0"""
+_CHECK = """\
+Check that the lockfile is canonical (as `cas` writes it) and that every Hub source still
+resolves to the pinned commit. Nothing is written: for CI."""
+_CHECK_EPILOG = """\
+examples:
+  cas lock check
+  cas lock check --offline       formatting only, no network"""
 
 
 def register(sub: Any) -> None:
     """Add ``cas lock`` to the command parser."""
     p = add_command(sub, "lock", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
     actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
-    ls = actions.add_parser("ls", help="one line per pinned version")
+    ls = add_action(actions, "ls", "one line per pinned version", _LS, _LS_EPILOG)
     ls.add_argument("--json", action="store_true", help="the whole lockfile as JSON")
     ls.set_defaults(run=run_ls)
-    show = actions.add_parser("show", help="a model or version in full, with digests")
+    show = add_action(
+        actions, "show", "a model or version in full, with digests", _SHOW, _SHOW_EPILOG
+    )
     show.add_argument("ref", metavar="NAME[@VERSION]")
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=run_show)
-    rm = actions.add_parser("rm", help="remove a pinned version (latest falls back)")
+    rm = add_action(actions, "rm", "remove a pinned version (latest falls back)", _RM, _RM_EPILOG)
     rm.add_argument("ref", metavar="NAME@VERSION")
     rm.set_defaults(run=run_rm)
-    check = actions.add_parser(
+    check = add_action(
+        actions,
         "check",
-        help="exit 1 if the lockfile would change: formatting, or a tag that moved",
-        description="Check that the lockfile is canonical and that every Hub source still "
-        "resolves to the pinned commit. Nothing is written.",
+        "exit 1 if the lockfile would change: formatting, or a tag that moved",
+        _CHECK,
+        _CHECK_EPILOG,
     )
     check.add_argument("--offline", action="store_true", help="skip asking remotes")
     check.set_defaults(run=run_check)
@@ -57,7 +96,7 @@ def run_ls(args: argparse.Namespace) -> int:
     """Execute ``cas lock ls``."""
     lock = _load(args)
     if args.json:
-        print(json.dumps(_as_json(lock), indent=2))
+        emit_json("lock-ls", {"lock": show_path(lock.path or ""), **_as_json(lock)})
         return 0
     if not lock.models:
         print(f"{show_path(lock.path or '')}: no models pinned")
@@ -87,6 +126,11 @@ def run_show(args: argparse.Namespace) -> int:
     name, version = split_ref(args.ref)
     model = lock.model(name)
     versions = [lock.version(name, version)[0]] if version else model.ordered()
+    if args.json:
+        whole = _as_json(lock)["models"][name]
+        whole["versions"] = {v: whole["versions"][v] for v in versions}
+        emit_json("lock-show", {"lock": show_path(lock.path or ""), "model": name, **whole})
+        return 0
     print(f"{name}")
     print(f"  latest:       {model.latest}")
     if model.repo:
@@ -111,8 +155,7 @@ def run_rm(args: argparse.Namespace) -> int:
     """Execute ``cas lock rm``."""
     name, version = split_ref(args.ref)
     if version is None:
-        err("name the version to remove: NAME@VERSION")
-        return 2
+        raise UsageError("name the version to remove: NAME@VERSION")
     path = lockfile.locate(args.lock)
     with lockfile.edit(path) as lock:
         lock.unpin(name, version)
@@ -126,7 +169,7 @@ def run_check(args: argparse.Namespace) -> int:
     path = lockfile.locate(args.lock)
     lock = Lockfile.load(path)
     changes = []
-    if path.read_text(encoding="utf-8") != lock.dumps():
+    if lockfile.read_text(path, "lockfile") != lock.dumps():
         changes.append(f"{show_path(path)} is not in canonical form (any `cas` edit rewrites it)")
     if not args.offline:
         for name, model in sorted(lock.models.items()):
@@ -149,7 +192,7 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_json(lock: Lockfile) -> dict[str, object]:
+def _as_json(lock: Lockfile) -> dict[str, Any]:
     return {
         "package": lock.package,
         "models": {

@@ -8,37 +8,51 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelcas import hub, lockfile
-from modelcas.cli._common import add_command, human, open_store, show_path
-from modelcas.digest import Digest
-from modelcas.errors import UsageError
-from modelcas.hashing import hash_file
-from modelcas.lockfile import LockedModel, Lockfile, parse_requires, parse_version
-from modelcas.registry import Registry
-from modelcas.remotes import parse_source
+from modelcas.cli._common import (
+    add_command,
+    emit_json,
+    human,
+    json_help,
+    open_store,
+    say,
+    show_path,
+)
 
 HELP = "publish weights to the Hugging Face Hub: upload, tag weights-VERSION, pin"
 DESCRIPTION = """\
-Publish a version of a model's weights in one step: hash the files, create the Hub repo if
-it is missing, upload the files in one commit (bytes the Hub already has are not sent
-again), tag that commit weights-VERSION, and pin the version in the lockfile (size, sha256,
-blake3, requires, source, commit) with `latest` bumped.
+Publish a version of a model's weights in one step: hash and store the files, create the
+Hub repo if it is missing, commit exactly the version's files (bytes the Hub already has
+are not sent again; files of the previous version that this one does not pin are deleted
+in the same commit), read back what the Hub recorded for every file, tag that commit
+weights-VERSION, and pin the version in the lockfile (size, sha256, blake3, requires,
+source, commit) with `latest` bumped. A tag holds exactly its version's files: if the Hub
+recorded anything else, no tag is created and nothing is pinned.
 
 The repo and the default file come from the model's earlier versions in the lockfile, and
 --requires defaults to the previous version's range: a retrain on the same architecture is
-just `cas publish MODEL --version v1.1`. An existing tag is never moved and an existing
-version is never overwritten. If anything fails midway the lockfile is unchanged, and the
-same command finishes the job. The token comes from HF_TOKEN or `hf auth login`; it is
-never printed."""
-EPILOG = """\
+just `cas publish MODEL --version v1.1`. File names on the Hub are the lockfile's: the
+first publish's name (best.pt) stays the name of later versions, whatever the local file is
+called, unless --as renames it. --file is for this publish only (the model's first publish
+remembers it; --set-default changes it later). `requires` is checked against the package
+named in the lockfile (`package:`), recorded from the nearest pyproject.toml or --package.
+An existing tag is never moved, and an existing version is never overwritten. If anything
+fails midway the lockfile is unchanged, and the same command finishes the job. The token
+comes from HF_TOKEN or `hf auth login`; it is never printed."""
+EPILOG = f"""\
 examples:
   cas publish cser-detector --version v1.1 --dry-run
   cas publish cser-detector --version v1.1
   cas publish cser-detector --version v2.0 --requires '>=1.0.0,<2.0.0'   (architecture change)
   cas publish ner-tagger --version v1.0 --repo sidxz/structflo-ner-tagger --file model.pt
+  cas publish cser-detector --version v1.2 --file exp/last.pt           (still best.pt on the Hub)
   cas publish cser-detector --version v1.1 --lock structflo/cser/weights.lock
 
-After publishing, commit the lockfile: git add cas.lock && git commit -m 'weights: v1.1'"""
+{json_help("publish", ['"model"', '"version"', '"repo"', '"tag"', '"commit"', '"files": [...]'])}
+
+After publishing, commit the lockfile: git add cas.lock && git commit -m 'weights: v1.1'
+
+exit status: 0 published (or already published); 1 the Hub recorded other bytes or files,
+or the tag exists elsewhere; 2 usage error or a Hub failure (run the command again)."""
 
 
 def register(sub: Any) -> None:
@@ -50,7 +64,14 @@ def register(sub: Any) -> None:
         "--file",
         action="append",
         metavar="PATH",
-        help="weights file(s) to publish (default: the model's weights-path)",
+        help="weights file(s) to publish, this time only (default: the model's weights-path)",
+    )
+    p.add_argument(
+        "--as",
+        dest="names",
+        action="append",
+        metavar="NAME",
+        help="the file's name on the Hub and in the lockfile (one per --file)",
     )
     p.add_argument("--repo", metavar="ORG/NAME", help="Hub repo (default: the model's repo)")
     p.add_argument(
@@ -58,159 +79,133 @@ def register(sub: Any) -> None:
         metavar="SPEC",
         help="package versions these weights work with (default: previous range)",
     )
-    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
+    p.add_argument("--package", metavar="DIST", help="the package --requires refers to")
+    p.add_argument(
+        "--set-default", action="store_true", help="make --file the model's default file"
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--no-latest", action="store_true", help="do not move `latest`")
+    p.add_argument("--pre", action="store_true", help="let a pre-release become latest")
+    p.add_argument(
+        "--allow-lfs-pointer", action="store_true", help="publish git-lfs pointer files as they are"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run)
-
-
-def _repo_of(model: LockedModel | None) -> str | None:
-    if model is None:
-        return None
-    if model.repo:
-        return parse_source(model.repo)[1] if model.repo.startswith("hf://") else model.repo
-    for v in reversed(model.ordered()):
-        src = model.versions[v].source
-        if src and src.startswith("hf://"):
-            return parse_source(src)[1]
-    return None
-
-
-def _previous(model: LockedModel | None, version: str) -> str | None:
-    """The range of the version just below ``version`` (seed case 1: same architecture)."""
-    if model is None or not model.versions:
-        return None
-    older = [v for v in model.ordered() if parse_version(v) < parse_version(version)]
-    return model.versions[(older or model.ordered())[-1]].requires
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas publish``."""
-    parse_version(args.version, f"{args.model}@{args.version}")
-    if args.requires:
-        parse_requires(args.requires, "--requires")
-    path = lockfile.locate(args.lock, must_exist=False)
-    lock = Lockfile.load(path) if path.exists() else Lockfile(path=path)
-    model = lock.models.get(args.model)
-    repo_id = args.repo or _repo_of(model)
-    if repo_id is None:
-        raise UsageError(
-            f"{args.model} has no Hub repo yet",
-            hint=f"a new model needs --repo ORG/NAME: cas publish {args.model} "
-            f"--version {args.version} --repo ORG/NAME --file PATH",
-        )
-    parse_source(f"hf://{repo_id}")
-    weights_path = model.weights_path if model else None
-    local_files = (
-        [Path(f) for f in args.file]
-        if args.file
-        else ([Path(weights_path)] if weights_path else [])
-    )
-    if not local_files:
-        raise UsageError(
-            f"no weights file for {args.model}",
-            hint="pass --file PATH (it is remembered for the next version)",
-        )
-    requires = args.requires or _previous(model, args.version)
-    for f in local_files:
-        if not f.is_file():
-            raise UsageError(
-                f"weights file {f} does not exist", hint="train first, or pass --file PATH"
-            )
+    from modelcas.cli._progress import byte_bar  # noqa: PLC0415
+    from modelcas.ops import publish as ops  # noqa: PLC0415 (the Hub client only here)
 
-    store = open_store(args)
-    files: dict[str, tuple[Path, Digest]] = {}
-    for f in local_files:
-        # A real publish also ingests (one pass), so the pin is valid locally once written;
-        # a dry run only hashes and changes nothing, not even the local store.
-        d = hash_file(f).digest() if args.dry_run else store.add_file(f).info.digest
-        if f.name in files:
-            raise UsageError(f"two files named {f.name!r}")
-        files[f.name] = (f, d)
-    plan = hub.plan_publish(
-        model=args.model,
-        version=args.version,
-        repo_id=repo_id,
-        files=files,
-        requires=requires,
-        weights_path=args.file[0] if args.file and len(args.file) == 1 else weights_path,
+    request = ops.PublishRequest(
+        args.model,
+        args.version,
+        files=tuple(Path(f) for f in args.file or ()),
+        names=tuple(args.names or ()),
+        repo=args.repo,
+        requires=args.requires,
+        package=args.package,
+        lock=Path(args.lock) if args.lock else None,
+        set_default=args.set_default,
+        set_latest=not args.no_latest,
+        pre=args.pre,
+        private=args.private,
+        allow_lfs_pointer=args.allow_lfs_pointer,
     )
-    existing = model.versions.get(args.version) if model else None
-    if (
-        existing is not None
-        and plan.tag_commit is not None
-        and existing.commit == plan.tag_commit
-        and existing.files == {p: d for p, (_, d) in files.items()}
-    ):
-        print(
-            f"{args.model}@{args.version} is already published at {plan.tag_commit[:12]} "
-            f"and pinned in {show_path(path)}; nothing to do"
+    store = open_store(args)
+    plan = ops.plan(request, store, dry_run=args.dry_run)
+    if args.dry_run:
+        if args.json:
+            _json(plan, None, dry_run=True)
+        else:
+            _show_plan(plan)
+        return 0
+    with byte_bar(ops.upload_bytes(plan), "uploading", quiet=args.quiet) as bar:
+        result = ops.publish(plan, store, progress=bar)
+    if args.json:
+        _json(plan, result.commit, dry_run=False)
+        return 0
+    if plan.up_to_date:
+        say(
+            args,
+            f"{args.model}@{args.version} is already published at {result.commit[:12]} "
+            f"and pinned in {show_path(plan.lock_path)}; nothing to do",
         )
         return 0
-    after = _pinned(lock, plan, commit="<commit of the upload>", latest=not args.no_latest)
-    if args.dry_run:
-        _show_plan(plan, lock.dumps() if path.exists() else "", after, path)
-        return 0
-    commit = hub.publish(plan, private=args.private)
-    with lockfile.edit(path) as fresh:
-        _pinned(fresh, plan, commit=commit, latest=not args.no_latest, into=fresh)
-    Registry(Lockfile.load(path), store).register()
-    print(
-        f"published {args.model}@{args.version} to hf://{repo_id} "
-        f"(tag {plan.tag}, commit {commit[:12]})"
+    if plan.default_changed:
+        say(args, f"default weights file of {args.model} is now {plan.weights_path}")
+    say(
+        args,
+        f"published {args.model}@{args.version} to hf://{plan.repo_id} "
+        f"(tag {plan.tag}, commit {result.commit[:12]}; {len(result.uploaded)} file(s) "
+        f"uploaded, {len(plan.delete)} removed from the tree)",
     )
-    print(
-        f"pinned in {show_path(path)}: commit it with "
-        f"`git add {show_path(path)} && git commit -m 'weights: publish {args.version}'`"
+    lock = show_path(plan.lock_path)
+    say(
+        args,
+        f"pinned in {lock}: commit it with "
+        f"`git add {lock} && git commit -m 'weights: publish {args.version}'`",
     )
     return 0
 
 
-def _pinned(
-    lock: Lockfile,
-    plan: hub.PublishPlan,
-    *,
-    commit: str,
-    latest: bool,
-    into: Lockfile | None = None,
-) -> str:
-    """Pin the plan's version into ``into`` (or a copy of ``lock``) and return the new text."""
-    target = into if into is not None else Lockfile.loads(lock.dumps(), lock.path)
-    target.pin(
-        plan.model,
-        plan.version,
-        {p: d for p, (_, d) in plan.files.items()},
-        requires=plan.requires,
-        source=plan.source,
-        commit=commit if len(commit) == 40 else None,
-        set_latest=latest,
+def _json(plan: Any, commit: str | None, *, dry_run: bool) -> None:
+    emit_json(
+        "publish",
+        {
+            "dry_run": dry_run,
+            "model": plan.request.model,
+            "version": plan.request.version,
+            "repo": f"hf://{plan.repo_id}",
+            "tag": plan.tag,
+            "commit": commit,
+            "lock": show_path(plan.lock_path),
+            "requires": plan.requires,
+            "package": plan.package,
+            "files": [
+                {
+                    "name": name,
+                    "local": show_path(f.local),
+                    "size": f.digest.size,
+                    "sha256": f.digest.sha256,
+                    "blake3": f.digest.blake3,
+                    "upload": name not in plan.already_on_hub and plan.tag_commit is None,
+                }
+                for name, f in sorted(plan.files.items())
+            ],
+            "delete": plan.delete,
+        },
     )
-    m = target.models[plan.model]
-    m.repo = f"hf://{plan.repo_id}"
-    m.weights_path = plan.weights_path
-    return target.dumps()
 
 
-def _show_plan(plan: hub.PublishPlan, before: str, after: str, path: Path) -> None:
-    out = sys.stdout
-    print(f"dry run: nothing will be changed on the Hub or in {show_path(path)}", file=out)
+def _show_plan(plan: Any) -> None:
+    path = show_path(plan.lock_path)
+    print(f"dry run: nothing will be changed on the Hub or in {path}")
     state = "exists" if plan.repo_exists else "will be created"
     print(f"  repo     hf://{plan.repo_id} ({state})")
-    for p, (local, d) in sorted(plan.files.items()):
-        upload = "already on the Hub, not uploaded" if p in plan.already_on_hub else "upload"
+    for name, f in sorted(plan.files.items()):
+        upload = "already on the Hub, not uploaded" if name in plan.already_on_hub else "upload"
         print(
-            f"  file     {show_path(local)} -> {p}  {d.size} bytes ({human(d.size)})  "
-            f"sha256:{d.sha256}  [{upload}]"
+            f"  file     {show_path(f.local)} -> {name}  {f.digest.size} bytes "
+            f"({human(f.digest.size)})  sha256:{f.digest.sha256}  [{upload}]"
         )
+    for name in plan.delete:
+        print(f"  delete   {name} (not part of {plan.request.version})")
     tag_state = f"exists at {plan.tag_commit}, reused" if plan.tag_commit else "will be created"
     print(f"  tag      {plan.tag} ({tag_state})")
-    print(f"  requires {plan.requires or 'any version'}")
+    print(
+        f"  requires {plan.requires or 'any version'}"
+        + (f" of {plan.package}" if plan.package else "")
+    )
+    if plan.default_changed:
+        print(f"  default  {plan.weights_path} becomes the model's default weights file")
     diff = difflib.unified_diff(
-        before.splitlines(keepends=True),
-        after.splitlines(keepends=True),
-        fromfile=f"{show_path(path)} (now)",
-        tofile=f"{show_path(path)} (after publish)",
+        plan.before.splitlines(keepends=True),
+        plan.after.splitlines(keepends=True),
+        fromfile=f"{path} (now)",
+        tofile=f"{path} (after publish)",
     )
     print("  lockfile diff:")
     sys.stdout.writelines(diff)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from modelcas import lockfile
-from modelcas.cli._common import add_command, open_store
-from modelcas.errors import UsageError
-from modelcas.lockfile import Lockfile
-from modelcas.remotes import DirRemote, parse_source
+from modelcas.cli._common import add_command, open_store, say
 
 HELP = "copy pinned objects to a shared directory (lab server, NFS)"
 DESCRIPTION = """\
@@ -21,7 +18,9 @@ same directory at once without corrupting it. To publish to the Hugging Face Hub
 EPILOG = """\
 examples:
   cas push /lab/shared/cas
-  cas push file:///lab/shared/cas sha256:9f86d0..."""
+  cas push file:///lab/shared/cas sha256:9f86d0...
+
+exit status: 0 copied; 1 a local object is corrupt or missing; 2 usage error."""
 
 
 def register(sub: Any) -> None:
@@ -29,21 +28,25 @@ def register(sub: Any) -> None:
     p = add_command(sub, "push", HELP, DESCRIPTION, EPILOG)
     p.add_argument("dest", metavar="DIR_OR_FILE_URL", help="the directory remote")
     p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="objects (default: pins)")
-    p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas push``."""
-    scheme, location, _ = parse_source(args.dest)
-    if scheme != "file":
-        raise UsageError("cas push takes a directory remote", hint="use `cas publish` for the Hub")
-    store = open_store(args)
-    remote = DirRemote(location)
-    if args.addresses:
-        digests = [store.info(store.resolve(a)).digest for a in args.addresses]
-    else:
-        digests = [d for *_, d in Lockfile.load(lockfile.locate(args.lock)).entries()]
-    sent = sum(remote.push(d, store) for d in digests)
-    print(f"{sent} object(s) copied to {remote.url}; {len(digests) - sent} already there")
+    from modelcas.cli._progress import byte_bar  # noqa: PLC0415
+    from modelcas.ops.pull import push  # noqa: PLC0415
+
+    with byte_bar(None, "pushing", quiet=args.quiet) as bar:
+        result = push(
+            args.dest,
+            open_store(args),
+            addresses=tuple(args.addresses),
+            lock=Path(args.lock) if args.lock else None,
+            progress=bar,
+            total=bar.total if bar else None,
+        )
+    say(
+        args,
+        f"{len(result.sent)} object(s) copied to {result.url}; {len(result.present)} already there",
+    )
     return 0

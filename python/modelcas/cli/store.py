@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from modelcas.cli._common import add_command, human, open_store, show_path
+from modelcas.cli._common import add_action, add_command, human, open_store, show_path
 
 HELP = "show the store's location, format and size"
 DESCRIPTION = "Show where the store is, its format version, and what it holds."
@@ -25,9 +25,37 @@ def register(sub: Any) -> None:
     """Add ``cas store`` to the command parser."""
     p = add_command(sub, "store", HELP, DESCRIPTION, EPILOG)
     actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
-    info = actions.add_parser("info", help="location, format, object count and bytes")
+    info = add_action(
+        actions,
+        "info",
+        "location, format, object count and bytes",
+        "Show where the store is, its format, whether it is shared, how many objects and bytes "
+        "it holds, and how many roots, temporary and quarantined files it has.",
+        "examples:\n  cas store info\n  cas --store /lab/shared/cas store info --json",
+    )
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
+    init = add_action(
+        actions,
+        "init",
+        "create the store (--shared: usable by its group)",
+        "Create the store, or make an existing one shared. A shared store's directories are "
+        "group-writable and setgid (02775), as git's core.sharedRepository does, so that a "
+        "lab group can add to it; objects stay read-only (0444).",
+        "examples:\n  cas --store /lab/shared/cas store init --shared",
+    )
+    init.add_argument("--shared", action="store_true", help="group-writable, setgid dirs")
+    init.set_defaults(run=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Execute ``cas store init``."""
+    store = open_store(args)
+    if args.shared:
+        store.make_shared()
+    kind = "shared (group-writable, setgid)" if store.shared else "private"
+    print(f"store at {show_path(store.root)}: format {store.stats().format}, {kind}")
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -38,7 +66,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
         return 0
     print(f"location     {show_path(s.root)}")
-    print(f"format       {s.format}")
+    print(f"format       {s.format}{' (shared)' if s.shared else ''}")
     print(f"objects      {s.objects} ({human(s.bytes)}, {s.bytes} bytes)")
     print(f"roots        {s.roots} lockfile(s)/bundle(s) pinning objects")
     print(f"temporary    {s.temp_files} file(s) from writes in flight or interrupted")

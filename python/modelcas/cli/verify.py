@@ -1,73 +1,63 @@
-"""``cas verify``: re-check objects against their digests."""
+"""``cas verify``: re-check objects against their digests, or everything a lockfile pins."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from modelcas.cli._common import add_command, err, human, open_store, show_path
+from modelcas.cli._common import (
+    add_command,
+    emit_json,
+    err,
+    human,
+    json_help,
+    open_store,
+    problems,
+    say,
+    show_path,
+)
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
-HELP = "re-check stored objects (blake3; --deep adds sha256)"
+HELP = "re-check stored objects (blake3; --deep adds sha256), or what a lockfile pins"
 DESCRIPTION = """\
 Re-hash objects and compare them with their recorded size and blake3 (--deep also
-recomputes sha256, which must equal the object's name). Every problem is printed with the
-object, its path, and the expected and actual value. Nothing is ever repaired silently:
---repair moves bad objects to the store's quarantine so that the next fetch replaces them."""
-EPILOG = """\
+recomputes sha256, which must equal the object's name). With --lock, check every file the
+lockfile pins instead: present, and exactly the pinned size and digests. Object
+permissions are checked too: an object must be read-only and no store directory
+world-writable. Every problem is printed with the object, its path, and the expected and
+actual value. Nothing is ever repaired silently: --repair moves bad objects to the store's
+quarantine so that the next fetch replaces them."""
+EPILOG = f"""\
 examples:
   cas verify --lock               every file the nearest cas.lock pins (before a GPU run)
+  cas verify --lock analysis/cas.lock --deep
   cas verify                      every object in the store
   cas verify --deep sha256:9f86d0
   cas verify --repair
+
+{json_help("verify", ['"mode": "store"|"lock"', '"ok": bool', '"problems": [...]', "..."])}
 
 exit status: 0 all intact, 1 a problem was found, 2 usage error."""
 
 
 def register(sub: Any) -> None:
     """Add ``cas verify`` to the command parser."""
-    p = add_command(sub, "verify", HELP, DESCRIPTION, EPILOG)
+    p = add_command(sub, "verify", HELP, DESCRIPTION, EPILOG, lock=False)
     p.add_argument("refs", nargs="*", metavar="ADDRESS", help="objects to check (default: all)")
     p.add_argument("--deep", action="store_true", help="recompute sha256 as well as blake3")
     p.add_argument("--repair", action="store_true", help="quarantine bad objects")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument(
         "--lock",
         nargs="?",
         const="",
+        default=argparse.SUPPRESS,
         metavar="PATH",
         help="check the files a lockfile pins instead (default: the nearest cas.lock)",
     )
     p.set_defaults(run=run)
-
-
-def run_lock(args: argparse.Namespace) -> int:
-    """``cas verify --lock``: every pinned file, one line each."""
-    from modelcas.registry import open_lock  # noqa: PLC0415 (YAML only for --lock)
-
-    registry = open_lock(args.lock or None, store=open_store(args))
-    problems = registry.verify(deep=args.deep)
-    bad = {(p.pin.model, p.pin.version, p.pin.file) for p in problems}
-    for pin in registry.pins():
-        if (pin.model, pin.version, pin.file) not in bad:
-            print(f"OK      {pin.label}")
-    for problem in problems:
-        print(problem)
-        if args.repair and problem.kind == "corrupt":
-            moved = registry.store.quarantine(problem.pin.digest.sha256)
-            if moved is not None:
-                print(f"  moved to {show_path(moved)}; run `cas sync` to fetch it again")
-    if problems:
-        missing = sum(p.kind == "missing" for p in problems)
-        err(
-            f"{len(problems)} pinned file(s) failed: {missing} missing (run `cas sync`), "
-            f"{len(problems) - missing} corrupt or mismatched"
-        )
-        return 1
-    print(
-        f"all {len(registry.pins())} pinned file(s) intact ({show_path(registry.lock.path or '')})"
-    )
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,24 +65,115 @@ def run(args: argparse.Namespace) -> int:
     if args.lock is not None:
         if args.refs:
             raise UsageError("give addresses or --lock, not both")
-        return run_lock(args)
-    store = open_store(args)
-    targets = [store.resolve(r) for r in args.refs] if args.refs else None
-    infos = [store.info(h) for h in targets if store.has(h)] if targets else store.objects()
-    total = sum(i.digest.size for i in infos)
-    wanted = targets if targets is not None else [i.digest.sha256 for i in infos]
-    with byte_bar(total, "verifying") as bar:
-        problems = store.verify(wanted, deep=args.deep, progress=bar)
-    for problem in problems:
-        print(f"CORRUPT {problem}" if problem.kind != "missing" else f"MISSING {problem}")
-        if args.repair and problem.kind != "missing":
-            moved = store.quarantine(problem.sha256)
-            if moved is not None:
-                print(f"  moved to {show_path(moved)}; fetch it again to restore it")
-    count = len(targets) if targets is not None else len(infos)
-    if problems:
-        err(f"{len(problems)} of {count} object(s) failed verification")
+        return _run_lock(args)
+    return _run_store(args)
+
+
+def _run_lock(args: argparse.Namespace) -> int:
+    from modelcas.ops.verify import verify_lock  # noqa: PLC0415 (YAML only for --lock)
+    from modelcas.registry import open_lock  # noqa: PLC0415
+
+    registry = open_lock(args.lock or None, store=open_store(args))
+    report = verify_lock(registry, deep=args.deep)
+    moved = {}
+    if args.repair:
+        for problem in report.problems:
+            if problem.kind == "corrupt":
+                moved[problem.pin.digest.sha256] = registry.store.quarantine(
+                    problem.pin.digest.sha256
+                )
+    lock_path = show_path(registry.lock.path or "")
+    if args.json:
+        status = {id(p.pin): p for p in report.problems}
+        emit_json(
+            "verify",
+            {
+                "mode": "lock",
+                "lock": lock_path,
+                "deep": args.deep,
+                "ok": not report.problems,
+                "pins": [
+                    {
+                        "model": pin.model,
+                        "version": pin.version,
+                        "file": pin.file,
+                        "size": pin.digest.size,
+                        "sha256": pin.digest.sha256,
+                        "status": status[id(pin)].kind if id(pin) in status else "ok",
+                        "detail": status[id(pin)].detail if id(pin) in status else None,
+                    }
+                    for pin in report.pins
+                ],
+            },
+        )
+    else:
+        if not args.quiet:
+            for pin in report.ok:
+                print(f"OK      {pin.label}")
+        lines = []
+        for problem in report.problems:
+            lines.append(str(problem))
+            if (where := moved.get(problem.pin.digest.sha256)) is not None:
+                lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
+        problems(lines)
+    if report.problems:
+        missing = sum(p.kind == "missing" for p in report.problems)
+        err(
+            f"{len(report.problems)} pinned file(s) failed in {lock_path}: {missing} missing "
+            f"(run `cas sync`), {len(report.problems) - missing} corrupt, mismatched or unsafe"
+        )
         return 1
-    depth = "sha256 and blake3" if args.deep else "blake3"
-    print(f"{count} object(s), {human(total)}: all intact ({depth})")
+    if not args.json:
+        say(args, f"all {len(report.pins)} pinned file(s) intact ({lock_path})")
+    return 0
+
+
+def _run_store(args: argparse.Namespace) -> int:
+    from modelcas.ops.verify import total_bytes, verify_store  # noqa: PLC0415
+
+    store = open_store(args)
+    total = None if args.refs else total_bytes(store)
+    with byte_bar(total, "verifying", quiet=args.quiet) as bar:
+        report = verify_store(store, args.refs, deep=args.deep, progress=bar)
+    moved = {}
+    if args.repair:
+        for p in report.problems:
+            if p.kind not in ("missing", "writable"):
+                moved[p.sha256] = store.quarantine(p.sha256)
+    if args.json:
+        emit_json(
+            "verify",
+            {
+                "mode": "store",
+                "store": os.fsdecode(store.root),
+                "deep": args.deep,
+                "checked": report.checked,
+                "bytes": report.bytes,
+                "ok": not report.problems,
+                "problems": [
+                    {
+                        "sha256": p.sha256 or None,
+                        "path": os.fsdecode(p.path),
+                        "kind": p.kind,
+                        "expected": p.expected,
+                        "actual": p.actual,
+                    }
+                    for p in report.problems
+                ],
+            },
+        )
+    else:
+        lines = []
+        for p in report.problems:
+            head = {"missing": "MISSING", "writable": "UNSAFE "}.get(p.kind, "CORRUPT")
+            lines.append(f"{head} {p}")
+            if p.kind != "writable" and (where := moved.get(p.sha256)) is not None:
+                lines.append(f"  moved to {show_path(where)}; fetch it again to restore it")
+        problems(lines)
+    if report.problems:
+        err(f"{len(report.problems)} problem(s) in {report.checked} object(s) and the store")
+        return 1
+    if not args.json:
+        depth = "sha256 and blake3" if args.deep else "blake3"
+        say(args, f"{report.checked} object(s), {human(report.bytes)}: all intact ({depth})")
     return 0

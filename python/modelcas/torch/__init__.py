@@ -347,8 +347,8 @@ def load_bundle(
         models = source.models()
         label = source.path.name
     elif isinstance(source, Mapping) or str(source).lower().endswith((".yml", ".yaml")):
-        models = bundle.resolve_pipeline_config(source, store=store)
-        label = "pipeline"
+        pipeline = bundle.resolve_pipeline_config(source, store=store)
+        models, label = pipeline.models, pipeline.bundle.path.name
     else:
         opened = bundle.open(source, store=store)
         models, label = opened.models(), opened.path.name

@@ -44,6 +44,27 @@ pub const VERSION_ZSTD: u16 = 63;
 /// Version made by: Unix host (3), so external attributes carry a Unix mode.
 pub const MADE_BY_UNIX: u16 = 3 << 8 | VERSION_ZSTD;
 
+/// Unix file types and bits in the high half of the external attributes.
+pub const S_IFMT: u32 = 0o170_000;
+pub const S_IFREG: u32 = 0o100_000;
+pub const S_IFDIR: u32 = 0o040_000;
+pub const S_IFLNK: u32 = 0o120_000;
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+/// Host bytes of "version made by" whose external attributes hold a Unix mode.
+pub const HOST_UNIX: u16 = 3;
+pub const HOST_OSX: u16 = 19;
+
+/// A 16-bit field: names and extra fields are checked to fit before they are written.
+pub fn sat16(v: usize) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+/// A 32-bit field: larger values are written as all ones, deferring to ZIP64.
+pub fn sat32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
 pub fn put16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -332,7 +353,7 @@ impl Zip64Locator {
 /// Append one extra field.
 pub fn put_extra(out: &mut Vec<u8>, id: u16, data: &[u8]) {
     put16(out, id);
-    put16(out, u16::try_from(data.len()).unwrap_or(u16::MAX));
+    put16(out, sat16(data.len()));
     out.extend_from_slice(data);
 }
 

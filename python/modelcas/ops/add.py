@@ -1,0 +1,223 @@
+"""``cas add``: put files into the store and, optionally, pin them as a model version.
+
+The order is what keeps a pin safe from a concurrent gc (``docs/store.md``): every check that
+can fail runs before any byte is stored, the lockfile is registered as a gc root before the
+pin is written into it, and each object is checked again once the pin is durable. With
+``move`` the sources are unlinked last, only once all of that succeeded; a failure gives every
+file back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelcas.digest import Digest
+from modelcas.errors import UsageError
+from modelcas.hashing import Progress
+from modelcas.ops.pin import write_pins
+from modelcas.store import AddResult, Store
+
+if TYPE_CHECKING:
+    from modelcas.lockfile import Lockfile
+
+
+@dataclass(frozen=True, slots=True)
+class PinRequest:
+    """Pin the added files as ``name@version`` in a lockfile."""
+
+    name: str
+    version: str
+    requires: str | None = None
+    lock: Path | None = None  # default: the nearest cas.lock, else ./cas.lock
+    set_latest: bool = True
+    force: bool = False
+    pre: bool = False  # let a pre-release become latest
+    package: str | None = None  # whose version `requires` is checked; default: pyproject's
+
+
+@dataclass(frozen=True, slots=True)
+class AddedFile:
+    """One file added: where it came from, its digest, and whether the store had it."""
+
+    source: Path
+    digest: Digest
+    existed: bool
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AddOutcome:
+    """What ``add`` did."""
+
+    files: list[AddedFile]
+    lock: Path | None = None
+    changed: bool = False
+    latest: str | None = None
+    moved: list[Path] = field(default_factory=list)
+
+
+def expand(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files, with directories walked (symlinks inside them are skipped).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()))
+        elif not os.path.lexists(p):
+            raise FileNotFoundError(2, "No such file or directory", str(p))
+        else:
+            out.append(p)
+    return out
+
+
+def add(
+    paths: Sequence[str | os.PathLike[str]],
+    store: Store,
+    *,
+    move: bool = False,
+    pin: PinRequest | None = None,
+    allow_lfs_pointer: bool = False,
+    progress: Progress | None = None,
+) -> AddOutcome:
+    """Add files to the store, and pin them when ``pin`` is given.
+
+    Args:
+        paths: files, or directories to walk.
+        store: the store.
+        move: take the files instead of copying them; needs ``pin`` (an unpinned object is
+            garbage to gc, and the moved file would be the user's only copy).
+        pin: the model version to pin the files as.
+        allow_lfs_pointer: store git-lfs pointer files as they are (refused otherwise).
+        progress: called with byte counts.
+
+    Returns:
+        The files added, and the pin.
+
+    Raises:
+        UsageError: a bad name, version, range, duplicate file name, or ``move`` without a
+            pin; nothing was stored or moved.
+        LockfileError: the lockfile is malformed, or the version is pinned to other content
+            (without ``force``); every moved file is given back.
+        IntegrityError: a source changed while it was read.
+        StoreError, OSError: the store could not be written; nothing was moved.
+    """
+    if move and pin is None:
+        raise UsageError(
+            "--move needs --name and --version: an unpinned object is removed by `cas gc`, "
+            "and the moved file would be your only copy",
+            hint="pin it (cas add --move FILE --name MODEL --version V), or add a copy",
+        )
+    files = expand(paths)
+    for f in files:
+        refuse_lfs_pointer(f, allow=allow_lfs_pointer)
+    lock_path, package = _check_pin(pin, files) if pin is not None else (None, None)
+    results: list[AddResult] = []
+    try:
+        for f in files:
+            results.append(store.ingest(f, take=move, progress=progress))
+        changed, latest = False, None
+        if pin is not None and lock_path is not None:
+            changed, latest = write_pins(
+                store,
+                lock_path,
+                lambda lock: _pin(lock, pin, package, results),
+                [],  # checked just below, where a source is at hand to store again
+                lambda _: None,
+            )
+        results = [store.ensure(r, take=move) for r in results]
+    except BaseException:
+        for r in results:
+            store.detach(r)
+        raise
+    if move:
+        for r in results:
+            store.release(r)
+    return AddOutcome(
+        [AddedFile(r.source, r.info.digest, r.existed, r.info.path) for r in results],
+        lock_path,
+        changed,
+        latest,
+        [r.source for r in results] if move else [],
+    )
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def refuse_lfs_pointer(path: Path, *, allow: bool = False) -> None:
+    """Refuse a git-lfs pointer file where weights are expected (forgot `git lfs pull`).
+
+    Raises:
+        UsageError: ``path`` is a pointer and ``allow`` is false.
+    """
+    if allow or path.stat().st_size > 1024:
+        return
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_POINTER))
+    if head == LFS_POINTER:
+        raise UsageError(
+            f"{path} is a git-lfs pointer file, not the weights it points to",
+            hint="run `git lfs pull` first (or pass --allow-lfs-pointer to store the pointer)",
+        )
+
+
+def _check_pin(pin: PinRequest, files: list[Path]) -> tuple[Path, str | None]:
+    """Every check that needs no bytes: name, version, range, duplicates, the lockfile.
+
+    Returns the lockfile, and the package to record in it when ``requires`` is given.
+    """
+    from modelcas import lockfile  # noqa: PLC0415 (YAML and packaging only when pinning)
+
+    lockfile.check_name(pin.name)
+    lockfile.parse_version(pin.version, f"{pin.name}@{pin.version}")
+    if pin.requires is not None:
+        lockfile.parse_requires(pin.requires, "--requires")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.name in seen:
+            raise UsageError(
+                f"two files named {f.name!r} in {pin.name}@{pin.version}: {seen[f.name]} and "
+                f"{f}; nothing was added",
+                hint="a version's files are pinned by name: add them as separate models",
+            )
+        seen[f.name] = f
+        lockfile.check_file_name(f.name, f"{pin.name}@{pin.version}")
+    path = lockfile.locate(pin.lock, must_exist=False)
+    lock = lockfile.Lockfile.load(path) if path.exists() else lockfile.Lockfile(path=path)
+    if not pin.force:
+        lock.check_repin(pin.name, pin.version, set(seen))
+    package = pin.package or lock.package
+    if pin.requires is not None and package is None:
+        package = lockfile.project_name(path)
+        if package is None:
+            raise UsageError(
+                f"--requires {pin.requires!r} needs to know whose version to check: {path} has "
+                f"no `package:` and no pyproject.toml is above it",
+                hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
+            )
+    return path, package
+
+
+def _pin(
+    lock: Lockfile, pin: PinRequest, package: str | None, results: list[AddResult]
+) -> tuple[bool, str | None]:
+    changed = lock.pin(
+        pin.name,
+        pin.version,
+        {r.source.name: r.info.digest for r in results},
+        requires=pin.requires,
+        set_latest=pin.set_latest,
+        force=pin.force,
+        pre=pin.pre,
+    )
+    if package is not None and lock.package != package:
+        lock.package = package
+        changed = True
+    return changed, lock.models[pin.name].latest

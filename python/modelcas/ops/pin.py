@@ -1,0 +1,55 @@
+"""Writing pins so that gc can never take their objects (``docs/store.md``, steps A1-A3).
+
+Every workflow that writes a pin goes through :func:`write_pins`: register the lockfile as a
+root, write the pin, register again, then check each pinned object and store it again if a
+concurrent gc took it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from modelcas.digest import Digest
+from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.lockfile import Lockfile
+
+T = TypeVar("T")
+Refill = Callable[[Digest], object]
+
+
+def write_pins(
+    store: Store,
+    path: str | os.PathLike[str],
+    change: Callable[[Lockfile], T],
+    objects: Iterable[Digest],
+    refill: Refill,
+) -> T:
+    """Apply ``change`` to the lockfile at ``path``, safely against a concurrent gc.
+
+    Args:
+        store: the store holding the pinned objects.
+        path: the lockfile (created if missing).
+        change: edits the lockfile (under its lock); its result is returned.
+        objects: the digests the change pins.
+        refill: stores one of them again, when a gc took it before the pin was seen.
+
+    Returns:
+        What ``change`` returned.
+    """
+    from modelcas.lockfile import edit  # noqa: PLC0415 (YAML only when pinning)
+
+    lock_path = Path(path)
+    store.register_root(lock_path, "lockfile")
+    with edit(lock_path) as lock:
+        result = change(lock)
+    # Again, now that the file exists: a gc that found it missing may have forgotten it.
+    store.register_root(lock_path, "lockfile")
+    for digest in objects:
+        store.ensure_present(digest, functools.partial(refill, digest))
+    return result

@@ -1,0 +1,146 @@
+"""The one resolver: every way of naming weights ends in a stored, verified object.
+
+A reference is one of:
+
+- ``sha256:<hex>``, or a unique prefix of at least 4 hex digits: an object in the store;
+- ``NAME[@VERSION]``: a pin in a lockfile (a project's ``cas.lock`` or a package registry);
+- ``hf://ORG/REPO@REVISION``: a file of a Hub commit, downloaded and verified on first use;
+- ``BUNDLE.zip#KEY``, or ``PIPELINE.yml#KEY``: a model of a bundle (opened, verified and
+  ingested once), directly or through a pipeline config's ``models: model_collection:``;
+- from Python, also ``(bundle, key)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelcas.digest import Digest
+from modelcas.errors import NotPinnedError, UsageError
+from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.registry import Registry
+
+_PIPELINE_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A stored object a reference names: where it is, what it must hash to, its names."""
+
+    path: Path  # inside the store; never write to it
+    digest: Digest
+    label: str  # "cser-detector@v1.1 best.pt", "bundle.zip#segmentation", "sha256:..."
+    filename: str  # the file name it had (its extension tells the format)
+
+
+def resolve(
+    ref: str | tuple[Any, str],
+    *,
+    store: Store | None = None,
+    registry: Registry | None = None,
+    lock: str | os.PathLike[str] | None = None,
+    file: str | None = None,
+    verify: bool = True,
+    check_requires: bool = True,
+) -> Resolved:
+    """Turn a reference into a stored object, fetching it on first use.
+
+    Args:
+        ref: see the module docstring.
+        store: the store; default the registry's, else the user's.
+        registry: resolve names through this registry (a package's); default ``lock``.
+        lock: the lockfile for names; default the nearest ``cas.lock``.
+        file: which file, for a version or Hub commit with several.
+        verify: re-hash a stored object before handing it out (``False`` for callers that
+            hash the bytes as they read them); sizes and records are compared either way.
+        check_requires: ``False`` opts out of the compatibility check of pinned names.
+
+    Raises:
+        UsageError: a malformed reference.
+        NotPinnedError, ObjectNotFoundError: nothing by that name.
+        WeightsCompatibilityError, CompatibilityCheckError: a pinned version the installed
+            package cannot use, or whose compatibility cannot be checked.
+        IntegrityError: the bytes are not what they must be.
+        RemoteError: a fetch failed.
+    """
+    s = store or (registry.store if registry is not None else Store())
+    if isinstance(ref, tuple):
+        return _bundle_key(ref[0], ref[1], s)
+    if not isinstance(ref, str) or not ref:
+        raise UsageError(f"cannot resolve {ref!r}: expected a name, an address or a bundle key")
+    if ref.startswith("sha256:"):
+        sha256 = s.resolve(ref)
+        path = s.path(sha256, verify=verify)
+        return Resolved(path, s.info(sha256).digest, f"sha256:{sha256}", file or "")
+    if ref.startswith("hf://"):
+        return _hub(ref, s, file)
+    source, sep, key = ref.rpartition("#")
+    if sep and source.endswith((".zip", *_PIPELINE_SUFFIXES)):
+        return _bundle_key(source, key, s)
+    from modelcas.lockfile import split_ref  # noqa: PLC0415 (YAML only for names)
+    from modelcas.registry import open_lock  # noqa: PLC0415
+
+    reg = registry if registry is not None else open_lock(lock, store=s)
+    if not check_requires:
+        reg.check_requires = False
+    pin = reg.pin(*split_ref(ref), file)
+    path = reg.fetch(pin, verify=verify)
+    known = reg.store.info(pin.digest.sha256).digest
+    digest = Digest(pin.digest.sha256, pin.digest.size, pin.digest.blake3 or known.blake3)
+    return Resolved(path, digest, pin.label, Path(pin.file).name)
+
+
+def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
+    from modelcas import bundle  # noqa: PLC0415 (the zip reader only for bundle keys)
+
+    if isinstance(source, bundle.Bundle):
+        opened = source
+    elif str(source).endswith(_PIPELINE_SUFFIXES):
+        models = bundle.resolve_pipeline_config(source, store=store)
+        if key not in models:
+            raise NotPinnedError(
+                f"{source}: the bundle has no model {key!r} (keys: {', '.join(sorted(models))})"
+            )
+        m = models[key]
+        return Resolved(m.path, m.digest, f"{Path(source).name}#{key}", m.member_name)
+    else:
+        opened = bundle.open(source, store=store)
+    model = opened.model(key)
+    return Resolved(model.path, model.digest, f"{opened.path.name}#{key}", model.member_name)
+
+
+def _hub(ref: str, store: Store, file: str | None) -> Resolved:
+    from modelcas.hub import METADATA_FILE, HubRemote  # noqa: PLC0415 (the Hub client)
+    from modelcas.remotes import parse_source  # noqa: PLC0415
+
+    _, repo_id, revision = parse_source(ref)
+    if revision is None:
+        raise UsageError(f"{ref}: name a revision, e.g. hf://{repo_id}@weights-v1.1")
+    remote = HubRemote(repo_id, revision)
+    commit = remote.resolve()
+    if commit is None:
+        raise UsageError(
+            f"{ref}: HF_HUB_OFFLINE is set, and resolving a Hub reference needs the Hub",
+            hint="pin it once online (`cas pull`), then use its name",
+        )
+    listing = remote.files(commit)
+    weights = sorted(p for p in listing if p not in (METADATA_FILE, ".gitattributes", "README.md"))
+    if file is None:
+        if len(weights) != 1:
+            raise UsageError(
+                f"{ref} has {len(weights)} files ({', '.join(weights)}); say which one (--file)"
+            )
+        file = weights[0]
+    if file not in listing:
+        raise NotPinnedError(f"{ref} (commit {commit[:12]}) has no file {file!r}")
+    f = listing[file]
+    if f.sha256 is not None and store.has(f.sha256):
+        info = store.info(f.sha256)
+        store.path(f.sha256)
+    else:
+        info = remote.download(f, commit, store, None)
+    return Resolved(info.path, info.digest, f"hf://{repo_id}@{revision} {file}", Path(file).name)

@@ -1,0 +1,49 @@
+"""``cas sync``: make every file a lockfile pins present and verified in the store.
+
+Only bytes move: ``requires`` is never read, so a cache can be warmed on a login node or in CI
+without the package installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelcas.hashing import Progress
+from modelcas.registry import Pin, Registry
+
+
+@dataclass
+class SyncReport:
+    """What ``sync`` did for each pin."""
+
+    present: list[Pin] = field(default_factory=list)
+    fetched: list[Pin] = field(default_factory=list)
+
+    @property
+    def missing_bytes(self) -> int:
+        """Bytes that had to be fetched."""
+        return sum(p.digest.size for p in self.fetched)
+
+
+def missing_bytes(registry: Registry) -> int:
+    """How many bytes ``sync`` would fetch (for a progress bar)."""
+    return sum(p.digest.size for p in registry.pins() if not registry.store.has(p.digest.sha256))
+
+
+def sync(registry: Registry, *, progress: Progress | None = None) -> SyncReport:
+    """Fetch every pinned file that is missing, and verify every one that is present.
+
+    The lockfile is registered as a gc root first, so gc keeps what is fetched.
+
+    Raises:
+        IntegrityError: a stored copy is corrupt, or a remote served other bytes.
+        NotPinnedError: a file is missing and its version has no source.
+        RemoteError: a source failed.
+    """
+    report = SyncReport()
+    registry.register()  # first: gc must see the pins before their objects are checked
+    for pin in registry.pins():
+        had = registry.store.has(pin.digest.sha256)
+        registry.fetch(pin, progress=progress)
+        (report.present if had else report.fetched).append(pin)
+    return report

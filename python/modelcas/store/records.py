@@ -1,0 +1,109 @@
+"""The typed records the store hands out: objects, add results, problems, roots, gc reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from modelcas.digest import Digest
+
+ProblemKind = Literal[
+    "missing", "size", "blake3", "sha256", "not-regular", "unreadable", "writable"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object: its digest, where it lives, and when it was added (Unix time)."""
+
+    digest: Digest
+    path: Path
+    added: float
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What an add did: the object, and whether the store already had it.
+
+    ``linked`` is true when the object is the source's own inode (a hard link made by a
+    ``move``): the source path must then be unlinked, or the object detached, before the
+    user may write to the source again.
+    """
+
+    source: Path
+    info: ObjectInfo
+    existed: bool
+    linked: bool = False
+    source_mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one object, as ``cas verify`` reports it."""
+
+    sha256: str
+    path: Path
+    kind: ProblemKind
+    expected: str
+    actual: str
+
+    def describe(self) -> str:
+        """What is wrong, with the expected and actual value and the path."""
+        what = {
+            "missing": "object is missing",
+            "size": "size differs",
+            "blake3": "blake3 differs",
+            "sha256": "sha256 differs",
+            "not-regular": "not a regular file (refused, not followed)",
+            "unreadable": "cannot be read",
+            "writable": "permissions allow writes",
+        }[self.kind]
+        return f"{what}: expected {self.expected}, found {self.actual} ({self.path})"
+
+    def __str__(self) -> str:
+        return f"sha256:{self.sha256}: {self.describe()}" if self.sha256 else self.describe()
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """A registered file: its objects are kept (a lockfile, a bundle).
+
+    Kind ``output`` (a bundle being written) keeps nothing; gc cleans crash leftovers beside it.
+    """
+
+    path: Path
+    kind: str
+    registered: float
+    record: Path
+
+
+@dataclass
+class GcReport:
+    """What gc removed (or, in a dry run, would remove)."""
+
+    objects: list[ObjectInfo] = field(default_factory=list)
+    temp_files: list[Path] = field(default_factory=list)
+    kept_referenced: int = 0
+    kept_young: int = 0
+    restored: int = 0
+    stale_roots: list[Path] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        """Bytes held by the removed objects."""
+        return sum(o.digest.size for o in self.objects)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """``cas store info``."""
+
+    root: Path
+    format: int
+    shared: bool
+    objects: int
+    bytes: int
+    temp_files: int
+    quarantined: int
+    roots: int

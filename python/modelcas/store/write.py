@@ -1,0 +1,519 @@
+"""Adding objects: copying or linking files in, streamed writes, and the checks around them.
+
+An object is written to ``tmp/``, hashed while written, size-checked, fsynced, made read-only
+and renamed into place, then its directory is fsynced: no reader sees a partial object, and
+racing writers of the same content all succeed with the same result. See ``docs/store.md``
+for how adds and gc agree without locks (:meth:`Writing.ensure` is the add's half).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from modelcas import hashing
+from modelcas.digest import Digest, mismatch
+from modelcas.errors import IntegrityError, StoreError, UsageError
+from modelcas.store.durable import fsync_dir, named
+from modelcas.store.read import Reading
+from modelcas.store.records import AddResult, ObjectInfo
+
+
+class SourceChangedError(IntegrityError):
+    """The file being added changed while it was read; nothing was stored."""
+
+
+class ObjectWriter:
+    """Write one object from streamed bytes (a download), hashing while writing.
+
+    Use through :meth:`Writing.writer`. Bytes are batched and handed to two worker threads, one
+    hashing and one writing (both release the GIL), so the producer (a socket) keeps
+    receiving meanwhile. The writer flushes to disk every ``_SYNC_EVERY`` bytes, so the disk
+    works during the download and the fsync in :meth:`commit` finds little left to do.
+    Nothing is visible in the store until :meth:`commit`; leaving the ``with`` block without
+    committing removes the temporary file.
+    """
+
+    _BATCH = 8 << 20
+    _SYNC_EVERY = 32 << 20
+
+    def __init__(self, store: Writing, expected: Digest | None, what: str) -> None:
+        self._store = store
+        self._expected = expected
+        self._what = what
+        self._hasher = hashing.Hasher()
+        self._tmp = store.temp_path()
+        self._file = open(self._tmp, "xb")  # noqa: SIM115 (closed in commit/__exit__)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._unsynced = 0
+        self._error: BaseException | None = None
+        self._queues: list[queue.Queue[bytes | None]] = []
+        self._workers: list[threading.Thread] = []
+        for name, consume in (("hash", self._hasher.update), ("write", self._write_out)):
+            q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+            worker = threading.Thread(
+                target=self._drain, args=(q, consume), name=f"modelcas-{name}", daemon=True
+            )
+            worker.start()
+            self._queues.append(q)
+            self._workers.append(worker)
+        self._done = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def _drain(self, q: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
+        while (data := q.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                consume(data)
+            except BaseException as e:
+                self._error = e
+
+    def _write_out(self, data: bytes) -> None:
+        with named(self._tmp):
+            self._file.write(data)
+            self._unsynced += len(data)
+            if self._unsynced >= self._SYNC_EVERY:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._unsynced = 0
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            for q in self._queues:
+                q.put(data)
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes to the object being written."""
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+        if self._pending_size >= self._BATCH:
+            self._flush()
+
+    def _stop(self) -> None:
+        for q, worker in zip(self._queues, self._workers, strict=True):
+            if worker.is_alive():
+                q.put(None)
+        for worker in self._workers:
+            worker.join()
+
+    def commit(self) -> ObjectInfo:
+        """Check the bytes against the expected digest and publish the object.
+
+        Returns:
+            The stored object.
+
+        Raises:
+            IntegrityError: the bytes are not what ``expected`` says; nothing is stored.
+            OSError: writing failed (naming the file).
+        """
+        self._flush()
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        with named(self._tmp):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        hashes = self._hasher.hashes()
+        try:
+            info = self._store.publish(self._tmp, hashes.digest(), self._expected, self._what)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        self._done = True
+        return info
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop()
+        if not self._file.closed:
+            self._file.close()
+        if not self._done:
+            self._tmp.unlink(missing_ok=True)
+
+
+class Writing(Reading):
+    """Everything that puts bytes into the store."""
+
+    def add_file(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        move: bool = False,
+        expected: Digest | None = None,
+        progress: hashing.Progress | None = None,
+    ) -> AddResult:
+        """Copy (or move) a file into the store, hashing it in the same pass.
+
+        Content that is already present costs a hash, not a copy. With ``move`` the source is
+        unlinked only once the object is stored and checked; a hard link is used instead of a
+        copy where that is safe (see :meth:`ingest`).
+
+        Args:
+            source: the file.
+            move: take the file (it disappears from ``source`` once stored).
+            expected: when given, the bytes must have this digest or nothing is stored.
+            progress: called with byte counts as the work advances.
+
+        Returns:
+            The object and whether it existed before.
+
+        Raises:
+            FileNotFoundError, IsADirectoryError, PermissionError: about ``source``.
+            IntegrityError: the bytes do not match ``expected``, or the source changed while
+                it was read.
+            StoreError: the store could not be written (disk full, I/O error); nothing is left
+                behind but the temporary area.
+        """
+        result = self.ingest(source, take=move, expected=expected, progress=progress)
+        result = self.ensure(result, take=move)
+        if move:
+            self.release(result)
+        return result
+
+    def ingest(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        take: bool = False,
+        expected: Digest | None = None,
+        progress: hashing.Progress | None = None,
+    ) -> AddResult:
+        """Store a file's bytes without touching the source path.
+
+        With ``take`` (the first half of a move) the object may be a hard link of the source,
+        when that is safe: same filesystem, and the source has no other name (``st_nlink ==
+        1``), so making the object read-only changes no other name of the user's file. The
+        caller then unlinks the source with :meth:`release`, or gives it back with
+        :meth:`detach`.
+
+        Raises:
+            as :meth:`add_file`.
+        """
+        src = Path(source)
+        st = _source_stat(src, take)
+        with self.lock(f"src-{st.st_dev}-{st.st_ino}"):
+            if take and st.st_nlink == 1:
+                linked = self._add_by_link(src, st, expected, progress)
+                if linked is not None:
+                    return linked
+            elif self._has_size(st.st_size):
+                # Maybe present: a hash decides, and a hit costs no copy.
+                hashes = hashing.hash_file(src, progress=progress)
+                _unchanged(src, st, hashes.size, follow=not take)
+                found = self._present(hashes.digest(), expected, str(src))
+                if found is not None:
+                    return AddResult(src, found, True)
+            return self._add_by_copy(src, st, expected, progress, follow=not take)
+
+    def _add_by_copy(
+        self,
+        src: Path,
+        st: os.stat_result,
+        expected: Digest | None,
+        progress: hashing.Progress | None,
+        *,
+        follow: bool,
+    ) -> AddResult:
+        tmp = self.temp_path()
+        try:
+            try:
+                hashes = hashing.copy_file(src, tmp, progress=progress)
+            except OSError as e:
+                if e.filename == str(src):
+                    raise  # about the source: the caller's problem, already named
+                raise self._write_error(src, e) from e
+            _unchanged(src, st, hashes.size, follow=follow)
+            digest = hashes.digest()
+            found = self._present(digest, expected, str(src))
+            if found is not None:
+                return AddResult(src, found, True)
+            info = self.publish(tmp, digest, expected, str(src))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return AddResult(src, info, False)
+
+    def _add_by_link(
+        self,
+        src: Path,
+        st: os.stat_result,
+        expected: Digest | None,
+        progress: hashing.Progress | None,
+    ) -> AddResult | None:
+        """A hard link of the source becomes the object; None where links cannot be made."""
+        tmp = self.temp_path()
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                return None  # another filesystem, or one without hard links: copy instead
+            raise
+        try:
+            hashes = hashing.hash_file(tmp, progress=progress)
+            _unchanged(src, st, hashes.size, follow=False)
+            digest = hashes.digest()
+            found = self._present(digest, expected, str(src))
+            if found is not None:
+                return AddResult(src, found, True)
+            with named(tmp):
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            try:
+                info = self.publish(tmp, digest, expected, str(src))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.chmod(src, stat.S_IMODE(st.st_mode), follow_symlinks=False)
+                raise
+            return AddResult(src, info, False, linked=True, source_mode=stat.S_IMODE(st.st_mode))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def ensure(self, result: AddResult, *, take: bool = False) -> AddResult:
+        """Check that an added object is still in place; store it again if gc took it.
+
+        This is the add's half of the gc protocol (``docs/store.md``): called after the pin
+        that references the object is durable, it either finds the object (and then any gc
+        that moved it aside will see the pin and put it back) or adds the source again.
+
+        Returns:
+            ``result``, or the result of adding the source again.
+
+        Raises:
+            as :meth:`ingest`.
+        """
+        if self._in_place(result.info.digest):
+            return result
+        return self.ingest(result.source, take=take, expected=result.info.digest)
+
+    def ensure_present(self, digest: Digest, refill: Callable[[], object]) -> None:
+        """As :meth:`ensure`, for bytes that came from elsewhere: ``refill`` fetches them."""
+        if not self._in_place(digest):
+            refill()
+
+    def _in_place(self, digest: Digest) -> bool:
+        path = self.object_path(digest.sha256)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ENOENT and self.rescue(digest.sha256):
+                return self._in_place(digest)
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return False
+            raise
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return stat.S_ISREG(st.st_mode) and st.st_size == digest.size
+
+    def release(self, result: AddResult) -> None:
+        """The end of a move: unlink the source, now that its bytes are stored and checked."""
+        with named(result.source):
+            result.source.unlink(missing_ok=True)
+        fsync_dir(result.source.parent)
+
+    def detach(self, result: AddResult) -> None:
+        """Undo a move that did not complete: give the source back with its mode.
+
+        When the object is the source's own inode, it is first replaced with an independent
+        copy, so that the user's file can be written again without changing an object. The
+        object path never disappears meanwhile, so no concurrent add loses it.
+        """
+        if not result.linked:
+            return
+        digest = result.info.digest
+        if self._in_place(digest):
+            tmp = self.temp_path()
+            try:
+                copied = hashing.copy_file(result.info.path, tmp)
+                if copied.digest() != digest:
+                    raise IntegrityError(f"{result.source}: changed while it was being given back")
+                self.publish(tmp, digest, None, str(result.source))
+            finally:
+                tmp.unlink(missing_ok=True)
+        with named(result.source):
+            os.chmod(result.source, result.source_mode, follow_symlinks=False)
+
+    def writer(self, expected: Digest | None = None, what: str = "stream") -> ObjectWriter:
+        """An :class:`ObjectWriter` for streamed bytes; ``what`` names the source in errors."""
+        return ObjectWriter(self, expected, what)
+
+    def add_bytes(self, data: bytes, *, expected: Digest | None = None) -> ObjectInfo:
+        """Store a buffer (small metadata files, tests)."""
+        with self.writer(expected, "bytes") as w:
+            w.write(data)
+            return w.commit()
+
+    def adopt(self, tmp: Path, digest: Digest, *, what: str) -> ObjectInfo:
+        """Publish a complete, fsynced file in :meth:`temp_path` as the object for ``digest``.
+
+        For extractors that verified the bytes as they wrote them. The temporary name is gone
+        afterwards.
+
+        Raises:
+            IntegrityError: its size is not ``digest.size``.
+        """
+        try:
+            return self.publish(tmp, digest, None, what)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _present(self, digest: Digest, expected: Digest | None, what: str) -> ObjectInfo | None:
+        """The existing object with this digest, freshened, or None when absent or bad.
+
+        Freshening (a new mtime) tells a concurrent gc that the object is in use. If it
+        cannot be done, or the object moved meanwhile, the object counts as absent and the
+        caller writes it again: a failed freshen is never ignored.
+        """
+        _check_expected(digest, expected, what)
+        path = self.object_path(digest.sha256)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None  # absent, or planted: the new, verified bytes replace it
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != digest.size:
+                return None
+            os.utime(fd)
+            now = path.lstat()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return None
+        record = self.read_index(digest.sha256)
+        known, added = record if record is not None else (None, st.st_mtime)
+        if known is not None and known.blake3 not in (None, digest.blake3):
+            return None
+        if known is None or known.blake3 is None:
+            self.write_index(digest, added)
+        return ObjectInfo(digest, path, added)
+
+    def publish(self, tmp: Path, digest: Digest, expected: Digest | None, what: str) -> ObjectInfo:
+        """Move a complete, fsynced temp file into place as the object for ``digest``.
+
+        Raises:
+            IntegrityError: the bytes are not what ``expected`` says, or the file's size is
+                not the size hashed.
+        """
+        _check_expected(digest, expected, what)
+        with named(tmp):
+            actual_size = os.stat(tmp, follow_symlinks=False).st_size
+        if actual_size != digest.size:
+            raise SourceChangedError(
+                f"{what}: wrote {actual_size} bytes but hashed {digest.size}; the source "
+                f"changed while it was read; nothing was stored",
+                hint="add it again once nothing is writing to it",
+            )
+        final = self.object_path(digest.sha256)
+        self.shard(digest.sha256, create=True)
+        # The record first: an object is never in place without its time added, so gc never
+        # takes a new object (whose mtime may be a linked source's, days old) for an old one.
+        now = time.time()
+        self.write_index(digest, now)
+        with named(final):
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        fsync_dir(final.parent)
+        marker = self._size_marker(digest.size)
+        self.checked_dir(marker.parent, create=True)
+        with named(marker):
+            marker.touch()
+        return ObjectInfo(digest, final, now)
+
+    def _write_error(self, src: Path, e: OSError) -> StoreError:
+        reason = e.strerror or str(e)
+        hint = "free some space, or point --store / MODELCAS_HOME elsewhere"
+        if e.errno == errno.EIO:
+            hint = "the disk reported an I/O error; check it, then add the file again"
+        where = f" ({e.filename})" if e.filename else ""
+        return StoreError(
+            f"cannot add {src} to the store at {self.root}: {reason}{where}; nothing was stored",
+            hint=hint,
+        )
+
+    def _size_marker(self, size: int) -> Path:
+        return self.root / "index" / "sizes" / str(size)
+
+    def _has_size(self, size: int) -> bool:
+        # A marker per object size seen: re-adding known content is found with one stat, and
+        # new content goes straight to the one-pass copy. A stale marker only costs a hash.
+        return self._size_marker(size).exists()
+
+
+def _source_stat(src: Path, take: bool) -> os.stat_result:
+    """The source's stat; a move takes only a regular file itself, never through a symlink."""
+    st = src.lstat() if take else src.stat()
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory (add its files)", str(src))
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a symlink (--move takes the file itself)"
+            if stat.S_ISLNK(st.st_mode)
+            else ("not a regular file")
+        )
+        raise UsageError(f"{src} is {what}; only regular files can be added")
+    return st
+
+
+def _unchanged(src: Path, before: os.stat_result, hashed: int, *, follow: bool) -> None:
+    """Refuse a source whose size, mtime or inode changed while it was read."""
+    try:
+        after = os.stat(src, follow_symlinks=follow)
+    except OSError as e:
+        raise SourceChangedError(
+            f"{src}: the source changed while it was read ({e.strerror}); nothing was stored",
+            hint="add it again once nothing is writing to it",
+        ) from e
+    same = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_dev,
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    if not same or hashed != before.st_size:
+        raise SourceChangedError(
+            f"{src}: the source changed while it was read (size {before.st_size} -> "
+            f"{after.st_size} bytes, {hashed} read); nothing was stored",
+            hint="add it again once nothing is writing to it",
+        )
+
+
+def _check_expected(digest: Digest, expected: Digest | None, what: str) -> None:
+    if expected is None or (m := mismatch(expected, digest)) is None:
+        return
+    if m.field == "blake3":
+        raise IntegrityError(
+            f"{what}: sha256 matches but {m}",
+            hint="the pin's two digests disagree; re-pin from a trusted copy",
+        )
+    raise IntegrityError(
+        f"{what}: expected sha256:{expected.sha256} ({expected.size} bytes), "
+        f"got sha256:{digest.sha256} ({digest.size} bytes); nothing was stored",
+        hint="the source has other bytes than the pin says: fetch it again or re-pin",
+    )

@@ -1,0 +1,153 @@
+"""Docs as tests: run the ```console blocks of a markdown page and compare their output.
+
+A console block holds commands, each on a line starting with ``$ `` (continued by a trailing
+backslash), followed by the output they print, stdout and stderr together. A command that
+exits non-zero ends its output with a line ``[exit N]``. A line ``...`` in the expected output
+matches any number of lines. All the blocks of a page run in order in one bash session, in a
+sandbox: ``HOME`` is ``<sandbox>/home`` and the session starts in ``$HOME``, so the page can
+show the paths a reader would see (``/home/you/...``).
+
+Before comparing, both sides are normalised: the sandbox's home becomes ``/home/you``, and the
+values that differ on every run (Hub commit ids, clock times, durations, temporary names,
+process ids) become placeholders. ``MODELCAS_DOCS_UPDATE=1`` writes the real output back into
+the page instead of comparing: that is how the pages are produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOME = "/home/you"
+_FENCE = re.compile(r"^```console[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+_VOLATILE = [
+    (re.compile(r"\b[0-9a-f]{40}\b"), "<commit>"),
+    (re.compile(r"(commit |weights-v[^ ]* at |at commit )[0-9a-f]{12}\b"), r"\1<commit>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9]+-[0-9a-f]{32}\b"), "<tmp>"),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?\b"), "<time>"),
+    (re.compile(r"\b\d+(\.\d+)? ?(s|ms|MiB/s|GiB/s)\b"), "<duration>"),
+    (re.compile(r"\bpid \d+\b"), "pid <pid>"),
+    (re.compile(r"\.[A-Za-z0-9_]{6}\.partial\b"), ".<random>.partial"),
+    (re.compile(r"[ \t]+$", re.MULTILINE), ""),
+]
+
+
+@dataclass
+class Command:
+    """One ``$`` command of a page and the output the page shows for it."""
+
+    text: str
+    expected: list[str]
+    block: int  # which console block of the page
+
+
+@dataclass
+class Page:
+    """A markdown page's console blocks, in order."""
+
+    path: Path
+    source: str
+    commands: list[Command] = field(default_factory=list)
+
+
+def parse(path: Path) -> Page:
+    """The commands and expected outputs of every console block of ``path``."""
+    source = path.read_text(encoding="utf-8")
+    page = Page(path, source)
+    for i, m in enumerate(_FENCE.finditer(source)):
+        current: Command | None = None
+        continuing = False
+        for line in m.group(1).splitlines():
+            if continuing and current is not None:
+                current.text += "\n" + line
+                continuing = line.endswith("\\")
+            elif line.startswith("$ "):
+                current = Command(line[2:], [], i)
+                page.commands.append(current)
+                continuing = line.endswith("\\")
+            elif current is not None:
+                current.expected.append(line)
+    for c in page.commands:
+        while c.expected and not c.expected[-1].strip():
+            c.expected.pop()
+    return page
+
+
+def run(page: Page, sandbox: Path, env: dict[str, str], timeout: float = 900) -> list[list[str]]:
+    """Run every command of ``page`` in one bash session; the output of each, as lines."""
+    home = sandbox / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    marker = f"@@doccheck-{uuid.uuid4().hex}@@"
+    script = [f'cd "{home}"']
+    for c in page.commands:
+        script.append(f"printf '\\n{marker} start\\n'")
+        script.append(f"{{\n{c.text}\n}} 2>&1 < /dev/null")
+        script.append(f"printf '\\n{marker} exit %d\\n' $?")
+    proc = subprocess.Popen(
+        ["bash", "--norc", "--noprofile"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=home,
+        env={**env, "HOME": str(home)},
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate("\n".join(script).encode(), timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)  # servers a page started in the background
+    return _split(out.decode("utf-8", "replace"), marker)
+
+
+def _split(text: str, marker: str) -> list[list[str]]:
+    outputs = []
+    for chunk in text.split(f"\n{marker} start\n")[1:]:
+        body, _, tail = chunk.rpartition(f"\n{marker} exit ")
+        lines = body.splitlines()
+        code = int(tail.split()[0])
+        if code:
+            lines.append(f"[exit {code}]")
+        outputs.append(lines)
+    return outputs
+
+
+def normalise(lines: list[str], sandbox: Path) -> list[str]:
+    """Both sides' lines with run-specific values replaced by placeholders."""
+    text = "\n".join(lines).replace(str(sandbox / "home"), HOME)
+    for pattern, repl in _VOLATILE:
+        text = pattern.sub(repl, text)
+    return text.splitlines()
+
+
+def matches(expected: list[str], actual: list[str]) -> bool:
+    """Line by line, where a line ``...`` in ``expected`` matches any number of lines."""
+    if not expected:
+        return not actual
+    if expected[0] == "...":
+        return any(matches(expected[1:], actual[i:]) for i in range(len(actual) + 1))
+    return bool(actual) and expected[0] == actual[0] and matches(expected[1:], actual[1:])
+
+
+def update(page: Page, outputs: list[list[str]], sandbox: Path) -> str:
+    """The page's source with each command's expected output replaced by the real one."""
+    by_block: dict[int, list[str]] = {}
+    for c, out in zip(page.commands, outputs, strict=True):
+        shown = "\n".join(out).replace(str(sandbox / "home"), HOME).splitlines()
+        by_block.setdefault(c.block, []).extend([f"$ {c.text}", *shown, ""])
+    pieces, last = [], 0
+    for i, m in enumerate(_FENCE.finditer(page.source)):
+        pieces.append(page.source[last : m.start(1)])
+        body = by_block.get(i, [])
+        while body and not body[-1]:
+            body.pop()
+        pieces.append("\n".join(body) + "\n")
+        last = m.end(1)
+    pieces.append(page.source[last:])
+    return "".join(pieces)
