@@ -1,8 +1,10 @@
 """The architecture, as a test: each layer imports only the layers before it.
 
-    core -> digest/hashing -> store -> lockfile -> registry/remotes -> bundle -> ops -> cli
+    core -> digest/hashing -> store -> lockfile -> registry/remotes -> bundle -> loader -> ops
+    -> cli
 
-``modelcas.torch`` is an adapter on top: nothing in the package imports it. Imports inside
+``modelcas.loader`` turns every kind of reference (name, address, bundle key) into verified
+bytes; ``modelcas.torch`` is an adapter on top of it: nothing in the package imports it. Imports inside
 functions count too, so the drawing cannot drift behind a lazy import.
 """
 
@@ -19,6 +21,7 @@ LAYERS = [
     ("lockfile", ["modelcas.lockfile"]),
     ("registry/remotes", ["modelcas.registry", "modelcas.remotes", "modelcas.hub"]),
     ("bundle", ["modelcas.bundle"]),
+    ("loader", ["modelcas.loader"]),
     ("ops", ["modelcas.ops"]),
     ("cli", ["modelcas.cli"]),
     ("adapters", ["modelcas.torch"]),
