@@ -88,3 +88,9 @@ class WeightsCompatibilityError(ModelcasError):
 
 class RemoteError(ModelcasError):
     """A remote (the Hub, a shared directory) failed or refused."""
+
+
+class ConflictError(RemoteError):
+    """A remote already holds other content under a name we would write (a tag); nothing moved."""
+
+    exit_code = 1

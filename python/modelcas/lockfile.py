@@ -78,6 +78,8 @@ class LockedVersion:
     requires: str | None = None
     source: str | None = None
     commit: str | None = None
+    # Other places holding the same bytes, tried in order after ``source``.
+    mirrors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.files = dict(sorted(self.files.items()))
@@ -163,6 +165,9 @@ class Lockfile:
                 ):
                     if value is not None:
                         out.append(f"        {key}: {_scalar(value)}\n")
+                if v.mirrors:
+                    out.append("        mirrors:\n")
+                    out.extend(f"          - {_scalar(m)}\n" for m in v.mirrors)
                 out.append("        files:\n")
                 for fname in sorted(v.files):
                     d = v.files[fname]
@@ -265,9 +270,11 @@ class Lockfile:
         parse_version(version, f"{name}@{version}")
         if requires is not None:
             parse_requires(requires, f"{name}@{version} requires")
-        entry = LockedVersion(files, requires, source, commit)
         model = self.models.setdefault(name, LockedModel())
         old = model.versions.get(version)
+        # Re-pinning the same content keeps the mirrors already listed for it.
+        mirrors = [m for m in old.mirrors if m != source] if old is not None else []
+        entry = LockedVersion(files, requires, source, commit, mirrors)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
@@ -279,6 +286,21 @@ class Lockfile:
         model.versions[version] = entry
         if set_latest:
             model.latest = model.highest()
+        return True
+
+    def add_mirror(self, name: str, version: str, place: str) -> bool:
+        """List another place for a pinned version's bytes; False when it is already known.
+
+        Raises:
+            NotPinnedError: no such model or version.
+        """
+        _, entry = self.version(name, version)
+        if place == entry.source or place in entry.mirrors:
+            return False
+        if entry.source is None:
+            entry.source = place
+        else:
+            entry.mirrors.append(place)
         return True
 
     def unpin(self, name: str, version: str) -> None:
@@ -439,7 +461,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 parse_version(vname)
             except UsageError:
                 raise _fail(where, vpath, "not a PEP 440 version (v prefix allowed)") from None
-            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "files"})
+            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "mirrors", "files"})
             requires = _opt_string(v, "requires", where, vpath)
             if requires is not None:
                 try:
@@ -459,12 +481,28 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 for fname, fbody in files_raw.items()
             }
             model.versions[vname] = LockedVersion(
-                files, requires, _opt_string(v, "source", where, vpath), commit
+                files,
+                requires,
+                _opt_string(v, "source", where, vpath),
+                commit,
+                _mirrors(v.get("mirrors"), where, f"{vpath}.mirrors"),
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")
         lock.models[name] = model
     return lock
+
+
+def _mirrors(value: object, where: str, keypath: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise _fail(where, keypath, "expected a non-empty list of sources")
+    for i, item in enumerate(value):
+        _string(item, where, f"{keypath}[{i}]")
+    if len(set(value)) != len(value):
+        raise _fail(where, keypath, "lists a source twice")
+    return list(value)
 
 
 def _opt_string(m: dict[str, Any], key: str, where: str, keypath: str) -> str | None:

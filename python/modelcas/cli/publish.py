@@ -16,8 +16,9 @@ from modelcas.hashing import hash_file
 from modelcas.lockfile import LockedModel, Lockfile, parse_requires, parse_version
 from modelcas.registry import Registry
 from modelcas.remotes import parse_source
+from modelcas.store import Store
 
-HELP = "publish weights to the Hugging Face Hub: upload, tag weights-VERSION, pin"
+HELP = "publish weights to the Hugging Face Hub (or an OCI registry): upload, tag, pin"
 DESCRIPTION = """\
 Publish a version of a model's weights in one step: hash the files, create the Hub repo if
 it is missing, upload the files in one commit (bytes the Hub already has are not sent
@@ -29,7 +30,11 @@ The repo and the default file come from the model's earlier versions in the lock
 just `cas publish MODEL --version v1.1`. An existing tag is never moved and an existing
 version is never overwritten. If anything fails midway the lockfile is unchanged, and the
 same command finishes the job. The token comes from HF_TOKEN or `hf auth login`; it is
-never printed."""
+never printed.
+
+With --to oci://HOST[:PORT]/REPO the version goes to an OCI registry instead, as one CNCF
+ModelPack artifact tagged VERSION (docs/oci.md); credentials come from the docker or podman
+config. A version the lockfile already pins (say, from the Hub) gets the registry as a mirror."""
 EPILOG = """\
 examples:
   cas publish cser-detector --version v1.1 --dry-run
@@ -37,6 +42,7 @@ examples:
   cas publish cser-detector --version v2.0 --requires '>=1.0.0,<2.0.0'   (architecture change)
   cas publish ner-tagger --version v1.0 --repo sidxz/structflo-ner-tagger --file model.pt
   cas publish cser-detector --version v1.1 --lock structflo/cser/weights.lock
+  cas publish cser-detector --version v1.1 --to oci://registry.lab:5000/models/cser-detector
 
 After publishing, commit the lockfile: git add cas.lock && git commit -m 'weights: v1.1'"""
 
@@ -62,6 +68,12 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--no-latest", action="store_true", help="do not move `latest`")
+    p.add_argument(
+        "--to", metavar="oci://HOST[:PORT]/REPO", help="publish to an OCI registry instead"
+    )
+    p.add_argument(
+        "--plain-http", action="store_true", help="(--to) the registry speaks HTTP, not HTTPS"
+    )
     p.set_defaults(run=run)
 
 
@@ -93,6 +105,15 @@ def run(args: argparse.Namespace) -> int:
     path = lockfile.locate(args.lock, must_exist=False)
     lock = Lockfile.load(path) if path.exists() else Lockfile(path=path)
     model = lock.models.get(args.model)
+    if args.to:
+        from modelcas.cli import _oci  # noqa: PLC0415 (only for --to oci://)
+
+        _oci.check_publish(args)
+        store = open_store(args)
+        files = _hashed(args, _local_files(args, model), store)
+        return _oci.publish(
+            args, path, store, files, args.requires or _previous(model, args.version)
+        )
     repo_id = args.repo or _repo_of(model)
     if repo_id is None:
         raise UsageError(
@@ -102,32 +123,9 @@ def run(args: argparse.Namespace) -> int:
         )
     parse_source(f"hf://{repo_id}")
     weights_path = model.weights_path if model else None
-    local_files = (
-        [Path(f) for f in args.file]
-        if args.file
-        else ([Path(weights_path)] if weights_path else [])
-    )
-    if not local_files:
-        raise UsageError(
-            f"no weights file for {args.model}",
-            hint="pass --file PATH (it is remembered for the next version)",
-        )
     requires = args.requires or _previous(model, args.version)
-    for f in local_files:
-        if not f.is_file():
-            raise UsageError(
-                f"weights file {f} does not exist", hint="train first, or pass --file PATH"
-            )
-
     store = open_store(args)
-    files: dict[str, tuple[Path, Digest]] = {}
-    for f in local_files:
-        # A real publish also ingests (one pass), so the pin is valid locally once written;
-        # a dry run only hashes and changes nothing, not even the local store.
-        d = hash_file(f).digest() if args.dry_run else store.add_file(f).info.digest
-        if f.name in files:
-            raise UsageError(f"two files named {f.name!r}")
-        files[f.name] = (f, d)
+    files = _hashed(args, _local_files(args, model), store)
     plan = hub.plan_publish(
         model=args.model,
         version=args.version,
@@ -165,6 +163,40 @@ def run(args: argparse.Namespace) -> int:
         f"`git add {show_path(path)} && git commit -m 'weights: publish {args.version}'`"
     )
     return 0
+
+
+def _local_files(args: argparse.Namespace, model: LockedModel | None) -> list[Path]:
+    weights_path = model.weights_path if model else None
+    local_files = (
+        [Path(f) for f in args.file]
+        if args.file
+        else ([Path(weights_path)] if weights_path else [])
+    )
+    if not local_files:
+        raise UsageError(
+            f"no weights file for {args.model}",
+            hint="pass --file PATH (it is remembered for the next version)",
+        )
+    for f in local_files:
+        if not f.is_file():
+            raise UsageError(
+                f"weights file {f} does not exist", hint="train first, or pass --file PATH"
+            )
+    return local_files
+
+
+def _hashed(
+    args: argparse.Namespace, local_files: list[Path], store: Store
+) -> dict[str, tuple[Path, Digest]]:
+    files: dict[str, tuple[Path, Digest]] = {}
+    for f in local_files:
+        # A real publish also ingests (one pass), so the pin is valid locally once written;
+        # a dry run only hashes and changes nothing, not even the local store.
+        d = hash_file(f).digest() if args.dry_run else store.add_file(f).info.digest
+        if f.name in files:
+            raise UsageError(f"two files named {f.name!r}")
+        files[f.name] = (f, d)
+    return files
 
 
 def _pinned(

@@ -14,7 +14,7 @@ from modelcas.lockfile import Lockfile, parse_version
 from modelcas.registry import Registry
 from modelcas.remotes import DirRemote, parse_source
 
-HELP = "fetch a Hub version (and pin it), or objects from a shared directory"
+HELP = "fetch a Hub or OCI version (and pin it), or objects from a shared directory"
 DESCRIPTION = """\
 From the Hub: resolve the tag to its commit, download each file by that commit while
 hashing it, check every byte against the Hub's LFS sha256 (and against the lockfile when it
@@ -22,12 +22,17 @@ already pins the version), ingest into the store and pin the version: commit, si
 and blake3. Nothing is downloaded for content already in the store. A truncated or
 corrupted download leaves nothing behind.
 
+From an OCI registry (oci://HOST[:PORT]/REPO:TAG or @sha256:…): resolve the tag to the
+manifest digest, check the ModelPack manifest, download each layer while hashing it (nothing
+is stored unless it matches its digest), and pin the version with the manifest digest.
+
 From a shared directory (a path or file:// URL with the store's layout): fetch the given
 addresses, or every file the lockfile pins that is missing locally, verified on arrival."""
 EPILOG = """\
 examples:
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1 --name cser-detector --file best.pt
+  cas pull oci://registry.lab:5000/models/cser-detector:v1.1
   cas pull /lab/shared/cas                   everything cas.lock pins, from the lab server
   cas pull file:///lab/shared/cas sha256:9f86d0..."""
 
@@ -46,12 +51,19 @@ def register(sub: Any) -> None:
     p.add_argument("--file", action="append", metavar="FILE", help="only these files")
     p.add_argument("--lock", metavar="PATH", help="the lockfile (default: nearest cas.lock)")
     p.add_argument("--no-pin", action="store_true", help="fetch only; leave the lockfile alone")
+    p.add_argument(
+        "--plain-http", action="store_true", help="(oci://) the registry speaks HTTP, not HTTPS"
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas pull``."""
     scheme, location, revision = parse_source(args.source)
+    if scheme == "oci":
+        from modelcas.cli import _oci  # noqa: PLC0415 (only for oci://)
+
+        return _oci.pull(args)
     if scheme == "file":
         return _pull_dir(args, location)
     if args.addresses:
