@@ -226,7 +226,11 @@ class Registry:
             return info.path
         if len(failures) == 1:
             raise failures[0]
-        raise failures[-1].__class__(
+        # Bytes that did not match are the graver finding: they decide the exit code.
+        kind = (
+            IntegrityError if any(isinstance(e, IntegrityError) for e in failures) else RemoteError
+        )
+        raise kind(
             f"{pin.label}: every place failed: "
             + "; ".join(f"({i + 1}) {e.message}" for i, e in enumerate(failures)),
             hint=failures[-1].hint,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from modelcas import __version__
@@ -82,6 +83,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cas`` and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    # Library warnings (a fallback taken, a mirror used) as one line each, like errors.
+    warnings.formatwarning = lambda message, *_, **__: f"cas: warning: {message}\n"
     args = build_parser(argv).parse_args(argv)
     try:
         code: int = args.run(args)
