@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cas push``."""
     scheme, location, _ = parse_source(args.dest)
     if scheme != "file":
-        raise UsageError("cas push takes a directory remote", hint="use `cas publish` for the Hub")
+        raise UsageError(
+            "cas push takes a directory remote",
+            hint="to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
+        )
     store = open_store(args)
     remote = DirRemote(location)
     if args.addresses:
