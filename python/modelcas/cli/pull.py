@@ -92,8 +92,8 @@ def _pull_hub(args: argparse.Namespace, repo_id: str, revision: str | None) -> i
     commit = remote.resolve()
     if commit is None:
         raise UsageError(
-            "HF_HUB_OFFLINE is set: pulling needs the Hub",
-            hint="use `cas path`/`cas sync` for what is already cached",
+            f"HF_HUB_OFFLINE is set and the Hugging Face cache has no {revision} of {repo_id}",
+            hint="pull it once online, or `hf download` it; after that it works offline",
         )
     listing = remote.files(commit)
     meta = hub.read_metadata(repo_id, commit) or {}
@@ -121,7 +121,8 @@ def _pull_hub(args: argparse.Namespace, repo_id: str, revision: str | None) -> i
                 continue
             info = remote.download(f, commit, store, expected, progress=bar)
             got[f.path] = info.digest
-            print(f"downloaded  {f.path}  {info.digest.address[:23]}…  ({human(f.size)}, verified)")
+            how = "from the HF cache" if f.path in remote.from_hf_cache else "downloaded"
+            print(f"{how}  {f.path}  {info.digest.address[:23]}…  ({human(f.size)}, verified)")
     if args.no_pin or version is None:
         return 0
     parse_version(version, f"{name}@{version}")
