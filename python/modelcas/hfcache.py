@@ -107,12 +107,13 @@ def snapshot(repo_id: str, commit: str) -> dict[str, SnapshotFile]:
         for name in names:
             pointer = Path(dirpath) / name
             try:
-                target = pointer.resolve(strict=True)
-                size = target.stat().st_size
+                # One level only: the pointer names the blob; the blob itself may link on.
+                etag = Path(os.readlink(pointer)).name
+                size = pointer.stat().st_size
             except OSError:
-                continue
+                continue  # not a pointer (a copy where symlinks are off), or dangling
             rel = pointer.relative_to(root).as_posix()
-            out[rel] = SnapshotFile(rel, size, target.name)
+            out[rel] = SnapshotFile(rel, size, etag)
     return out
 
 
