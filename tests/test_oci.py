@@ -555,14 +555,23 @@ def test_hub_version_gets_the_registry_as_mirror(
         }
         first = cas(
             "publish", "cser-detector", "--version", "v1.0", "--repo", "lab/cser-detector",
-            "--file", "best.pt", cwd=pkg, env=hf,
+            "--file", "best.pt", "--requires", ">=0.2,<1", cwd=pkg, env=hf,
         )  # fmt: skip
         assert first.returncode == 0, first.stderr
-        second = _publish(cas, pkg, "v1.0", registry.url("lab/cser-detector"), "best.pt", env=hf)
+        to = registry.url("lab/cser-detector")
+        other = cas(
+            "publish", "cser-detector", "--version", "v1.0", "--to", to, "--file", "best.pt",
+            "--requires", ">=0.3", cwd=pkg, env=hf,
+        )  # fmt: skip
+        assert other.returncode == 2 and "is pinned with requires" in other.stderr
+        second = _publish(cas, pkg, "v1.0", to, "best.pt", env=hf)
         assert second.returncode == 0, second.stderr
         assert "as the version's mirror" in second.stdout
     entry = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"]
     assert entry.source == "hf://lab/cser-detector@weights-v1.0" and entry.commit
+    assert entry.requires == ">=0.2,<1"
+    _, body = RawClient(registry.host).manifest("lab/cser-detector", "v1.0")
+    assert json.loads(body)["annotations"]["io.modelcas.requires"] == ">=0.2,<1"
     assert len(entry.mirrors) == 1
     assert entry.mirrors[0].startswith(registry.url("lab/cser-detector@sha256:"))
 

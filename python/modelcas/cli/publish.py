@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
         _oci.check_publish(args)
         store = open_store(args)
         files = _hashed(args, _local_files(args, model), store)
-        return _oci.publish(
-            args, path, store, files, args.requires or _previous(model, args.version)
-        )
+        pinned = model is not None and args.version in model.versions
+        requires = args.requires if pinned else args.requires or _previous(model, args.version)
+        return _oci.publish(args, path, store, files, requires)
     repo_id = args.repo or _repo_of(model)
     if repo_id is None:
         raise UsageError(

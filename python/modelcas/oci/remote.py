@@ -280,7 +280,8 @@ def publish_version(
         to: ``oci://HOST[:PORT]/REPO`` (no tag: the version is the tag).
         lock_path: the lockfile to update.
         store: the local store the blobs are sent from.
-        requires: the version's ``requires`` range.
+        requires: the version's ``requires`` range (a version already pinned keeps its own;
+            another one is refused).
         weights_path: remembered as the model's default file.
         latest: move ``latest``.
         plain_http: use HTTP for a registry that is not on loopback.
@@ -289,7 +290,8 @@ def publish_version(
 
     Returns:
         The plan, what was done, and the lockfile's text before and after. A version already
-        pinned (say, from the Hub) gets the registry as a mirror; a new one gets it as source.
+        pinned (say, from the Hub) gets the registry as a mirror, and its artifact carries the
+        ``requires`` the lockfile pins; a new one gets the registry as source.
 
     Raises:
         UsageError: the version cannot be a tag, or ``to`` is not a repository.
@@ -307,6 +309,18 @@ def publish_version(
     digests = {name: d for name, (_, d) in files.items()}
     lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
     before = lock.dumps() if lock_path.exists() else ""
+    model_entry = lock.models.get(model)
+    if model_entry is not None and version in model_entry.versions:
+        # A version already pinned (say, from the Hub) keeps the range it was published with.
+        pinned = model_entry.versions[version].requires
+        if requires is not None and requires != pinned:
+            raise LockfileError(
+                f"{lock_path}: {model}@{version} is pinned with requires {pinned!r}, "
+                f"not {requires!r}",
+                hint="a published version keeps its range: drop --requires, or publish a new "
+                "version",
+            )
+        requires = pinned
     artifact = modelpack.build(model, version, digests, requires)
     plan = plan_push(
         target.with_tag(version),
