@@ -10,6 +10,9 @@ the bytes from the HF cache: verify them (sha256 and blake3, in one pass) and in
 a reflink where the filesystem can clone, else a copy (never a hard link), then fsync. `cas hash`
 reads the same file, from the page cache. Both run as CLI commands, start-up included, in
 alternating rounds; the table reports medians, and the server's log is checked afterwards.
+Two in-process rows separate the data path from the fixed cost of a CLI pull (start-up, the
+huggingface_hub import, the tag lookup and the file listing): `hfcache.take` (verify and
+ingest) against `hashing.hash_file` of the same file.
 """
 
 from __future__ import annotations
@@ -52,10 +55,19 @@ def main() -> int:
         )
         hash_default = quiet_cmd(*CAS, "hash", cached)
         hash_both = quiet_cmd(*CAS, "hash", "--algo", "both", cached)
+        from modelcas import Store, hashing, hfcache
+
+        digest = hashing.hash_file(cached).digest()
+
+        def take() -> None:
+            assert hfcache.take(digest, Store(store), repo_id=repo_id) is not None
+
         contenders = {
             "cas pull hf:// (from the HF cache)": pull,
             "cas hash FILE": hash_default,
             "cas hash --algo both FILE": hash_both,
+            "hfcache.take (library: verify + ingest)": take,
+            "hashing.hash_file (library, both)": lambda: hashing.hash_file(cached),
         }
         times: dict[str, list[float]] = {name: [] for name in contenders}
         mark = len(hub.log)
@@ -90,6 +102,13 @@ def main() -> int:
         med["cas hash --algo both FILE"],
         1.2,
         "cas hash --algo both",
+    )
+    table.ratio(
+        "ingest alone: hfcache.take vs hash_file (in-process)",
+        med["hfcache.take (library: verify + ingest)"],
+        med["hashing.hash_file (library, both)"],
+        1.2,
+        "hash_file",
     )
     ok = table.report()
     if gets:
