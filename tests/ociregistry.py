@@ -10,6 +10,7 @@ issuer signs RS256 JWTs with an x5c header, as distribution 2.8 verifies them).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -379,3 +380,75 @@ def docker_config(path: Path, auths: dict[str, Any] | None = None, **extra: Any)
 
 def basic_entry(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
     return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+class CuttingProxy:
+    """A TCP relay in front of the registry that cuts the first `times` downloads of a blob
+    after `keep` bytes of the answer (a dropped connection), and records the requests'
+    `Range` headers."""
+
+    def __init__(self, target_port: int, blob: str, *, keep: int, times: int = 1) -> None:
+        self.target_port = target_port
+        self.blob = blob.encode()
+        self.keep = keep
+        self.left = times
+        self.ranges: list[str | None] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._stop = False
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            state = {"cut_at": None, "sent": 0}
+            threading.Thread(target=self._up, args=(client, upstream, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, state: dict[str, Any]) -> None:
+        try:
+            while data := client.recv(1 << 16):
+                if b"GET /v2/" in data and b"/blobs/" + self.blob in data:
+                    m = re.search(rb"(?i)\r\nRange: ([^\r]*)", data)
+                    with self._lock:
+                        self.ranges.append(m[1].decode() if m else None)
+                        if self.left > 0:
+                            self.left -= 1
+                            state["cut_at"] = state["sent"] + self.keep
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_WR)
+
+    def _down(self, upstream: socket.socket, client: socket.socket, state: dict[str, Any]) -> None:
+        try:
+            while data := upstream.recv(1 << 16):
+                cut_at = state["cut_at"]
+                if cut_at is not None and state["sent"] + len(data) >= cut_at:
+                    client.sendall(data[: cut_at - state["sent"]])
+                    break
+                client.sendall(data)
+                state["sent"] += len(data)
+        except OSError:
+            pass
+        finally:
+            # shutdown, not only close: the other relay thread still blocks in recv on them.
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()

@@ -26,6 +26,7 @@ from tests.ociregistry import (
     PASSWORD,
     REFRESH_TOKEN,
     USER,
+    CuttingProxy,
     RawClient,
     Registry,
     TokenIssuer,
@@ -578,3 +579,20 @@ def test_hub_version_gets_the_registry_as_mirror(
     assert r.returncode == 0, r.stderr
     assert "cas: warning:" in r.stderr and "Traceback" not in r.stderr
     assert Store(tmp_path / "fresh").path(ref_sha256(best)).read_bytes() == best
+
+
+def test_cut_blob_download_resumes_with_range(registry: Registry, cas: Run, tmp_path: Path) -> None:
+    big = os.urandom(8 * MiB)
+    pkg = _project(tmp_path / "pkg", {"big.bin": big})
+    assert _publish(cas, pkg, "v1.0", registry.url("lab/m"), "big.bin").returncode == 0
+    digest = f"sha256:{ref_sha256(big)}"
+    with CuttingProxy(registry.port, digest, keep=3 * MiB, times=2) as proxy:
+        consumer = tmp_path / "consumer"
+        consumer.mkdir()
+        fresh = tmp_path / "fresh"
+        r = cas("pull", f"oci://localhost:{proxy.port}/lab/m:v1.0", cwd=consumer, store=fresh)
+        assert r.returncode == 0, r.stderr
+    assert len(proxy.ranges) == 3 and proxy.ranges[0] is None
+    starts = [int((x or "").removeprefix("bytes=").removesuffix("-")) for x in proxy.ranges[1:]]
+    assert 0 < starts[0] < starts[1] < len(big), proxy.ranges
+    assert Store(fresh).path(ref_sha256(big), deep=True).read_bytes() == big

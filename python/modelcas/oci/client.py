@@ -30,7 +30,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -73,8 +73,20 @@ class ManifestHead:
 
 @dataclass(slots=True)
 class _Token:
-    value: str
-    expires: float
+    value: str = field(repr=False)
+    expires: float = 0.0
+
+
+class _NetworkError(RemoteError):
+    """The connection failed.
+
+    ``transient`` when another try may work (a reset, a timeout); not when nothing listens
+    there or the name does not resolve.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, transient: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +317,19 @@ class Client:
         failures = 0
         view = memoryview(bytearray(1 << 20))
         while True:
-            r = self.open_blob(repository, digest, done)
+            cut: BaseException | None = None
+            try:
+                r: http.client.HTTPResponse | None = self.open_blob(repository, digest, done)
+            except _NetworkError as e:
+                if not e.transient:
+                    raise
+                r, cut = None, e
             origin = self._live
             complete = False
             try:
+                if r is None:
+                    assert cut is not None
+                    raise cut
                 skip = done if r.status == 200 else 0  # the server ignored Range
                 length = r.getheader("Content-Length")
                 if length is not None and int(length) + (done - skip) != size:
@@ -339,8 +360,8 @@ class Client:
                         )
                     complete = True
                     return
-                cut: BaseException = RemoteError(f"cut after {done} of {size} bytes")
-            except (OSError, http.client.HTTPException) as e:
+                cut = RemoteError(f"cut after {done} of {size} bytes")
+            except (OSError, http.client.HTTPException, _NetworkError) as e:
                 cut = e
             finally:
                 if not complete and origin is not None:
@@ -605,28 +626,31 @@ class Client:
                 if body.progress is not None:
                     body.progress(n)
 
-    def _network_error(self, method: str, url: str, e: BaseException) -> RemoteError:
+    def _network_error(self, method: str, url: str, e: BaseException) -> _NetworkError:
         where = f"{self.registry}: {method} {_path(url)}"
         if isinstance(e, ssl.SSLError) and self.scheme == "https":
-            return RemoteError(
+            return _NetworkError(
                 f"{where}: TLS failed ({e.reason or type(e).__name__})",
                 hint="for a registry without TLS pass --plain-http (or list it in "
                 "MODELCAS_PLAIN_HTTP); for a private CA set SSL_CERT_FILE",
             )
         if isinstance(e, socket.gaierror):
-            return RemoteError(
+            return _NetworkError(
                 f"{self.registry}: cannot resolve {_origin(url)[1]} ({e.strerror})",
                 hint="check the registry's name and your network",
+                transient=False,
             )
         if isinstance(e, ConnectionRefusedError):
-            return RemoteError(
-                f"{self.registry}: connection refused", hint="check the host and port"
+            return _NetworkError(
+                f"{self.registry}: connection refused",
+                hint="check the host and port",
+                transient=False,
             )
         if isinstance(e, socket.timeout | TimeoutError):
-            return RemoteError(f"{where}: no answer within {self.timeout:.0f} s")
+            return _NetworkError(f"{where}: no answer within {self.timeout:.0f} s")
         if isinstance(e, RemoteError):
-            return e
-        return RemoteError(
+            return _NetworkError(e.message, hint=e.hint)
+        return _NetworkError(
             f"{where}: {type(e).__name__}: {e}".rstrip(": "),
             hint="run the command again; what is complete is kept",
         )
