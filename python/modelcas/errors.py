@@ -90,7 +90,7 @@ class RemoteError(ModelcasError):
     """A remote (the Hub, a shared directory) failed or refused."""
 
 
-class ConflictError(RemoteError):
-    """A remote already holds other content under a name we would write (a tag); nothing moved."""
+class TagConflictError(RemoteError):
+    """A tag already exists and points elsewhere; tags are never moved."""
 
     exit_code = 1

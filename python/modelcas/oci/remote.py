@@ -23,7 +23,7 @@ from typing import Literal
 
 from modelcas import lockfile
 from modelcas.digest import Digest
-from modelcas.errors import ConflictError, IntegrityError, LockfileError, RemoteError, UsageError
+from modelcas.errors import IntegrityError, LockfileError, RemoteError, TagConflictError, UsageError
 from modelcas.hashing import Progress
 from modelcas.lockfile import Lockfile, parse_version
 from modelcas.oci import modelpack
@@ -156,7 +156,7 @@ def plan_push(
         plain_http: use HTTP.
 
     Raises:
-        ConflictError: the tag exists and points at another manifest (it is never moved).
+        TagConflictError: the tag exists and points at another manifest (it is never moved).
         RemoteError: the registry failed or refused.
     """
     assert reference.tag is not None
@@ -185,8 +185,8 @@ def _has_blob_quietly(client: Client, repository: str, d: Digest) -> bool:
         return False  # a mount only saves an upload
 
 
-def _moved(reference: Reference, now: str, ours: str) -> ConflictError:
-    return ConflictError(
+def _moved(reference: Reference, now: str, ours: str) -> TagConflictError:
+    return TagConflictError(
         f"{reference.url} already points at {now}, not at this version's manifest {ours}; "
         "refusing to move the tag",
         hint=f"publish a new version instead of {reference.tag}",
@@ -201,7 +201,7 @@ def push(plan: PushPlan, store: Store, *, progress: Progress | None = None) -> P
     tag is only ever created by the manifest PUT itself.
 
     Raises:
-        ConflictError: the tag appeared meanwhile pointing elsewhere, or was moved after our PUT.
+        TagConflictError: the tag appeared meanwhile pointing elsewhere, or was moved after our PUT.
         RemoteError: the registry failed or refused.
     """
     result = PushResult(plan)
@@ -235,7 +235,7 @@ def push(plan: PushPlan, store: Store, *, progress: Progress | None = None) -> P
             result.manifest_put = True
         after = client.head_manifest(repo, ref.tag)
         if after is None or after.digest != artifact.digest:
-            raise ConflictError(
+            raise TagConflictError(
                 f"{ref.url} was moved right after this publish: it points at "
                 f"{after.digest if after else 'nothing'}, not at {artifact.digest}",
                 hint="someone else is publishing the same version: agree on who owns it",
@@ -296,7 +296,7 @@ def publish_version(
     Raises:
         UsageError: the version cannot be a tag, or ``to`` is not a repository.
         LockfileError: the lockfile pins this version to other files.
-        ConflictError: the tag holds something else (exit 1).
+        TagConflictError: the tag holds something else (exit 1).
         RemoteError: the registry failed or refused.
     """
     target = parse(to)
