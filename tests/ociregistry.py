@@ -384,14 +384,17 @@ def basic_entry(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
 
 class CuttingProxy:
     """A TCP relay in front of the registry that cuts the first `times` downloads of a blob
-    after `keep` bytes of the answer (a dropped connection), and records the requests'
-    `Range` headers."""
+    after `keep` bytes of the answer (a dropped connection), or with `pause` slows them down,
+    and records the requests' `Range` headers."""
 
-    def __init__(self, target_port: int, blob: str, *, keep: int, times: int = 1) -> None:
+    def __init__(
+        self, target_port: int, blob: str, *, keep: int = 0, times: int = 1, pause: float = 0.0
+    ) -> None:
         self.target_port = target_port
         self.blob = blob.encode()
         self.keep = keep
         self.left = times
+        self.pause = pause  # seconds between 64 KiB pieces of the blob: a slow link
         self.ranges: list[str | None] = []
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -424,7 +427,9 @@ class CuttingProxy:
                     m = re.search(rb"(?i)\r\nRange: ([^\r]*)", data)
                     with self._lock:
                         self.ranges.append(m[1].decode() if m else None)
-                        if self.left > 0:
+                        if self.pause:
+                            state["slow"] = True
+                        elif self.left > 0:
                             self.left -= 1
                             state["cut_at"] = state["sent"] + self.keep
                 upstream.sendall(data)
@@ -443,6 +448,8 @@ class CuttingProxy:
                     break
                 client.sendall(data)
                 state["sent"] += len(data)
+                if state.get("slow"):
+                    time.sleep(self.pause)
         except OSError:
             pass
         finally:

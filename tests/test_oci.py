@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from modelcas.lockfile import Lockfile
 from modelcas.oci.auth import find_credential, parse_challenge
 from modelcas.oci.reference import parse
 from modelcas.store import Store
-from tests.faults import strace_inject
 from tests.ociregistry import (
     OCI_MANIFEST,
     PASSWORD,
@@ -390,15 +390,32 @@ def test_bearer_token_flow(cas: Run, tmp_path: Path) -> None:
         assert any(e["method"] == "POST" and not e.get("refused") for e in issuer.log)
 
 
+def _kill_at_sendfile(path: Path, when: int, argv: list[str]) -> list[str]:
+    """`argv` under strace, killed at the `when`-th sendfile from `path` (only that file's
+    syscalls are traced, so other uploads do not count)."""
+    return [
+        "strace", "-f", "-qq", "-o", "/dev/null", "-P", str(path),
+        "-e", "trace=sendfile", "-e", f"inject=sendfile:signal=KILL:when={when}",
+        *argv,
+    ]  # fmt: skip
+
+
 def test_kill_during_push_then_rerun_sends_only_missing(
     registry: Registry, cas: Run, tmp_path: Path
 ) -> None:
     small, big = _bytes(MiB, 3), os.urandom(48 * MiB)
     pkg = _project(tmp_path / "pkg", {"a-small.bin": small, "b-big.bin": big})
     to = registry.url("lab/m")
+    store = Store(tmp_path / "store")
+    for f in ("a-small.bin", "b-big.bin"):
+        store.add_file(pkg / f)  # in the store first, so the object's path is known
+
+    def store_object(data: bytes) -> Path:
+        return store.object_path(ref_sha256(data))
+
     killed = _publish(
         cas, pkg, "v1.0", to, "a-small.bin", "b-big.bin",
-        wrap=lambda argv: strace_inject("sendfile", "signal=KILL", 3, argv),
+        wrap=lambda argv: _kill_at_sendfile(store_object(big), 2, argv),
     )  # fmt: skip
     assert killed.returncode != 0
     # No tag without its manifest; the first blob is complete, the big one is not.
@@ -425,11 +442,33 @@ def test_kill_during_pull_then_rerun_fetches_only_missing(
     consumer = tmp_path / "consumer"
     consumer.mkdir()
     fresh = tmp_path / "fresh"
-    killed = cas(
-        "pull", f"{to}:v1.0", cwd=consumer, store=fresh,
-        wrap=lambda argv: strace_inject("recvfrom", "signal=KILL", 30, argv),
-    )  # fmt: skip
-    assert killed.returncode != 0
+    # The big blob comes over a slow link; SIGKILL once the small object is in and the big
+    # one is partly written (strace cannot name that moment: its counts are per thread).
+    big_digest = f"sha256:{ref_sha256(big)}"
+    with CuttingProxy(registry.port, big_digest, pause=0.004) as proxy:
+        env = {
+            **os.environ,
+            "MODELCAS_HOME": str(fresh),
+            "CAS_NO_PROGRESS": "1",
+            "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "modelcas",
+            "pull",
+            f"oci://localhost:{proxy.port}/lab/m:v1.0",
+        ]
+        proc = subprocess.Popen(argv, cwd=consumer, env=env, stderr=subprocess.DEVNULL)
+        small_object = fresh / "objects" / "sha256" / ref_sha256(small)[:2] / ref_sha256(small)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = list((fresh / "tmp").glob("*.partial")) if (fresh / "tmp").is_dir() else []
+            if small_object.exists() and any(p.stat().st_size >= 8 * MiB for p in partial):
+                proc.kill()
+                break
+            time.sleep(0.002)
+        assert proc.wait(30) == -9, "killed during the big download"
     store = Store(fresh)
     assert [o.digest.sha256 for o in store.objects()] == [ref_sha256(small)]
     _assert_store_sound(store)  # the partial download is only in tmp/
