@@ -16,8 +16,11 @@ LAYERS = [
     ("core", ["modelcas._core", "modelcas.errors"]),
     ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
     ("store", ["modelcas.store"]),
-    ("lockfile", ["modelcas.lockfile"]),
-    ("registry/remotes", ["modelcas.registry", "modelcas.remotes", "modelcas.hub"]),
+    ("lockfile", ["modelcas.lockfile", "modelcas.pinning"]),
+    (
+        "registry/remotes",
+        ["modelcas.registry", "modelcas.remotes", "modelcas.hub", "modelcas.hfcache", "modelcas.oci"],
+    ),
     ("bundle", ["modelcas.bundle"]),
     ("ops", ["modelcas.ops"]),
     ("cli", ["modelcas.cli"]),
