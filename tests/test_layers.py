@@ -19,7 +19,13 @@ LAYERS = [
     ("lockfile", ["modelcas.lockfile", "modelcas.pinning"]),
     (
         "registry/remotes",
-        ["modelcas.registry", "modelcas.remotes", "modelcas.hub", "modelcas.hfcache", "modelcas.oci"],
+        [
+            "modelcas.registry",
+            "modelcas.remotes",
+            "modelcas.hub",
+            "modelcas.hfcache",
+            "modelcas.oci",
+        ],
     ),
     ("bundle", ["modelcas.bundle"]),
     ("ops", ["modelcas.ops"]),

@@ -355,6 +355,7 @@ class Lockfile:
             f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
             hint="publish a new version, or pass --force to re-pin this one",
         )
+
     def add_mirror(self, name: str, version: str, place: str) -> bool:
         """List another place for a pinned version's bytes; False when it is already known.
 
