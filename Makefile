@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CAS_NO_PROGRESS ?=
 
-.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load clean
+.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ lint: setup
 	cargo clippy --locked --all-targets --features python -- -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: bench-hash bench-store bench-hub bench-bundle bench-load
+bench: bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache
 
 bench-hash: setup
 	$(BIN)/python benches/bench_hash.py
@@ -53,6 +53,12 @@ bench-hub: setup
 
 bench-load: setup
 	$(BIN)/python benches/bench_load.py
+
+bench-oci: setup
+	$(BIN)/python benches/bench_oci.py
+
+bench-hfcache: setup
+	$(BIN)/python benches/bench_hfcache.py
 
 bench-bundle: setup
 	$(BIN)/python benches/bench_bundle.py

@@ -165,7 +165,10 @@ def run(hub: Any, repo_id: str, size: int, repeat: int, label: str) -> int:
     assert hub_file.sha256 is not None and hub_file.size == size
     served = next((hub.root / "objects").glob(f"*/{hub_file.sha256}"))
     hf_cache, store_dir, cli_store = RUN / "hf-cache", RUN / "store", RUN / "cli-store"
-    fresh = clean_slate((hf_cache, store_dir, cli_store), (served,))
+    # HF_HOME's cache too: a pull leaves its file there, and the next pull would take it from
+    # there instead of downloading (bench_hfcache.py measures that case).
+    hf_home_cache = RUN / "hf-home" / "hub"
+    fresh = clean_slate((hf_cache, store_dir, cli_store, hf_home_cache), (served,))
 
     def hf_download() -> str:
         return hf_hub_download(repo_id, FILE, revision=TAG, cache_dir=hf_cache)

@@ -41,8 +41,10 @@ Behaviour worth knowing:
 - Upload mode follows the Hub: LFS for the extensions of the Hub's default ``.gitattributes``,
   for files of 10 MiB or more, and for binary samples (NUL byte or not UTF-8).
 - Xet is never advertised; the Xet token routes answer 501 with a hint to set HF_HUB_DISABLE_XET.
-- ``log`` records every request. Faults are matched in the order they were added, against the raw
-  (still URL-encoded) request path, and one request triggers at most one fault.
+- ``log`` records every request (with its ``Range`` header). Faults are matched in the order
+  they were added, against the raw (still URL-encoded) request path, and one request triggers
+  at most one fault: ``fail`` (an error status), ``corrupt`` (one byte flipped), ``truncate``
+  (the body cut short, then a clean close) and ``drop`` (the body cut short, then a reset).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import json
 import os
 import re
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -99,6 +102,7 @@ class LoggedRequest(NamedTuple):
     bytes_received: int  # request body bytes
     bytes_sent: int  # response body bytes, fewer than Content-Length when truncated
     token_sent: bool
+    range: str | None = None  # the Range header, when the client sent one
 
 
 class RepoKey(NamedTuple):
@@ -125,7 +129,7 @@ class _HttpError(Exception):
 
 @dataclass
 class _Fault:
-    kind: Literal["fail", "corrupt", "truncate"]
+    kind: Literal["fail", "corrupt", "truncate", "drop"]
     pattern: re.Pattern[str]
     method: str | None
     remaining: int | None  # None: never runs out
@@ -134,7 +138,7 @@ class _Fault:
 
     def matches(self, method: str, path: str) -> bool:
         if self.kind != "fail" and (method != "GET" or "/resolve/" not in path):
-            return False  # corrupt and truncate act on file content only
+            return False  # corrupt, truncate and drop act on file content only
         return self.method in (None, method) and self.pattern.search(path) is not None
 
 
@@ -212,6 +216,11 @@ class HubServer:
     def truncate(self, pattern: str, *, keep: int = 0, times: int | None = 1) -> None:
         """Send only ``keep`` body bytes of matching downloads, then close the connection."""
         self._add_fault(_Fault("truncate", re.compile(pattern), "GET", times, keep=keep))
+
+    def drop(self, pattern: str, *, keep: int = 0, times: int | None = 1) -> None:
+        """Send only ``keep`` body bytes of matching downloads, then reset the connection (RST),
+        as a dropped network path does."""
+        self._add_fault(_Fault("drop", re.compile(pattern), "GET", times, keep=keep))
 
     def move_tag_after_resolve(
         self, repo_id: str, tag: str, to_revision: str, *, repo_type: str = "model"
@@ -480,6 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.body.received,
                 bytes_sent,
                 self.token_sent,
+                self.headers.get("Range"),
             )
         )
 
@@ -870,9 +880,14 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = end - start + 1
         sent = length
-        if fault is not None and fault.kind == "truncate":
+        if fault is not None and fault.kind in ("truncate", "drop"):
             sent = min(fault.keep, length)
             self.close_connection = True
+            if fault.kind == "drop":
+                # Linger 0: closing sends RST instead of FIN, so the client sees a reset.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
         self._start_response(status, headers, length, sent)
         if self.command == "HEAD":
             return

@@ -4,8 +4,8 @@
     -> cli
 
 ``modelcas.loader`` turns every kind of reference (name, address, bundle key) into verified
-bytes; ``modelcas.torch`` is an adapter on top of it: nothing in the package imports it. Imports inside
-functions count too, so the drawing cannot drift behind a lazy import.
+bytes; ``modelcas.torch`` is an adapter on top of it: nothing in the package imports it.
+Imports inside functions count too, so the drawing cannot drift behind a lazy import.
 """
 
 from __future__ import annotations
@@ -18,8 +18,17 @@ LAYERS = [
     ("core", ["modelcas._core", "modelcas.errors"]),
     ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
     ("store", ["modelcas.store"]),
-    ("lockfile", ["modelcas.lockfile"]),
-    ("registry/remotes", ["modelcas.registry", "modelcas.remotes", "modelcas.hub"]),
+    ("lockfile", ["modelcas.lockfile", "modelcas.pinning"]),
+    (
+        "registry/remotes",
+        [
+            "modelcas.registry",
+            "modelcas.remotes",
+            "modelcas.hub",
+            "modelcas.hfcache",
+            "modelcas.oci",
+        ],
+    ),
     ("bundle", ["modelcas.bundle"]),
     ("loader", ["modelcas.loader"]),
     ("ops", ["modelcas.ops"]),

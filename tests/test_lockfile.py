@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -40,6 +41,29 @@ def test_golden_lockfile_round_trips_byte_for_byte() -> None:
     assert m.ordered() == ["v1.0rc1", "v1.9", "v1.10"]
     assert m.latest == "v1.10" and m.repo == "hf://sidxz/structflo-cser-detector"
     assert lock.version("2d-unet")[0] == "3.0"
+    assert lock.version("cser-detector", "v1.10")[1].mirrors == [
+        "oci://registry.lab:5000/models/cser-detector@sha256:"
+        "3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855e",
+        "file:///lab/shared/cas",
+    ]
+
+
+def test_mirrors_are_kept_on_repin_and_added_once() -> None:
+    lock = Lockfile.load(GOLDEN)
+    _, entry = lock.version("cser-detector", "v1.10")
+    before = list(entry.mirrors)
+    assert not lock.add_mirror("cser-detector", "v1.10", before[0])
+    assert not lock.add_mirror("cser-detector", "v1.10", entry.source or "")
+    assert lock.add_mirror("cser-detector", "v1.10", "oci://other.lab/m@sha256:" + H)
+    assert lock.version("cser-detector", "v1.10")[1].mirrors == [
+        *before,
+        "oci://other.lab/m@sha256:" + H,
+    ]
+    same = lock.version("cser-detector", "v1.10")[1]
+    assert not lock.pin(
+        "cser-detector", "v1.10", same.files, requires=same.requires, source=same.source,
+        commit=same.commit,
+    )  # fmt: skip
 
 
 def test_same_content_same_bytes_whatever_the_insertion_order() -> None:
@@ -160,6 +184,16 @@ def _broken(edit: Callable[[str], str]) -> str:
         (lambda t: t.replace("      v1.9:", "      v1.10:"), LockfileError, "duplicate key"),
         (lambda t: t.replace('commit: "0a1b', 'commit: "zz1b'), LockfileError, "commit"),
         (lambda t: t + "  bad model!:\n    versions: {}\n", LockfileError, "bad model!"),
+        (
+            lambda t: t.replace('          - "file:///lab/shared/cas"', "          - 42"),
+            LockfileError,
+            "models.cser-detector.versions.v1.10.mirrors[1]",
+        ),
+        (
+            lambda t: re.sub(r"mirrors:\n(          - .*\n)+", 'mirrors: "oci://x/y"\n', t),
+            LockfileError,
+            "models.cser-detector.versions.v1.10.mirrors",
+        ),
     ],
 )
 def test_hand_edited_errors_name_file_and_key_path(

@@ -16,17 +16,24 @@ import hashlib
 import io
 import json
 import os
+import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcas import hfcache
 from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, RemoteError, TagConflictError
+from modelcas.errors import IntegrityError, ModelcasError, RemoteError, TagConflictError
 from modelcas.hashing import Progress
 from modelcas.store import ObjectInfo, Store
 
 TAG_PREFIX = "weights-"
+# A cut download is resumed this many times (Range from the bytes already hashed), with
+# exponential backoff from _BACKOFF seconds, as hf_hub_download does.
+_RETRIES = 5
+_BACKOFF = 0.25
 # Written into every published commit: lets `cas update` check `requires` before pulling.
 METADATA_FILE = "modelcas.json"
 
@@ -90,15 +97,17 @@ class HubRemote:
         self.repo_id = repo_id
         self.revision = revision
         self.url = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        # Files this remote took from the Hugging Face cache instead of downloading them.
+        self.from_hf_cache: set[str] = set()
 
     def resolve(self) -> str | None:
-        """The commit the revision points at now.
+        """The commit the revision points at now (offline: what the HF cache recorded).
 
         Raises:
             RemoteError: the repo or revision does not exist, or the Hub failed.
         """
         if _offline():
-            return None
+            return hfcache.cached_commit(self.repo_id, self.revision)
         try:
             info = api().model_info(self.repo_id, revision=self.revision or "main")
         except Exception as e:
@@ -108,7 +117,18 @@ class HubRemote:
         return str(info.sha)
 
     def files(self, commit: str, paths: Iterable[str] | None = None) -> dict[str, HubFile]:
-        """The files of a commit (all of them, or ``paths``), with their LFS sha256."""
+        """The files of a commit (all of them, or ``paths``), with their LFS sha256.
+
+        Offline, the files the HF cache holds for that commit.
+        """
+        if _offline():
+            cached = hfcache.snapshot(self.repo_id, commit)
+            wanted = set(paths) if paths is not None else None
+            return {
+                p: HubFile(p, c.size, c.sha256, "" if c.sha256 else c.etag)
+                for p, c in cached.items()
+                if wanted is None or p in wanted
+            }
         try:
             if paths is None:
                 entries = api().list_repo_tree(self.repo_id, revision=commit, recursive=True)
@@ -133,12 +153,23 @@ class HubRemote:
         commit: str | None = None,
         progress: Progress | None = None,
     ) -> ObjectInfo:
-        """Download one pinned file by commit into the store, verified (see ``Remote``)."""
+        """Bring one pinned file into the store, verified (see ``Remote``).
+
+        Bytes the Hugging Face cache already holds are taken from it, online or offline;
+        otherwise the file is downloaded by commit.
+        """
         if store.has(digest.sha256):
             return store.info(digest.sha256)
+        taken = hfcache.take(
+            digest, store, repo_id=self.repo_id, commit=commit, file=file, progress=progress
+        )
+        if taken is not None:
+            self.from_hf_cache.add(file)
+            return taken
         if _offline():
             raise RemoteError(
-                f"{file} (sha256:{digest.sha256}) is not in the store and HF_HUB_OFFLINE is set",
+                f"{file} (sha256:{digest.sha256}) is neither in the store nor in the Hugging "
+                f"Face cache ({hfcache.cache_dir()}), and HF_HUB_OFFLINE is set",
                 hint="run `cas sync` once online; after that it works offline",
             )
         commit = commit or self.resolve()
@@ -157,18 +188,18 @@ class HubRemote:
         *,
         progress: Progress | None = None,
     ) -> ObjectInfo:
-        """Stream a file of a commit into the store, hashing while it arrives.
+        """Bring a file of a commit into the store: from the HF cache, else over the network.
 
         The bytes must match the Hub's LFS sha256 (or, for a small non-LFS file, its git blob
-        id) and ``expected`` when given; otherwise nothing is stored.
+        id) and ``expected`` when given; otherwise nothing is stored. A download is hashed
+        while it arrives; a cut transfer resumes with a Range request (bounded retries with
+        backoff), so every byte is hashed once. What was downloaded is then left in the HF
+        cache too, where ``hf_hub_download`` finds it.
 
         Raises:
             IntegrityError: other bytes than the Hub or the pin says.
-            RemoteError: the download failed or was cut short.
+            RemoteError: the download failed or was cut short too often.
         """
-        from huggingface_hub import get_session, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
         where = f"{f.path} from hf://{self.repo_id} at {commit}"
         if expected is not None and f.sha256 is not None and f.sha256 != expected.sha256:
             raise IntegrityError(
@@ -177,48 +208,158 @@ class HubRemote:
                 hint="the repo changed under the pin: check who moved it, then re-pin or fix",
             )
         want = expected or (Digest(f.sha256, f.size) if f.sha256 else None)
+        if want is None and f.blob_id:
+            want = hfcache.git_blob_digest(self.repo_id, commit, f.path, f.blob_id, f.size)
+        if want is not None:
+            taken = hfcache.take(
+                want, store, repo_id=self.repo_id, commit=commit, file=f.path, progress=progress
+            )
+            if taken is not None:
+                self.from_hf_cache.add(f.path)
+                return taken
+        if _offline():
+            raise RemoteError(
+                f"{where}: not in the Hugging Face cache ({hfcache.cache_dir()}) and "
+                "HF_HUB_OFFLINE is set",
+                hint="pull it once online; after that it works offline",
+            )
+        info = self._stream(f, commit, store, want, where=where, progress=progress)
+        self._give(store, info, f, commit)
+        return info
+
+    def _stream(
+        self,
+        f: HubFile,
+        commit: str,
+        store: Store,
+        want: Digest | None,
+        *,
+        where: str,
+        progress: Progress | None,
+    ) -> ObjectInfo:
+        from huggingface_hub import hf_hub_url
+
         url = hf_hub_url(
             self.repo_id, f.path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
         )
-        blob = hashlib.sha1(f"blob {f.size}\0".encode()) if f.sha256 is None else None  # noqa: S324 (git's own blob id)
-        received = 0
-        try:
-            with (
-                store.writer(want, where) as w,
-                get_session().stream(
-                    "GET", url, headers=build_hf_headers(token=_token()), follow_redirects=True
-                ) as response,
-            ):
-                if response.status_code != 200:
-                    raise RemoteError(f"{where}: HTTP {response.status_code}")
-                # As the socket gives them: the store's writer batches them in one copy.
-                for chunk in response.iter_bytes():
-                    w.write(chunk)
-                    if blob is not None:
-                        blob.update(chunk)
-                    received += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                if received != f.size:
+        failures: list[str] = []
+        with store.writer(want, where) as w:
+            t = _Transfer(f, w, where, progress)
+            while True:
+                try:
+                    t.get(url)
+                    if t.received == f.size:
+                        break
+                    failures.append(f"cut after {t.received} bytes")
+                except (IntegrityError, RemoteError):
+                    raise
+                except Exception as e:  # the network: resumed below, a bounded number of times
+                    failures.append(scrub(f"{type(e).__name__}: {e}".splitlines()[0]))
+                if len(failures) > _RETRIES:
                     raise RemoteError(
-                        f"{where}: received {received} of {f.size} bytes; nothing was stored",
-                        hint="the connection was cut: run the command again",
+                        f"{where}: received {t.received} of {f.size} bytes in {len(failures)} "
+                        f"tries (last: {failures[-1]}); nothing was stored",
+                        hint="the connection keeps failing: check the network, then run the "
+                        "command again",
                     )
-                if blob is not None and blob.hexdigest() != f.blob_id:
-                    raise IntegrityError(
-                        f"{where}: git blob id {blob.hexdigest()} differs from the Hub's "
-                        f"{f.blob_id}; nothing was stored",
-                        hint="the download was corrupted: run the command again",
-                    )
-                return w.commit()
-        except (IntegrityError, RemoteError):
-            raise
-        except Exception as e:
-            raise _remote_error(
-                f"download of {where} failed after {received} bytes",
-                e,
-                "run the command again; nothing was stored",
-            ) from e
+                time.sleep(min(_BACKOFF * 2 ** (len(failures) - 1), 8.0))
+            if t.blob is not None and t.blob.hexdigest() != f.blob_id:
+                raise IntegrityError(
+                    f"{where}: git blob id {t.blob.hexdigest()} differs from the Hub's "
+                    f"{f.blob_id}; nothing was stored",
+                    hint="the download was corrupted: run the command again",
+                )
+            return w.commit()
+
+    def _give(self, store: Store, info: ObjectInfo, f: HubFile, commit: str) -> None:
+        """Leave the object where ``hf_hub_download`` finds it.
+
+        A cache we cannot write is not the pull's failure, so it is only named in a warning.
+        """
+        etag = f.sha256 or f.blob_id
+        if not etag:
+            return
+        try:
+            hfcache.give(
+                store,
+                info.digest.sha256,
+                repo_id=self.repo_id,
+                commit=commit,
+                path=f.path,
+                etag=etag,
+                revision=self.revision,
+            )
+        except (OSError, ModelcasError) as e:
+            warnings.warn(
+                f"could not leave {f.path} in the Hugging Face cache {hfcache.cache_dir()}: {e}",
+                stacklevel=3,
+            )
+
+
+class _CutError(Exception):
+    """A transfer that stopped early or failed in a way worth resuming."""
+
+
+class _Transfer:
+    """One file's bytes arriving over one or more GETs, each byte written and hashed once."""
+
+    def __init__(self, f: HubFile, writer: Any, where: str, progress: Progress | None) -> None:
+        self.f = f
+        self.writer = writer
+        self.where = where
+        self.progress = progress
+        self.received = 0
+        # Small non-LFS files are checked against their git blob id as well.
+        self.blob = hashlib.sha1(f"blob {f.size}\0".encode()) if f.sha256 is None else None  # noqa: S324
+
+    def get(self, url: str) -> None:
+        """One GET from where the last one stopped (``Range``); returns when it ends or cuts."""
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+        headers = build_hf_headers(token=_token())
+        if self.received:
+            headers["Range"] = f"bytes={self.received}-"
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True) as r:
+            status = r.status_code
+            if status not in (200, 206) or (status == 206 and not self.received):
+                if status < 500 and status != 429:
+                    raise RemoteError(f"{self.where}: HTTP {status}")
+                raise _CutError(f"HTTP {status}")
+            if status == 206 and not _starts_at(r, self.received):
+                raise RemoteError(
+                    f"{self.where}: asked for bytes from {self.received}, the Hub answered "
+                    f"{r.headers.get('Content-Range')!r}"
+                )
+            # A server that ignores Range sends everything again: skip what we have.
+            skip = self.received if status == 200 else 0
+            # As the socket gives them: the store's writer batches them.
+            for chunk in r.iter_bytes():
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                self._take(memoryview(chunk)[skip:])
+                skip = 0
+
+    def _take(self, data: memoryview) -> None:
+        if self.received + len(data) > self.f.size:
+            raise IntegrityError(
+                f"{self.where}: the Hub sends more than the {self.f.size} bytes it lists; "
+                "nothing was stored"
+            )
+        self.writer.write(data)
+        if self.blob is not None:
+            self.blob.update(data)
+        self.received += len(data)
+        if self.progress is not None:
+            self.progress(len(data))
+
+
+def _starts_at(response: Any, offset: int) -> bool:
+    """Whether a 206 answer's ``Content-Range`` starts where we asked."""
+    value = str(response.headers.get("Content-Range") or "")
+    unit, _, spec = value.partition(" ")
+    return unit == "bytes" and spec.split("-", 1)[0] == str(offset)
 
 
 def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:

@@ -123,6 +123,8 @@ class LockedVersion:
     requires: str | None = None
     source: str | None = None
     commit: str | None = None
+    # Other places holding the same bytes, tried in order after ``source``.
+    mirrors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.files = dict(sorted(self.files.items()))
@@ -217,6 +219,9 @@ class Lockfile:
                 ):
                     if value is not None:
                         out.append(f"        {key}: {_scalar(value)}\n")
+                if v.mirrors:
+                    out.append("        mirrors:\n")
+                    out.extend(f"          - {_scalar(m)}\n" for m in v.mirrors)
                 out.append("        files:\n")
                 for fname in sorted(v.files):
                     d = v.files[fname]
@@ -319,9 +324,11 @@ class Lockfile:
             parse_requires(requires, f"{name}@{version} requires")
         for fname in files:
             check_file_name(fname, f"{name}@{version}")
-        entry = LockedVersion(files, requires, source, commit)
         model = self.models.setdefault(name, LockedModel())
         old = model.versions.get(version)
+        # Re-pinning the same content keeps the mirrors already listed for it.
+        mirrors = [m for m in old.mirrors if m != source] if old is not None else []
+        entry = LockedVersion(files, requires, source, commit, mirrors)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
@@ -348,6 +355,21 @@ class Lockfile:
             f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
             hint="publish a new version, or pass --force to re-pin this one",
         )
+
+    def add_mirror(self, name: str, version: str, place: str) -> bool:
+        """List another place for a pinned version's bytes; False when it is already known.
+
+        Raises:
+            NotPinnedError: no such model or version.
+        """
+        _, entry = self.version(name, version)
+        if place == entry.source or place in entry.mirrors:
+            return False
+        if entry.source is None:
+            entry.source = place
+        else:
+            entry.mirrors.append(place)
+        return True
 
     def unpin(self, name: str, version: str) -> None:
         """Remove a version; ``latest`` falls back to the highest remaining one.
@@ -557,7 +579,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 parse_version(vname)
             except UsageError:
                 raise _fail(where, vpath, "not a PEP 440 version (v prefix allowed)") from None
-            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "files"})
+            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "mirrors", "files"})
             requires = _opt_string(v, "requires", where, vpath)
             if requires is not None:
                 try:
@@ -580,12 +602,28 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 for fname, fbody in files_raw.items()
             }
             model.versions[vname] = LockedVersion(
-                files, requires, _opt_string(v, "source", where, vpath), commit
+                files,
+                requires,
+                _opt_string(v, "source", where, vpath),
+                commit,
+                _mirrors(v.get("mirrors"), where, f"{vpath}.mirrors"),
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")
         lock.models[name] = model
     return lock
+
+
+def _mirrors(value: object, where: str, keypath: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise _fail(where, keypath, "expected a non-empty list of sources")
+    for i, item in enumerate(value):
+        _string(item, where, f"{keypath}[{i}]")
+    if len(set(value)) != len(value):
+        raise _fail(where, keypath, "lists a source twice")
+    return list(value)
 
 
 def _opt_string(m: dict[str, Any], key: str, where: str, keypath: str) -> str | None:

@@ -22,7 +22,9 @@ from modelcas.errors import (
     CompatibilityCheckError,
     IntegrityError,
     LockfileError,
+    ModelcasError,
     NotPinnedError,
+    RemoteError,
     UsageError,
     WeightsCompatibilityError,
 )
@@ -246,11 +248,31 @@ class Registry:
                 f"{self.store.root}, and {pin.model}@{pin.version} has no source to fetch from",
                 hint="add the file with `cas add`, or record a source in the lockfile",
             )
-        remote = for_source(entry.source)
-        info = remote.fetch(
-            pin.file, pin.digest, self.store, commit=entry.commit, progress=progress
+        # The source, then each mirror; every one is verified as it is read.
+        failures: list[ModelcasError] = []
+        for place in (entry.source, *entry.mirrors):
+            commit = entry.commit if place == entry.source else None
+            try:
+                info = for_source(place).fetch(
+                    pin.file, pin.digest, self.store, commit=commit, progress=progress
+                )
+            except (RemoteError, IntegrityError) as e:
+                failures.append(e)
+                continue
+            for failed in failures:
+                warnings.warn(f"{pin.label}: {failed.message}", stacklevel=2)
+            return info.path
+        if len(failures) == 1:
+            raise failures[0]
+        # Bytes that did not match are the graver finding: they decide the exit code.
+        kind = (
+            IntegrityError if any(isinstance(e, IntegrityError) for e in failures) else RemoteError
         )
-        return info.path
+        raise kind(
+            f"{pin.label}: every place failed: "
+            + "; ".join(f"({i + 1}) {e.message}" for i, e in enumerate(failures)),
+            hint=failures[-1].hint,
+        )
 
     def pin(self, name: str, version: str | None = None, file: str | None = None) -> Pin:
         """The pinned file ``name[@version]`` (``file`` needed when the version has several).

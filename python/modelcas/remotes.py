@@ -5,6 +5,7 @@ Every remote sits behind one small interface, chosen by the ``source`` string of
 - ``file:///lab/shared/cas`` or ``/lab/shared/cas``: a directory with the store's own layout
   (a lab file server, NFS). Writes are rename-based, so several machines can push at once.
 - ``hf://org/repo@revision``: the Hugging Face Hub (``modelcas.hub``).
+- ``oci://host[:port]/repo@sha256:…``: an OCI registry (``modelcas.oci``).
 
 Every fetch verifies the bytes against the pin while it ingests them into the local store.
 """
@@ -124,8 +125,8 @@ class DirRemote:
 def parse_source(source: str) -> tuple[str, str, str | None]:
     """Split a source into (scheme, location, revision).
 
-    ``hf://org/repo@rev`` gives ("hf", "org/repo", "rev"); ``file:///x`` and ``/x`` give
-    ("file", "/x", None).
+    ``hf://org/repo@rev`` gives ("hf", "org/repo", "rev"); ``oci://host:5000/r@sha256:…``
+    gives ("oci", "host:5000/r", "sha256:…"); ``file:///x`` and ``/x`` give ("file", "/x", None).
 
     Raises:
         UsageError: an unknown scheme.
@@ -135,13 +136,19 @@ def parse_source(source: str) -> tuple[str, str, str | None]:
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise UsageError(f"{source!r}: expected hf://ORG/NAME[@REVISION]")
         return "hf", repo, revision or None
+    if source.startswith("oci://"):
+        from modelcas.oci.reference import parse  # noqa: PLC0415 (only for OCI sources)
+
+        ref = parse(source)
+        return "oci", f"{ref.registry}/{ref.repository}", ref.digest or ref.tag
     if source.startswith("file://"):
         return "file", unquote(urlparse(source).path), None
     if source.startswith(("/", "./", "../")):
         return "file", source, None
     raise UsageError(
         f"unknown source {source!r}",
-        hint="sources look like hf://ORG/NAME@REVISION, file:///PATH or /PATH",
+        hint="sources look like hf://ORG/NAME@REVISION, oci://HOST[:PORT]/REPO@sha256:…, "
+        "file:///PATH or /PATH",
     )
 
 
@@ -152,4 +159,9 @@ def for_source(source: str) -> Remote:
         from modelcas.hub import HubRemote  # noqa: PLC0415 (keeps huggingface_hub off start-up)
 
         return HubRemote(location, revision)
+    if scheme == "oci":
+        from modelcas.oci.reference import parse  # noqa: PLC0415 (only for OCI sources)
+        from modelcas.oci.remote import OciRemote  # noqa: PLC0415
+
+        return OciRemote(parse(source))
     return DirRemote(location)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from modelcas import __version__
@@ -84,6 +85,8 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cas`` and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    # Library warnings (a fallback taken, a mirror used) as one line each, like errors.
+    warnings.formatwarning = lambda message, *_, **__: f"cas: warning: {one_line(str(message))}\n"
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     command = getattr(args, "command", "cas")

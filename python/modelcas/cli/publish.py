@@ -17,8 +17,9 @@ from modelcas.cli._common import (
     say,
     show_path,
 )
+from modelcas.errors import UsageError
 
-HELP = "publish weights to the Hugging Face Hub: upload, tag weights-VERSION, pin"
+HELP = "publish weights to the Hugging Face Hub (or an OCI registry): upload, tag, pin"
 DESCRIPTION = """\
 Publish a version of a model's weights in one step: hash and store the files, create the
 Hub repo if it is missing, commit exactly the version's files (bytes the Hub already has
@@ -37,7 +38,12 @@ remembers it; --set-default changes it later). `requires` is checked against the
 named in the lockfile (`package:`), recorded from the nearest pyproject.toml or --package.
 An existing tag is never moved, and an existing version is never overwritten. If anything
 fails midway the lockfile is unchanged, and the same command finishes the job. The token
-comes from HF_TOKEN or `hf auth login`; it is never printed."""
+comes from HF_TOKEN or `hf auth login`; it is never printed.
+
+With --to oci://HOST[:PORT]/REPO the version goes to an OCI registry instead, as one CNCF
+ModelPack artifact tagged VERSION (docs/oci.md); credentials come from the docker or podman
+config. A version the lockfile already pins (say, from the Hub) gets the registry as a
+mirror."""
 EPILOG = f"""\
 examples:
   cas publish cser-detector --version v1.1 --dry-run
@@ -46,6 +52,7 @@ examples:
   cas publish ner-tagger --version v1.0 --repo sidxz/structflo-ner-tagger --file model.pt
   cas publish cser-detector --version v1.2 --file exp/last.pt           (still best.pt on the Hub)
   cas publish cser-detector --version v1.1 --lock structflo/cser/weights.lock
+  cas publish cser-detector --version v1.1 --to oci://registry.lab:5000/models/cser-detector
 
 {json_help("publish", ['"model"', '"version"', '"repo"', '"tag"', '"commit"', '"files": [...]'])}
 
@@ -91,6 +98,12 @@ def register(sub: Any) -> None:
         "--allow-lfs-pointer", action="store_true", help="publish git-lfs pointer files as they are"
     )
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument(
+        "--to", metavar="oci://HOST[:PORT]/REPO", help="publish to an OCI registry instead"
+    )
+    p.add_argument(
+        "--plain-http", action="store_true", help="(--to) the registry speaks HTTP, not HTTPS"
+    )
     p.set_defaults(run=run)
 
 
@@ -115,6 +128,15 @@ def run(args: argparse.Namespace) -> int:
         allow_lfs_pointer=args.allow_lfs_pointer,
     )
     store = open_store(args)
+    if args.to is not None:
+        from modelcas.cli import _oci  # noqa: PLC0415 (only for --to)
+
+        _oci.check_publish(args)
+        local = ops.prepare(request, store, dry_run=args.dry_run)
+        files = {name: (f.local, f.digest) for name, f in local.files.items()}
+        return _oci.publish(args, local.lock_path, store, files, local.requires)
+    if args.plain_http:
+        raise UsageError("--plain-http goes with --to oci://...")
     plan = ops.plan(request, store, dry_run=args.dry_run)
     if args.dry_run:
         if args.json:

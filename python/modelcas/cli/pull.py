@@ -16,7 +16,7 @@ from modelcas.cli._common import (
     show_path,
 )
 
-HELP = "fetch a Hub version (and pin it), or objects from a shared directory"
+HELP = "fetch a Hub version or an OCI artifact (and pin it), or objects from a shared directory"
 DESCRIPTION = """\
 From the Hub: resolve the tag to its commit, download each file by that commit while
 hashing it, check every byte against the Hub's LFS sha256 (and against the lockfile when it
@@ -24,12 +24,21 @@ already pins the version), ingest into the store and pin the version: commit, si
 and blake3. Nothing is downloaded for content already in the store. A truncated or
 corrupted download leaves nothing behind.
 
+Bytes the Hugging Face cache already holds (an earlier `hf download`) are taken from it,
+verified, without downloading, also with HF_HUB_OFFLINE=1; a download is left where
+`hf_hub_download` finds it.
+
+From an OCI registry (oci://HOST[:PORT]/REPO:TAG or @sha256:...): resolve the tag to the
+manifest digest, download each layer while hashing it, refuse any byte that does not match
+its digest, and pin the version (source oci://HOST:PORT/REPO@sha256:<manifest>).
+
 From a shared directory (a path or file:// URL with the store's layout): fetch the given
 addresses, or every file the lockfile pins that is missing locally, verified on arrival."""
 EPILOG = f"""\
 examples:
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1 --name cser-detector --file best.pt
+  cas pull oci://registry.lab.org/models/cser-detector:v1.1
   cas pull /lab/shared/cas                   everything cas.lock pins, from the lab server
   cas pull file:///lab/shared/cas sha256:9f86d0...
 
@@ -53,6 +62,9 @@ def register(sub: Any) -> None:
     p.add_argument("--file", action="append", metavar="FILE", help="only these files")
     p.add_argument("--no-pin", action="store_true", help="fetch only; leave the lockfile alone")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument(
+        "--plain-http", action="store_true", help="(oci://) the registry speaks HTTP, not HTTPS"
+    )
     p.set_defaults(run=run)
 
 
@@ -60,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cas pull``."""
     from modelcas.cli._progress import byte_bar  # noqa: PLC0415
     from modelcas.ops.pull import PullRequest, pull  # noqa: PLC0415
+
+    if args.source.startswith("oci://"):
+        from modelcas.cli import _oci  # noqa: PLC0415 (only for oci://)
+
+        return _oci.pull(args)
 
     req = PullRequest(
         args.source,
@@ -86,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                         "sha256": f.digest.sha256,
                         "blake3": f.digest.blake3,
                         "downloaded": f.downloaded,
+                        "origin": f.origin,
                     }
                     for f in result.files
                 ],
@@ -101,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     for f in result.files:
-        state = "downloaded" if f.downloaded else "present   "
-        note = ", verified" if f.downloaded else ""
+        state = {"store": "present   ", "download": "downloaded", "hf-cache": "from the HF cache"}[
+            f.origin
+        ]
+        note = "" if f.origin == "store" else ", verified"
         say(
             args,
             f"{state}  {f.name}  sha256:{f.digest.sha256[:16]}…  ({human(f.digest.size)}{note})",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from modelcas.digest import Digest
 from modelcas.errors import UsageError
 from modelcas.hashing import Progress
-from modelcas.ops.pin import write_pins
+from modelcas.pinning import write_pins
 from modelcas.store import AddResult, Store
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from modelcas.errors import IntegrityError, RemoteError, UsageError
 from modelcas.hashing import Progress, hash_file
 from modelcas.lockfile import LockedModel, Lockfile
 from modelcas.ops.add import refuse_lfs_pointer
-from modelcas.ops.pin import write_pins
+from modelcas.pinning import write_pins
 from modelcas.remotes import parse_source
 from modelcas.store import Store
 
@@ -102,36 +102,20 @@ def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> Pub
     """
     req = request
     lockfile.check_name(req.model)
-    lockfile.parse_version(req.version, f"{req.model}@{req.version}")
-    if req.requires is not None:
-        lockfile.parse_requires(req.requires, "--requires")
     lock_path = lockfile.locate(req.lock, must_exist=False)
     lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
     model = lock.models.get(req.model)
     repo_id = _repo(req, model)
-    local = _local_files(req, model)
-    names = _names(req, model, local)
-    requires = req.requires or _previous_requires(model, req.version)
-    package = req.package or lock.package or lockfile.project_name(lock_path)
-    if requires is not None and package is None:
-        raise UsageError(
-            f"{req.model}@{req.version} requires {requires!r}, but no package is known whose "
-            f"version to check: {lock_path} has no `package:` and no pyproject.toml is above it",
-            hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
-        )
-    files = {}
-    for name, path in zip(names, local, strict=True):
-        refuse_lfs_pointer(path, allow=req.allow_lfs_pointer)
-        digest = hash_file(path).digest() if dry_run else store.add_file(path).info.digest
-        files[name] = PlannedFile(path, digest)
+    local = prepare(req, store, dry_run=dry_run)
+    files = local.files
     p = PublishPlan(
         req,
         lock_path,
         repo_id,
         hub.tag_for(req.version),
         files,
-        requires,
-        package,
+        local.requires,
+        local.package,
         hub.repo_exists(repo_id),
     )
     p.weights_path, p.default_changed = _default_file(req, model)
@@ -151,6 +135,49 @@ def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> Pub
     p.latest = after.models[req.model].latest
     p.after = after.dumps().replace("0" * 40, "<commit of the upload>")
     return p
+
+
+@dataclass(frozen=True, slots=True)
+class LocalVersion:
+    """A version's files here, named as they will be published, with their range."""
+
+    lock_path: Path
+    files: dict[str, PlannedFile]
+    requires: str | None
+    package: str | None
+
+
+def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> LocalVersion:
+    """The files to publish, named and hashed (stored, unless ``dry_run``), and the range.
+
+    The same for every place a version is published to (the Hub, an OCI registry).
+
+    Raises:
+        UsageError: a bad name, version, range or file, or no package for the range.
+    """
+    lockfile.check_name(req.model)
+    lockfile.parse_version(req.version, f"{req.model}@{req.version}")
+    if req.requires is not None:
+        lockfile.parse_requires(req.requires, "--requires")
+    lock_path = lockfile.locate(req.lock, must_exist=False)
+    lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
+    model = lock.models.get(req.model)
+    local = _local_files(req, model)
+    names = _names(req, model, local)
+    requires = req.requires or _previous_requires(model, req.version)
+    package = req.package or lock.package or lockfile.project_name(lock_path)
+    if requires is not None and package is None:
+        raise UsageError(
+            f"{req.model}@{req.version} requires {requires!r}, but no package is known whose "
+            f"version to check: {lock_path} has no `package:` and no pyproject.toml is above it",
+            hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
+        )
+    files = {}
+    for name, path in zip(names, local, strict=True):
+        refuse_lfs_pointer(path, allow=req.allow_lfs_pointer)
+        digest = hash_file(path).digest() if dry_run else store.add_file(path).info.digest
+        files[name] = PlannedFile(path, digest)
+    return LocalVersion(lock_path, files, requires, package)
 
 
 def publish(p: PublishPlan, store: Store, *, progress: Progress | None = None) -> PublishResult:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from modelcas import hub, lockfile
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, RemoteError, UsageError
 from modelcas.hashing import Progress
 from modelcas.lockfile import Lockfile
-from modelcas.ops.pin import write_pins
+from modelcas.pinning import write_pins
 from modelcas.remotes import DirRemote, parse_source
 from modelcas.store import Store
 
@@ -37,11 +38,16 @@ class PullRequest:
 
 @dataclass(frozen=True, slots=True)
 class PulledFile:
-    """One file: its name (or label), digest, and whether it had to be downloaded."""
+    """One file: its name (or label), digest, and where its bytes came from."""
 
     name: str
     digest: Digest
-    downloaded: bool
+    origin: Literal["store", "download", "hf-cache"]
+
+    @property
+    def downloaded(self) -> bool:
+        """Whether the bytes came over the network."""
+        return self.origin == "download"
 
 
 @dataclass
@@ -113,8 +119,8 @@ def _pull_hub(
     commit = remote.resolve()
     if commit is None:
         raise RemoteError(
-            "HF_HUB_OFFLINE is set: pulling needs the Hub",
-            hint="use `cas path`/`cas sync` for what is already stored",
+            f"HF_HUB_OFFLINE is set and the Hugging Face cache has no {revision} of {repo_id}",
+            hint="pull it once online, or `hf download` it; after that it works offline",
         )
     listing = remote.files(commit)
     meta = hub.read_metadata(repo_id, commit) or {}
@@ -141,10 +147,11 @@ def _pull_hub(
         total(sum(f.size for f in todo if not (f.sha256 and store.has(f.sha256))))
     for f in todo:
         if f.sha256 and store.has(f.sha256):
-            result.files.append(PulledFile(f.path, store.info(f.sha256).digest, False))
+            result.files.append(PulledFile(f.path, store.info(f.sha256).digest, "store"))
             continue
         info = remote.download(f, commit, store, pinned.get(f.path), progress=progress)
-        result.files.append(PulledFile(f.path, info.digest, True))
+        cached = f.path in remote.from_hf_cache
+        result.files.append(PulledFile(f.path, info.digest, "hf-cache" if cached else "download"))
     if not req.pin or version is None:
         return result
     got = {f.name: f.digest for f in result.files}
@@ -200,10 +207,10 @@ def _pull_dir(
         total(sum(d.size for _, d in pins if not store.has(d.sha256)))
     for label, digest in pins:
         if store.has(digest.sha256):
-            result.files.append(PulledFile(label, digest, False))
+            result.files.append(PulledFile(label, digest, "store"))
             continue
         remote.fetch(label, digest, store, progress=progress)
-        result.files.append(PulledFile(label, digest, True))
+        result.files.append(PulledFile(label, digest, "download"))
     return result
 
 
@@ -233,7 +240,10 @@ def push(
     """
     scheme, location, _ = parse_source(dest)
     if scheme != "file":
-        raise UsageError("cas push takes a directory remote", hint="use `cas publish` for the Hub")
+        raise UsageError(
+            "cas push takes a directory remote",
+            hint="to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
+        )
     remote = DirRemote(location)
     if addresses:
         digests = [store.info(store.resolve(a)).digest for a in addresses]

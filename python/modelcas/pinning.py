@@ -1,8 +1,8 @@
 """Writing pins so that gc can never take their objects (``docs/store.md``, steps A1-A3).
 
-Every workflow that writes a pin goes through :func:`write_pins`: register the lockfile as a
-root, write the pin, register again, then check each pinned object and store it again if a
-concurrent gc took it.
+Every workflow that writes a pin (add, publish to the Hub or a registry, pull) goes through
+:func:`write_pins`: register the lockfile as a root, write the pin, register again, then check
+each pinned object and store it again if a concurrent gc took it.
 """
 
 from __future__ import annotations
