@@ -1050,9 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
     ``HF_HUB_DISABLE_XET=1`` (this server speaks Git LFS, not Xet); any ``HF_TOKEN`` is
     accepted. ``--background`` returns once the server listens and prints how to stop it.
     """
-    import argparse  # noqa: PLC0415 (only when run as a script)
-    import signal  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import argparse
+    import signal
+    import sys
 
     p = argparse.ArgumentParser(prog="python tests/hubserver.py", description=main.__doc__)
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
