@@ -1069,7 +1069,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Hub-compatible server on {hub.url} (data in {args.root}); stop it: kill {pid}")
             return 0
         os.close(read)
-        os.setsid()
         hub._thread = None  # the serving thread stayed in the parent: serve here instead
         os.write(write, str(os.getpid()).encode())
         os.close(write)
