@@ -6,22 +6,31 @@ export CAS_NO_PROGRESS ?=
 
 .PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache clean
 
+# pip and maturin write their output to this log; a target prints it only when it fails.
+LOG    := $(VENV)/make.log
+QUIET   = > $(LOG) 2>&1 || { tail -n 40 $(LOG); echo "make: failed; the whole log is $(LOG)"; exit 1; }
+export PIP_QUIET := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip maturin
+	@echo "setup: creating $(VENV) (first time: downloads torch and its CUDA libraries, ~3 GB)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --upgrade pip maturin $(QUIET)
 
 # Install the package (editable, release build of the Rust core) and the dev tools.
 setup: $(BIN)/python
-	$(BIN)/pip install -q --group dev
-	$(BIN)/maturin develop --release -q --extras torch
+	@$(BIN)/pip install --group dev $(QUIET)
+	@$(BIN)/maturin develop --release --extras torch $(QUIET)
+	@echo "setup: $(VENV) is ready; run cas as $(BIN)/cas, or after: source $(BIN)/activate"
 
 # Rebuild the Rust extension after editing rust/.
 build: $(BIN)/python
-	$(BIN)/maturin develop --release -q --extras torch
+	@$(BIN)/maturin develop --release --extras torch $(QUIET)
+	@echo "build: the Rust core is rebuilt and installed in $(VENV)"
 
 # The tour on the shipped example data (no network).
 demo: setup
-	PATH="$(abspath $(BIN)):$$PATH" bash examples/tour.sh
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/tour.sh
 
 test: setup test-rust test-python
 

@@ -33,7 +33,9 @@ _VOLATILE = [
     (re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?\b"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)? ?(s|ms|MiB/s|GiB/s)\b"), "<duration>"),
     (re.compile(r"\bpid \d+\b"), "pid <pid>"),
+    (re.compile(r"\bkill \d+\b"), "kill <pid>"),
     (re.compile(r"\.[A-Za-z0-9_]{6}\.partial\b"), ".<random>.partial"),
+    (re.compile(r"(quarantine/[0-9a-f]{64})\.[0-9a-f]{12}\b"), r"\1.<random>"),
     (re.compile(r"[ \t]+$", re.MULTILINE), ""),
 ]
 
@@ -140,7 +142,7 @@ def update(page: Page, outputs: list[list[str]], sandbox: Path) -> str:
     by_block: dict[int, list[str]] = {}
     for c, out in zip(page.commands, outputs, strict=True):
         shown = "\n".join(out).replace(str(sandbox / "home"), HOME).splitlines()
-        by_block.setdefault(c.block, []).extend([f"$ {c.text}", *shown, ""])
+        by_block.setdefault(c.block, []).extend([f"$ {c.text}", *shown, *([""] if shown else [])])
     pieces, last = [], 0
     for i, m in enumerate(_FENCE.finditer(page.source)):
         pieces.append(page.source[last : m.start(1)])

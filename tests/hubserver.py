@@ -151,8 +151,9 @@ class _TagMove(NamedTuple):
 class HubServer:
     """Hub-compatible server on 127.0.0.1; use as ``with HubServer(root) as hub: ... hub.url``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int = 0) -> None:
         self.root = Path(root)
+        self.port = port  # 0: one the OS picks
         self.url = ""  # set by start()
         self.log: list[LoggedRequest] = []
         self._lock = threading.RLock()
@@ -179,7 +180,7 @@ class HubServer:
     def start(self) -> None:
         for sub in ("objects", "repos", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
         httpd.hub = self
         self.url = f"http://127.0.0.1:{httpd.server_address[1]}"
         self._httpd = httpd
@@ -1040,3 +1041,51 @@ def _byte_range(header: str | None, size: int, headers: dict[str, str]) -> tuple
             416, "Range Not Satisfiable", headers={**headers, "Content-Range": f"bytes */{size}"}
         )
     return start, end
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/hubserver.py --port 8765``: serve a local Hub for the tutorial and tries.
+
+    Point the Hub client at it with ``HF_ENDPOINT=http://127.0.0.1:PORT`` and
+    ``HF_HUB_DISABLE_XET=1`` (this server speaks Git LFS, not Xet); any ``HF_TOKEN`` is
+    accepted. ``--background`` returns once the server listens and prints how to stop it.
+    """
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python tests/hubserver.py", description=main.__doc__)
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    p.add_argument("--root", type=Path, default=Path("hub-data"), help="where repos are kept")
+    p.add_argument("--background", action="store_true", help="detach once listening")
+    args = p.parse_args(argv)
+    hub = HubServer(args.root, args.port)
+    hub.start()  # bind first: a busy port fails here, in the foreground
+    if args.background:
+        read, write = os.pipe()
+        if os.fork():  # the parent reports and leaves; the child serves
+            os.close(write)
+            pid = int(os.read(read, 32) or b"0")
+            print(f"Hub-compatible server on {hub.url} (data in {args.root}); stop it: kill {pid}")
+            return 0
+        os.close(read)
+        hub._thread = None  # the serving thread stayed in the parent: serve here instead
+        os.write(write, str(os.getpid()).encode())
+        os.close(write)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        assert hub._httpd is not None
+        hub._httpd.serve_forever(poll_interval=0.05)
+        return 0
+    print(f"Hub-compatible server on {hub.url} (data in {args.root}); Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -101,7 +101,9 @@ def cas(tmp_path: Path) -> Iterator[Run]:
 
 
 def _project(path: Path, files: dict[str, bytes]) -> Path:
+    """A package's source tree: its pyproject names the distribution `requires` is about."""
     path.mkdir(parents=True, exist_ok=True)
+    (path / "pyproject.toml").write_text('[project]\nname = "structflo-cser"\n')
     for name, data in files.items():
         (path / name).write_bytes(data)
     return path

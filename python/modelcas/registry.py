@@ -364,11 +364,14 @@ def _owning_distribution(package: str) -> tuple[str | None, str | None]:
 
 
 def open_lock(
-    path: str | os.PathLike[str] | None = None, *, store: Store | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    store: Store | None = None,
+    check_requires: bool = True,
 ) -> Registry:
     """A project's lockfile as a registry (default: the nearest ``cas.lock``).
 
     Raises:
         LockfileError: none found, or malformed.
     """
-    return Registry(Lockfile.load(lockfile.locate(path)), store)
+    return Registry(Lockfile.load(lockfile.locate(path)), store, check_requires=check_requires)

@@ -71,6 +71,10 @@ archive); 2 a usage or unexpected error."""
 
 LS = "Keys, model types, sizes, digests and args of a bundle (nothing is ingested)."
 LS_EPILOG = """\
+examples:
+  cas bundle ls model_collection_20251218.zip
+  cas bundle ls model_collection_20251218.zip --json
+
 --json prints one object, schema "cas.bundle-ls/1":
   {"schema": "cas.bundle-ls/1", "bundle": PATH,
    "metadata": {...the _bundle_metadata of config.yml...},
@@ -81,6 +85,10 @@ VERIFY = """\
 Every member against the manifest (size, crc32, blake3; --deep adds sha256) and the file
 against its .sha256 sidecar, from one read of the bundle. Exit 1 on any problem."""
 VERIFY_EPILOG = """\
+examples:
+  cas bundle verify model_collection_20251218.zip
+  cas bundle verify model_collection_20251218.zip --deep --json
+
 --json prints one object, schema "cas.bundle-verify/1", and exits 1 when "ok" is false:
   {"schema": "cas.bundle-verify/1", "bundle": PATH, "ok": BOOL, "deep": BOOL,
    "members": N (members whose data was checked),
@@ -91,11 +99,11 @@ EXTRACT = """\
 Every member, checked against the manifest before it is renamed into place, written only
 inside DIR: no link below DIR is followed (DIR itself may be one). All or nothing."""
 EXTRACT_EPILOG = """\
-example:
+examples:
   cas bundle extract model_collection_20251218.zip -d extracted/"""
 ADD = "Ingest every member into the store (shared members are stored once); a gc root."
 ADD_EPILOG = """\
-example:
+examples:
   cas bundle add model_collection_20251218.zip"""
 
 ACTIONS = ("ls", "verify", "extract", "add")

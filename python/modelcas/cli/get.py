@@ -18,7 +18,7 @@ anything that gets through anyway."""
 EPILOG = """\
 examples:
   cas get cser-detector@v1.1 -o weights/best.pt
-  cas get sha256:9f86d0 -o weights/best.pt
+  cas get sha256:9f86d0 -o weights/v1.0.pt
   cas get sha256:9f86d0 -o best.pt --link symlink
 
 exit status: 0 placed; 1 missing, corrupt or incompatible; 2 usage error or DEST exists."""

@@ -40,7 +40,7 @@ examples:
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1 --name cser-detector --file best.pt
   cas pull oci://registry.lab.org/models/cser-detector:v1.1
   cas pull /lab/shared/cas                   everything cas.lock pins, from the lab server
-  cas pull file:///lab/shared/cas sha256:9f86d0...
+  cas pull file:///lab/shared/cas sha256:9f86d0
 
 {json_help("pull", ['"source": SOURCE', '"commit": SHA', '"files": [...]', '"pinned": ...'])}
 

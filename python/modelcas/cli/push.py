@@ -18,7 +18,7 @@ same directory at once without corrupting it. To publish to the Hugging Face Hub
 EPILOG = """\
 examples:
   cas push /lab/shared/cas
-  cas push file:///lab/shared/cas sha256:9f86d0...
+  cas push file:///lab/shared/cas sha256:9f86d0
 
 exit status: 0 copied; 1 a local object is corrupt or missing; 2 usage error."""
 

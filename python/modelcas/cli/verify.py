@@ -113,7 +113,8 @@ def _run_lock(args: argparse.Namespace) -> int:
         lines = []
         for problem in report.problems:
             lines.append(str(problem))
-            if (where := moved.get(problem.pin.digest.sha256)) is not None:
+            where = moved.get(problem.pin.digest.sha256)
+            if problem.kind == "corrupt" and where is not None:
                 lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
         problems(lines)
     if report.problems:

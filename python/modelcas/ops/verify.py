@@ -72,17 +72,19 @@ def verify_lock(registry: Registry, *, deep: bool = False) -> LockReport:
             continue
         present.append(pin)
     checked = registry.store.check([pin.digest.sha256 for pin in present], deep=deep)
+    intact = []
     for pin, problem in zip(present, checked, strict=True):
-        if problem is not None:
-            report.problems.append(
-                PinProblem(
-                    pin,
-                    "corrupt",
-                    f"{problem.describe()}; run `cas verify --repair`, then `cas sync`",
-                )
+        if problem is None:
+            intact.append(pin)
+            continue
+        report.problems.append(
+            PinProblem(
+                pin, "corrupt", f"{problem.describe()}; run `cas verify --repair`, then `cas sync`"
             )
-    writable = {p.sha256: p for p in registry.store.audit([p.digest.sha256 for p in present])}
-    for pin in present:
+        )
+    # Intact bytes that anyone could change are a problem too (objects must be 0444).
+    writable = {p.sha256: p for p in registry.store.audit([p.digest.sha256 for p in intact])}
+    for pin in intact:
         if (w := writable.get(pin.digest.sha256)) is not None:
             report.problems.append(PinProblem(pin, "writable", w.describe()))
     return report

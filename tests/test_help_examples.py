@@ -1,0 +1,234 @@
+"""Help that teaches, tested: every example in every `--help` runs, in a sandbox that has the
+files, pins, Hub repos, registry and shared folder it names.
+
+Each command's examples run in order in a sandbox of their own, with the local Hub server and,
+where an example names one, a local OCI registry. Placeholders a reader would replace are
+mapped into the sandbox: `/lab/shared/cas`, `registry.lab:5000`, the completion folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcas.cli import build_parser
+from tests.hubserver import HubServer
+from tests.ociregistry import Registry, have_registry
+from tests.pkgs import fake_package
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = re.compile(r"^\s+((?:[A-Z_]+=\S+ )*(?:cas|eval) .*)$")
+HUB_REPO = "sidxz/structflo-cser-detector"
+EPOCH = "1766071842"  # the seed's 2025-12-18
+
+
+def _walk(
+    parser: argparse.ArgumentParser, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, (*path, name))
+
+
+def _examples() -> dict[str, list[str]]:
+    found = {}
+    for path, parser in _walk(build_parser(), ()):
+        lines = []
+        for line in (parser.epilog or "").splitlines():
+            m = EXAMPLE.match(line)
+            if m:
+                lines.append(re.split(r"\s{2,}", m.group(1).strip())[0])
+        found[" ".join(path) or "cas"] = lines
+    return found
+
+
+EXAMPLES = _examples()
+
+
+def test_every_command_has_a_description_and_examples() -> None:
+    missing = []
+    for path, parser in _walk(build_parser(), ()):
+        name = " ".join(path) or "cas"
+        if not (parser.description or "").strip():
+            missing.append(f"{name}: no description")
+        if not EXAMPLES[name]:
+            missing.append(f"{name}: no example")
+    assert missing == []
+
+
+def test_cas_help_lists_the_exit_codes() -> None:
+    text = build_parser().format_help()
+    assert "exit status: 0" in text and "1 a check found a problem" in text and "2 a usage" in text
+
+
+# What each command's sandbox holds before its examples run.
+NEEDS: dict[str, set[str]] = {
+    "cas": {"pin-v1.0"},
+    "hash": {"bundle-dated"},
+    "ls": {"added"},
+    "path": {"hub-v1.1", "added", "bundle-plain"},
+    "get": {"hub-v1.1", "added"},
+    "verify": {"pin-v1.0"},
+    "sync": {"hub-v1.1"},
+    "lock": {"hub-v1.1"},
+    "lock ls": {"hub-v1.1"},
+    "lock show": {"hub-v1.1"},
+    "lock rm": {"hub-v1.1"},
+    "lock check": {"hub-v1.1"},
+    "publish": {"hub-v1.0", "registry"},
+    "pull": {"hub-v1.1", "registry", "oci-v1.1", "lab"},
+    "push": {"pin-v1.0"},
+    "update": {"hub-v1.1"},
+    "bundle ls": {"bundle-dated"},
+    "bundle verify": {"bundle-dated"},
+    "bundle extract": {"bundle-dated"},
+    "bundle add": {"bundle-dated"},
+}
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    home = tmp_path / "home"
+    work = home / "work"
+    work.mkdir(parents=True)
+    with HubServer(tmp_path / "hub") as hub:
+        site = tmp_path / "site"
+        fake_package(site, "0.2.0", "lock-version: 1\nmodels: {}\n")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MODELCAS_", "HF_"))},
+            "HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(site),
+            "MODELCAS_HOME": str(tmp_path / "store"),
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_TOKEN": "hf_examples_token",
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "CAS_NO_PROGRESS": "1",
+            "SOURCE_DATE_EPOCH": EPOCH,
+        }
+        yield work, env
+
+
+def _sh(cmd: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", cmd],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | None) -> None:
+    (work / "best.pt").write_bytes(b"test")  # sha256:9f86d0..., the address the examples use
+    (work / "pyproject.toml").write_text('[project]\nname = "structflo-cser"\nversion = "0.2.0"\n')
+    files = {
+        "runs/yolo11l/weights/best.pt": b"a retrained detector",
+        "models/a.bin": b"a", "checkpoints/c.bin": b"c", "ckpt/step-1.pt": b"s1",
+        "ckpt/step-2.pt": b"s2", "exp/last.pt": b"the last epoch", "model.pt": b"ner tagger",
+    }  # fmt: skip
+    for name, data in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_bytes(data)
+    shutil.copytree(ROOT / "examples" / "weights", work / "weights")
+    shutil.copytree(ROOT / "examples" / "bundle" / "metadata", work / "metadata")
+    shutil.copy(ROOT / "examples" / "bundle" / "tracking_config.yml", work)
+    config = (ROOT / "examples" / "bundle" / "config_model_bundle.yml").read_text()
+    for name in ("config_model_bundle.yml", "config.yml"):
+        (work / name).write_text(config.replace("../weights/", "weights/"))
+    steps = []
+    if "bundle-dated" in needs:
+        steps.append("cas bundle -i config.yml -o model_collection.zip")
+    if "bundle-plain" in needs:
+        steps.append("cas bundle -i config.yml -o model_collection.zip --no-auto-date")
+    steps.append("cas bundle -i config.yml -o bundle.zip --no-auto-date")
+    if "added" in needs:
+        steps.append("cas add best.pt")
+    if "pin-v1.0" in needs:
+        steps.append("cas add best.pt --name cser-detector --version v1.0 --requires '>=0.1,<1'")
+    if needs & {"hub-v1.0", "hub-v1.1"}:
+        steps.append(
+            f"cas publish cser-detector --version v1.0 --repo {HUB_REPO} --file best.pt "
+            "--requires '>=0.1,<1'"
+        )
+        steps.append("mkdir -p structflo/cser analysis && cp cas.lock structflo/cser/weights.lock")
+    if "hub-v1.1" in needs:
+        steps.append("cas publish cser-detector --version v1.1 --file runs/yolo11l/weights/best.pt")
+        steps.append("cp cas.lock analysis/cas.lock")
+    if "oci-v1.1" in needs:
+        steps.append(
+            f"cas publish cser-detector --version v1.1 --file runs/yolo11l/weights/best.pt "
+            f"--to oci://{registry}/models/cser-detector"
+        )
+    if "lab" in needs:
+        steps.append(f"cas push {work.parent / 'lab/shared/cas'}")
+    if "pin-v1.0" in needs:
+        steps.append("mkdir -p analysis && cp cas.lock analysis/cas.lock")
+    for step in steps:
+        r = _sh(step, work, env)
+        assert r.returncode == 0, f"setup `{step}` failed:\n{r.stdout}{r.stderr}"
+
+
+def _rewrite(cmd: str, work: Path, registry: str | None) -> str:
+    cmd = cmd.replace("/lab/shared/cas", str(work.parent / "lab" / "shared" / "cas"))
+    if registry is not None:
+        cmd = re.sub(r"registry\.lab(\.org|:5000)", registry, cmd)
+    cmd = cmd.replace('"${fpath[1]}/_cas"', '"$HOME/.zfunc/_cas"')
+    return cmd.replace('device="cuda"', 'device="cpu"')
+
+
+@pytest.mark.parametrize("command", sorted(c for c, ex in EXAMPLES.items() if ex))
+def test_every_help_example_runs(
+    sandbox: tuple[Path, dict[str, str]], tmp_path: Path, command: str
+) -> None:
+    work, env = sandbox
+    needs = NEEDS.get(command, set())
+    if "registry" in needs and not have_registry():
+        pytest.fail("docker-registry is not installed (.ci/run installs it)")
+    for d in (".local/share/bash-completion/completions", ".config/fish/completions", ".zfunc"):
+        (work.parent / d).mkdir(parents=True, exist_ok=True)
+    registry_ctx = Registry(tmp_path / "registry") if "registry" in needs else None
+    if registry_ctx is not None:
+        registry_ctx.start()
+    try:
+        host = registry_ctx.host if registry_ctx is not None else None
+        _setup(work, env, needs, host)
+        for example in EXAMPLES[command]:
+            cmd = _rewrite(example, work, host)
+            r = _sh(f"set -o pipefail; {cmd}", work, env)
+            assert r.returncode == 0, f"`{example}` exited {r.returncode}:\n{r.stdout}{r.stderr}"
+            assert "Traceback" not in r.stdout + r.stderr
+    finally:
+        if registry_ctx is not None:
+            registry_ctx.stop()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_are_valid_shell(shell: str, tmp_path: Path) -> None:
+    if shutil.which(shell) is None:
+        pytest.fail(f"{shell} is not installed (.ci/run installs it)")
+    script = tmp_path / f"cas.{shell}"
+    r = subprocess.run(
+        [sys.executable, "-m", "modelcas", "completion", shell],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    script.write_text(r.stdout)
+    assert "publish" in r.stdout and ("--store" in r.stdout or "-l store" in r.stdout)
+    check = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
