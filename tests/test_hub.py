@@ -584,3 +584,28 @@ def test_publish_without_a_token_says_so(hub: HubServer, cas: Run, tmp_path: Pat
     )  # fmt: skip
     assert r.returncode == 2
     assert "HF_TOKEN" in r.stderr and "resumes" not in r.stderr, r.stderr
+
+
+def test_verified_load_from_a_hub_reference(
+    hub: HubServer, cas: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One loader for every source: an hf:// reference is fetched, verified, then loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    import modelcas.torch as cas_torch
+
+    pkg = _package(tmp_path)
+    state = {"w": torch.arange(6, dtype=torch.float32)}
+    save_file(state, str(pkg / "best.safetensors"))
+    r = cas(
+        "publish", "m", "--version", "v1", "--repo", REPO, "--file", "best.safetensors", cwd=pkg
+    )
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "loader-hf-home"))
+    store = Store(tmp_path / "loader-store")
+    loaded = cas_torch.load_state_dict(f"hf://{REPO}@weights-v1", store=store)
+    assert torch.equal(loaded["w"], state["w"])

@@ -1,9 +1,9 @@
 """The architecture, as a test: each layer imports only the layers before it.
 
-    core -> digest/hashing -> store -> lockfile -> registry/remotes -> bundle -> loader -> ops
+    core -> digest/hashing -> store -> lockfile -> registry/remotes -> bundle -> ops -> loader
     -> cli
 
-``modelcas.loader`` turns every kind of reference (name, address, bundle key) into verified
+``modelcas.loader`` reads what the one resolver (``modelcas.ops.resolve``) names into verified
 bytes; ``modelcas.torch`` is an adapter on top of it: nothing in the package imports it.
 Imports inside functions count too, so the drawing cannot drift behind a lazy import.
 """
@@ -30,8 +30,8 @@ LAYERS = [
         ],
     ),
     ("bundle", ["modelcas.bundle"]),
-    ("loader", ["modelcas.loader"]),
     ("ops", ["modelcas.ops"]),
+    ("loader", ["modelcas.loader"]),
     ("cli", ["modelcas.cli"]),
     ("adapters", ["modelcas.torch"]),
 ]

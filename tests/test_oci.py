@@ -637,3 +637,26 @@ def test_cut_blob_download_resumes_with_range(registry: Registry, cas: Run, tmp_
     starts = [int((x or "").removeprefix("bytes=").removesuffix("-")) for x in proxy.ranges[1:]]
     assert 0 < starts[0] < starts[1] < len(big), proxy.ranges
     assert Store(fresh).path(ref_sha256(big), deep=True).read_bytes() == big
+
+
+def test_verified_load_from_an_oci_reference(
+    registry: Registry, cas: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One loader for every source: an oci:// reference is pulled, verified, then loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    import modelcas.torch as cas_torch
+
+    weights = tmp_path / "w.safetensors"
+    state = {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4)}
+    save_file(state, str(weights))
+    pkg = _project(tmp_path / "pkg", {"best.safetensors": weights.read_bytes()})
+    to = registry.url("lab/loadable")
+    r = cas("publish", "m", "--version", "v1", "--to", to, "--file", "best.safetensors", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+    store = Store(tmp_path / "loader-store")
+    loaded = cas_torch.load_state_dict(f"{to}:v1", store=store)
+    assert torch.equal(loaded["w"], state["w"])
+    assert store.verify(deep=True) == []

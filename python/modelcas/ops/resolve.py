@@ -5,6 +5,8 @@ A reference is one of:
 - ``sha256:<hex>``, or a unique prefix of at least 4 hex digits: an object in the store;
 - ``NAME[@VERSION]``: a pin in a lockfile (a project's ``cas.lock`` or a package registry);
 - ``hf://ORG/REPO@REVISION``: a file of a Hub commit, downloaded and verified on first use;
+- ``oci://HOST[:PORT]/REPO:TAG`` (or ``@sha256:...``): a file of a ModelPack artifact, pulled
+  and verified on first use;
 - ``BUNDLE.zip#KEY``, or ``PIPELINE.yml#KEY``: a model of a bundle (opened, verified and
   ingested once), directly or through a pipeline config's ``models: model_collection:``;
 - from Python, also ``(bundle, key)``.
@@ -13,6 +15,7 @@ A reference is one of:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +81,8 @@ def resolve(
         return Resolved(path, s.info(sha256).digest, f"sha256:{sha256}", file or "")
     if ref.startswith("hf://"):
         return _hub(ref, s, file)
+    if ref.startswith("oci://"):
+        return _oci(ref, s, file)
     source, sep, key = ref.rpartition("#")
     if sep and source.endswith((".zip", *_PIPELINE_SUFFIXES)):
         return _bundle_key(source, key, s)
@@ -99,14 +104,14 @@ def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
 
     if isinstance(source, bundle.Bundle):
         opened = source
-    elif str(source).endswith(_PIPELINE_SUFFIXES):
+    elif isinstance(source, Mapping) or str(source).endswith(_PIPELINE_SUFFIXES):
         models = bundle.resolve_pipeline_config(source, store=store)
-        if key not in models:
-            raise NotPinnedError(
-                f"{source}: the bundle has no model {key!r} (keys: {', '.join(sorted(models))})"
-            )
-        m = models[key]
-        return Resolved(m.path, m.digest, f"{Path(source).name}#{key}", m.member_name)
+        m = models.get(key)
+        if m is None or not hasattr(m, "member_name"):
+            known = ", ".join(sorted(k for k, v in models.items() if hasattr(v, "member_name")))
+            raise NotPinnedError(f"the pipeline's bundle has no model {key!r} (keys: {known})")
+        name = "pipeline" if isinstance(source, Mapping) else Path(source).name
+        return Resolved(m.path, m.digest, f"{name}#{key}", m.member_name)
     else:
         opened = bundle.open(source, store=store)
     model = opened.model(key)
@@ -144,3 +149,19 @@ def _hub(ref: str, store: Store, file: str | None) -> Resolved:
     else:
         info = remote.download(f, commit, store, None)
     return Resolved(info.path, info.digest, f"hf://{repo_id}@{revision} {file}", Path(file).name)
+
+
+def _oci(ref: str, store: Store, file: str | None) -> Resolved:
+    from modelcas import oci  # noqa: PLC0415 (the registry client only for oci://)
+
+    pulled = oci.pull_artifact(ref, store)  # every layer verified against its digest
+    names = sorted(f.path for f in pulled.files)
+    if file is None:
+        if len(names) != 1:
+            raise UsageError(f"{ref} has {len(names)} files ({', '.join(names)}); say which one")
+        file = names[0]
+    found = next((f for f in pulled.files if f.path == file), None)
+    if found is None:
+        raise NotPinnedError(f"{ref} has no file {file!r} (files: {', '.join(names)})")
+    info = store.info(found.digest.sha256)
+    return Resolved(info.path, found.digest, f"{ref} {file}", Path(file).name)
