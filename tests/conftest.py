@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.hubserver import HubServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +37,27 @@ def cas(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[bytes]]:
         )
 
     return run
+
+
+# Any token works with the local Hub; its value must never appear in output.
+HUB_TOKEN = "hf_SECRET_token_never_shown_0123456789"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    """The local Hub-compatible server, on its own data, for one test."""
+    with HubServer(tmp_path / "hub") as server:
+        yield server
+
+
+@pytest.fixture
+def hf_env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
+    """What points the real Hub client (and `cas`) at the local server."""
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_TOKEN": HUB_TOKEN,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "CAS_NO_PROGRESS": "1",
+    }

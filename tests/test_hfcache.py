@@ -18,10 +18,11 @@ import pytest
 
 from modelcas.lockfile import Lockfile
 from modelcas.store import Store
+from tests.conftest import HUB_TOKEN
 from tests.hubserver import HubServer
 from tests.refs import ref_sha256
 
-TOKEN = "hf_SECRET_token_never_shown_0123456789"
+TOKEN = HUB_TOKEN
 REPO = "sidxz/structflo-cser-detector"
 FOLDER = "models--sidxz--structflo-cser-detector"
 MiB = 1 << 20
@@ -30,22 +31,8 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with HubServer(tmp_path / "hub") as server:
-        yield server
-
-
-@pytest.fixture
-def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "HF_ENDPOINT": hub.url,
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_TOKEN": TOKEN,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "CAS_NO_PROGRESS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+def env(hf_env: dict[str, str]) -> dict[str, str]:
+    return {**hf_env, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +15,14 @@ import pytest
 
 from modelcas.lockfile import Lockfile
 from modelcas.store import Store
+from tests.conftest import HUB_TOKEN
 from tests.hubserver import HubServer
 from tests.pkgs import fake_package, run_in_site
 from tests.refs import ref_sha256
 
-TOKEN = "hf_SECRET_token_never_shown_0123456789"
+TOKEN = HUB_TOKEN
 REPO = "sidxz/structflo-cser-detector"
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with HubServer(tmp_path / "hub") as server:
-        yield server
-
-
-@pytest.fixture
-def hf_env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "HF_ENDPOINT": hub.url,
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_TOKEN": TOKEN,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "CAS_NO_PROGRESS": "1",
-    }
 
 
 @pytest.fixture
