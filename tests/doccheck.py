@@ -11,6 +11,10 @@ Before comparing, both sides are normalised: the sandbox's home becomes ``/home/
 values that differ on every run (Hub commit ids, clock times, durations, temporary names,
 process ids) become placeholders. ``MODELCAS_DOCS_UPDATE=1`` writes the real output back into
 the page instead of comparing: that is how the pages are produced.
+
+The pages show the ports a reader would use (the local Hub on 8765, a registry on 5000). A test
+never depends on a fixed port: :func:`run` moves each documented port to a free one in the
+commands, and maps it back in the output, so the page is compared as written.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HOME = "/home/you"
+# The ports the pages show: the local Hub, and a registry.
+DOC_PORTS = (8765, 5000)
 _FENCE = re.compile(r"^```console[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
 _VOLATILE = [
     (re.compile(r"\b[0-9a-f]{40}\b"), "<commit>"),
@@ -81,15 +88,36 @@ def parse(path: Path) -> Page:
     return page
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_pattern(port: int) -> re.Pattern[str]:
+    # A port as a URL or config writes it (`:8765`) or as an option's value (`--port 8765`).
+    return re.compile(rf"(?<=:){port}\b|(?<=--port ){port}\b")
+
+
 def run(page: Page, sandbox: Path, env: dict[str, str], timeout: float = 900) -> list[list[str]]:
-    """Run every command of ``page`` in one bash session; the output of each, as lines."""
+    """Run every command of ``page`` in one bash session; the output of each, as lines.
+
+    Each documented port (:data:`DOC_PORTS`) runs on a free port instead, and is shown back
+    as documented in the output.
+    """
+    ports = {doc: free_port() for doc in DOC_PORTS}
     home = sandbox / "home"
     home.mkdir(parents=True, exist_ok=True)
     marker = f"@@doccheck-{uuid.uuid4().hex}@@"
     script = [f'cd "{home}"']
     for c in page.commands:
         script.append(f"printf '\\n{marker} start\\n'")
-        script.append(f"{{\n{c.text}\n}} 2>&1 < /dev/null")
+        text = c.text
+        for doc, real in ports.items():
+            text = _port_pattern(doc).sub(str(real), text)
+        script.append(f"{{\n{text}\n}} 2>&1 < /dev/null")
         script.append(f"printf '\\n{marker} exit %d\\n' $?")
     proc = subprocess.Popen(
         ["bash", "--norc", "--noprofile"],
@@ -105,7 +133,10 @@ def run(page: Page, sandbox: Path, env: dict[str, str], timeout: float = 900) ->
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)  # servers a page started in the background
-    return _split(out.decode("utf-8", "replace"), marker)
+    shown = out.decode("utf-8", "replace")
+    for doc, real in ports.items():
+        shown = _port_pattern(real).sub(str(doc), shown)
+    return _split(shown, marker)
 
 
 def _split(text: str, marker: str) -> list[list[str]]:

@@ -1055,12 +1055,22 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     p = argparse.ArgumentParser(prog="python tests/hubserver.py", description=main.__doc__)
-    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    p.add_argument(
+        "--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: a free one)"
+    )
     p.add_argument("--root", type=Path, default=Path("hub-data"), help="where repos are kept")
     p.add_argument("--background", action="store_true", help="detach once listening")
     args = p.parse_args(argv)
     hub = HubServer(args.root, args.port)
-    hub.start()  # bind first: a busy port fails here, in the foreground
+    try:
+        hub.start()  # bind first: a busy port fails here, in the foreground
+    except OSError as e:
+        print(
+            f"hubserver: cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}"
+            " (another server holds it? choose another port with --port, or 0 for a free one)",
+            file=sys.stderr,
+        )
+        return 2
     if args.background:
         read, write = os.pipe()
         if os.fork():  # the parent reports and leaves; the child serves

@@ -7,6 +7,7 @@ on stderr (the error and one `hint:`), and nothing changed in the store or the l
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -163,8 +164,12 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 
 
 def _check_contract(
-    argv: list[str], proj: Path, env: dict[str, str], store: Path
+    argv: list[str], proj: Path, env: dict[str, str], store: Path, *, as_json: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``cas ARGV`` and hold it to the contract; ``as_json`` adds ``--json`` and also
+    requires exactly one error document on stdout."""
+    if as_json:
+        argv = [*argv, "--json"]
     before = _snapshot(store, proj)
     r = subprocess.run(
         [sys.executable, "-m", "modelcas", *argv],
@@ -183,6 +188,12 @@ def _check_contract(
     assert 1 <= len(lines) <= 2, (argv, r.stderr)
     if len(lines) == 2:
         assert lines[1].lstrip().startswith("hint:"), (argv, r.stderr)
+    if as_json:
+        doc = json.loads(r.stdout)  # one document, nothing else
+        assert doc["schema"] == "cas.error/1", (argv, doc)
+        assert doc["exit_code"] == r.returncode, (argv, doc)
+        assert doc["message"] and doc["message"] in lines[0], (argv, doc, lines)
+        assert doc["hint"] == (lines[1].split("hint:", 1)[1].strip() if len(lines) == 2 else None)
     after = _snapshot(store, proj)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     # The store may have made its own directories on first use; nothing else may change.
@@ -208,12 +219,23 @@ def test_every_command_refuses_bad_files_by_the_contract(
     _check_contract(argv, proj, env, tmp_path / "store")
 
 
-@pytest.mark.parametrize("case", sorted(BAD_VALUES))
-def test_every_bad_value_is_refused_by_the_contract(
-    project: tuple[Path, dict[str, str]], tmp_path: Path, case: str
+@pytest.mark.parametrize("command", sorted(FILE_COMMANDS))
+def test_under_json_every_error_is_also_one_json_document(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, command: str
 ) -> None:
     proj, env = project
-    r = _check_contract(BAD_VALUES[case], proj, env, tmp_path / "store")
+    bad = _bad("random", tmp_path)
+    argv = [a.replace("{f}", str(bad)) for a in FILE_COMMANDS[command]]
+    _check_contract(argv, proj, env, tmp_path / "store", as_json=True)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_every_bad_value_is_refused_by_the_contract(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, case: str, as_json: bool
+) -> None:
+    proj, env = project
+    r = _check_contract(BAD_VALUES[case], proj, env, tmp_path / "store", as_json=as_json)
     if case == "pull no such share":
         assert "no such directory" in r.stderr and "push it there" not in r.stderr
 

@@ -6,10 +6,15 @@ Regenerate a page's outputs after a deliberate change with
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import os
 import shutil
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,21 @@ from tests import doccheck
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
 SOURCE_DATE_EPOCH = "1766071842"  # 2025-12-18, the seed's bundle date
+
+
+@pytest.fixture(scope="module", autouse=True)
+def documented_ports_are_taken() -> Iterator[None]:
+    """Another program holds the ports the pages show while they run: they must not need them."""
+    with contextlib.ExitStack() as stack:
+        for port in doccheck.DOC_PORTS:
+            s = stack.enter_context(socket.socket())
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as e:  # held already: the condition this fixture makes
+                assert e.errno == errno.EADDRINUSE, e
+                continue
+            s.listen()
+        yield
 
 
 def _env(sandbox: Path) -> dict[str, str]:
@@ -61,8 +81,6 @@ def test_every_command_in_the_docs_prints_what_the_docs_show(page: Path, tmp_pat
 
 def test_the_tour_runs_from_start_to_end(tmp_path: Path) -> None:
     """README command 1 runs `make demo`: setup, then this tour on the shipped examples."""
-    import subprocess
-
     env = _env(tmp_path)
     env["TMPDIR"] = str(tmp_path)
     r = subprocess.run(
@@ -77,3 +95,19 @@ def test_the_tour_runs_from_start_to_end(tmp_path: Path) -> None:
     assert "Tour complete" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert shutil.which("cas", path=env["PATH"]) is not None
+
+
+def test_the_local_hub_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "hubserver.py"), "--port", "8765", "--root", "h"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "127.0.0.1:8765" in r.stderr
+    assert "--port" in r.stderr

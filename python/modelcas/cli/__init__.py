@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from modelcas import __version__
-from modelcas.cli._common import Parser, add_global_options, one_line
+from modelcas.cli._common import Parser, add_global_options, emit_error_json, one_line
 from modelcas.errors import ModelcasError
 
 # Command names in help order. Only the modules of the commands named on the command line are
@@ -57,11 +57,13 @@ examples:
   cas verify --lock                     before a GPU run: are the pinned bytes intact?
   cas path cser-detector                the verified local path, for scripts
 
-global options (before or after the command): --store DIR, --lock PATH, -q, -v.
+global options (before or after the command): --store DIR, --lock PATH, --json, -q, -v.
 
 exit status: 0 all is well; 1 a check found a problem (a digest differed, something is
 missing, an incompatible version); 2 a usage error or an unexpected error. Errors are one
-line, with at most one `hint:` line; CAS_DEBUG=1 adds the traceback.
+line on stderr, with at most one `hint:` line; with --json, also one JSON document on stdout
+({"schema": "cas.error/1", "command", "message", "hint", "exit_code"}). CAS_DEBUG=1 adds the
+traceback.
 
 Run `cas COMMAND --help` for the details and examples of each command."""
 
@@ -87,18 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Library warnings (a fallback taken, a mirror used) as one line each, like errors.
     warnings.formatwarning = lambda message, *_, **__: f"cas: warning: {one_line(str(message))}\n"
+    Parser.json_errors = "--json" in argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     command = getattr(args, "command", "cas")
     debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
+
+    def fail(code: int, message: str, hint: str | None = None) -> int:
+        _error(message, hint)
+        if getattr(args, "json", False):
+            emit_error_json(f"cas {command}", message, hint, code)
+        return code
+
     try:
         code: int = args.run(args)
     except ModelcasError as e:
-        _error(e.message, e.hint)
-        return e.exit_code
+        return fail(e.exit_code, e.message, e.hint)
     except KeyboardInterrupt:
-        print("cas: interrupted", file=sys.stderr)
-        return 130
+        return fail(130, "interrupted")
     except BrokenPipeError:
         # The reader went away (`cas hash ... | head`); that is not our failure.
         sys.stderr.close()
@@ -107,16 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
-        _error(f"{where}{e.strerror or e}")
-        return 2
+        return fail(2, f"{where}{e.strerror or e}")
     except Exception as e:
         if debug:
             raise
-        _error(
+        return fail(
+            2,
             f"{command}: unexpected error: {type(e).__name__}: {one_line(str(e))}",
             "this is a bug in modelcas; run again with CAS_DEBUG=1 for the traceback",
         )
-        return 2
     return code
 
 

@@ -19,14 +19,20 @@ MAX_PROBLEMS = 20
 class Parser(argparse.ArgumentParser):
     """argparse with the house style: raw help text, and usage errors in at most two lines."""
 
+    # Set by `main` when the command line asks for --json: usage errors are documents too.
+    json_errors = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print a usage error as one line plus a hint, and exit 2."""
+        hint = f"see `{self.prog} --help`"
         print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
-        print(f"  hint: see `{self.prog} --help`", file=sys.stderr)
+        print(f"  hint: {hint}", file=sys.stderr)
+        if Parser.json_errors:
+            emit_error_json(self.prog, message, hint, 2)
         raise SystemExit(2)
 
 
@@ -54,6 +60,12 @@ def add_global_options(p: argparse.ArgumentParser, *, top: bool = False, lock: b
             default=default(None),
             help="the lockfile (default: the nearest cas.lock)",
         )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help='print one JSON document (its "schema" key names the format); errors too',
+    )
     g.add_argument("-q", "--quiet", action="store_true", default=default(False), help="less output")
     g.add_argument("-v", "--verbose", action="count", default=default(0), help="more output")
 
@@ -159,6 +171,22 @@ def problems(lines: Sequence[str], *, file: Any = None) -> None:
 def emit_json(command: str, payload: dict[str, Any]) -> None:
     """Print a command's JSON report: ``{"schema": "cas.COMMAND/1", ...}``."""
     print(json.dumps({"schema": f"cas.{command}/1", **payload}, indent=2))
+
+
+def emit_error_json(command: str, message: str, hint: str | None, exit_code: int) -> None:
+    """The error contract under ``--json``: one document on stdout besides the stderr line."""
+    print(
+        json.dumps(
+            {
+                "schema": "cas.error/1",
+                "command": command,
+                "message": one_line(message),
+                "hint": one_line(hint) if hint else None,
+                "exit_code": exit_code,
+            },
+            indent=2,
+        )
+    )
 
 
 def json_help(command: str, fields: Iterable[str]) -> str:

@@ -48,7 +48,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="move files into the store (a hard link, no copy, where safe); needs --name",
     )
-    p.add_argument("--json", action="store_true", help="print JSON records")
     p.add_argument(
         "--allow-lfs-pointer", action="store_true", help="store git-lfs pointer files as they are"
     )

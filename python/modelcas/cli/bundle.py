@@ -143,7 +143,6 @@ def register(sub: Any) -> None:
         title="actions on an existing bundle", metavar="ACTION", dest="action", required=False
     )
     ls = add_action(actions, "ls", "keys, model types, sizes, digests and args", LS, LS_EPILOG)
-    ls.add_argument("--json", action="store_true", help="print JSON (cas.bundle-ls/1)")
     verify = add_action(
         actions,
         "verify",
@@ -156,7 +155,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="recompute every member's sha256 as well as blake3 and crc32",
     )
-    verify.add_argument("--json", action="store_true", help="print JSON (cas.bundle-verify/1)")
     extract = add_action(
         actions, "extract", "safe, verified extraction into -d DIR", EXTRACT, EXTRACT_EPILOG
     )

@@ -48,7 +48,6 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help=f"keep unreferenced objects younger than this (default {DEFAULT_GRACE:.0f})",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run)
 
 

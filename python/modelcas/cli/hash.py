@@ -61,7 +61,6 @@ def register(sub: Any) -> None:
         help="digest to print (default sha256); 'both' prints sha256, blake3 and size",
     )
     p.add_argument("-r", "--recursive", action="store_true", help="hash files under directories")
-    p.add_argument("--json", action="store_true", help="JSON: path, size, sha256 and blake3")
     p.add_argument(
         "-c", "--check", action="store_true", help="read checksum files and check each listed file"
     )

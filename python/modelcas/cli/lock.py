@@ -66,13 +66,11 @@ def register(sub: Any) -> None:
     p = add_command(sub, "lock", HELP, DESCRIPTION, EPILOG)
     actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
     ls = add_action(actions, "ls", "one line per pinned version", _LS, _LS_EPILOG)
-    ls.add_argument("--json", action="store_true", help="the whole lockfile as JSON")
     ls.set_defaults(run=run_ls)
     show = add_action(
         actions, "show", "a model or version in full, with digests", _SHOW, _SHOW_EPILOG
     )
     show.add_argument("ref", metavar="NAME[@VERSION]")
-    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=run_show)
     rm = add_action(actions, "rm", "remove a pinned version (latest falls back)", _RM, _RM_EPILOG)
     rm.add_argument("ref", metavar="NAME@VERSION")

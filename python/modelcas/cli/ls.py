@@ -21,7 +21,6 @@ examples:
 def register(sub: Any) -> None:
     """Add ``cas ls`` to the command parser."""
     p = add_command(sub, "ls", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(run=run)
 
 

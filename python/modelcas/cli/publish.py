@@ -97,7 +97,6 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--allow-lfs-pointer", action="store_true", help="publish git-lfs pointer files as they are"
     )
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument(
         "--to", metavar="oci://HOST[:PORT]/REPO", help="publish to an OCI registry instead"
     )

@@ -61,7 +61,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--file", action="append", metavar="FILE", help="only these files")
     p.add_argument("--no-pin", action="store_true", help="fetch only; leave the lockfile alone")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument(
         "--plain-http", action="store_true", help="(oci://) the registry speaks HTTP, not HTTPS"
     )

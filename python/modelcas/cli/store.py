@@ -33,7 +33,6 @@ def register(sub: Any) -> None:
         "it holds, and how many roots, temporary and quarantined files it has.",
         "examples:\n  cas store info\n  cas --store /lab/shared/cas store info --json",
     )
-    info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
     init = add_action(
         actions,

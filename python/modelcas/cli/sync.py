@@ -37,7 +37,6 @@ fetched; 2 usage error or a remote failed."""
 def register(sub: Any) -> None:
     """Add ``cas sync`` to the command parser."""
     p = add_command(sub, "sync", HELP, DESCRIPTION, EPILOG)
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run)
 
 

@@ -39,7 +39,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not check `requires` against the installed package",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run)
 
 

@@ -48,7 +48,6 @@ def register(sub: Any) -> None:
     p.add_argument("refs", nargs="*", metavar="ADDRESS", help="objects to check (default: all)")
     p.add_argument("--deep", action="store_true", help="recompute sha256 as well as blake3")
     p.add_argument("--repair", action="store_true", help="quarantine bad objects")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument(
         "--lock",
         nargs="?",
