@@ -112,11 +112,13 @@ def test_transformers_loads_a_version_directory_from_pretrained(tmp_path: Path) 
             model = AutoModel.from_pretrained(folder).eval()
             got = model.state_dict()
             assert all(torch.equal(want[k], got[k]) for k in want), version
-            print("FROM_PRETRAINED", version, type(model).__name__, sorted(p.name for p in folder.iterdir())[:2])
+            names = sorted(p.name for p in folder.iterdir())[:2]
+            print("FROM_PRETRAINED", version, type(model).__name__, names)
         # The same sharded version as one verified state dict, without transformers' loader.
         state = cas_torch.load_state_dict("tiny-bert@v2", registry=registry)
         assert all(torch.equal(want[k], state[k]) for k in state) and len(state) >= len(want) - 1
-        print("SHARDS", len([f for f in registry.lock.version("tiny-bert", "v2")[1].files if f.endswith(".safetensors")]))
+        files = registry.lock.version("tiny-bert", "v2")[1].files
+        print("SHARDS", len([f for f in files if f.endswith(".safetensors")]))
         """,
     )
     assert "FROM_PRETRAINED v1 BertModel ['config.json', 'model.safetensors']" in out

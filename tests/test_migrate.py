@@ -53,11 +53,18 @@ def test_lock_import_pins_every_version_with_requires_package_and_latest(
     weights_py = legacy / "structflo" / "cser" / "weights.py"
     text = weights_py.read_text()
     # A key the importer has no use for is reported with its line, not dropped silently.
-    weights_py.write_text(text.replace("'revision': 'weights-v1.0',", "'revision': 'weights-v1.0', 'date': '2025-10-01',"))  # noqa: E501
+    weights_py.write_text(
+        text.replace(
+            "'revision': 'weights-v1.0',", "'revision': 'weights-v1.0', 'date': '2025-10-01',"
+        )
+    )
     r = cas("lock", "import", "structflo/cser/weights.py", cwd=legacy, extra_env=hf_env)
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode()
-    assert "pinned cser-detector@v1.0 best.pt from hf://sidxz/structflo-cser-weights@weights-v1.0" in out
+    assert (
+        "pinned cser-detector@v1.0 best.pt from hf://sidxz/structflo-cser-weights@weights-v1.0"
+        in out
+    )
     assert "sha256 matches weights.py" in out
     assert "not used: weights.py:" in out and "REGISTRY.cser-detector.v1.0.date" in out
     lock = Lockfile.load(legacy / "structflo" / "cser" / "weights.lock")
@@ -87,7 +94,10 @@ def test_lock_import_pins_every_version_with_requires_package_and_latest(
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert check.returncode == 1, check.stderr
-    assert "WeightsCompatibilityError: Weights 'cser-detector/v2.0' require structflo-cser" in check.stdout
+    assert (
+        "WeightsCompatibilityError: Weights 'cser-detector/v2.0' require structflo-cser"
+        in check.stdout
+    )
     check = subprocess.run(
         [sys.executable, str(TUTORIAL / "check_compatibility.py")],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
@@ -138,7 +148,10 @@ def test_a_value_that_is_not_a_literal_is_one_line_naming_it_and_never_runs(
     )
     r = cas("lock", "import", "weights.py", cwd=pkg)
     assert r.returncode == 2
-    assert "publish_weights.py:3: MODEL_REPOS is not a Python literal there (an f-string)" in _one_line(r)
+    assert (
+        "publish_weights.py:3: MODEL_REPOS is not a Python literal there (an f-string)"
+        in _one_line(r)
+    )
 
 
 def test_repo_and_file_from_the_command_line(

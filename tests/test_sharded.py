@@ -71,10 +71,12 @@ def test_a_sharded_version_loads_as_one_verified_state_dict(tmp_path: Path, fmt:
     reg = open_lock(lock, store=store)
     assert sorted(cas_torch.load_state_dict("big@v1", registry=reg)) == sorted(state)
     # One file of the version is still loadable by name.
-    one = cas_torch.load_state_dict(
-        "big", lock=lock, store=store, file=f"{'model' if fmt == 'safetensors' else 'pytorch_model'}"
-        f"-00002-of-00003.{'safetensors' if fmt == 'safetensors' else 'bin'}",
-    )  # fmt: skip
+    shard = (
+        "model-00002-of-00003.safetensors"
+        if fmt == "safetensors"
+        else ("pytorch_model-00002-of-00003.bin")
+    )
+    one = cas_torch.load_state_dict("big", lock=lock, store=store, file=shard)
     assert set(one) < set(state)
 
 
@@ -82,7 +84,7 @@ def test_an_index_naming_a_missing_shard_is_refused(tmp_path: Path) -> None:
     folder = _write_sharded(tmp_path / "snap", _state(), 3)
     (folder / "model-00003-of-00003.safetensors").unlink()
     store, lock = _pin(tmp_path, folder)
-    with pytest.raises(FormatError, match=r"model-00003-of-00003.safetensors.*does not pin"):
+    with pytest.raises(FormatError, match=r"model-00003-of-00003\.safetensors.*does not pin"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
 
 
@@ -95,7 +97,7 @@ def test_an_index_naming_a_tensor_twice_is_refused(tmp_path: Path) -> None:
     assert first in text
     index.write_text(text.replace(first, first + ", " + first.replace("00001", "00002")))
     store, lock = _pin(tmp_path, folder)
-    with pytest.raises(FormatError, match="'layer0.weight' twice"):
+    with pytest.raises(FormatError, match=r"'layer0\.weight' twice"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
 
 
@@ -109,7 +111,7 @@ def test_a_tensor_in_two_shards_or_not_where_the_index_says_is_refused(tmp_path:
         folder / "model-00002-of-00002.safetensors",
     )  # fmt: skip
     store, lock = _pin(tmp_path, folder)
-    with pytest.raises(FormatError, match="layer0.weight"):
+    with pytest.raises(FormatError, match=r"layer0\.weight"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
 
     def drop(weight_map: dict[str, str]) -> None:
@@ -125,7 +127,7 @@ def test_a_tensor_in_two_shards_or_not_where_the_index_says_is_refused(tmp_path:
 
     folder = _write_sharded(tmp_path / "c", state, 2, edit=extra)
     store, lock = _pin(tmp_path / "c", folder)
-    with pytest.raises(FormatError, match="'ghost.weight'.*does not hold it"):
+    with pytest.raises(FormatError, match=r"'ghost\.weight'.*does not hold it"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
 
 
@@ -138,7 +140,7 @@ def test_a_corrupt_shard_loads_nothing(tmp_path: Path) -> None:
     with open(obj, "r+b") as f:
         f.seek(-4, os.SEEK_END)
         f.write(b"\x00\x00\x80\x7f")
-    with pytest.raises(IntegrityError, match="model-00002-of-00003.safetensors"):
+    with pytest.raises(IntegrityError, match=r"model-00002-of-00003\.safetensors"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
 
 

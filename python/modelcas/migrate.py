@@ -192,11 +192,12 @@ def read(
         repos, plines, spath = {}, {}, None
         out.notes.append(f"MODEL_REPOS not read ({e.message.split(';')[0]}); using --repo/--file")
 
-    def where(lines: Lines, *at: Any, file_: Path = weights_py) -> str:
+    def where(lines: Lines, *at: Any, file_: Path | None = None) -> str:
+        name = (file_ or weights_py).name
         for n in range(len(at), -1, -1):
             if at[:n] in lines:
-                return f"{file_.name}:{lines[at[:n]]}"
-        return file_.name
+                return f"{name}:{lines[at[:n]]}"
+        return name
 
     def unused(lines: Lines, label: str, at: tuple[Any, ...], keys: Iterator[Any]) -> None:
         for k in keys:
@@ -212,13 +213,21 @@ def read(
             unused(rlines, "REGISTRY", (), iter([name]))
             continue
         shared = repos.get(name, {}) if isinstance(repos.get(name), dict) else {}
-        versions = body.get("versions") if isinstance(body.get("versions"), dict) else body
+        nested = body.get("versions")
+        versions: dict[Any, Any] = nested if isinstance(nested, dict) else body
         vat: tuple[Any, ...] = (name, "versions") if versions is not body else (name,)
         top = {k: v for k, v in body.items() if not isinstance(v, dict)}
         if versions is body:
-            unused(rlines, "REGISTRY", (name,), (k for k in top if k not in (*_REPO_KEYS, *_FILE_KEYS)))
+            unused(
+                rlines, "REGISTRY", (name,), (k for k in top if k not in (*_REPO_KEYS, *_FILE_KEYS))
+            )
         else:
-            unused(rlines, "REGISTRY", (name,), (k for k in body if k not in ("versions", *_REPO_KEYS, *_FILE_KEYS)))
+            unused(
+                rlines,
+                "REGISTRY",
+                (name,),
+                (k for k in body if k not in ("versions", *_REPO_KEYS, *_FILE_KEYS)),
+            )
         count = 0
         for version, entry in versions.items():
             if not isinstance(entry, (dict, str)):
@@ -230,10 +239,10 @@ def read(
                     f"{where(rlines, *vat, version)}: REGISTRY[{name!r}]: {version!r} is not a "
                     "version (PEP 440, optionally with a v prefix)"
                 ) from None
-            e = entry if isinstance(entry, dict) else {"revision": entry}
-            r, _ = _pick(e, _REPO_KEYS)
-            f, _ = _pick(e, _FILE_KEYS)
-            rev, _ = _pick(e, _REV_KEYS)
+            fields: dict[Any, Any] = entry if isinstance(entry, dict) else {"revision": entry}
+            r, _ = _pick(fields, _REPO_KEYS)
+            f, _ = _pick(fields, _FILE_KEYS)
+            rev, _ = _pick(fields, _REV_KEYS)
             r = r or _pick(top, _REPO_KEYS)[0] or _pick(shared, _REPO_KEYS)[0] or repo
             f = f or _pick(top, _FILE_KEYS)[0] or _pick(shared, _FILE_KEYS)[0] or file
             label = f"{where(rlines, *vat, version)}: {name}@{version}"
@@ -244,27 +253,42 @@ def read(
                     + (f" in {spath}" if spath else " (no scripts/publish_weights.py found)"),
                     hint="pass --repo ORG/NAME and --file NAME (with --model for one model)",
                 )
-            sha = e.get("sha256")
+            sha = fields.get("sha256")
             if sha is not None:
                 sha = str(sha).lower().removeprefix("sha256:")
                 if not is_hex64(sha):
-                    raise UsageError(f"{label}: sha256 {e['sha256']!r} is not 64 hex digits")
-            requires = e.get("requires") if isinstance(e.get("requires"), str) else None
+                    raise UsageError(f"{label}: sha256 {fields['sha256']!r} is not 64 hex digits")
+            requires = fields.get("requires")
+            requires = requires if isinstance(requires, str) else None
             if rev is None:
                 rev = f"weights-{version}"
                 out.notes.append(f"{label}: no revision recorded; using the tag {rev}")
             out.versions.append(
-                LegacyVersion(name, str(version), r.removeprefix("hf://"), f, rev, sha, requires, label)
+                LegacyVersion(
+                    name, str(version), r.removeprefix("hf://"), f, rev, sha, requires, label
+                )
             )
-            unused(rlines, "REGISTRY", (*vat, version), (k for k in e if k not in _VERSION_KEYS and isinstance(entry, dict)))
+            unused(
+                rlines,
+                "REGISTRY",
+                (*vat, version),
+                (k for k in fields if k not in _VERSION_KEYS and isinstance(entry, dict)),
+            )
             count += 1
         if not count:
-            out.notes.append(f"{where(rlines, name)}: {name} has no versions yet; nothing to import")
+            out.notes.append(
+                f"{where(rlines, name)}: {name} has no versions yet; nothing to import"
+            )
         want = latest_raw.get(name) if isinstance(latest_raw, dict) else None
         if isinstance(want, str):
             out.latest[name] = want
         if name in repos and isinstance(repos[name], dict):
-            unused(plines, "MODEL_REPOS", (name,), (k for k in repos[name] if k not in (*_REPO_KEYS, *_FILE_KEYS)))
+            unused(
+                plines,
+                "MODEL_REPOS",
+                (name,),
+                (k for k in repos[name] if k not in (*_REPO_KEYS, *_FILE_KEYS)),
+            )
     if isinstance(latest_raw, dict):
         for name in latest_raw:
             if name not in registry:

@@ -87,7 +87,7 @@ version was fetched and matched. The lockfile is weights.lock beside weights.py 
 _IMPORT_EPILOG = """\
 examples:
   cas lock import structflo/cser/weights.py
-  cas lock import structflo/cser/weights.py --model cser-detector --repo sidxz/structflo-cser-detector --file best.pt
+  cas lock import structflo/cser/weights.py --model cser-detector --file best.pt
 
 --json prints {"schema": "cas.lock-import/1", "lock": PATH, "package": DIST,
   "versions": [{"model", "version", "file", "source", "commit", "sha256", "requires",

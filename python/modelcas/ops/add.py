@@ -93,9 +93,7 @@ def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
                 for f in p.rglob("*")
                 if f.is_file() and not f.is_symlink()
             )
-            kept = [
-                (f, n) for f, n in found if not any(n.startswith(x + "/") for x in _NOT_LAYOUT)
-            ]
+            kept = [(f, n) for f, n in found if not any(n.startswith(x + "/") for x in _NOT_LAYOUT)]
             if not kept:
                 raise UsageError(f"{p} holds no file: an empty directory is not added")
             out.extend(kept)

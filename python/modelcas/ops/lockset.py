@@ -12,6 +12,7 @@ from pathlib import Path
 from modelcas import lockfile
 from modelcas.errors import UsageError
 
+
 @dataclass(frozen=True, slots=True)
 class SetRequest:
     """What to change; ``None`` leaves a field as it is."""

@@ -181,8 +181,7 @@ def get(
     skipped = sorted(set(digests) - set(wanted))
     if not wanted:
         raise UsageError(
-            f"no file of {label} matches --include/--exclude "
-            f"(files: {', '.join(sorted(digests))})",
+            f"no file of {label} matches --include/--exclude (files: {', '.join(sorted(digests))})",
             hint="check the globs: they match the whole pinned name, e.g. '*.safetensors'",
         )
     if version is not None:

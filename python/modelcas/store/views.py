@@ -187,8 +187,7 @@ def view(store: Layout, files: Mapping[str, Digest]) -> Path:
         return _replace(folder, final, targets)
     except PermissionError as e:
         raise StoreError(
-            f"cannot write the named view {final} in the store at {store.root}: "
-            f"{e.strerror or e}",
+            f"cannot write the named view {final} in the store at {store.root}: {e.strerror or e}",
             hint="use a store you can write (--store / MODELCAS_HOME), or have its owner run "
             "`cas path` once for this version",
         ) from None

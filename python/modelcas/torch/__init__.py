@@ -366,9 +366,7 @@ def load_bundle(
     if missing:
         raise UsageError(f"{label} has no model {missing[0]!r} (keys: {', '.join(models)})")
     targets = {
-        k: Target(
-            models[k].stored, models[k].digest, f"{label} key {k}", models[k].member_name
-        )
+        k: Target(models[k].stored, models[k].digest, f"{label} key {k}", models[k].member_name)
         for k in chosen
     }
     return load_many(targets, device=device, deep=deep, trust_pickle=trust_pickle, workers=workers)

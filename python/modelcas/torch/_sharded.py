@@ -99,12 +99,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Duplicate(key)
+            raise _DuplicateKeyError(key)
         out[key] = value
     return out
 
 
-class _Duplicate(Exception):
+class _DuplicateKeyError(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
@@ -124,7 +124,7 @@ def shards(plan: Sharded, *, deep: bool = False) -> dict[str, list[str]]:
     data = reader.read_bytes(idx, deep=deep)
     try:
         doc = json.loads(data, object_pairs_hook=_no_duplicates)
-    except _Duplicate as e:
+    except _DuplicateKeyError as e:
         raise FormatError(
             f"{where} lists {e.key!r} twice; nothing was loaded",
             hint="an index names each tensor once: re-save the checkpoint",
@@ -132,9 +132,7 @@ def shards(plan: Sharded, *, deep: bool = False) -> dict[str, list[str]]:
     except (ValueError, RecursionError) as e:
         raise FormatError(f"{where} is not JSON: {e}") from None
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(v, str) for v in weight_map.values()
-    ):
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise FormatError(f"{where} has no weight_map of tensor names to shard files")
     folder = posixpath.dirname(plan.index)
     out: dict[str, list[str]] = {}

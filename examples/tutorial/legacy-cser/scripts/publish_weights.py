@@ -13,6 +13,7 @@ import runpy
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.utils import disable_progress_bars
 
 MODEL_REPOS = {
     "cser-detector": {
@@ -26,7 +27,9 @@ DEFAULT_WEIGHTS_PATHS = {
 }
 
 WEIGHTS_PY = Path(__file__).resolve().parent.parent / "structflo" / "cser" / "weights.py"
-HEADER = '"""Model weights registry: patched by scripts/publish_weights.py (the seed\'s workflow)."""'
+HEADER = (
+    '"""Model weights registry: patched by scripts/publish_weights.py (the seed\'s workflow)."""'
+)
 
 
 def main() -> None:
@@ -36,6 +39,7 @@ def main() -> None:
     p.add_argument("--requires", default=">=0.1,<1")
     p.add_argument("--weights-file")
     args = p.parse_args()
+    disable_progress_bars()
     repo = MODEL_REPOS[args.model]
     weights = Path(args.weights_file or DEFAULT_WEIGHTS_PATHS[args.model])
     sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
