@@ -24,7 +24,7 @@ examples:
   cas lock show cser-detector@v1.1
   cas lock rm cser-detector@v1.0
   cas lock check                 exit 1 if the lockfile would change (CI)
-  cas lock set cser-detector@v1.0 --requires '>=0.1,<1'
+  cas lock set cser-detector@v1.1 --requires '>=0.1,<1'
   cas lock import structflo/cser/weights.py    from a hand-written REGISTRY/LATEST
 
 exit status: 0 ok; 1 `check` found a change, or the name is not pinned; 2 usage error."""
@@ -68,7 +68,7 @@ whose installed version `requires` is checked against; a range set on a lockfile
 records the [project].name of the nearest pyproject.toml). Digests never change here."""
 _SET_EPILOG = """\
 examples:
-  cas lock set cser-detector@v1.0 --requires '>=0.1,<1'
+  cas lock set cser-detector@v1.1 --requires '>=0.1,<1'
   cas lock set cser-detector@v1.0 --latest
   cas lock set --package structflo-cser
 
