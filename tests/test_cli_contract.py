@@ -30,6 +30,8 @@ FILE_COMMANDS: dict[str, list[str]] = {
     "lock show": ["lock", "show", "m", "--lock", "{f}"],
     "lock rm": ["lock", "rm", "m@v1", "--lock", "{f}"],
     "lock check": ["lock", "check", "--offline", "--lock", "{f}"],
+    "lock set": ["lock", "set", "m@v1", "--latest", "--lock", "{f}"],
+    "lock import": ["lock", "import", "{f}"],
     "path": ["path", "m", "--lock", "{f}"],
     "get": ["get", "m", "-o", "out.bin", "--lock", "{f}"],
     "update": ["update", "m", "--lock", "{f}"],
@@ -76,6 +78,12 @@ BAD_VALUES: dict[str, list[str]] = {
     "update bad range": ["update", "m", "--to", "garbage!"],
     "verify bad address": ["verify", "sha256:zz"],
     "lock rm without version": ["lock", "rm", "m"],
+    "lock set nothing": ["lock", "set", "m@v1"],
+    "lock set bad range": ["lock", "set", "m@v1", "--requires", ">>1"],
+    "add empty directory": ["add", "empty-dir"],
+    "get dir no match": ["get", "m", "-o", "out/", "--include", "*.onnx"],
+    "get globs without dir": ["get", "m", "-o", "x.bin", "--include", "*.bin"],
+    "bundle -o and -d": ["bundle", "-i", "cfg.yml", "-o", "x.zip", "-d", "out"],
     "bundle bad compression": [
         "bundle",
         "-i",
@@ -140,6 +148,7 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     proj.mkdir()
     (proj / "w.bin").write_bytes(b"some weights")
     (proj / "remote-dir").mkdir()
+    (proj / "empty-dir").mkdir()
     (proj / "cfg.yml").write_text("seg:\n  model_path: w.bin\n")
     env = {
         **os.environ,

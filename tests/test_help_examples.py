@@ -76,11 +76,13 @@ NEEDS: dict[str, set[str]] = {
     "cas": {"pin-v1.0"},
     "hash": {"bundle-dated"},
     "ls": {"added"},
-    "path": {"hub-v1.1", "added", "bundle-plain"},
-    "get": {"hub-v1.1", "added"},
+    "path": {"hub-v1.1", "added", "bundle-plain", "snapshot"},
+    "get": {"hub-v1.1", "added", "snapshot"},
     "verify": {"pin-v1.0"},
     "sync": {"hub-v1.1"},
-    "lock": {"hub-v1.1"},
+    "lock": {"hub-v1.1", "legacy"},
+    "lock set": {"hub-v1.1"},
+    "lock import": {"hub-v1.1", "legacy"},
     "lock ls": {"hub-v1.1"},
     "lock show": {"hub-v1.1"},
     "lock rm": {"hub-v1.1"},
@@ -178,6 +180,20 @@ def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | Non
         steps.append(f"cas push {work.parent / 'lab/shared/cas'}")
     if "pin-v1.0" in needs:
         steps.append("mkdir -p analysis && cp cas.lock analysis/cas.lock")
+    if "snapshot" in needs:  # a version with several files: an HF snapshot's layout
+        steps.append(
+            "mkdir -p snap/tokenizer && echo '{}' > snap/config.json && echo '{}' > "
+            "snap/model.safetensors.index.json && echo a > snap/model-00001-of-00002.safetensors"
+            " && echo b > snap/model-00002-of-00002.safetensors && echo x > snap/tokenizer/v.txt"
+            " && cas add snap --name tiny-bert --version v1"
+        )
+    if "legacy" in needs:  # the seed's hand-written registry, naming the published tag
+        (work / "structflo" / "cser").mkdir(parents=True, exist_ok=True)
+        (work / "structflo" / "cser" / "weights.py").write_text(
+            f'REGISTRY = {{"cser-detector": {{"v1.0": {{"repo_id": "{HUB_REPO}", '
+            '"filename": "best.pt", "revision": "weights-v1.0", "requires": ">=0.1,<1"}}}\n'
+            'LATEST = {"cser-detector": "v1.0"}\n'
+        )
     for step in steps:
         r = _sh(step, work, env)
         assert r.returncode == 0, f"setup `{step}` failed:\n{r.stdout}{r.stderr}"

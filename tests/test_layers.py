@@ -18,7 +18,7 @@ LAYERS = [
     ("core", ["modelcas._core", "modelcas.errors"]),
     ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
     ("store", ["modelcas.store"]),
-    ("lockfile", ["modelcas.lockfile", "modelcas.pinning"]),
+    ("lockfile", ["modelcas.lockfile", "modelcas.pinning", "modelcas.migrate"]),
     (
         "registry/remotes",
         [

@@ -31,7 +31,7 @@ from modelcas.errors import (
 from modelcas.hashing import Progress
 from modelcas.lockfile import LockedVersion, Lockfile, is_prerelease, parse_requires
 from modelcas.remotes import for_source
-from modelcas.store import Store
+from modelcas.store import Store, views
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,18 +305,49 @@ class Registry:
             file: which file of the version; needed only when it has several.
 
         Returns:
-            A path inside the store. Never write to it.
+            A path in the store's named view of the version, ending in the pinned file name
+            (``.../views/<key>/best.pt``, a symlink to the verified object): frameworks that
+            decide by the suffix accept it. Never write to it (``docs/store.md``).
 
         Raises:
             WeightsCompatibilityError, CompatibilityCheckError: see :meth:`resolve`.
             NotPinnedError, IntegrityError, RemoteError: see :meth:`fetch`.
         """
-        return self.fetch(self.pin(name, version, file))
+        pin = self.pin(name, version, file)
+        self.fetch(pin)
+        return self.named(pin)
 
     def paths(self, name: str, version: str | None = None) -> dict[str, Path]:
-        """Every file of a version, verified, by file name."""
+        """Every file of a version, verified, by file name (paths in its named view)."""
         chosen, entry = self.resolve(name, version)
-        return {f: self.fetch(Pin(name, chosen, f, d)) for f, d in entry.files.items()}
+        folder = self._fetch_all(name, chosen, entry)
+        return {f: folder / f for f in entry.files}
+
+    def view(self, name: str, version: str | None = None) -> Path:
+        """The version's directory: every file verified, under its pinned name.
+
+        What ``from_pretrained`` takes (``config.json`` beside the weights, shards beside
+        their index), as the Hugging Face cache's ``snapshots/<commit>/``.
+
+        Raises:
+            As :meth:`paths`.
+        """
+        chosen, entry = self.resolve(name, version)
+        return self._fetch_all(name, chosen, entry)
+
+    def _fetch_all(self, name: str, version: str, entry: LockedVersion) -> Path:
+        for f, d in entry.files.items():
+            self.fetch(Pin(name, version, f, d))
+        return views.view(self.store, entry.files)
+
+    def named(self, pin: Pin) -> Path:
+        """Where a pinned file is named in its version's view (the object is not checked).
+
+        Raises:
+            NotPinnedError: the pin's version is not in the lockfile.
+        """
+        _, entry = self.lock.version(pin.model, pin.version)
+        return views.file(self.store, entry.files, pin.file)
 
     def check_record(self, pin: Pin) -> None:
         """The pin must agree with the store's record of the same sha256: size and blake3.

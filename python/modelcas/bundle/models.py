@@ -14,6 +14,7 @@ from modelcas.bundle import yamldoc
 from modelcas.bundle.plan import TRACKER
 from modelcas.digest import Digest
 from modelcas.errors import BundleError
+from modelcas.store import views
 
 if TYPE_CHECKING:
     from modelcas.bundle.archive import Bundle
@@ -24,7 +25,7 @@ class BundleModel:
     """One model of an opened bundle: a verified local path plus its settings."""
 
     key: str
-    path: Path  # the verified object in the store; never write to it
+    path: Path  # the bundle's named view: ends in the member name; never write to it
     digest: Digest
     member_name: str
     model_type: str | None
@@ -32,16 +33,18 @@ class BundleModel:
     inferer_args: dict[str, Any]
     model_args: dict[str, Any]
     config: dict[str, Any]  # the whole entry from the bundle's config.yml
+    stored: Path  # the object itself (what verified loaders read)
 
 
 @dataclass(frozen=True, slots=True)
 class BundleTracker:
     """A bundle's tracker configuration: a verified local path and its parsed content."""
 
-    path: Path  # the verified object in the store; never write to it
+    path: Path  # the bundle's named view: ends in the member name; never write to it
     digest: Digest
     member_name: str
     config: dict[str, Any]  # config_tracker.yml, parsed
+    stored: Path  # the object itself
 
 
 def _local(bundle: Bundle, digest: Digest) -> Path:
@@ -49,6 +52,11 @@ def _local(bundle: Bundle, digest: Digest) -> Path:
     if store.has(digest.sha256):
         return store.path(digest.sha256, verify=False)
     return store.object_path(digest.sha256)
+
+
+def _named(bundle: Bundle, member: str) -> Path:
+    """The member in the bundle's view: every member under its own name, as extracted."""
+    return views.view(bundle.store, bundle.manifest) / member
 
 
 def build(bundle: Bundle) -> dict[str, BundleModel]:
@@ -79,7 +87,7 @@ def build(bundle: Bundle) -> dict[str, BundleModel]:
                 )
         out[key] = BundleModel(
             key,
-            _local(bundle, want),
+            _named(bundle, member),
             want,
             member,
             entry.get("model_type"),
@@ -87,6 +95,7 @@ def build(bundle: Bundle) -> dict[str, BundleModel]:
             dict(entry.get("inferer_args") or {}),
             dict(entry.get("model_args") or {}),
             dict(entry),
+            _local(bundle, want),
         )
     return out
 
@@ -109,4 +118,4 @@ def tracker(bundle: Bundle) -> BundleTracker | None:
     config = yamldoc.load(bundle.read_small(name), f"{bundle.path}: {name}", BundleError)
     if not isinstance(config, dict):
         raise BundleError(f"{bundle.path}: {name} is not a YAML mapping")
-    return BundleTracker(_local(bundle, want), want, name, config)
+    return BundleTracker(_named(bundle, name), want, name, config, _local(bundle, want))

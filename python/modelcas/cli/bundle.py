@@ -54,6 +54,8 @@ examples:
   cas bundle -i config_model_bundle.yml -o model_collection.zip
       -> model_collection_20251218.zip and model_collection_20251218.zip.sha256
   cas bundle -i config.yml -o bundles/2025/dec/exp044.zip --no-auto-date
+  cas bundle -i config_model_bundle.yml -d output_dir/
+      -> output_dir/model_collection_20251218.zip (and its .sha256)
   cas bundle -i config.yml -o b.zip --compression zstd:3 --dry-run
   cas bundle verify model_collection_20251218.zip
   cas bundle ls model_collection_20251218.zip --json
@@ -107,6 +109,7 @@ examples:
   cas bundle add model_collection_20251218.zip"""
 
 ACTIONS = ("ls", "verify", "extract", "add")
+DEFAULT_NAME = "model_collection.zip"  # -d DIR: the seed's name, dated unless --no-auto-date
 
 
 def compression(text: str) -> str:
@@ -124,6 +127,12 @@ def register(sub: Any) -> None:
     p = add_command(sub, "bundle", HELP, DESCRIPTION, EPILOG)
     p.add_argument("-i", "--input", metavar="CONFIG", help="bundle config (YAML) to create from")
     p.add_argument("-o", "--output", metavar="OUT.zip", help="bundle to create")
+    p.add_argument(
+        "-d",
+        "--dir",
+        metavar="DIR",
+        help="create DIR/model_collection_<date>.zip (the seed's create-mbundle -d)",
+    )
     p.add_argument("--no-auto-date", action="store_true", help="use OUT.zip exactly as given")
     p.add_argument(
         "--compression",
@@ -174,9 +183,13 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas bundle``."""
     if args.action is None:
+        if args.output and args.dir:
+            raise UsageError("-o names the bundle, -d its folder: give one of them")
+        if args.dir:
+            args.output = os.path.join(args.dir, DEFAULT_NAME)
         if not (args.input and args.output):
             raise UsageError(
-                "create a bundle with -i CONFIG -o OUT.zip, or give an action: "
+                "create a bundle with -i CONFIG -o OUT.zip (or -d DIR), or give an action: "
                 + ", ".join(ACTIONS),
                 hint="run `cas bundle --help`",
             )

@@ -11,7 +11,7 @@ from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
 from modelcas.remotes import for_source
 
-HELP = "list, show, remove and check lockfile entries"
+HELP = "list, show, remove, check, set and import lockfile entries"
 DESCRIPTION = """\
 The lockfile (cas.lock, YAML) pins model names and versions to content: size, sha256 and
 blake3 of every file, the package versions the weights work with (requires), where the
@@ -24,6 +24,8 @@ examples:
   cas lock show cser-detector@v1.1
   cas lock rm cser-detector@v1.0
   cas lock check                 exit 1 if the lockfile would change (CI)
+  cas lock set cser-detector@v1.1 --requires '>=0.1,<1'
+  cas lock import structflo/cser/weights.py    from a hand-written REGISTRY/LATEST
 
 exit status: 0 ok; 1 `check` found a change, or the name is not pinned; 2 usage error."""
 
@@ -59,6 +61,37 @@ _CHECK_EPILOG = """\
 examples:
   cas lock check
   cas lock check --offline       formatting only, no network"""
+_SET = """\
+Edit what people decide after the fact, in place: a version's `requires` range (--requires
+'' removes it), which version is `latest`, and the lockfile's `package:` (the distribution
+whose installed version `requires` is checked against; a range set on a lockfile without one
+records the [project].name of the nearest pyproject.toml). Digests never change here."""
+_SET_EPILOG = """\
+examples:
+  cas lock set cser-detector@v1.1 --requires '>=0.1,<1'
+  cas lock set cser-detector@v1.0 --latest
+  cas lock set --package structflo-cser
+
+--json prints {"schema": "cas.lock-set/1", "lock": PATH, "changes": ["FIELD: OLD -> NEW", ...]}"""
+_IMPORT = """\
+Bring a package's hand-written weights registry into a lockfile: REGISTRY and LATEST of its
+weights.py, read as Python literals (parsed, never run: a value that is not a literal is an
+error naming its line). Each version is fetched from the Hub tag it names (revision or tag;
+default weights-VERSION), verified against the Hub's record and against the sha256 the file
+recorded, and pinned with its requires, the package from the nearest pyproject.toml, and
+latest from LATEST. Repo and file name come from each version (repo_id, filename), else from
+MODEL_REPOS in the project's scripts/publish_weights.py (also read, never run), else from
+--repo and --file. Keys that were not used are listed. Nothing is pinned unless every
+version was fetched and matched. The lockfile is weights.lock beside weights.py unless
+--lock says otherwise; ship it as package data and ask Registry.from_package for paths."""
+_IMPORT_EPILOG = """\
+examples:
+  cas lock import structflo/cser/weights.py
+  cas lock import structflo/cser/weights.py --model cser-detector --file best.pt
+
+--json prints {"schema": "cas.lock-import/1", "lock": PATH, "package": DIST,
+  "versions": [{"model", "version", "file", "source", "commit", "sha256", "requires",
+  "checked"}], "latest": {MODEL: VERSION}, "unused": [...], "notes": [...], "changed": BOOL}"""
 
 
 def register(sub: Any) -> None:
@@ -84,6 +117,24 @@ def register(sub: Any) -> None:
     )
     check.add_argument("--offline", action="store_true", help="skip asking remotes")
     check.set_defaults(run=run_check)
+    edit = add_action(
+        actions, "set", "edit a version's requires or latest, or the package", _SET, _SET_EPILOG
+    )
+    edit.add_argument("ref", metavar="NAME@VERSION", nargs="?")
+    edit.add_argument("--requires", metavar="RANGE", help="PEP 440 range ('' removes it)")
+    edit.add_argument("--latest", action="store_true", help="make this version latest")
+    edit.add_argument("--package", metavar="DIST", help="the distribution requires refers to")
+    edit.set_defaults(run=run_set)
+    imp = add_action(
+        actions, "import", "pin what a hand-written weights.py records", _IMPORT, _IMPORT_EPILOG
+    )
+    imp.add_argument("weights_py", metavar="PATH/weights.py")
+    imp.add_argument("--script", metavar="PY", help="the publish script with MODEL_REPOS")
+    imp.add_argument("--repo", metavar="ORG/NAME", help="Hub repo for versions naming none")
+    imp.add_argument("--file", metavar="NAME", help="file name for versions naming none")
+    imp.add_argument("--model", metavar="MODEL", help="import only this model")
+    imp.add_argument("--package", metavar="DIST", help="default: the nearest pyproject.toml")
+    imp.set_defaults(run=run_import)
 
 
 def _load(args: argparse.Namespace) -> Lockfile:
@@ -214,3 +265,78 @@ def _as_json(lock: Lockfile) -> dict[str, Any]:
             for name, m in sorted(lock.models.items())
         },
     }
+
+
+def run_set(args: argparse.Namespace) -> int:
+    """Execute ``cas lock set``."""
+    from modelcas.ops.lockset import SetRequest, set_fields  # noqa: PLC0415
+
+    path = lockfile.locate(args.lock)
+    result = set_fields(SetRequest(path, args.ref, args.requires, args.latest, args.package))
+    if args.json:
+        emit_json("lock-set", {"lock": show_path(path), "changes": result.changes})
+        return 0
+    for change in result.changes:
+        print(f"set {change}")
+    if not result.changed:
+        print(f"{show_path(path)}: already so, nothing changed")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Execute ``cas lock import``."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from modelcas.cli._common import open_store  # noqa: PLC0415
+    from modelcas.ops.importing import ImportRequest, import_registry  # noqa: PLC0415
+
+    req = ImportRequest(
+        Path(args.weights_py),
+        Path(args.lock) if args.lock else None,
+        Path(args.script) if args.script else None,
+        args.repo,
+        args.file,
+        args.model,
+        args.package,
+    )
+    result = import_registry(req, open_store(args))
+    if args.json:
+        emit_json(
+            "lock-import",
+            {
+                "lock": show_path(result.lock),
+                "package": result.package,
+                "versions": [
+                    {
+                        "model": v.model,
+                        "version": v.version,
+                        "file": v.file,
+                        "source": v.source,
+                        "commit": v.commit,
+                        "sha256": v.digest.sha256,
+                        "requires": v.requires,
+                        "checked": v.checked,
+                    }
+                    for v in result.versions
+                ],
+                "latest": result.latest,
+                "unused": result.unused,
+                "notes": result.notes,
+                "changed": result.changed,
+            },
+        )
+        return 0
+    for v in result.versions:
+        check = "sha256 matches weights.py" if v.checked else "no sha256 recorded"
+        print(
+            f"pinned {v.model}@{v.version} {v.file} from {v.source} "
+            f"(commit {(v.commit or '')[:12]}; {check})"
+        )
+    for note in result.notes:
+        print(f"note: {note}")
+    for key in result.unused:
+        print(f"not used: {key}")
+    latest = ", ".join(f"{m} {v}" for m, v in result.latest.items())
+    state = "wrote" if result.changed else "already up to date:"
+    print(f"{state} {show_path(result.lock)} (package {result.package}; latest: {latest})")
+    return 0

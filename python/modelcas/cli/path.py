@@ -9,15 +9,20 @@ from modelcas.cli._common import add_command, add_ref_options, open_store, show_
 
 HELP = "print the verified local path of an object or a pinned model"
 DESCRIPTION = """\
-Verify an object (size and blake3; --deep adds sha256) and print its path in the store, for
-shell scripts: `python train.py --weights "$(cas path cser-detector)"`. A pinned model
-missing from the store is fetched from its source first, and its `requires` is checked
-against the installed package. Nothing is printed when the object is missing or corrupt,
-and the exit status is 1. Never write to the path."""
+Verify an object (size and blake3; --deep adds sha256) and print its path, for shell
+scripts: `python train.py --weights "$(cas path cser-detector)"`. The path ends in the
+pinned file name (best.pt, model.safetensors): it is an entry of a read-only view in the
+store, a symlink to the verified object, so frameworks that decide by the suffix accept it.
+A version with several files (config.json beside sharded weights) prints its directory,
+the one from_pretrained takes; --file picks one file. A pinned model missing from the store
+is fetched from its source first, and its `requires` is checked against the installed
+package. Nothing is printed when the object is missing or corrupt, and the exit status is
+1. Never write to the path (see the store doc: a write fails, or `cas verify` names it)."""
 EPILOG = """\
 examples:
   cas path cser-detector                 latest compatible version, from the nearest cas.lock
   cas path cser-detector@v1.0 --file best.pt
+  cas path tiny-bert@v1                  a version with several files: its directory
   cas path sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
   cas path sha256:9f86d0                 a unique prefix is enough
   cas path model_collection.zip#segmentation
@@ -36,17 +41,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas path``."""
-    from modelcas.ops.resolve import resolve  # noqa: PLC0415
+    from modelcas.ops.versions import path_of  # noqa: PLC0415
 
-    store = open_store(args)
-    found = resolve(
+    found = path_of(
         args.ref,
-        store=store,
+        store=open_store(args),
         lock=args.lock,
         file=args.file,
         check_requires=not args.no_check_requires,
+        deep=args.deep,
     )
-    if args.deep:
-        store.path(found.digest.sha256, deep=True)
     print(show_path(found.path))
     return 0

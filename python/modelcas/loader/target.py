@@ -45,5 +45,5 @@ def resolve(
     if isinstance(ref, Resolved):
         return ref
     if hasattr(ref, "member_name") and hasattr(ref, "digest"):  # bundle.BundleModel
-        return Resolved(ref.path, ref.digest, f"bundle key {ref.key}", ref.member_name)
+        return Resolved(ref.stored, ref.digest, f"bundle key {ref.key}", ref.member_name, ref.path)
     return resolve_ref(ref, store=store, registry=registry, lock=lock, file=file, verify=False)

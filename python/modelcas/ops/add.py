@@ -65,15 +65,42 @@ def expand(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
     Raises:
         FileNotFoundError: a path does not exist.
+        UsageError: a directory holds no file.
     """
-    out: list[Path] = []
+    return [f for f, _ in listing(paths)]
+
+
+# Bookkeeping of tools, not part of a model's layout (as `hf upload` leaves them out too).
+_NOT_LAYOUT = (".git", ".cache/huggingface")
+
+
+def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """Each file and the name it is pinned under.
+
+    A file given by itself is pinned under its own name; a directory keeps its layout: each
+    file under its path below the directory (an HF snapshot's ``config.json`` beside its
+    shards), leaving out ``.git/`` and ``.cache/huggingface/``.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        UsageError: a directory holds no file.
+    """
+    out: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()))
+            found = sorted(
+                (f, f.relative_to(p).as_posix())
+                for f in p.rglob("*")
+                if f.is_file() and not f.is_symlink()
+            )
+            kept = [(f, n) for f, n in found if not any(n.startswith(x + "/") for x in _NOT_LAYOUT)]
+            if not kept:
+                raise UsageError(f"{p} holds no file: an empty directory is not added")
+            out.extend(kept)
         elif not os.path.lexists(p):
             raise FileNotFoundError(2, "No such file or directory", str(p))
         else:
-            out.append(p)
+            out.append((p, p.name))
     return out
 
 
@@ -114,10 +141,11 @@ def add(
             "and the moved file would be your only copy",
             hint="pin it (cas add --move FILE --name MODEL --version V), or add a copy",
         )
-    files = expand(paths)
+    named_files = listing(paths)
+    files = [f for f, _ in named_files]
     for f in files:
         refuse_lfs_pointer(f, allow=allow_lfs_pointer)
-    lock_path, package = _check_pin(pin, files) if pin is not None else (None, None)
+    lock_path, package = _check_pin(pin, named_files) if pin is not None else (None, None)
     results: list[AddResult] = []
     try:
         for f in files:
@@ -127,7 +155,7 @@ def add(
             changed, latest = write_pins(
                 store,
                 lock_path,
-                lambda lock: _pin(lock, pin, package, results),
+                lambda lock: _pin(lock, pin, package, results, [n for _, n in named_files]),
                 [],  # checked just below, where a source is at hand to store again
                 lambda _: None,
             )
@@ -168,7 +196,7 @@ def refuse_lfs_pointer(path: Path, *, allow: bool = False) -> None:
         )
 
 
-def _check_pin(pin: PinRequest, files: list[Path]) -> tuple[Path, str | None]:
+def _check_pin(pin: PinRequest, files: list[tuple[Path, str]]) -> tuple[Path, str | None]:
     """Every check that needs no bytes: name, version, range, duplicates, the lockfile.
 
     Returns the lockfile, and the package to record in it when ``requires`` is given.
@@ -180,15 +208,15 @@ def _check_pin(pin: PinRequest, files: list[Path]) -> tuple[Path, str | None]:
     if pin.requires is not None:
         lockfile.parse_requires(pin.requires, "--requires")
     seen: dict[str, Path] = {}
-    for f in files:
-        if f.name in seen:
+    for f, name in files:
+        if name in seen:
             raise UsageError(
-                f"two files named {f.name!r} in {pin.name}@{pin.version}: {seen[f.name]} and "
+                f"two files named {name!r} in {pin.name}@{pin.version}: {seen[name]} and "
                 f"{f}; nothing was added",
                 hint="a version's files are pinned by name: add them as separate models",
             )
-        seen[f.name] = f
-        lockfile.check_file_name(f.name, f"{pin.name}@{pin.version}")
+        seen[name] = f
+        lockfile.check_file_name(name, f"{pin.name}@{pin.version}")
     path = lockfile.locate(pin.lock, must_exist=False)
     lock = lockfile.Lockfile.load(path) if path.exists() else lockfile.Lockfile(path=path)
     if not pin.force:
@@ -206,12 +234,16 @@ def _check_pin(pin: PinRequest, files: list[Path]) -> tuple[Path, str | None]:
 
 
 def _pin(
-    lock: Lockfile, pin: PinRequest, package: str | None, results: list[AddResult]
+    lock: Lockfile,
+    pin: PinRequest,
+    package: str | None,
+    results: list[AddResult],
+    names: list[str],
 ) -> tuple[bool, str | None]:
     changed = lock.pin(
         pin.name,
         pin.version,
-        {r.source.name: r.info.digest for r in results},
+        {name: r.info.digest for name, r in zip(names, results, strict=True)},
         requires=pin.requires,
         set_latest=pin.set_latest,
         force=pin.force,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelcas.digest import Digest
 from modelcas.errors import NotPinnedError, UsageError
-from modelcas.store import Store
+from modelcas.store import ObjectInfo, Store
 
 if TYPE_CHECKING:
     from modelcas.registry import Registry
@@ -34,10 +34,18 @@ _PIPELINE_SUFFIXES = (".yml", ".yaml")
 class Resolved:
     """A stored object a reference names: where it is, what it must hash to, its names."""
 
-    path: Path  # inside the store; never write to it
+    path: Path  # the object in the store (what loaders read, refusing symlinks); never write
     digest: Digest
     label: str  # "cser-detector@v1.1 best.pt", "bundle.zip#segmentation", "sha256:..."
     filename: str  # the file name it had (its extension tells the format)
+    # The path handed to people and frameworks: a named view's entry ending in the pinned file
+    # name (``docs/store.md``); None for a bare address, which has no name.
+    named: Path | None = None
+
+    @property
+    def shown(self) -> Path:
+        """The path to hand out: the named one where there is a name, else the object."""
+        return self.named or self.path
 
 
 def resolve(
@@ -96,7 +104,7 @@ def resolve(
     path = reg.fetch(pin, verify=verify)
     known = reg.store.info(pin.digest.sha256).digest
     digest = Digest(pin.digest.sha256, pin.digest.size, pin.digest.blake3 or known.blake3)
-    return Resolved(path, digest, pin.label, Path(pin.file).name)
+    return Resolved(path, digest, pin.label, Path(pin.file).name, reg.named(pin))
 
 
 def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
@@ -111,11 +119,12 @@ def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
             known = ", ".join(sorted(k for k, v in models.items() if hasattr(v, "member_name")))
             raise NotPinnedError(f"the pipeline's bundle has no model {key!r} (keys: {known})")
         name = "pipeline" if isinstance(source, Mapping) else Path(source).name
-        return Resolved(m.path, m.digest, f"{name}#{key}", m.member_name)
+        return Resolved(m.stored, m.digest, f"{name}#{key}", m.member_name, m.path)
     else:
         opened = bundle.open(source, store=store)
     model = opened.model(key)
-    return Resolved(model.path, model.digest, f"{opened.path.name}#{key}", model.member_name)
+    label = f"{opened.path.name}#{key}"
+    return Resolved(model.stored, model.digest, label, model.member_name, model.path)
 
 
 def _hub(ref: str, store: Store, file: str | None) -> Resolved:
@@ -148,7 +157,8 @@ def _hub(ref: str, store: Store, file: str | None) -> Resolved:
         store.path(f.sha256)
     else:
         info = remote.download(f, commit, store, None)
-    return Resolved(info.path, info.digest, f"hf://{repo_id}@{revision} {file}", Path(file).name)
+    label = f"hf://{repo_id}@{revision} {file}"
+    return Resolved(info.path, info.digest, label, Path(file).name, _named(store, file, info))
 
 
 def _oci(ref: str, store: Store, file: str | None) -> Resolved:
@@ -164,4 +174,12 @@ def _oci(ref: str, store: Store, file: str | None) -> Resolved:
     if found is None:
         raise NotPinnedError(f"{ref} has no file {file!r} (files: {', '.join(names)})")
     info = store.info(found.digest.sha256)
-    return Resolved(info.path, found.digest, f"{ref} {file}", Path(file).name)
+    named = _named(store, file, info)
+    return Resolved(info.path, found.digest, f"{ref} {file}", Path(file).name, named)
+
+
+def _named(store: Store, file: str, info: ObjectInfo) -> Path:
+    """A one-file view: the remote file under its own name."""
+    from modelcas.store import views  # noqa: PLC0415
+
+    return views.file(store, {file: info.digest}, file)

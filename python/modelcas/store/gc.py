@@ -39,6 +39,7 @@ from modelcas.store.durable import (
 from modelcas.store.layout import kind_of
 from modelcas.store.read import STAGING, Reading
 from modelcas.store.records import GcReport, ObjectInfo, Root
+from modelcas.store.views import collect as collect_views
 
 # gc keeps temporary files and unreferenced objects younger than this: they may belong to a
 # write in flight, or to a plain `cas add` whose user has not pinned it yet.
@@ -214,6 +215,8 @@ class Collecting(Reading):
         else:
             report.objects = self._collect(candidates, readers, cutoff, report)
         report.temp_files = self._leftovers(roots, cutoff, dry_run)
+        # Views are derived, never roots: those naming a removed object go (rebuilt on use).
+        report.views = collect_views(self, cutoff, dry_run=dry_run)
         for root in stale:
             if root.registered <= cutoff and (dry_run or self._drop_root(root)):
                 report.stale_roots.append(root.path)

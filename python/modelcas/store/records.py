@@ -88,6 +88,7 @@ class GcReport:
     kept_young: int = 0
     restored: int = 0
     stale_roots: list[Path] = field(default_factory=list)
+    views: int = 0  # named views removed (derived: rebuilt on their next use)
 
     @property
     def bytes_freed(self) -> int:

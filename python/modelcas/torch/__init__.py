@@ -36,7 +36,7 @@ from modelcas.loader import header as st_header
 from modelcas.loader import reader
 from modelcas.loader.reader import snapshot
 from modelcas.loader.target import Ref, Target, resolve
-from modelcas.torch import _device
+from modelcas.torch import _device, _sharded
 from modelcas.torch._tensors import checkpoint, refuse_pickle, torch_required, unpickle, views
 
 if TYPE_CHECKING:
@@ -238,7 +238,11 @@ def load(
 def load_state_dict(
     ref: Ref, *, device: Any = "cpu", deep: bool = False, **where: Any
 ) -> dict[str, torch.Tensor]:
-    """A verified state dict from a ``.safetensors`` or ``.pt``/``.pth`` file.
+    """A verified state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, or a sharded one.
+
+    A pinned version with ``model.safetensors.index.json`` (or ``pytorch_model.bin.index.json``)
+    and the shards it names loads as one state dict: the index and every shard verified, the
+    shards in parallel (:mod:`modelcas.torch._sharded`).
 
     Args:
         ref: a lock name (``"cser-detector"``, ``"cser-detector@v1.1"``), an address
@@ -253,8 +257,13 @@ def load_state_dict(
     Raises:
         IntegrityError: corrupt; nothing is deserialized.
         UnsafeCheckpointError: the checkpoint needs arbitrary globals.
+        FormatError: a sharded version whose index names a shard it does not pin, or a
+            tensor twice, or disagrees with its shards.
         UsageError: the file is not a state dict.
     """
+    plan = _sharded.find(ref, where)
+    if plan is not None:
+        return _sharded.load(plan, load_many, device=device, deep=deep)
     state = load(ref, device=device, deep=deep, **where)
     if not isinstance(state, Mapping):
         raise UsageError(
@@ -357,7 +366,7 @@ def load_bundle(
     if missing:
         raise UsageError(f"{label} has no model {missing[0]!r} (keys: {', '.join(models)})")
     targets = {
-        k: Target(models[k].path, models[k].digest, f"{label} key {k}", models[k].member_name)
+        k: Target(models[k].stored, models[k].digest, f"{label} key {k}", models[k].member_name)
         for k in chosen
     }
     return load_many(targets, device=device, deep=deep, trust_pickle=trust_pickle, workers=workers)
