@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas ls``."""
-    objects = open_store(args).objects()
+    objects = open_store(args, create=False).objects()
     if args.json:
         records = [
             {

@@ -59,7 +59,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """Execute ``cas store info``."""
-    s = open_store(args).stats()
+    s = open_store(args, create=False).stats()
     if args.json:
         record = {**dataclasses.asdict(s), "root": os.fsdecode(s.root)}
         print(json.dumps(record, indent=2))
