@@ -249,6 +249,7 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_needs_cas_debug(
     def broken(self: RealStore) -> list[object]:
         raise RuntimeError("a bug\nspanning lines")
 
+    RealStore(tmp_path / "s")
     monkeypatch.setattr(RealStore, "objects", broken)
     argv = ["--store", str(tmp_path / "s"), "ls"]
     assert cli.main(argv) == 2
@@ -286,6 +287,7 @@ def test_global_options_go_before_or_after_the_command(
     ):
         r = run(*argv)
         assert r.returncode == 0 and "m@v1" in r.stdout, (argv, r.stderr)
+    assert run("store", "init", "--store", str(other)).returncode == 0
     for argv in (("ls", "--store", str(other)), ("--store", str(other), "ls")):
         assert run(*argv).returncode == 0
     assert (other / "store.json").exists()

@@ -240,7 +240,7 @@ class Registry:
         """
         if self.store.has(pin.digest.sha256):
             self.check_record(pin)
-            return self.store.path(pin.digest.sha256, verify=verify)
+            return self.store.path(pin.digest.sha256, verify=verify, progress=progress)
         _, entry = self.lock.version(pin.model, pin.version)
         if entry.source is None:
             raise NotPinnedError(
@@ -341,7 +341,7 @@ class Registry:
 
 
 def _direction(spec: str | None, installed: Version | None) -> str:
-    """"Upgrade", "Downgrade" or "Install": which way the installed package must move.
+    """ "Upgrade", "Downgrade" or "Install": which way the installed package must move.
 
     The seed's message says "Upgrade with"; for weights that need an older package (the
     installed version is past an upper bound) that would send the reader the wrong way.

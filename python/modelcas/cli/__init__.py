@@ -96,9 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = getattr(args, "command", "cas")
     debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
 
-    def fail(
-        code: int, message: str, hint: str | None = None, details: Sequence[str] = ()
-    ) -> int:
+    def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
         _error(message, hint, details)
         if getattr(args, "json", False):
             emit_error_json(f"cas {command}", message, hint, code, details)

@@ -53,7 +53,6 @@ class Parser(argparse.ArgumentParser):
             emit_error_json(self.prog, message, hint, 2)
         raise SystemExit(2)
 
-
     def _did_you_mean(self, message: str, where: argparse.ArgumentParser) -> str | None:
         """The closest valid spelling of what the message says was not understood."""
         if m := _INVALID_CHOICE.search(message):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command, add_ref_options, open_store, say, show_path
+from modelcas.cli._common import (
+    add_command,
+    add_ref_options,
+    emit_json,
+    json_help,
+    open_store,
+    say,
+    show_path,
+)
+from modelcas.cli._progress import byte_bar
 from modelcas.store import LINK_MODES
 
 HELP = "place a verified object or pinned model at a path (reflink, hardlink, symlink, copy)"
@@ -15,11 +24,13 @@ filesystem can (an independent copy-on-write copy, instant), else a hardlink to 
 read-only object (not as root: permissions do not stop root), else a copy. No mode lets a
 write through DEST change the object: objects are read-only, and `cas verify` catches
 anything that gets through anyway."""
-EPILOG = """\
+EPILOG = f"""\
 examples:
   cas get cser-detector@v1.1 -o weights/best.pt
   cas get sha256:9f86d0 -o weights/v1.0.pt
   cas get sha256:9f86d0 -o best.pt --link symlink
+
+{json_help("get", ['"dest"', '"mode"', '"label"', '"address"', '"size"', '"sha256"', '"blake3"'])}
 
 exit status: 0 placed; 1 missing, corrupt or incompatible; 2 usage error or DEST exists."""
 
@@ -39,15 +50,38 @@ def run(args: argparse.Namespace) -> int:
     from modelcas.ops.resolve import resolve  # noqa: PLC0415
 
     store = open_store(args)
-    found = resolve(
-        args.ref,
-        store=store,
-        lock=args.lock,
-        file=args.file,
-        check_requires=not args.no_check_requires,
-    )
-    mode = store.place(
-        found.digest.sha256, args.output, link=args.link, force=args.force, verify=False
-    )
-    say(args, f"{show_path(args.output)}  ({mode} of {found.label}, {found.digest.address})")
+    # Fetched if missing (a bar of unknown size, shown only if that takes a while); the size
+    # and the store's record are checked here, the bytes just below.
+    with byte_bar(None, "fetching", quiet=args.quiet) as bar:
+        found = resolve(
+            args.ref,
+            store=store,
+            lock=args.lock,
+            file=args.file,
+            check_requires=not args.no_check_requires,
+            verify=False,
+            progress=bar,
+        )
+    d = found.digest
+    # Verified (one read), then copied (another) unless linked.
+    total = d.size * (2 if args.link == "copy" else 1)
+    with byte_bar(total, "verifying and placing", quiet=args.quiet) as bar:
+        mode = store.place(
+            d.sha256, args.output, link=args.link, force=args.force, verify=True, progress=bar
+        )
+    if args.json:
+        emit_json(
+            "get",
+            {
+                "dest": show_path(args.output),
+                "mode": mode,
+                "label": found.label,
+                "address": d.address,
+                "size": d.size,
+                "sha256": d.sha256,
+                "blake3": d.blake3,
+            },
+        )
+        return 0
+    say(args, f"{show_path(args.output)}  ({mode} of {found.label}, {d.address})")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import stat
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelcas import hashing, sumfile
-from modelcas.cli._common import add_command
+from modelcas.cli._common import add_command, emit_json
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
 from modelcas.errors import ChecksumFileError, UsageError
@@ -33,6 +32,9 @@ examples:
   cas hash --algo blake3 -r checkpoints/
   cas hash --algo both --json weights/*.safetensors
   cas hash --check model_collection_20251218.zip.sha256
+
+--json prints {"schema": "cas.hash/1", "files": [{"path", "size", "sha256", "blake3"}, ...]}
+(both digests, whatever --algo says; files that could not be read are on stderr, exit 1).
 
 --check reads lines `HEX  NAME` (and `HEX *NAME`, and `SHA256 (NAME) = HEX`) and behaves as
 `sha256sum -c`: -q prints only failures, --status nothing, --warn each improperly formatted
@@ -162,7 +164,8 @@ def _print(args: argparse.Namespace) -> int:
             assert hexdigest is not None
             out.write(sumfile.format_line(hexdigest, os.fsencode(f), b3sum=args.algo == "blake3"))
     if json_out:
-        out.write(json.dumps(records, indent=2).encode() + b"\n")
+        out.flush()
+        emit_json("hash", {"files": records})
     out.flush()
     for e in errors:
         print(f"cas: {e}", file=sys.stderr)

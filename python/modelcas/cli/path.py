@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command, add_ref_options, open_store, show_path
+from modelcas.cli._common import (
+    add_command,
+    add_ref_options,
+    emit_json,
+    json_help,
+    open_store,
+    show_path,
+)
+from modelcas.cli._progress import byte_bar
 
 HELP = "print the verified local path of an object or a pinned model"
 DESCRIPTION = """\
@@ -14,7 +22,7 @@ shell scripts: `python train.py --weights "$(cas path cser-detector)"`. A pinned
 missing from the store is fetched from its source first, and its `requires` is checked
 against the installed package. Nothing is printed when the object is missing or corrupt,
 and the exit status is 1. Never write to the path."""
-EPILOG = """\
+EPILOG = f"""\
 examples:
   cas path cser-detector                 latest compatible version, from the nearest cas.lock
   cas path cser-detector@v1.0 --file best.pt
@@ -22,6 +30,8 @@ examples:
   cas path sha256:9f86d0                 a unique prefix is enough
   cas path model_collection.zip#segmentation
   cas path hf://sidxz/structflo-cser-detector@weights-v1.1
+
+{json_help("path", ['"path"', '"ref"', '"label"', '"address"', '"size"', '"sha256"', '"blake3"'])}
 
 exit status: 0 printed; 1 missing, corrupt or incompatible; 2 usage error."""
 
@@ -39,14 +49,34 @@ def run(args: argparse.Namespace) -> int:
     from modelcas.ops.resolve import resolve  # noqa: PLC0415
 
     store = open_store(args)
-    found = resolve(
-        args.ref,
-        store=store,
-        lock=args.lock,
-        file=args.file,
-        check_requires=not args.no_check_requires,
-    )
-    if args.deep:
-        store.path(found.digest.sha256, deep=True)
+    # Fetched if missing (a bar of unknown size, shown only if that takes a while); the size
+    # and the store's record are checked here, the bytes just below.
+    with byte_bar(None, "fetching", quiet=args.quiet) as bar:
+        found = resolve(
+            args.ref,
+            store=store,
+            lock=args.lock,
+            file=args.file,
+            check_requires=not args.no_check_requires,
+            verify=False,
+            progress=bar,
+        )
+    with byte_bar(found.digest.size, "verifying", quiet=args.quiet) as bar:
+        store.path(found.digest.sha256, deep=args.deep, progress=bar)
+    if args.json:
+        d = found.digest
+        emit_json(
+            "path",
+            {
+                "path": show_path(found.path),
+                "ref": args.ref,
+                "label": found.label,
+                "address": d.address,
+                "size": d.size,
+                "sha256": d.sha256,
+                "blake3": d.blake3,
+            },
+        )
+        return 0
     print(show_path(found.path))
     return 0
