@@ -341,7 +341,7 @@ class Registry:
 
 
 def _direction(spec: str | None, installed: Version | None) -> str:
-    """ "Upgrade", "Downgrade" or "Install": which way the installed package must move.
+    """Which way the installed package must move: "Upgrade", "Downgrade" or "Install".
 
     The seed's message says "Upgrade with"; for weights that need an older package (the
     installed version is past an upper bound) that would send the reader the wrong way.
