@@ -23,7 +23,8 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
         message: the warning's text (one line).
         category: the warning class (default ``UserWarning``).
     """
-    level = 1
+    # stacklevel 1 is this function; 2 is its caller, sys._getframe(1).
+    level = 2
     frame = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame = frame.f_back  # type: ignore[assignment]

@@ -37,8 +37,9 @@ examples:
   cas hash --algo both --json weights/*.safetensors
   cas hash --check model_collection_20251218.zip.sha256
 
---json prints {"schema": "cas.hash/1", "files": [{"path", "size", "sha256", "blake3"}, ...]}
-(both digests, whatever --algo says; files that could not be read are on stderr, exit 1).
+--json prints {"schema": "cas.hash/1", "files": [{"path", "size", "sha256", "blake3"}, ...],
+"errors": [TEXT, ...]} (both digests, whatever --algo says; a file that could not be read is
+an error, on stderr too, and the exit status is 1).
 
 --check reads lines `HEX  NAME` (and `HEX *NAME`, and `SHA256 (NAME) = HEX`) and behaves as
 `sha256sum -c`: -q prints only failures; --status prints nothing on stdout (files that
@@ -147,14 +148,15 @@ def _hash_stdin(algos: tuple[hashing.Algo, ...]) -> Hashes:
 
 
 def _hash_all(
-    files: list[str], algos: tuple[hashing.Algo, ...], mmap: bool | None
+    files: list[str], algos: tuple[hashing.Algo, ...], args: argparse.Namespace
 ) -> list[Hashes | OSError]:
+    mmap = False if args.no_mmap else None
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
         with contextlib.suppress(OSError):
             total += os.stat(f).st_size
-    with byte_bar(total, "hashing") as bar:
+    with byte_bar(total, "hashing", quiet=args.quiet or args.status) as bar:
         results = iter(hashing.hash_files(on_disk, algos, mmap=mmap, progress=bar))
     return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
 
@@ -169,7 +171,7 @@ def _print(args: argparse.Namespace) -> int:
     files, errors = _expand(args.paths, args.recursive)
     json_out = args.json
     algos = hashing.BOTH if json_out else _algos(args.algo)
-    results = _hash_all(files, algos, False if args.no_mmap else None)
+    results = _hash_all(files, algos, args)
     out: BinaryIO = sys.stdout.buffer
     records: list[dict[str, object]] = []
     for f, r in zip(files, results, strict=True):
@@ -197,7 +199,7 @@ def _print(args: argparse.Namespace) -> int:
                 out.write(sumfile.format_line(hexdigest, os.fsencode(f), b3sum=algo == "blake3"))
     if json_out:
         out.flush()
-        emit_json("hash", {"files": records})
+        emit_json("hash", {"files": records, "errors": errors})
     out.flush()
     for e in errors:
         print(f"cas: {e}", file=sys.stderr)
@@ -284,7 +286,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
     results = dict(
         zip(
             (e.lineno for e, _, _ in jobs),
-            _hash_all([p for _, p, _ in jobs], wanted, False if args.no_mmap else None),
+            _hash_all([p for _, p, _ in jobs], wanted, args),
             strict=True,
         )
     )
