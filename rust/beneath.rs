@@ -184,6 +184,45 @@ impl Beneath {
         ))
     }
 
+    /// The file already at `rel`, opened for reading, or `None` when there is none (its
+    /// folder is created as needed). Anything there but a regular file (a link, a folder, a
+    /// FIFO) is an `EEXIST` error: it is never opened, let alone followed.
+    pub fn existing(&mut self, rel: &str) -> Result<Option<File>> {
+        let (parent, name) = split(rel);
+        self.dir(parent)?;
+        let pfd = self.fd(parent)?.as_raw_fd();
+        let c = cstr(name, &self.shown(rel))?;
+        let exists = || {
+            Err(Error::io(
+                &self.shown(rel),
+                "create",
+                io::Error::from_raw_os_error(libc::EEXIST),
+            ))
+        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: `pfd` is an open directory we own and `c` a NUL-terminated name.
+        let fd = unsafe { libc::openat(pfd, c.as_ptr(), flags) };
+        if fd < 0 {
+            let err = last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                Some(libc::ELOOP) => exists(), // a symbolic link: not followed
+                _ => Err(Error::io(&self.shown(rel), "open", err)),
+            };
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let regular = file
+            .metadata()
+            .map_err(|err| Error::io(&self.shown(rel), "stat", err))?
+            .is_file();
+        if regular {
+            Ok(Some(file))
+        } else {
+            exists()
+        }
+    }
+
     /// Remove a temporary file made by `temp_file`.
     pub fn discard(&self, rel: &str, tmp: &str) {
         let (parent, _) = split(rel);

@@ -159,7 +159,7 @@ def test_every_input_is_checked_before_writing(config: Path, tmp_path: Path, cas
         bundles.create_model_bundle(config, tmp_path / "out" / "b.zip")
     text = str(e.value)
     for part in (
-        "3 problem(s)",
+        "3 problems",
         "bf_focus.model_path",
         "missing.pth",
         "segmentation.model_metadata",
@@ -211,7 +211,11 @@ def test_cli_ls_verify_extract_add(config: Path, tmp_path: Path, cas: Cas) -> No
     assert cas("bundle", "extract", out, "-d", dest).returncode == 0
     assert (dest / "config.yml").is_file() and (dest / "models").is_dir()
     again = cas("bundle", "extract", out, "-d", dest)
-    assert again.returncode == 2, "existing files are not overwritten without --force"
+    assert again.returncode == 0, "the same verified files are there: nothing to do"
+    (dest / "config.yml").write_text("changed: true\n")
+    clash = cas("bundle", "extract", out, "-d", dest)
+    assert clash.returncode == 2, "other bytes are not overwritten without --force"
+    assert b"--force" in clash.stderr
     store = Store(tmp_path / "store")
     first = cas("--store", store.root, "bundle", "add", out)
     assert first.returncode == 0 and b"10 new object(s)" in first.stdout

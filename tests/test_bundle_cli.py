@@ -213,9 +213,9 @@ def test_extract_draws_a_progress_bar_at_a_terminal(
     seen: list[tuple[int | None, str]] = []
     real = _progress.byte_bar
 
-    def spy(total: int | None, desc: str) -> object:
+    def spy(total: int | None, desc: str, *, quiet: bool = False) -> object:
         seen.append((total, desc))
-        return real(total, desc)
+        return real(total, desc, quiet=quiet)
 
     monkeypatch.setattr("modelcas.cli.bundle.byte_bar", spy)
     assert main(["bundle", "extract", str(out), "-d", str(tmp_path / "d")]) == 0

@@ -232,7 +232,7 @@ def test_config_relative_paths_still_work_from_anywhere(
     (project / "config_model_bundle.yml").rename(project / "config" / "cfg.yml")
     with pytest.raises(UsageError) as e:
         bundles.plan_bundle("cfg.yml", tmp_path / "d.zip")
-    assert "14 problem(s)" in str(e.value)
+    assert "14 problems" in str(e.value)
 
 
 def test_a_path_found_in_both_places_uses_the_working_directory_and_warns(

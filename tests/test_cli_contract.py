@@ -258,6 +258,7 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_needs_cas_debug(
     def broken(self: RealStore) -> list[object]:
         raise RuntimeError("a bug\nspanning lines")
 
+    RealStore(tmp_path / "s")
     monkeypatch.setattr(RealStore, "objects", broken)
     argv = ["--store", str(tmp_path / "s"), "ls"]
     assert cli.main(argv) == 2
@@ -295,8 +296,236 @@ def test_global_options_go_before_or_after_the_command(
     ):
         r = run(*argv)
         assert r.returncode == 0 and "m@v1" in r.stdout, (argv, r.stderr)
+    assert run("store", "init", "--store", str(other)).returncode == 0
     for argv in (("ls", "--store", str(other)), ("--store", str(other), "ls")):
         assert run(*argv).returncode == 0
     assert (other / "store.json").exists()
     quiet = run("-q", "verify", "--lock", lock)
     assert quiet.returncode == 0 and quiet.stdout == ""
+
+
+# -- --json on success and on failure, for every command ----------------------------------------
+
+# Commands whose success needs a server: their success documents are checked in the remote
+# tests (and `lock import` in tests/test_migrate.py); their failures below like every other's.
+REMOTE = {"sync", "publish", "pull", "push", "update", "lock import"}
+BUNDLE = ["bundle", "-i", "cfg.yml", "-o", "b.zip", "--no-auto-date"]
+
+# command -> (argv, the schema its success document names, a setup command or None)
+JSON_SUCCESS: dict[str, tuple[list[str], str, list[str] | None]] = {
+    "hash": (["hash", "w.bin"], "cas.hash/1", None),
+    "add": (["add", "w.bin"], "cas.add/1", None),
+    "ls": (["ls"], "cas.ls/1", None),
+    "path": (["path", "m"], "cas.path/1", None),
+    "get": (["get", "m", "-o", "out/w.bin"], "cas.get/1", None),
+    "verify": (["verify", "--lock"], "cas.verify/1", None),
+    "lock ls": (["lock", "ls"], "cas.lock-ls/1", None),
+    "lock show": (["lock", "show", "m"], "cas.lock-show/1", None),
+    "lock rm": (["lock", "rm", "m@v1"], "cas.lock-rm/1", None),
+    "lock check": (["lock", "check", "--offline"], "cas.lock-check/1", None),
+    "lock set": (["lock", "set", "m@v1", "--latest"], "cas.lock-set/1", None),
+    "bundle": (BUNDLE, "cas.bundle/1", None),
+    "bundle ls": (["bundle", "ls", "b.zip"], "cas.bundle-ls/1", BUNDLE),
+    "bundle verify": (["bundle", "verify", "b.zip"], "cas.bundle-verify/1", BUNDLE),
+    "bundle extract": (["bundle", "extract", "b.zip", "-d", "x"], "cas.bundle-extract/1", BUNDLE),
+    "bundle add": (["bundle", "add", "b.zip"], "cas.bundle-add/1", BUNDLE),
+    "gc": (["gc", "--dry-run"], "cas.gc/1", None),
+    "store info": (["store", "info"], "cas.store-info/1", None),
+    "store init": (["store", "init"], "cas.store-init/1", None),
+    "completion": (["completion", "bash"], "cas.completion/1", None),
+}
+
+# One failing command line per command (every command, the remote ones included).
+JSON_FAILURE: dict[str, list[str]] = {
+    "hash": ["hash", "--algo", "md5", "w.bin"],
+    "add": ["add", "nope.bin"],
+    "ls": ["--store", "nowhere", "ls"],
+    "path": ["path", "nope"],
+    "get": ["get", "nope", "-o", "x.bin"],
+    "verify": ["verify", "sha256:zz"],
+    "sync": ["sync", "--lock", "nope.lock"],
+    "lock ls": ["lock", "ls", "--lock", "nope.lock"],
+    "lock show": ["lock", "show", "nope"],
+    "lock rm": ["lock", "rm", "nope@v1"],
+    "lock check": ["lock", "check", "--lock", "nope.lock"],
+    "lock set": ["lock", "set", "nope@v1", "--latest"],
+    "lock import": ["lock", "import", "nope/weights.py"],
+    "publish": ["publish", "m", "--version", "one", "--repo", "a/b", "--file", "w.bin"],
+    "pull": ["pull", "ftp://x/y"],
+    "push": ["push", "remote-dir", "--lock", "nope.lock"],
+    "update": ["update", "m", "--to", "garbage!"],
+    "bundle": ["bundle", "-i", "nope.yml", "-o", "x.zip"],
+    "bundle ls": ["bundle", "ls", "nope.zip"],
+    "bundle verify": ["bundle", "verify", "nope.zip"],
+    "bundle extract": ["bundle", "extract", "nope.zip", "-d", "x"],
+    "bundle add": ["bundle", "add", "nope.zip"],
+    "gc": ["--store", "nowhere", "gc"],
+    "store info": ["--store", "nowhere", "store", "info"],
+    "store init": ["--store", "w.bin", "store", "init"],
+    "completion": ["completion", "powershell"],
+}
+
+
+def _commands() -> set[str]:
+    """Every command line a user can run: leaves of the parser, and `bundle` itself."""
+    import argparse
+
+    from modelcas.cli import build_parser
+
+    found = set()
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if path and (not subs or not subs[0].required):
+            found.add(" ".join(path))
+        for action in subs:
+            for name, sub in action.choices.items():
+                walk(sub, (*path, name))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_every_command_has_json_cases() -> None:
+    assert _commands() == set(JSON_SUCCESS) | REMOTE
+    assert _commands() == set(JSON_FAILURE)
+
+
+def _cas(
+    argv: list[str], cwd: Path, env: dict[str, str], *, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelcas", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", sorted(JSON_SUCCESS))
+def test_under_json_every_success_is_one_document_with_its_schema(
+    project: tuple[Path, dict[str, str]], command: str
+) -> None:
+    proj, env = project
+    argv, schema, setup = JSON_SUCCESS[command]
+    if setup:
+        assert _cas(setup, proj, env).returncode == 0
+    r = _cas([*argv, "--json"], proj, env)
+    assert r.returncode == 0, (argv, r.stdout, r.stderr)
+    doc = json.loads(r.stdout)  # one document, nothing else on stdout
+    assert isinstance(doc, dict) and doc["schema"] == schema, (argv, doc)
+
+
+@pytest.mark.parametrize("command", sorted(JSON_FAILURE))
+def test_under_json_every_command_fails_with_one_error_document(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, command: str
+) -> None:
+    proj, env = project
+    r = _check_contract(JSON_FAILURE[command], proj, env, tmp_path / "store", as_json=True)
+    assert json.loads(r.stdout)["command"].startswith(f"cas {command.split(maxsplit=1)[0]}")
+
+
+# -- did you mean ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "guess"),
+    [
+        (["verfy"], "did you mean `cas verify`?"),
+        (["lock", "sohw", "m"], "did you mean `cas lock show`?"),
+        (["verify", "--lokc"], "did you mean `--lock`?"),
+        (["hash", "--algo", "blak3", "w.bin"], "did you mean `--algo blake3`?"),
+        (["--jsno", "ls"], "did you mean `--json`?"),
+    ],
+)
+def test_a_mistyped_command_or_option_gets_did_you_mean(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, argv: list[str], guess: str
+) -> None:
+    proj, env = project
+    for as_json in (False, True):
+        r = _check_contract(argv, proj, env, tmp_path / "store", as_json=as_json)
+        assert r.returncode == 2
+        assert guess in r.stderr.splitlines()[1], r.stderr
+        if as_json:
+            assert guess in json.loads(r.stdout)["hint"]
+    nothing = _check_contract(["frobnicate"], proj, env, tmp_path / "store")
+    assert "did you mean" not in nothing.stderr
+
+
+# -- a named store that does not exist ----------------------------------------------------------
+
+READ_ONLY = [["ls"], ["verify"], ["verify", "--lock"], ["gc"], ["store", "info"]]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY, ids=" ".join)
+def test_read_commands_on_a_missing_named_store_say_so_and_create_nothing(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, argv: list[str]
+) -> None:
+    proj, env = project
+    typo = tmp_path / "typo" / "store"
+    for how, extra in (("--store", ["--store", str(typo)]), ("MODELCAS_HOME", [])):
+        run_env = {**env, "MODELCAS_HOME": str(typo)}
+        r = _check_contract([*extra, *argv], proj, run_env, tmp_path / "store")
+        assert r.returncode == 2
+        lines = r.stderr.splitlines()
+        assert lines[0] == f"cas: error: no store at {typo} (named by {how})", r.stderr
+        assert "cas store init" in lines[1]
+        assert not (tmp_path / "typo").exists()
+    # `cas store init` makes it; then it is simply empty.
+    init = _cas(["--store", str(typo), "store", "init"], proj, env)
+    assert init.returncode == 0, init.stderr
+    assert _cas(["--store", str(typo), "ls"], proj, env).returncode == 0
+
+
+def test_the_default_store_on_a_fresh_machine_is_simply_empty(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELCAS_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "fresh-cache")
+    ls = _cas(["ls"], tmp_path, env)
+    assert (ls.returncode, ls.stdout, ls.stderr) == (0, "", "")
+    verify = _cas(["verify"], tmp_path, env)
+    assert verify.returncode == 0 and "0 object(s)" in verify.stdout, verify.stderr
+
+
+def test_verify_lock_with_no_pins_says_so_and_fails(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    proj, env = project
+    assert _cas(["lock", "rm", "m@v1"], proj, env).returncode == 0
+    r = _check_contract(["verify", "--lock"], proj, env, tmp_path / "store")
+    assert r.returncode == 1
+    assert "pins no file: nothing to verify" in r.stderr and "intact" not in r.stdout
+
+
+# -- re-running is idempotent -------------------------------------------------------------------
+
+
+def test_extract_again_into_the_same_files_succeeds_and_other_bytes_name_force(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    proj, env = project
+    assert _cas(BUNDLE, proj, env).returncode == 0
+    first = _cas(["bundle", "extract", "b.zip", "-d", "x"], proj, env)
+    assert first.returncode == 0, first.stderr
+    again = _cas(["bundle", "extract", "b.zip", "-d", "x", "--json"], proj, env)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["written"] == [] and len(doc["unchanged"]) == 4, doc  # model, metadata, 2 YAML
+    text = _cas(["bundle", "extract", "b.zip", "-d", "x"], proj, env)
+    assert "already there with the same bytes" in text.stdout
+    # Part of it missing: only that is written.
+    (proj / "x" / "config.yml").unlink()
+    partly = json.loads(_cas(["bundle", "extract", "b.zip", "-d", "x", "--json"], proj, env).stdout)
+    assert partly["written"] == [str(Path("x") / "config.yml")]
+    # Other bytes: refused by the contract (nothing changed), naming --force; --force replaces.
+    member = proj / "x" / "models" / "seg.bin"
+    member.chmod(0o644)
+    member.write_bytes(b"other bytes")
+    r = _check_contract(["bundle", "extract", "b.zip", "-d", "x"], proj, env, tmp_path / "store")
+    assert r.returncode == 2 and "--force" in r.stderr.splitlines()[1], r.stderr
+    assert member.read_bytes() == b"other bytes"
+    forced = _cas(["bundle", "extract", "b.zip", "-d", "x", "--force"], proj, env)
+    assert forced.returncode == 0 and member.read_bytes() == b"some weights"

@@ -128,7 +128,9 @@ def test_both_and_json(cas: Cas, tree: Path) -> None:
     )
     j = cas("hash", "--json", "-r", ".", cwd=tree)
     assert j.returncode == 0
-    records = json.loads(j.stdout)
+    doc = json.loads(j.stdout)
+    assert doc["schema"] == "cas.hash/1"
+    records = doc["files"]
     assert len(records) == len(NAMES)
     plain = next(x for x in records if x["path"].endswith("plain.pt"))
     assert plain == {

@@ -95,6 +95,9 @@ NEEDS: dict[str, set[str]] = {
     "bundle verify": {"bundle-dated"},
     "bundle extract": {"bundle-dated"},
     "bundle add": {"bundle-dated"},
+    # A store named by --store must exist for commands that only read it.
+    "store": {"shared-store"},
+    "store info": {"shared-store"},
 }
 
 
@@ -178,6 +181,8 @@ def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | Non
         )
     if "lab" in needs:
         steps.append(f"cas push {work.parent / 'lab/shared/cas'}")
+    if "shared-store" in needs:
+        steps.append(f"cas --store {work.parent / 'lab/shared/cas'} store init --shared")
     if "pin-v1.0" in needs:
         steps.append("mkdir -p analysis && cp cas.lock analysis/cas.lock")
     if "snapshot" in needs:  # a version with several files: an HF snapshot's layout

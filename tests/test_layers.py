@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "python" / "modelcas"
 LAYERS = [
-    ("core", ["modelcas._core", "modelcas.errors"]),
+    ("core", ["modelcas._core", "modelcas.errors", "modelcas.warning"]),
     ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
     ("store", ["modelcas.store"]),
     ("lockfile", ["modelcas.lockfile", "modelcas.pinning", "modelcas.migrate"]),

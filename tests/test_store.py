@@ -324,8 +324,8 @@ def test_cli_tour(store: Store, tmp_path: Path, cas: Cas) -> None:
     address = f"sha256:{ref_sha256(data)}"
     assert r.stdout.startswith(address.encode())
     again = cas("--store", store.root, "add", "--json", src)
-    assert json.loads(again.stdout)[0]["existed"] is True
-    listing = json.loads(cas("--store", store.root, "ls", "--json").stdout)
+    assert json.loads(again.stdout)["files"][0]["existed"] is True
+    listing = json.loads(cas("--store", store.root, "ls", "--json").stdout)["objects"]
     assert listing[0]["address"] == address and listing[0]["blake3"] == ref_blake3(data)
     path = cas("--store", store.root, "path", address[:15])
     assert path.returncode == 0 and Path(path.stdout.decode().strip()).read_bytes() == data

@@ -331,7 +331,9 @@ class Archive:
     ) -> list[str]:
         """Every member below ``dest``, verified against ``manifest``; all or nothing.
 
-        Written from a handle on ``dest`` without following links below it. Returns the names.
+        Written from a handle on ``dest`` without following links below it. Without
+        ``overwrite``, a regular file already there with the member's verified bytes is kept
+        (FileExistsError for anything else). Returns the names written, not those kept.
         """
     def verify(
         self,

@@ -7,21 +7,35 @@ check found a problem, 2 for usage or unexpected errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+# Detail lines the CLI prints under an error before "... and N more".
+MAX_DETAILS = 10
+
 
 class ModelcasError(Exception):
-    """Base class of every modelcas error."""
+    """Base class of every modelcas error.
+
+    ``details`` is for the one documented exception to "one line per error": an error that
+    gathers several problems (a bundle config's) gives their count in ``message`` and one
+    problem per detail line; the CLI prints at most :data:`MAX_DETAILS` of them.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = tuple(details)
 
     def __str__(self) -> str:
+        lines = [self.message, *(f"  - {d}" for d in self.details)]
         if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
 
 
 class UsageError(ModelcasError):

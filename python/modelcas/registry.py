@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from modelcas.hashing import Progress
 from modelcas.lockfile import LockedVersion, Lockfile, is_prerelease, parse_requires
 from modelcas.remotes import for_source
 from modelcas.store import Store, views
+from modelcas.warning import warn
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +189,9 @@ class Registry:
         ]
         installed = self.installed_version()
         if version is None and compatible:
-            warnings.warn(
+            warn(
                 f"{name}@{chosen} (latest) requires {self.distribution}{entry.requires}, "
-                f"you have {installed}; using {name}@{compatible[0]} instead",
-                stacklevel=2,
+                f"you have {installed}; using {name}@{compatible[0]} instead"
             )
             return compatible[0], model.versions[compatible[0]]
         raise self._incompatible(name, chosen, entry, installed, compatible)
@@ -206,9 +205,10 @@ class Registry:
         compatible: list[str],
     ) -> WeightsCompatibilityError:
         dist, spec = self.distribution, entry.requires
+        verb = _direction(spec, installed)
         error = WeightsCompatibilityError(
             f"Weights '{name}/{version}' require {dist}{spec} (you have {installed}).",
-            hint=f"Upgrade with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')",
+            hint=f"{verb} with:  uv add '{dist}{spec}'   (or: pip install '{dist}{spec}')",
         )
         error.compatible = compatible  # older versions that work with what is installed
         return error
@@ -240,7 +240,7 @@ class Registry:
         """
         if self.store.has(pin.digest.sha256):
             self.check_record(pin)
-            return self.store.path(pin.digest.sha256, verify=verify)
+            return self.store.path(pin.digest.sha256, verify=verify, progress=progress)
         _, entry = self.lock.version(pin.model, pin.version)
         if entry.source is None:
             raise NotPinnedError(
@@ -260,7 +260,7 @@ class Registry:
                 failures.append(e)
                 continue
             for failed in failures:
-                warnings.warn(f"{pin.label}: {failed.message}", stacklevel=2)
+                warn(f"{pin.label}: {failed.message}")
             return info.path
         if len(failures) == 1:
             raise failures[0]
@@ -369,6 +369,32 @@ class Registry:
         """Keep this lockfile's objects through ``cas gc``."""
         if self.lock.path is not None:
             self.store.register_root(self.lock.path, "lockfile")
+
+
+def _direction(spec: str | None, installed: Version | None) -> str:
+    """Which way the installed package must move: "Upgrade", "Downgrade" or "Install".
+
+    The seed's message says "Upgrade with"; for weights that need an older package (the
+    installed version is past an upper bound) that would send the reader the wrong way.
+    """
+    if spec is None or installed is None:
+        return "Install"
+    older = newer = False
+    for s in parse_requires(spec, "requires"):
+        if s.contains(installed, prereleases=True):
+            continue
+        if s.operator in ("!=", "==="):
+            return "Install"  # excluded, or an arbitrary string: no direction to name
+        bound = Version(s.version.removesuffix(".*"))
+        if s.operator in ("<", "<=") or (s.operator not in (">", ">=") and installed > bound):
+            older = True  # the installed version is too new
+        else:
+            newer = True
+    if older and not newer:
+        return "Downgrade"
+    if newer and not older:
+        return "Upgrade"
+    return "Install"
 
 
 def _owning_distribution(package: str) -> tuple[str | None, str | None]:

@@ -2,8 +2,14 @@
 
 A line is ``<hex>  <name>`` (``*<name>`` in binary mode). Names holding a backslash, newline
 or carriage return are escaped, and the line then starts with a backslash, as GNU coreutils
-does. ``SHA256 (<name>) = <hex>`` (BSD tag format) is read too. Names are bytes: file names on
-Linux need not be UTF-8.
+does. ``SHA256 (<name>) = <hex>`` (BSD tag format, ``sha256sum --tag``) is read and written
+too. Names are bytes: file names on Linux need not be UTF-8.
+
+b3sum (1.x) differs in three ways, each matched here when writing as b3sum: it leaves carriage
+returns unescaped; it writes a name that is not UTF-8 with U+FFFD in place of each invalid
+sequence (so the line names no file; its ``-c`` refuses such lines); and its ``-c`` escapes a
+name it prints whenever it holds a backslash or newline, where GNU's ``-c`` escapes only names
+with a newline.
 """
 
 from __future__ import annotations
@@ -37,10 +43,49 @@ def escape(name: bytes, *, b3sum: bool = False) -> bytes:
 
 
 def format_line(hexdigest: str, name: bytes, *, b3sum: bool = False) -> bytes:
-    """One line of ``sha256sum`` (or ``b3sum``) output, newline included."""
+    """One line of ``sha256sum`` (or ``b3sum``) output, newline included.
+
+    As b3sum, a name that is not UTF-8 is written lossily (see :func:`b3sum_name`).
+    """
+    if b3sum:
+        name = b3sum_name(name)
     if needs_escape(name, b3sum=b3sum):
         return b"\\" + hexdigest.encode() + b"  " + escape(name, b3sum=b3sum) + b"\n"
     return hexdigest.encode() + b"  " + name + b"\n"
+
+
+def format_tag(algo: str, hexdigest: str, name: bytes) -> bytes:
+    """One BSD-style line, as ``sha256sum --tag`` writes it: ``SHA256 (NAME) = HEX``."""
+    tag = algo.upper().encode()
+    if needs_escape(name):
+        return b"\\" + tag + b" (" + escape(name) + b") = " + hexdigest.encode() + b"\n"
+    return tag + b" (" + name + b") = " + hexdigest.encode() + b"\n"
+
+
+def b3sum_name(name: bytes) -> bytes:
+    """A name as b3sum 1.x writes it: U+FFFD for each invalid UTF-8 sequence.
+
+    That is Rust's lossy conversion, which Python's ``errors="replace"`` matches.
+    """
+    return name.decode("utf-8", "replace").encode("utf-8")
+
+
+def lossy(name: bytes) -> bool:
+    """Whether a name holds U+FFFD: what b3sum writes for bytes that are not UTF-8."""
+    return REPLACEMENT in name
+
+
+REPLACEMENT = "\ufffd".encode()
+
+
+def check_name(name: bytes, *, b3sum: bool = False) -> bytes:
+    """A name as ``sha256sum -c`` (or ``b3sum -c``) prints it before ``: OK``.
+
+    GNU escapes only a name that holds a newline (then its backslashes, newlines and carriage
+    returns, behind a leading backslash); b3sum escapes a name with a backslash or newline.
+    """
+    escaped = needs_escape(name, b3sum=True) if b3sum else b"\n" in name
+    return b"\\" + escape(name, b3sum=b3sum) if escaped else name
 
 
 def _unescape(name: bytes, where: str) -> bytes:

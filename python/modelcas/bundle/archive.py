@@ -396,7 +396,8 @@ class Bundle:
         below it (``dest`` itself may be a link); a link on the way is refused. Every member
         is checked (size, crc32, blake3; ``deep`` adds sha256) before it is renamed into place.
         All or nothing: when a member fails, what this call created is removed again (files it
-        replaced under ``force`` keep their new, verified bytes).
+        replaced under ``force`` keep their new, verified bytes). Extracting again is safe: a
+        regular file already at a member's name with the member's bytes is kept as it is.
 
         Args:
             dest: the destination folder (created if missing).
@@ -406,13 +407,14 @@ class Bundle:
             progress: called with the bytes done since its last call.
 
         Returns:
-            The paths written.
+            The paths written (not those that already held the member's bytes).
 
         Raises:
             IntegrityError: a member does not match the manifest, or is not listed in it.
             UnsafeArchiveError: a symbolic link inside ``dest`` is on the way.
             ArchiveLimitError: a member decompresses past a limit.
-            FileExistsError: a file exists and ``force`` is not set.
+            FileExistsError: something other than the member's bytes is at a member's name (a
+                file with other bytes, a link, a folder) and ``force`` is not set.
         """
         root = Path(dest)
         names = self.archive.extract(

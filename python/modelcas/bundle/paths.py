@@ -25,6 +25,7 @@ class Resolved:
     path: Path
     base: Base
     other: Path | None = None  # the config folder's file, when both existed and differ
+    tried: tuple[Path, ...] = ()  # every place looked at, in order (for "not found")
 
     def warning(self, where: str) -> str | None:
         """The warning to show when both candidates existed, else ``None``."""
@@ -49,14 +50,15 @@ def resolve(value: str, config_dir: Path, cwd: Path | None = None) -> Resolved:
     """
     p = Path(value).expanduser()
     if p.is_absolute():
-        return Resolved(value, p, "absolute")
+        return Resolved(value, p, "absolute", tried=(p,))
     here = (cwd or Path.cwd()) / p
     beside = config_dir / p
+    tried = (here,) if here == beside else (here, beside)
     if not here.exists():
-        return Resolved(value, beside, "config")
+        return Resolved(value, beside, "config", tried=tried)
     if beside.exists() and not _same(here, beside):
-        return Resolved(value, here, "cwd", beside)
-    return Resolved(value, here, "cwd")
+        return Resolved(value, here, "cwd", beside, tried=tried)
+    return Resolved(value, here, "cwd", tried=tried)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -194,10 +194,14 @@ def plan_bundle(
     members = [m.member for m in plan.models]
     for dup in sorted({n for n in members if members.count(n) > 1}):
         problems.append(f"two models would be stored as {dup}: rename one of their keys")
+    if len(problems) == 1:
+        raise UsageError(f"{cfg_path}: {problems[0]}; nothing was written", hint=_HINT)
     if problems:
+        # The count, then one problem per line (the documented exception to one line).
         raise UsageError(
-            f"{cfg_path}: {len(problems)} problem(s), nothing was written: " + "; ".join(problems),
+            f"{cfg_path}: {len(problems)} problems, nothing was written",
             hint=_HINT,
+            details=problems,
         )
     return plan
 
@@ -237,7 +241,8 @@ class _Planner:
         if warning:
             self.plan.warnings.append(warning)
         if not found.path.is_file():
-            self.problems.append(f"{where}: {value} is not a file (looked for {found.path})")
+            looked = " and ".join(str(t) for t in found.tried or (found.path,))
+            self.problems.append(f"{where}: {value} is not a file (looked for {looked})")
             return None
         return found
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from modelcas import __version__
 from modelcas.cli._common import Parser, add_global_options, emit_error_json, one_line
-from modelcas.errors import ModelcasError
+from modelcas.errors import MAX_DETAILS, ModelcasError
 
 # Command names in help order. Only the modules of the commands named on the command line are
 # imported, so a quick `cas verify` does not pay for the Hub client, YAML or the bundle reader.
@@ -61,9 +61,10 @@ global options (before or after the command): --store DIR, --lock PATH, --json, 
 
 exit status: 0 all is well; 1 a check found a problem (a digest differed, something is
 missing, an incompatible version); 2 a usage error or an unexpected error. Errors are one
-line on stderr, with at most one `hint:` line; with --json, also one JSON document on stdout
-({"schema": "cas.error/1", "command", "message", "hint", "exit_code"}). CAS_DEBUG=1 adds the
-traceback.
+line on stderr, with at most one `hint:` line (an error that gathers several problems, such
+as a bundle config's, gives their count, then one per line, at most 10); with --json, also
+one JSON document on stdout ({"schema": "cas.error/1", "command", "message", "hint",
+"exit_code", "details"}). CAS_DEBUG=1 adds the traceback.
 
 Run `cas COMMAND --help` for the details and examples of each command."""
 
@@ -95,16 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = getattr(args, "command", "cas")
     debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
 
-    def fail(code: int, message: str, hint: str | None = None) -> int:
-        _error(message, hint)
+    def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
+        _error(message, hint, details)
         if getattr(args, "json", False):
-            emit_error_json(f"cas {command}", message, hint, code)
+            emit_error_json(f"cas {command}", message, hint, code, details)
         return code
 
     try:
         code: int = args.run(args)
     except ModelcasError as e:
-        return fail(e.exit_code, e.message, e.hint)
+        return fail(e.exit_code, e.message, e.hint, e.details)
     except KeyboardInterrupt:
         return fail(130, "interrupted")
     except BrokenPipeError:
@@ -127,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _error(message: str, hint: str | None = None) -> None:
-    print(f"cas: error: {one_line(message)}", file=sys.stderr)
+def _error(message: str, hint: str | None = None, details: Sequence[str] = ()) -> None:
+    # One line, except for an error that gathers several problems (the documented exception):
+    # its count, then one problem per line, at most MAX_DETAILS of them.
+    print(f"cas: error: {one_line(message)}{':' if details else ''}", file=sys.stderr)
+    for detail in details[:MAX_DETAILS]:
+        print(f"  - {one_line(detail)}", file=sys.stderr)
+    if len(details) > MAX_DETAILS:
+        print(f"  - ... and {len(details) - MAX_DETAILS} more", file=sys.stderr)
     if hint:
         print(f"  hint: {one_line(hint)}", file=sys.stderr)

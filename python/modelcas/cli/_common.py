@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
+from modelcas.errors import StoreError
 from modelcas.store import Store
 
 # Problems printed before "... and N more".
@@ -21,19 +24,59 @@ class Parser(argparse.ArgumentParser):
 
     # Set by `main` when the command line asks for --json: usage errors are documents too.
     json_errors = False
+    # The last (sub)parser that started parsing: the one whose options an unknown one missed.
+    _innermost: Parser | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        """As argparse's; remembers the innermost subparser, for "did you mean"."""
+        Parser._innermost = self
+        return super().parse_known_args(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
-        """Print a usage error as one line plus a hint, and exit 2."""
-        hint = f"see `{self.prog} --help`"
+        """Print a usage error as one line plus a hint, and exit 2.
+
+        A mistyped command, action, choice or option gets "did you mean" in the hint (the
+        closest of the parser's own choices and options, by ``difflib``).
+        """
+        where = self._innermost if "unrecognized arguments" in message else None
+        where = where or self
+        hint = f"see `{where.prog} --help`"
+        if guess := self._did_you_mean(message, where):
+            hint = f"did you mean {guess}? ({hint})"
         print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
         print(f"  hint: {hint}", file=sys.stderr)
         if Parser.json_errors:
             emit_error_json(self.prog, message, hint, 2)
         raise SystemExit(2)
+
+    def _did_you_mean(self, message: str, where: argparse.ArgumentParser) -> str | None:
+        """The closest valid spelling of what the message says was not understood."""
+        if m := _INVALID_CHOICE.search(message):
+            value = m["value"].strip("'\"")
+            choices = [c.strip().strip("'\"") for c in m["choices"].split(",")]
+            close = difflib.get_close_matches(value, choices, n=1)
+            if not close:
+                return None
+            if m["arg"].startswith("-"):  # an option's value: `--algo blake3`
+                return f"`{m['arg'].split('/')[-1]} {close[0]}`"
+            return f"`{self.prog} {close[0]}`"  # a command or action: `cas verify`
+        if message.startswith("unrecognized arguments:"):
+            options = [o for a in where._actions for o in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+                    if close:
+                        return f"`{close[0]}`"
+        return None
+
+
+_INVALID_CHOICE = re.compile(
+    r"argument (?P<arg>[^:]+): invalid choice: (?P<value>.+?) \(choose from (?P<choices>.*)\)"
+)
 
 
 def add_global_options(p: argparse.ArgumentParser, *, top: bool = False, lock: bool = True) -> None:
@@ -122,8 +165,27 @@ def seconds(text: str) -> float:
     return value
 
 
-def open_store(args: argparse.Namespace) -> Store:
-    """The store named by --store, else MODELCAS_HOME, else the default cache directory."""
+def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
+    """The store named by --store, else MODELCAS_HOME, else the default cache directory.
+
+    Args:
+        args: the parsed command line (its ``store``).
+        create: ``False`` for commands that only read: a store that was named (``--store`` or
+            ``MODELCAS_HOME``) and does not exist is then an error, so that a typo never makes
+            a new, empty store that reports "all intact". The default store is created (on a
+            fresh machine it is simply empty).
+
+    Raises:
+        StoreError: ``create`` is false and the named store does not exist, or the store
+            cannot be opened.
+    """
+    named, how = (args.store, "--store") if args.store else (os.environ.get("MODELCAS_HOME"), "")
+    if not create and named and not os.path.lexists(named):
+        how = how or "MODELCAS_HOME"
+        raise StoreError(
+            f"no store at {show_path(named)} (named by {how})",
+            hint="check the path, or create the store there with `cas store init`",
+        )
     return Store(args.store)
 
 
@@ -173,8 +235,18 @@ def emit_json(command: str, payload: dict[str, Any]) -> None:
     print(json.dumps({"schema": f"cas.{command}/1", **payload}, indent=2))
 
 
-def emit_error_json(command: str, message: str, hint: str | None, exit_code: int) -> None:
-    """The error contract under ``--json``: one document on stdout besides the stderr line."""
+def emit_error_json(
+    command: str,
+    message: str,
+    hint: str | None,
+    exit_code: int,
+    details: Sequence[str] = (),
+) -> None:
+    """The error contract under ``--json``: one document on stdout besides the stderr line.
+
+    ``details`` lists every problem of an error that gathers several (all of them, not only
+    the ten printed on stderr).
+    """
     print(
         json.dumps(
             {
@@ -183,6 +255,7 @@ def emit_error_json(command: str, message: str, hint: str | None, exit_code: int
                 "message": one_line(message),
                 "hint": one_line(hint) if hint else None,
                 "exit_code": exit_code,
+                "details": [one_line(d) for d in details],
             },
             indent=2,
         )

@@ -1,7 +1,9 @@
 """Progress bars on stderr: the one helper every long operation uses.
 
-A bar is drawn only for a person at a terminal, never with ``-q`` or ``CAS_NO_PROGRESS``, and
-only for work large enough to be worth it.
+A bar is drawn only for a person at a terminal (stderr is a tty: never when piped), never
+with ``-q`` or ``CAS_NO_PROGRESS``, and only for work large enough to be worth it: a known
+total of at least ``MIN_BYTES``, or work of unknown size (a download that may not happen)
+once it has run for ``DELAY`` seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 # Below this many bytes the work ends before a bar would be worth drawing.
 MIN_BYTES = 256 << 20
+# Work of unknown size shows its bar only after this long (most of it ends before).
+DELAY = 0.5
 
 
 def wanted(total: int | None, quiet: bool = False) -> bool:
@@ -31,7 +35,10 @@ class Bar:
 
     def __call__(self, n: int) -> None:
         if self._inner is not None:
-            self._inner.update(n)
+            inner = self._inner
+            if inner.total is not None and inner.n + n > inner.total:
+                inner.total = inner.n + n  # more work than announced (a copy after a link failed)
+            inner.update(n)
 
     def total(self, n: int) -> None:
         """Set the total; a bar for little work is hidden."""
@@ -59,5 +66,6 @@ def byte_bar(total: int | None, desc: str, *, quiet: bool = False) -> Iterator[B
         file=sys.stderr,
         leave=False,
         dynamic_ncols=True,
+        delay=DELAY if total is None else 0,
     ) as bar:
         yield Bar(bar)

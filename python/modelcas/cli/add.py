@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from modelcas.cli._common import add_command, human, open_store, say, show_path
+from modelcas.cli._common import add_command, emit_json, human, open_store, say, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
@@ -35,6 +33,9 @@ the lockfile's `package:`, else the [project].name of the nearest pyproject.toml
 --package. Objects that no lockfile or bundle references are removed by `cas gc` after a
 grace period, so pin what you keep. --move needs a pin, and unlinks each file only once it
 is stored and pinned; a failure gives every file back.
+
+--json prints {"schema": "cas.add/1", "files": [{"path", "address", "size", "blake3",
+"existed"}, ...], "pin": {"model", "version", "lock", "latest", "changed"} or null}
 
 exit status: 0 added; 1 the source changed while it was read; 2 usage error."""
 
@@ -105,19 +106,25 @@ def run(args: argparse.Namespace) -> int:
             }
             for f in outcome.files
         ]
-        print(json.dumps(records, indent=2))
-    else:
-        for f in outcome.files:
-            note = "  (already stored)" if f.existed else ""
-            print(f"{f.digest.address}  {human(f.digest.size):>10}  {show_path(f.source)}{note}")
+        pinned = None
+        if outcome.lock is not None:
+            pinned = {
+                "model": args.name,
+                "version": args.version,
+                "lock": os.fsdecode(outcome.lock),
+                "latest": outcome.latest,
+                "changed": outcome.changed,
+            }
+        emit_json("add", {"files": records, "pin": pinned})
+        return 0
+    for f in outcome.files:
+        note = "  (already stored)" if f.existed else ""
+        print(f"{f.digest.address}  {human(f.digest.size):>10}  {show_path(f.source)}{note}")
     if outcome.lock is not None:
         state = "pinned" if outcome.changed else "already pinned"
-        line = (
+        say(
+            args,
             f"{state} {args.name}@{args.version} in {show_path(outcome.lock)} "
-            f"(latest: {outcome.latest})"
+            f"(latest: {outcome.latest})",
         )
-        if args.json:
-            print(line, file=sys.stderr)
-        else:
-            say(args, line)
     return 0

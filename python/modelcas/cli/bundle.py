@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from modelcas import bundle as bundles
@@ -68,6 +69,10 @@ and in Python: modelcas.bundle.resolve_pipeline_config("pipeline.yml")
 SOURCE_DATE_EPOCH fixes creation_date and member timestamps: the same inputs then give
 byte-identical bundles.
 
+--json prints {"schema": "cas.bundle/1", "bundle": PATH, "sidecar": PATH, "sha256": HEX,
+"size": N, "models": [{"key", "model_type", "member", "source"}, ...], "dry_run": BOOL}
+(with --dry-run, "sidecar", "sha256" and "size" are null and nothing is written).
+
 exit codes: 0 ok; 1 a check failed (a member differs, is missing or unlisted, a hostile
 archive); 2 a usage or unexpected error."""
 
@@ -99,14 +104,21 @@ examples:
 KIND is one of unlisted, missing, size, crc32, sha256, blake3, corrupt, sidecar."""
 EXTRACT = """\
 Every member, checked against the manifest before it is renamed into place, written only
-inside DIR: no link below DIR is followed (DIR itself may be one). All or nothing."""
+inside DIR: no link below DIR is followed (DIR itself may be one). All or nothing. Running
+it again is safe: a file already in DIR with the member's verified bytes is kept as it is;
+one with other bytes stops the extraction (--force replaces it)."""
 EXTRACT_EPILOG = """\
 examples:
-  cas bundle extract model_collection_20251218.zip -d extracted/"""
+  cas bundle extract model_collection_20251218.zip -d extracted/
+
+--json prints {"schema": "cas.bundle-extract/1", "bundle": PATH, "dest": DIR,
+"written": [PATH, ...], "unchanged": [PATH, ...] (already there, the same bytes)}"""
 ADD = "Ingest every member into the store (shared members are stored once); a gc root."
 ADD_EPILOG = """\
 examples:
-  cas bundle add model_collection_20251218.zip"""
+  cas bundle add model_collection_20251218.zip
+
+--json prints {"schema": "cas.bundle-add/1", "bundle": PATH, "added": N, "present": N}"""
 
 ACTIONS = ("ls", "verify", "extract", "add")
 DEFAULT_NAME = "model_collection.zip"  # -d DIR: the seed's name, dated unless --no-auto-date
@@ -216,6 +228,9 @@ def _create(args: argparse.Namespace) -> int:
         _warn(warning)
     total = sum(_size(m) for m in plan.models)
     if args.dry_run:
+        if args.json:
+            emit_json("bundle", _created_json(plan, None, dry_run=True))
+            return 0
         print(
             f"dry run: would write {show_path(plan.output)} ({args.compression}), "
             f"{len(plan.models)} model(s), {human(total)}"
@@ -235,14 +250,39 @@ def _create(args: argparse.Namespace) -> int:
             hint="pass --force to replace it, or choose "
             "another name (auto-dating adds today's date)",
         )
-    with byte_bar(total, "bundling") as bar:
+    with byte_bar(total, "bundling", quiet=args.quiet) as bar:
         created = bundles.write(
             plan, compression=args.compression, force=args.force, store=store, progress=bar
         )
     size = created.path.stat().st_size
+    if args.json:
+        emit_json("bundle", _created_json(plan, created, dry_run=False))
+        return 0
     say(args, f"wrote {show_path(created.path)}  ({len(plan.models)} models, {human(size)})")
     say(args, f"wrote {show_path(created.sidecar)}  sha256:{created.sha256}")
     return 0
+
+
+def _created_json(
+    plan: bundles.BundlePlan, created: bundles.Created | None, *, dry_run: bool
+) -> dict[str, Any]:
+    models = [
+        {
+            "key": m.key,
+            "model_type": m.model_type,
+            "member": m.member,
+            "source": m.fetch.label if m.fetch is not None else os.fsdecode(m.source or ""),
+        }
+        for m in plan.models
+    ]
+    return {
+        "bundle": os.fsdecode(created.path if created else plan.output),
+        "sidecar": os.fsdecode(created.sidecar) if created else None,
+        "sha256": created.sha256 if created else None,
+        "size": created.path.stat().st_size if created else None,
+        "models": models,
+        "dry_run": dry_run,
+    }
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -299,7 +339,7 @@ def _verify(args: argparse.Namespace) -> int:
     b = bundles.Bundle.read(args.bundle_path, listed=False)
     sidecar = bundles.sidecar_of(b.path)
     total = sum(m.size for m in b.members()) + (b.path.stat().st_size if sidecar.is_file() else 0)
-    with byte_bar(total, "verifying") as bar:
+    with byte_bar(total, "verifying", quiet=args.quiet) as bar:
         result = b.check(deep=args.deep, progress=bar)
     if args.json:
         doc = {
@@ -330,11 +370,31 @@ def _verify(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     b = bundles.Bundle.read(args.bundle_path)
     total = sum(m.size for m in b.members())
-    with byte_bar(total, "extracting") as bar:
-        written = b.extract(
-            args.dest, force=args.force, deep=args.deep, sync=args.sync, progress=bar
-        )
-    say(args, f"extracted {len(written)} verified file(s) into {show_path(args.dest)}")
+    with byte_bar(total, "extracting", quiet=args.quiet) as bar:
+        try:
+            written = b.extract(
+                args.dest, force=args.force, deep=args.deep, sync=args.sync, progress=bar
+            )
+        except FileExistsError as e:
+            where = show_path(e.filename) if e.filename else show_path(args.dest)
+            raise UsageError(
+                f"{where} exists with other bytes than the bundle's member; nothing was changed",
+                hint="pass --force to replace it, or extract into another directory",
+            ) from None
+    fresh = {os.fsdecode(p) for p in written}
+    paths = [os.fsdecode(Path(args.dest).joinpath(*m.name.split("/"))) for m in b.members()]
+    unchanged = [p for p in paths if p not in fresh]
+    if args.json:
+        doc = {
+            "bundle": os.fsdecode(b.path),
+            "dest": os.fsdecode(args.dest),
+            "written": sorted(fresh),
+            "unchanged": unchanged,
+        }
+        emit_json("bundle-extract", doc)
+        return 0
+    same = f" ({len(unchanged)} already there with the same bytes)" if unchanged else ""
+    say(args, f"extracted {len(paths)} verified file(s) into {show_path(args.dest)}{same}")
     return 0
 
 
@@ -342,9 +402,13 @@ def _add(args: argparse.Namespace) -> int:
     store = open_store(args)
     b = bundles.Bundle.read(args.bundle_path, store=store)
     total = sum(m.size for m in b.members())
-    with byte_bar(total, "ingesting") as bar:
+    with byte_bar(total, "ingesting", quiet=args.quiet) as bar:
         added = b.ingest(progress=bar)
     store.register_root(b.path, "bundle")
+    if args.json:
+        doc = {"bundle": os.fsdecode(b.path), "added": added, "present": len(b.manifest) - added}
+        emit_json("bundle-add", doc)
+        return 0
     say(
         args,
         f"{added} new object(s) from {show_path(b.path)}; "

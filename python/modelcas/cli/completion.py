@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command
+from modelcas.cli._common import add_command, emit_json
 
 HELP = "print a shell completion script (bash, zsh, fish, tcsh)"
 DESCRIPTION = """\
@@ -16,7 +16,9 @@ examples:
   cas completion bash > ~/.local/share/bash-completion/completions/cas
   cas completion zsh > "${fpath[1]}/_cas"
   cas completion fish > ~/.config/fish/completions/cas.fish
-  eval "$(cas completion bash)"         in the current shell only"""
+  eval "$(cas completion bash)"         in the current shell only
+
+--json prints {"schema": "cas.completion/1", "shell": SHELL, "script": TEXT}"""
 
 SHELLS = ("bash", "zsh", "fish", "tcsh")
 
@@ -34,11 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     parser = build_parser()
     if args.shell == "fish":
-        print(fish(parser))
-        return 0
-    import shtab  # noqa: PLC0415 (only here)
+        script = fish(parser)
+    else:
+        import shtab  # noqa: PLC0415 (only here)
 
-    print(shtab.complete(parser, shell=args.shell))
+        script = shtab.complete(parser, shell=args.shell)
+    if args.json:
+        emit_json("completion", {"shell": args.shell, "script": script})
+        return 0
+    print(script)
     return 0
 
 

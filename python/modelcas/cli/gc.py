@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cas gc``."""
     from modelcas.ops.gc import collect  # noqa: PLC0415
 
-    report = collect(open_store(args), grace=args.grace, dry_run=args.dry_run)
+    report = collect(open_store(args, create=False), grace=args.grace, dry_run=args.dry_run)
     if args.json:
         emit_json(
             "gc",

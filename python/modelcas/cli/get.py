@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from modelcas.cli._common import add_command, add_ref_options, open_store, say, show_path
+from modelcas.cli._common import (
+    add_command,
+    add_ref_options,
+    emit_json,
+    json_help,
+    open_store,
+    say,
+    show_path,
+)
+from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 from modelcas.store import LINK_MODES, Store
 
@@ -21,13 +30,17 @@ When DEST is a directory (it ends in / or exists), every file of the version is 
 under its pinned name, as `hf download --local-dir` does; --include/--exclude keep or drop
 files by glob on the pinned name (`*` crosses folders; `sub/` means everything below sub).
 Every file is verified before the first is placed."""
-EPILOG = """\
+EPILOG = f"""\
 examples:
   cas get cser-detector@v1.1 -o weights/best.pt
   cas get sha256:9f86d0 -o weights/v1.0.pt
   cas get sha256:9f86d0 -o best.pt --link symlink
   cas get tiny-bert@v1 -o tiny-bert/     every file, under its pinned name
   cas get tiny-bert@v1 -o tiny-bert/ --include '*.json' --exclude '*.index.json'
+
+{json_help("get", ['"dest"', '"mode"', '"label"', '"address"', '"size"', '"sha256"', '"blake3"'])};
+with -o DIR/: {{"schema": "cas.get/1", "label", "files": [{{"name", "dest", "mode", "address"}}],
+"skipped"}}
 
 exit status: 0 placed; 1 missing, corrupt or incompatible; 2 usage error or DEST exists."""
 
@@ -70,17 +83,40 @@ def run(args: argparse.Namespace) -> int:
         return _into_directory(args, store)
     if args.include or args.exclude:
         raise UsageError("--include/--exclude choose files for a directory: give -o DIR/")
-    found = resolve(
-        args.ref,
-        store=store,
-        lock=args.lock,
-        file=args.file,
-        check_requires=not args.no_check_requires,
-    )
-    mode = store.place(
-        found.digest.sha256, args.output, link=args.link, force=args.force, verify=False
-    )
-    say(args, f"{show_path(args.output)}  ({mode} of {found.label}, {found.digest.address})")
+    # Fetched if missing (a bar of unknown size, shown only if that takes a while); the size
+    # and the store's record are checked here, the bytes just below.
+    with byte_bar(None, "fetching", quiet=args.quiet) as bar:
+        found = resolve(
+            args.ref,
+            store=store,
+            lock=args.lock,
+            file=args.file,
+            check_requires=not args.no_check_requires,
+            verify=False,
+            progress=bar,
+        )
+    d = found.digest
+    # Verified (one read), then copied (another) unless linked.
+    total = d.size * (2 if args.link == "copy" else 1)
+    with byte_bar(total, "verifying and placing", quiet=args.quiet) as bar:
+        mode = store.place(
+            d.sha256, args.output, link=args.link, force=args.force, verify=True, progress=bar
+        )
+    if args.json:
+        emit_json(
+            "get",
+            {
+                "dest": show_path(args.output),
+                "mode": mode,
+                "label": found.label,
+                "address": d.address,
+                "size": d.size,
+                "sha256": d.sha256,
+                "blake3": d.blake3,
+            },
+        )
+        return 0
+    say(args, f"{show_path(args.output)}  ({mode} of {found.label}, {d.address})")
     return 0
 
 
@@ -99,6 +135,13 @@ def _into_directory(args: argparse.Namespace, store: Store) -> int:
         force=args.force,
         check_requires=not args.no_check_requires,
     )
+    if args.json:
+        files = [
+            {"name": f.name, "dest": show_path(f.path), "mode": f.mode, "address": f.digest.address}
+            for f in result.files
+        ]
+        emit_json("get", {"label": result.label, "files": files, "skipped": result.skipped})
+        return 0
     for f in result.files:
         say(args, f"{show_path(f.path)}  ({f.mode} of {result.label} {f.name}, {f.digest.address})")
     if result.skipped:

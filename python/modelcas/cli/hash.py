@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import stat
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelcas import hashing, sumfile
-from modelcas.cli._common import add_command
+from modelcas.cli._common import add_command, emit_json, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
 from modelcas.errors import ChecksumFileError, UsageError
@@ -22,21 +21,33 @@ HELP = "print or check sha256/blake3 digests (sha256sum/b3sum compatible)"
 DESCRIPTION = """\
 Print the digests of files, or check them against a checksum file.
 
-The default output is byte-for-byte what `sha256sum` prints (what `b3sum` prints with
---algo blake3), so either tool can check it. Both digests cost one read pass: blake3 runs
-beside sha256 on the other core. Names with backslashes or newlines are escaped as
-sha256sum (or b3sum) escapes them. Names that are not UTF-8 are written as their raw
-bytes, as sha256sum does (b3sum would replace them with U+FFFD, which no tool can check)."""
+The default output is byte-for-byte what `sha256sum` prints (`sha256sum --tag` with --tag),
+and with --algo blake3 what `b3sum` (1.x) prints, so either tool can check it. Both digests
+cost one read pass: blake3 runs beside sha256 on the other core. Names with backslashes,
+newlines or carriage returns are escaped as sha256sum escapes them (b3sum leaves carriage
+returns alone). A name that is not UTF-8 is written as its raw bytes for sha256, as
+sha256sum does; with --algo blake3 it is written as b3sum 1.x writes it, with U+FFFD in
+place of each invalid byte sequence: such a line names no file, and --check (like
+`b3sum -c`) refuses it. Use sha256 for such names."""
 EPILOG = """\
 examples:
   cas hash best.pt > best.pt.sha256
+  cas hash --tag best.pt                BSD style: SHA256 (best.pt) = HEX
   cas hash --algo blake3 -r checkpoints/
   cas hash --algo both --json weights/*.safetensors
   cas hash --check model_collection_20251218.zip.sha256
 
+--json prints {"schema": "cas.hash/1", "files": [{"path", "size", "sha256", "blake3"}, ...],
+"errors": [TEXT, ...]} (both digests, whatever --algo says; a file that could not be read is
+an error, on stderr too, and the exit status is 1).
+
 --check reads lines `HEX  NAME` (and `HEX *NAME`, and `SHA256 (NAME) = HEX`) and behaves as
-`sha256sum -c`: -q prints only failures, --status nothing, --warn each improperly formatted
-line, --strict makes such lines fail, --ignore-missing skips files that do not exist. A
+`sha256sum -c`: -q prints only failures; --status prints nothing on stdout (files that
+cannot be read are still named on stderr); --warn names each improperly formatted line (the
+last of --status and --warn wins); --strict makes such lines fail; --ignore-missing skips
+files that do not exist, and fails with "no file was verified" when no listed file matched.
+Names are printed as `sha256sum -c` prints them (escaped only when they hold a newline), or
+as `b3sum -c` does for blake3 lines (escaped when they hold a backslash or newline). A
 relative NAME is looked up in the current directory first, as sha256sum does, then beside
 the checksum file, so a `.sha256` sidecar checks from anywhere. The algorithm is --algo,
 else the line's own tag, else blake3 for files named *.b3 or *.blake3, else sha256.
@@ -64,12 +75,29 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-c", "--check", action="store_true", help="read checksum files and check each listed file"
     )
-    p.add_argument("--status", action="store_true", help="with --check: print nothing, use exit")
+    # As in sha256sum, the last of --status and --warn wins.
+    p.add_argument(
+        "--status",
+        dest="report",
+        action="store_const",
+        const="status",
+        help="with --check: print nothing, use exit",
+    )
     p.add_argument(
         "--strict", action="store_true", help="with --check: exit 1 on improperly formatted lines"
     )
     p.add_argument(
-        "-w", "--warn", action="store_true", help="with --check: warn about each improper line"
+        "-w",
+        "--warn",
+        dest="report",
+        action="store_const",
+        const="warn",
+        help="with --check: warn about each improper line",
+    )
+    p.add_argument(
+        "--tag",
+        action="store_true",
+        help="write BSD-style lines, as sha256sum --tag: ALGO (NAME) = HEX",
     )
     p.add_argument(
         "--ignore-missing", action="store_true", help="with --check: skip files that do not exist"
@@ -82,12 +110,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas hash``."""
+    args.status, args.warn = args.report == "status", args.report == "warn"
     if args.check:
-        if args.json or args.recursive:
-            raise UsageError("--json and --recursive do not apply to --check")
+        if args.json or args.recursive or args.tag:
+            raise UsageError("--json, --recursive and --tag do not apply to --check")
         return _check(args)
     if args.status or args.ignore_missing or args.strict or args.warn:
         raise UsageError("--status, --strict, --warn and --ignore-missing apply to --check")
+    if args.tag and (args.json or args.algo == "both"):
+        raise UsageError("--tag writes one digest per line: not with --json or --algo both")
     return _print(args)
 
 
@@ -117,14 +148,15 @@ def _hash_stdin(algos: tuple[hashing.Algo, ...]) -> Hashes:
 
 
 def _hash_all(
-    files: list[str], algos: tuple[hashing.Algo, ...], mmap: bool | None
+    files: list[str], algos: tuple[hashing.Algo, ...], args: argparse.Namespace
 ) -> list[Hashes | OSError]:
+    mmap = False if args.no_mmap else None
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
         with contextlib.suppress(OSError):
             total += os.stat(f).st_size
-    with byte_bar(total, "hashing") as bar:
+    with byte_bar(total, "hashing", quiet=args.quiet or args.status) as bar:
         results = iter(hashing.hash_files(on_disk, algos, mmap=mmap, progress=bar))
     return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
 
@@ -139,7 +171,7 @@ def _print(args: argparse.Namespace) -> int:
     files, errors = _expand(args.paths, args.recursive)
     json_out = args.json
     algos = hashing.BOTH if json_out else _algos(args.algo)
-    results = _hash_all(files, algos, False if args.no_mmap else None)
+    results = _hash_all(files, algos, args)
     out: BinaryIO = sys.stdout.buffer
     records: list[dict[str, object]] = []
     for f, r in zip(files, results, strict=True):
@@ -158,11 +190,16 @@ def _print(args: argparse.Namespace) -> int:
                 + b"\n"
             )
         else:
-            hexdigest = r.blake3 if args.algo == "blake3" else r.sha256
+            algo = "blake3" if args.algo == "blake3" else "sha256"
+            hexdigest = r.blake3 if algo == "blake3" else r.sha256
             assert hexdigest is not None
-            out.write(sumfile.format_line(hexdigest, os.fsencode(f), b3sum=args.algo == "blake3"))
+            if args.tag:
+                out.write(sumfile.format_tag(algo, hexdigest, os.fsencode(f)))
+            else:
+                out.write(sumfile.format_line(hexdigest, os.fsencode(f), b3sum=algo == "blake3"))
     if json_out:
-        out.write(json.dumps(records, indent=2).encode() + b"\n")
+        out.flush()
+        emit_json("hash", {"files": records, "errors": errors})
     out.flush()
     for e in errors:
         print(f"cas: {e}", file=sys.stderr)
@@ -178,12 +215,16 @@ def _resolve(name: bytes, sumpath: str) -> str:
     return beside if os.path.lexists(beside) else path
 
 
+def _suffix_algo(sumpath: str) -> hashing.Algo:
+    return "blake3" if sumpath.endswith(_BLAKE3_SUFFIXES) else "sha256"
+
+
 def _algo_for(entry: sumfile.SumEntry, sumpath: str, forced: str | None) -> hashing.Algo:
     if forced in ("sha256", "blake3"):
         return "blake3" if forced == "blake3" else "sha256"
-    if entry.algo == "blake3" or (entry.algo is None and sumpath.endswith(_BLAKE3_SUFFIXES)):
-        return "blake3"
-    return "sha256"
+    if entry.algo is not None:
+        return "blake3" if entry.algo == "blake3" else "sha256"
+    return _suffix_algo(sumpath)
 
 
 def _read_sumfile(sumpath: str) -> bytes:
@@ -201,75 +242,121 @@ def _read_sumfile(sumpath: str) -> bytes:
 def _check(args: argparse.Namespace) -> int:
     if args.algo == "both":
         raise UsageError("--check takes --algo sha256 or blake3: a checksum line holds one digest")
-    if not args.paths:
-        args.paths = [STDIN]
-    jobs: list[tuple[sumfile.SumEntry, str, hashing.Algo]] = []
-    problems = 0
-    for sumpath in args.paths:
-        try:
-            data = _read_sumfile(sumpath)
-        except OSError as e:
-            print(f"cas: {sumpath}: {e.strerror or e}", file=sys.stderr)
-            problems += 1
+    failed = False
+    for sumpath in args.paths or [STDIN]:
+        failed |= _check_file(args, sumpath)
+    return 1 if failed else 0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
+    """Check one checksum file as ``sha256sum -c`` does; True when it failed.
+
+    Output follows GNU's: one ``NAME: OK`` / ``NAME: FAILED`` / ``NAME: FAILED open or read``
+    per listed file, in the file's order, then the file's WARNING lines; a file that cannot be
+    read is named on stderr even with --status.
+    """
+    shown_file = "'standard input'" if sumpath == STDIN else sumpath
+    try:
+        data = _read_sumfile(sumpath)
+        entries, bad_lines = sumfile.parse(data, shown_file)
+    except OSError as e:
+        print(f"cas: {shown_file}: {e.strerror or e}", file=sys.stderr)
+        return True
+    except ChecksumFileError as e:
+        print(f"cas: {e.message}", file=sys.stderr)
+        return True
+    algos = [_algo_for(e, sumpath, args.algo) for e in entries]
+    # b3sum wrote U+FFFD for bytes that are not UTF-8: such a line names no file (b3sum -c
+    # refuses it too), so it is refused, not looked up.
+    refused = {
+        e.lineno
+        for e, a in zip(entries, algos, strict=True)
+        if a == "blake3" and sumfile.lossy(e.name)
+    }
+    jobs = [
+        (e, _resolve(e.name, sumpath), a)
+        for e, a in zip(entries, algos, strict=True)
+        if e.lineno not in refused
+    ]
+    wanted = tuple(sorted({a for _, _, a in jobs}, reverse=True)) or ("sha256",)
+    results = dict(
+        zip(
+            (e.lineno for e, _, _ in jobs),
+            _hash_all([p for _, p, _ in jobs], wanted, args),
+            strict=True,
+        )
+    )
+    out: BinaryIO = sys.stdout.buffer
+    matched = mismatched = unreadable = lossy = 0
+    bad = set(bad_lines)
+    kind = "BLAKE3" if (args.algo or _suffix_algo(sumpath)) == "blake3" else "SHA256"
+    by_line = {e.lineno: (e, a) for e, a in zip(entries, algos, strict=True)}
+    for lineno in sorted(bad | by_line.keys()):
+        if lineno in bad:
+            if args.warn and not args.status:
+                out.flush()
+                print(
+                    f"cas: {shown_file}: {lineno}: improperly formatted {kind} checksum line",
+                    file=sys.stderr,
+                )
             continue
-        try:
-            entries, bad_lines = sumfile.parse(data, sumpath)
-        except ChecksumFileError as e:
-            print(f"cas: {e.message}", file=sys.stderr)
-            problems += 1
-            continue
-        if not entries:
-            print(f"cas: {sumpath}: no properly formatted checksum lines found", file=sys.stderr)
-            problems += 1
-            continue
-        if bad_lines and not args.status:
-            if args.warn:
-                for lineno in bad_lines:
-                    print(
-                        f"cas: {sumpath}: {lineno}: improperly formatted checksum line",
-                        file=sys.stderr,
-                    )
-            n = len(bad_lines)
+        entry, algo = by_line[lineno]
+        name = sumfile.check_name(entry.name, b3sum=algo == "blake3")
+        if lineno in refused:
+            out.flush()
             print(
-                f"cas: WARNING: {n} line{' is' if n == 1 else 's are'} improperly formatted",
+                f"cas: {shown_file}: {lineno}: the name holds U+FFFD, which b3sum writes for "
+                "bytes that are not UTF-8: it names no file",
                 file=sys.stderr,
             )
-        if bad_lines and args.strict:
-            problems += 1
-        jobs.extend(
-            (e, _resolve(e.name, sumpath), _algo_for(e, sumpath, args.algo)) for e in entries
-        )
-    if not jobs:
-        return 1
-
-    wanted = tuple(sorted({a for _, _, a in jobs}, reverse=True))
-    results = _hash_all([p for _, p, _ in jobs], wanted, False if args.no_mmap else None)
-    out: BinaryIO = sys.stdout.buffer
-    failed = missing = 0
-    for (entry, path, algo), r in zip(jobs, results, strict=True):
-        shown = (
-            (b"\\" + sumfile.escape(entry.name)) if sumfile.needs_escape(entry.name) else entry.name
-        )
+            lossy += 1
+            continue
+        r = results[lineno]
         if isinstance(r, OSError):
             if args.ignore_missing and isinstance(r, FileNotFoundError):
                 continue
-            missing += 1
+            unreadable += 1
+            out.flush()
+            why = os.strerror(r.errno) if r.errno else str(r)
+            print(f"cas: {show_path(os.fsdecode(entry.name))}: {why}", file=sys.stderr)
             if not args.status:
-                print(f"cas: {path}: {r.strerror or r}", file=sys.stderr)
-                out.write(shown + b": FAILED open or read\n")
+                out.write(name + b": FAILED open or read\n")
             continue
         actual = r.blake3 if algo == "blake3" else r.sha256
         if actual == entry.hexdigest:
+            matched += 1
             if not (args.quiet or args.status):
-                out.write(shown + b": OK\n")
+                out.write(name + b": OK\n")
         else:
-            failed += 1
+            mismatched += 1
             if not args.status:
-                out.write(shown + b": FAILED\n")
+                out.write(name + b": FAILED\n")
     out.flush()
+    if not entries:
+        print(f"cas: {shown_file}: no properly formatted checksum lines found", file=sys.stderr)
+        return True
     if not args.status:
-        if missing:
-            print(f"cas: WARNING: {missing} listed file(s) could not be read", file=sys.stderr)
-        if failed:
-            print(f"cas: WARNING: {failed} computed checksum(s) did NOT match", file=sys.stderr)
-    return 1 if (failed or missing or problems) else 0
+        if bad_lines:
+            n = len(bad_lines)
+            are = "line is" if n == 1 else "lines are"
+            print(f"cas: WARNING: {n} {are} improperly formatted", file=sys.stderr)
+        if unreadable:
+            files = _plural(unreadable, "listed file", "listed files")
+            print(f"cas: WARNING: {files} could not be read", file=sys.stderr)
+        if mismatched:
+            sums = _plural(mismatched, "computed checksum", "computed checksums")
+            print(f"cas: WARNING: {sums} did NOT match", file=sys.stderr)
+        if args.ignore_missing and not matched:
+            # Every listed file was missing (or differed): nothing vouches for anything.
+            print(f"cas: {shown_file}: no file was verified", file=sys.stderr)
+    return bool(
+        mismatched
+        or unreadable
+        or lossy
+        or (bad_lines and args.strict)
+        or (args.ignore_missing and not matched)
+    )

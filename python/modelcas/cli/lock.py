@@ -53,14 +53,19 @@ highest remaining version (not a pre-release, when there is another). Its object
 the store until `cas gc` finds nothing else references them."""
 _RM_EPILOG = """\
 examples:
-  cas lock rm cser-detector@v1.0"""
+  cas lock rm cser-detector@v1.0
+
+--json prints {"schema": "cas.lock-rm/1", "lock": PATH, "model", "version", "latest"}"""
 _CHECK = """\
 Check that the lockfile is canonical (as `cas` writes it) and that every Hub source still
 resolves to the pinned commit. Nothing is written: for CI."""
 _CHECK_EPILOG = """\
 examples:
   cas lock check
-  cas lock check --offline       formatting only, no network"""
+  cas lock check --offline       formatting only, no network
+
+--json prints {"schema": "cas.lock-check/1", "lock": PATH, "ok": BOOL, "changes": [TEXT, ...]}
+and exits 1 when "ok" is false."""
 _SET = """\
 Edit what people decide after the fact, in place: a version's `requires` range (--requires
 '' removes it), which version is `latest`, and the lockfile's `package:` (the distribution
@@ -209,6 +214,10 @@ def run_rm(args: argparse.Namespace) -> int:
     with lockfile.edit(path) as lock:
         lock.unpin(name, version)
         latest = lock.models[name].latest if name in lock.models else None
+    if args.json:
+        doc = {"lock": show_path(path), "model": name, "version": version, "latest": latest}
+        emit_json("lock-rm", doc)
+        return 0
     print(f"removed {name}@{version} from {show_path(path)} (latest: {latest})")
     return 0
 
@@ -232,6 +241,10 @@ def run_check(args: argparse.Namespace) -> int:
                         f"models.{name}.versions.{v}: {entry.source} now resolves to commit "
                         f"{now}, the lockfile pins {entry.commit}"
                     )
+    if args.json:
+        doc = {"lock": show_path(path), "ok": not changes, "changes": changes}
+        emit_json("lock-check", doc)
+        return 1 if changes else 0
     for change in changes:
         print(f"would change: {change}")
     if changes:

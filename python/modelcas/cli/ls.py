@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from typing import Any
 
-from modelcas.cli._common import add_command, human, open_store
+from modelcas.cli._common import add_command, emit_json, human, open_store
 
 HELP = "list the objects in the store"
 DESCRIPTION = "List every object: address, size, blake3 and when it was added."
 EPILOG = """\
 examples:
   cas ls
-  cas ls --json | jq '.[].address'"""
+  cas ls --json | jq '.objects[].address'
+
+--json prints {"schema": "cas.ls/1", "store": DIR, "objects": [{"address", "size", "sha256",
+"blake3", "added", "path"}, ...]}"""
 
 
 def register(sub: Any) -> None:
@@ -26,7 +28,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas ls``."""
-    objects = open_store(args).objects()
+    store = open_store(args, create=False)
+    objects = store.objects()
     if args.json:
         records = [
             {
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             }
             for o in objects
         ]
-        print(json.dumps(records, indent=2))
+        emit_json("ls", {"store": os.fsdecode(store.root), "objects": records})
         return 0
     for o in objects:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(o.added))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from typing import Any
 
-from modelcas.cli._common import add_action, add_command, human, open_store, show_path
+from modelcas.cli._common import add_action, add_command, emit_json, human, open_store, show_path
+from modelcas.store import FORMAT
 
 HELP = "show the store's location, format and size"
 DESCRIPTION = "Show where the store is, its format version, and what it holds."
@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
         "location, format, object count and bytes",
         "Show where the store is, its format, whether it is shared, how many objects and bytes "
         "it holds, and how many roots, temporary and quarantined files it has.",
-        "examples:\n  cas store info\n  cas --store /lab/shared/cas store info --json",
+        "examples:\n  cas store info\n  cas --store /lab/shared/cas store info --json\n\n"
+        '--json prints {"schema": "cas.store-info/1", "root", "format", "shared", "objects", '
+        '"bytes", "temp_files", "quarantined", "roots"}',
     )
     info.set_defaults(run=run_info)
     init = add_action(
@@ -41,7 +43,8 @@ def register(sub: Any) -> None:
         "Create the store, or make an existing one shared. A shared store's directories are "
         "group-writable and setgid (02775), as git's core.sharedRepository does, so that a "
         "lab group can add to it; objects stay read-only (0444).",
-        "examples:\n  cas --store /lab/shared/cas store init --shared",
+        "examples:\n  cas --store /lab/shared/cas store init --shared\n\n"
+        '--json prints {"schema": "cas.store-init/1", "root", "format", "shared"}',
     )
     init.add_argument("--shared", action="store_true", help="group-writable, setgid dirs")
     init.set_defaults(run=run_init)
@@ -53,16 +56,19 @@ def run_init(args: argparse.Namespace) -> int:
     if args.shared:
         store.make_shared()
     kind = "shared (group-writable, setgid)" if store.shared else "private"
-    print(f"store at {show_path(store.root)}: format {store.stats().format}, {kind}")
+    if args.json:
+        doc = {"root": os.fsdecode(store.root), "format": FORMAT, "shared": store.shared}
+        emit_json("store-init", doc)
+        return 0
+    print(f"store at {show_path(store.root)}: format {FORMAT}, {kind}")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
     """Execute ``cas store info``."""
-    s = open_store(args).stats()
+    s = open_store(args, create=False).stats()
     if args.json:
-        record = {**dataclasses.asdict(s), "root": os.fsdecode(s.root)}
-        print(json.dumps(record, indent=2))
+        emit_json("store-info", {**dataclasses.asdict(s), "root": os.fsdecode(s.root)})
         return 0
     print(f"location     {show_path(s.root)}")
     print(f"format       {s.format}{' (shared)' if s.shared else ''}")

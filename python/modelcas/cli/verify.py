@@ -69,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_lock(args: argparse.Namespace) -> int:
-    from modelcas.ops.verify import verify_lock  # noqa: PLC0415 (YAML only for --lock)
+    from modelcas.ops.verify import pinned_bytes, verify_lock  # noqa: PLC0415 (YAML only here)
     from modelcas.registry import open_lock  # noqa: PLC0415
 
-    registry = open_lock(args.lock or None, store=open_store(args))
-    report = verify_lock(registry, deep=args.deep)
+    registry = open_lock(args.lock or None, store=open_store(args, create=False))
+    with byte_bar(pinned_bytes(registry), "verifying", quiet=args.quiet) as bar:
+        report = verify_lock(registry, deep=args.deep, progress=bar)
     moved = {}
     if args.repair:
         for problem in report.problems:
@@ -111,9 +112,11 @@ def _run_lock(args: argparse.Namespace) -> int:
                 print(f"OK      {pin.label}")
         lines = []
         for problem in report.problems:
-            lines.append(str(problem))
             where = moved.get(problem.pin.digest.sha256)
-            if problem.kind == "corrupt" and where is not None:
+            repaired = problem.kind == "corrupt" and where is not None
+            # Once repaired, the line must not tell the reader to repair it again.
+            lines.append(problem.describe(next_step=not repaired))
+            if repaired and where is not None:
                 lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
         problems(lines)
     if report.problems:
@@ -131,7 +134,7 @@ def _run_lock(args: argparse.Namespace) -> int:
 def _run_store(args: argparse.Namespace) -> int:
     from modelcas.ops.verify import total_bytes, verify_store  # noqa: PLC0415
 
-    store = open_store(args)
+    store = open_store(args, create=False)
     total = None if args.refs else total_bytes(store)
     with byte_bar(total, "verifying", quiet=args.quiet) as bar:
         report = verify_store(store, args.refs, deep=args.deep, progress=bar)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelcas.digest import Digest
 from modelcas.errors import NotPinnedError, UsageError
+from modelcas.hashing import Progress
 from modelcas.store import ObjectInfo, Store
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def resolve(
     file: str | None = None,
     verify: bool = True,
     check_requires: bool = True,
+    progress: Progress | None = None,
 ) -> Resolved:
     """Turn a reference into a stored object, fetching it on first use.
 
@@ -69,6 +71,7 @@ def resolve(
         verify: re-hash a stored object before handing it out (``False`` for callers that
             hash the bytes as they read them); sizes and records are compared either way.
         check_requires: ``False`` opts out of the compatibility check of pinned names.
+        progress: called with the bytes fetched or hashed (pinned names, addresses, Hub).
 
     Raises:
         UsageError: a malformed reference.
@@ -85,10 +88,10 @@ def resolve(
         raise UsageError(f"cannot resolve {ref!r}: expected a name, an address or a bundle key")
     if ref.startswith("sha256:"):
         sha256 = s.resolve(ref)
-        path = s.path(sha256, verify=verify)
+        path = s.path(sha256, verify=verify, progress=progress)
         return Resolved(path, s.info(sha256).digest, f"sha256:{sha256}", file or "")
     if ref.startswith("hf://"):
-        return _hub(ref, s, file)
+        return _hub(ref, s, file, progress)
     if ref.startswith("oci://"):
         return _oci(ref, s, file)
     source, sep, key = ref.rpartition("#")
@@ -101,7 +104,7 @@ def resolve(
     if not check_requires:
         reg.check_requires = False
     pin = reg.pin(*split_ref(ref), file)
-    path = reg.fetch(pin, verify=verify)
+    path = reg.fetch(pin, verify=verify, progress=progress)
     known = reg.store.info(pin.digest.sha256).digest
     digest = Digest(pin.digest.sha256, pin.digest.size, pin.digest.blake3 or known.blake3)
     return Resolved(path, digest, pin.label, Path(pin.file).name, reg.named(pin))
@@ -127,7 +130,7 @@ def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
     return Resolved(model.stored, model.digest, label, model.member_name, model.path)
 
 
-def _hub(ref: str, store: Store, file: str | None) -> Resolved:
+def _hub(ref: str, store: Store, file: str | None, progress: Progress | None) -> Resolved:
     from modelcas.hub import METADATA_FILE, HubRemote  # noqa: PLC0415 (the Hub client)
     from modelcas.remotes import parse_source  # noqa: PLC0415
 
@@ -156,7 +159,7 @@ def _hub(ref: str, store: Store, file: str | None) -> Resolved:
         info = store.info(f.sha256)
         store.path(f.sha256)
     else:
-        info = remote.download(f, commit, store, None)
+        info = remote.download(f, commit, store, None, progress=progress)
     label = f"hf://{repo_id}@{revision} {file}"
     return Resolved(info.path, info.digest, label, Path(file).name, _named(store, file, info))
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelcas.errors import IntegrityError
+from modelcas.errors import IntegrityError, NotPinnedError
 from modelcas.hashing import Progress
 from modelcas.registry import Pin, Registry
 from modelcas.store import Problem, Store
@@ -19,15 +19,21 @@ class PinProblem:
     pin: Pin
     kind: Literal["missing", "corrupt", "mismatch", "writable"]
     detail: str
+    next_step: str | None = None  # what to run about it, unless it was already done
 
     def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, *, next_step: bool = True) -> str:
+        """The problem on one line; ``next_step=False`` leaves out what to run (it was run)."""
         head = {
             "missing": "MISSING",
             "corrupt": "CORRUPT",
             "mismatch": "MISMATCH",
             "writable": "UNSAFE",
         }[self.kind]
-        return f"{head} {self.pin.label} sha256:{self.pin.digest.sha256}: {self.detail}"
+        step = f"; {self.next_step}" if next_step and self.next_step else ""
+        return f"{head} {self.pin.label} sha256:{self.pin.digest.sha256}: {self.detail}{step}"
 
 
 @dataclass
@@ -53,13 +59,28 @@ class StoreReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def verify_lock(registry: Registry, *, deep: bool = False) -> LockReport:
+def verify_lock(
+    registry: Registry, *, deep: bool = False, progress: Progress | None = None
+) -> LockReport:
     """Check every pinned file without fetching anything (all objects hashed in parallel).
 
     Size, blake3 (and with ``deep`` sha256) are compared with the pin, and the object's
     permissions are checked. ``requires`` is not read.
+
+    Args:
+        registry: the lockfile and store to check.
+        deep: recompute sha256 too.
+        progress: called with the bytes hashed since its last call.
+
+    Raises:
+        NotPinnedError: the lockfile pins no file (there is nothing to vouch for).
     """
     report = LockReport(registry.pins())
+    if not report.pins:
+        raise NotPinnedError(
+            f"{registry.lock.path or 'the lockfile'} pins no file: nothing to verify",
+            hint="pin weights with `cas add FILE --name NAME --version V` or `cas pull`",
+        )
     present = []
     for pin in report.pins:
         if not registry.store.has(pin.digest.sha256):
@@ -71,7 +92,9 @@ def verify_lock(registry: Registry, *, deep: bool = False) -> LockReport:
             report.problems.append(PinProblem(pin, "mismatch", e.message))
             continue
         present.append(pin)
-    checked = registry.store.check([pin.digest.sha256 for pin in present], deep=deep)
+    checked = registry.store.check(
+        [pin.digest.sha256 for pin in present], deep=deep, progress=progress
+    )
     intact = []
     for pin, problem in zip(present, checked, strict=True):
         if problem is None:
@@ -79,7 +102,10 @@ def verify_lock(registry: Registry, *, deep: bool = False) -> LockReport:
             continue
         report.problems.append(
             PinProblem(
-                pin, "corrupt", f"{problem.describe()}; run `cas verify --repair`, then `cas sync`"
+                pin,
+                "corrupt",
+                problem.describe(),
+                "run `cas verify --lock --repair`, then `cas sync`",
             )
         )
     # Intact bytes that anyone could change are a problem too (objects must be 0444).
@@ -108,6 +134,11 @@ def verify_store(
     problems = store.verify(wanted, deep=deep, progress=progress)
     problems += store.audit(targets)
     return StoreReport(len(wanted), sum(i.digest.size for i in infos), problems)
+
+
+def pinned_bytes(registry: Registry) -> int:
+    """Bytes :func:`verify_lock` would read (for a progress bar)."""
+    return sum(p.digest.size for p in registry.pins() if registry.store.has(p.digest.sha256))
 
 
 def total_bytes(store: Store) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from modelcas.digest import Digest
 from modelcas.errors import NotPinnedError, UsageError
+from modelcas.hashing import Progress
 from modelcas.store import LinkMode, Store
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ def path_of(
     file: str | None = None,
     check_requires: bool = True,
     deep: bool = False,
+    verify: bool = True,
+    progress: Progress | None = None,
 ) -> NamedPath:
     """The verified, named local path of a reference; a version's directory when it has several.
 
@@ -62,6 +65,9 @@ def path_of(
         file: which file of a version (default: its only file, or the whole directory).
         check_requires: ``False`` opts out of the compatibility check.
         deep: recompute sha256 too.
+        verify: ``False`` leaves a single file's bytes to the caller (who verifies them with
+            its own progress bar); a whole version's directory is always verified here.
+        progress: told of bytes fetched (and verified, with ``verify``).
 
     Returns:
         The path, ending in its pinned name (a bare address has none: the object's path).
@@ -76,9 +82,17 @@ def path_of(
         if len(entry.files) > 1:
             folder = _fetched(registry, name, version, entry, list(entry.files), deep=deep)
             return NamedPath(folder, f"{name}@{version}", None, directory=True)
-    found = resolve(ref, store=store, lock=lock, file=file, check_requires=check_requires)
-    if deep:
-        store.path(found.digest.sha256, deep=True)
+    found = resolve(
+        ref,
+        store=store,
+        lock=lock,
+        file=file,
+        check_requires=check_requires,
+        verify=verify,
+        progress=progress,
+    )
+    if deep and verify:
+        store.path(found.digest.sha256, deep=True, progress=progress)
     return NamedPath(found.shown, found.label, found.digest)
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import errno
 import fcntl
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ STAGING = "gc-"  # gc's folders under tmp/, where it moves candidates before dec
 LinkMode = Literal["auto", "reflink", "hardlink", "symlink", "copy"]
 LINK_MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "symlink", "copy")
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_COPY_CHUNK = 8 << 20
 
 
 class Reading(Layout):
@@ -125,13 +125,21 @@ class Reading(Layout):
             raise ObjectNotFoundError(f"no object in {self.root} starts with sha256:{hexpart}")
         raise UsageError(f"sha256:{hexpart} is ambiguous: {len(matches)} objects match")
 
-    def path(self, sha256: str, *, verify: bool = True, deep: bool = False) -> Path:
+    def path(
+        self,
+        sha256: str,
+        *,
+        verify: bool = True,
+        deep: bool = False,
+        progress: hashing.Progress | None = None,
+    ) -> Path:
         """The path of an object, verified first.
 
         Args:
             sha256: the object.
             verify: re-hash it (blake3) before handing it out.
             deep: recompute sha256 too.
+            progress: called with the bytes hashed since its last call.
 
         Returns:
             The object's path. Never write to it.
@@ -142,7 +150,7 @@ class Reading(Layout):
         """
         info = self.info(sha256)
         if verify:
-            problem = self.verify_object(sha256, deep=deep)
+            problem = self.check([sha256], deep=deep, progress=progress)[0]
             if problem is not None:
                 raise IntegrityError(
                     str(problem),
@@ -309,12 +317,14 @@ class Reading(Layout):
         link: LinkMode = "auto",
         force: bool = False,
         verify: bool = True,
+        progress: hashing.Progress | None = None,
     ) -> LinkMode:
         """Put an object at ``dest`` without letting anyone modify the object through it.
 
         ``auto`` tries a reflink (an independent copy-on-write copy), then a hardlink (the
         object is read-only; not used when running as root, whom permissions do not stop),
-        then a copy. ``symlink`` must be asked for.
+        then a copy. ``symlink`` must be asked for. ``progress`` is called with the bytes
+        hashed (``verify``) and copied.
 
         Returns:
             The link mode used.
@@ -323,7 +333,7 @@ class Reading(Layout):
             ObjectNotFoundError, IntegrityError: as for :meth:`path`.
             FileExistsError: ``dest`` exists with other content and ``force`` is not set.
         """
-        src = self.path(sha256, verify=verify)
+        src = self.path(sha256, verify=verify, progress=progress)
         target = Path(dest)
         if target.is_dir():
             raise IsADirectoryError(errno.EISDIR, "destination is a directory", str(target))
@@ -343,7 +353,7 @@ class Reading(Layout):
         for mode in modes:
             tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.cas-tmp"
             try:
-                make_link(src, tmp, mode)
+                make_link(src, tmp, mode, progress)
                 os.replace(tmp, target)
             except OSError as e:
                 last = e
@@ -366,8 +376,13 @@ def _same_content(src: Path, target: Path, sha256: str) -> bool:
         return False
 
 
-def make_link(src: Path, tmp: Path, mode: LinkMode) -> None:
-    """Create ``tmp`` as a link or copy of ``src`` in the given mode (not ``auto``)."""
+def make_link(
+    src: Path, tmp: Path, mode: LinkMode, progress: hashing.Progress | None = None
+) -> None:
+    """Create ``tmp`` as a link or copy of ``src`` in the given mode (not ``auto``).
+
+    ``progress`` is called with the bytes copied (``copy`` only).
+    """
     if mode == "hardlink":
         os.link(src, tmp)
     elif mode == "symlink":
@@ -378,7 +393,10 @@ def make_link(src: Path, tmp: Path, mode: LinkMode) -> None:
         os.chmod(tmp, 0o644)
     elif mode == "copy":
         with open(src, "rb") as s, open(tmp, "xb") as d:
-            shutil.copyfileobj(s, d, 8 << 20)
+            while chunk := s.read(_COPY_CHUNK):
+                d.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
         os.chmod(tmp, 0o644)
     else:
         raise UsageError(f"unknown link mode {mode!r}: expected one of {', '.join(LINK_MODES)}")
