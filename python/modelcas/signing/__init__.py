@@ -16,7 +16,7 @@ The ``model_signing`` library (the ``[sign]`` extra) is imported only when one o
 
 from modelcas.signing.keys import load_public_key
 from modelcas.signing.sign import IGNORED, SIGNATURE_NAME, KeySpec, Signed, sign_files
-from modelcas.signing.trust import Trusted, check_trusted
+from modelcas.signing.trust import Trusted, check_lock, check_trusted
 from modelcas.signing.verify import SignedManifest, check_files, open_signature, verify_signature
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "SignedManifest",
     "Trusted",
     "check_files",
+    "check_lock",
     "check_trusted",
     "load_public_key",
     "open_signature",

@@ -83,7 +83,7 @@ def check_trusted(
         )
     if data is None:
         assert pinned is not None
-        data = _stored(store, pinned, label)
+        data = stored_signature(store, pinned, label)
     elif pinned is not None and (m := mismatch(pinned.digest, hash_bytes(data))) is not None:
         raise SignatureError(
             f"{label}: the signature offered is not the one {where} pins: {m}",
@@ -106,7 +106,19 @@ def check_trusted(
     return Trusted(name, version, signed)
 
 
-def _stored(store: Store, pinned: PinnedSignature, label: str) -> bytes:
+def check_lock(lock: Lockfile, store: Store) -> None:
+    """:func:`check_trusted` for every version of every model the lockfile trusts signers for.
+
+    Raises:
+        as :func:`check_trusted`, for the first version refused.
+    """
+    for name in sorted(lock.models):
+        if lock.trusted(name):
+            for version in lock.models[name].ordered():
+                check_trusted(lock, name, version, store)
+
+
+def stored_signature(store: Store, pinned: PinnedSignature, label: str) -> bytes:
     """The pinned signature's bytes from the store, read once and checked against the pin."""
     sha256 = pinned.digest.sha256
     if not store.has(sha256):

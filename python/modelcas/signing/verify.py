@@ -11,12 +11,15 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelcas.digest import Digest
-from modelcas.errors import SignatureError, UntrustedSignerError
+from modelcas.errors import SignatureError, UntrustedSignerError, UsageError
 from modelcas.lockfile import TrustedSigner
 from modelcas.signing import _lib, keys
 
@@ -179,10 +182,35 @@ def verify_signature(
     return signed
 
 
+def read_signature(path: str | os.PathLike[str]) -> bytes:
+    """A signature file, read with a bound (it is untrusted input).
+
+    Raises:
+        UsageError: missing, not a regular file, or unreadable.
+        SignatureError: larger than any signature.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{p}: not a regular file; expected a signature")
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_SIGNATURE + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file; expected a signature") from None
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read the signature: {e.strerror or e}") from None
+    if len(data) > MAX_SIGNATURE:
+        raise SignatureError(f"{p}: larger than {MAX_SIGNATURE} bytes, too large for a signature")
+    return data
+
+
 def _parse(lib: _lib.Lib, data: bytes, label: str) -> Any:
     """The library's bundle object, from bytes (its ``Signature.read`` only reads a path)."""
     if len(data) > MAX_SIGNATURE:
         raise SignatureError(f"{label}: {len(data)} bytes is too large for a signature")
+    bundle_class, media_type = lib.bundle.bundle_pb.Bundle, lib.bundle._BUNDLE_MEDIA_TYPE
     try:
         parsed = json.loads(data)
         material = parsed["verificationMaterial"]
@@ -192,8 +220,8 @@ def _parse(lib: _lib.Lib, data: bytes, label: str) -> Any:
             material["publicKey"].setdefault("hint", None)
             for k in ("rawBytes", "keyDetails"):
                 material["publicKey"].pop(k, None)
-        signature = lib.bundle.Signature(lib.bundle.Bundle.from_dict(parsed))
-        if signature.bundle.media_type != lib.bundle._BUNDLE_MEDIA_TYPE:
+        signature = lib.bundle.Signature(bundle_class.from_dict(parsed))
+        if signature.bundle.media_type != media_type:
             raise ValueError(f"media type {signature.bundle.media_type!r}")
         if signature.bundle.dsse_envelope is None or not signature.bundle.dsse_envelope.signatures:
             raise ValueError("no DSSE envelope")
