@@ -136,7 +136,7 @@ def _run_lock(args: argparse.Namespace) -> int:
             if problem.kind == "corrupt" and where is not None:
                 lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
         problems(lines)
-        problems([f"UNSIGNED {line}" for line in report.signatures])
+        problems([f"REFUSED {line}" for line in report.signatures])
     if report.signatures and not report.problems:
         first = report.signatures[0]
         more = f" (and {len(report.signatures) - 1} more)" if len(report.signatures) > 1 else ""
