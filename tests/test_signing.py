@@ -524,3 +524,24 @@ def test_only_the_signing_package_imports_the_signing_libraries() -> None:
         if "import_module(" in text and "model_signing" in text and path.name != "_lib.py":
             wrong.append(f"{path.relative_to(package)} loads model_signing")
     assert wrong == []
+
+
+def test_a_changed_statement_or_a_malformed_signature_is_refused(cas: Cas, tmp_path: Path) -> None:
+    import base64
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key, "-o", "good.sig").returncode == 0
+    doc = json.loads((tmp_path / "good.sig").read_bytes())
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"][0]["digest"] = H  # what an attacker would pin instead
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    (tmp_path / "changed.sig").write_text(json.dumps(doc))
+    (tmp_path / "junk.sig").write_bytes(b"\x00not json")
+    pub = key.with_suffix(".pub")
+    for sig, why in (("changed.sig", "not a valid signature"), ("junk.sig", "not a model_sign")):
+        r = cas("verify", "det@v1.0", "--public-key", pub, "--signature", sig)
+        assert r.returncode == 1 and why in _one_line(r), r.stderr
+    changed = _model_signing("verify", "key", "--signature", tmp_path / "changed.sig",
+                             "--public_key", pub, _folder(tmp_path))  # fmt: skip
+    assert changed.returncode != 0, "model_signing agrees"

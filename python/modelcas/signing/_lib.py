@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,44 @@ class Lib:
     x509: Any  # cryptography.x509
     crypto_exceptions: Any  # cryptography.exceptions
     openssl: Any  # OpenSSL.crypto (the certificate verifier's X509Store)
+
+
+@dataclass(frozen=True)
+class Crypto:
+    """cryptography alone: enough to read keys and check a key signature (tens of ms)."""
+
+    serialization: Any  # cryptography.hazmat.primitives.serialization
+    ec: Any  # cryptography.hazmat.primitives.asymmetric.ec
+    hashes: Any  # cryptography.hazmat.primitives.hashes
+    x509: Any  # cryptography.x509
+    exceptions: Any  # cryptography.exceptions
+
+
+@functools.cache
+def crypto(why: str = "signatures") -> Crypto:
+    """cryptography, imported on first use (it comes with the ``[sign]`` extra).
+
+    Raises:
+        MissingExtraError: the ``[sign]`` extra is not installed.
+    """
+    names = {
+        "serialization": "cryptography.hazmat.primitives.serialization",
+        "ec": "cryptography.hazmat.primitives.asymmetric.ec",
+        "hashes": "cryptography.hazmat.primitives.hashes",
+        "x509": "cryptography.x509",
+        "exceptions": "cryptography.exceptions",
+    }
+    try:
+        modules = {key: importlib.import_module(name) for key, name in names.items()}
+        # Without the library the extra is not installed, whatever else is: say so now.
+        if importlib.util.find_spec("model_signing") is None:
+            raise ImportError(name="model_signing")
+    except ImportError as e:
+        raise MissingExtraError(
+            f"{why} need the model_signing library, which is not installed ({e.name})",
+            hint=EXTRA_HINT,
+        ) from None
+    return Crypto(**modules)
 
 
 @functools.cache

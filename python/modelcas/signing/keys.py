@@ -40,7 +40,7 @@ def read_pem(path: str | os.PathLike[str], what: str) -> bytes:
 
 def public_der(key: Any) -> bytes:
     """The DER SubjectPublicKeyInfo of a public key object."""
-    ser = _lib.load().serialization
+    ser = _lib.crypto().serialization
     der: bytes = key.public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
     return der
 
@@ -51,7 +51,7 @@ def key_fingerprint(key: Any) -> str:
 
 
 def _check_curve(key: Any, where: str) -> None:
-    lib = _lib.load()
+    lib = _lib.crypto()
     if not isinstance(key, lib.ec.EllipticCurvePublicKey) or key.curve.name not in CURVES:
         kind = getattr(getattr(key, "curve", None), "name", type(key).__name__)
         raise UsageError(
@@ -66,7 +66,7 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
     Raises:
         UsageError: not a PEM private key, encrypted, or not on a supported curve.
     """
-    lib = _lib.load("signing")
+    lib = _lib.crypto("signing")
     data = read_pem(path, "a PEM private key")
     try:
         key = lib.serialization.load_pem_private_key(data, None)
@@ -76,7 +76,7 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
             hint="keep the key in your CI's secret store and decrypt it to a 0600 file "
             "(openssl ec -in enc.pem -out release.pem)",
         ) from None
-    except (ValueError, lib.crypto_exceptions.UnsupportedAlgorithm):
+    except (ValueError, lib.exceptions.UnsupportedAlgorithm):
         raise UsageError(
             f"{path}: not a PEM private key",
             hint="make one: openssl ecparam -name prime256v1 -genkey -noout -out release.pem",
@@ -94,14 +94,14 @@ def load_public_key(path: str | os.PathLike[str]) -> TrustedSigner:
     Raises:
         UsageError: not a PEM key on a supported curve.
     """
-    lib = _lib.load()
+    lib = _lib.crypto()
     data = read_pem(path, "a PEM public key")
     try:
         key = lib.serialization.load_pem_public_key(data)
-    except (ValueError, lib.crypto_exceptions.UnsupportedAlgorithm):
+    except (ValueError, lib.exceptions.UnsupportedAlgorithm):
         try:
             key = lib.serialization.load_pem_private_key(data, None).public_key()
-        except (TypeError, ValueError, lib.crypto_exceptions.UnsupportedAlgorithm):
+        except (TypeError, ValueError, lib.exceptions.UnsupportedAlgorithm):
             raise UsageError(
                 f"{path}: not a PEM public key",
                 hint="write one from the private key: openssl ec -in release.pem -pubout "
@@ -114,7 +114,7 @@ def load_public_key(path: str | os.PathLike[str]) -> TrustedSigner:
 
 def key_from_entry(entry: TrustedSigner) -> Any:
     """The public key object of a ``trust:`` key entry (the parser checked its fingerprint)."""
-    lib = _lib.load()
+    lib = _lib.crypto()
     assert entry.public_key is not None
     return lib.serialization.load_der_public_key(base64.b64decode(entry.public_key))
 
@@ -125,7 +125,7 @@ def load_certificates(path: str | os.PathLike[str], what: str) -> list[Any]:
     Raises:
         UsageError: none, or not PEM.
     """
-    lib = _lib.load()
+    lib = _lib.crypto()
     data = read_pem(path, what)
     try:
         certs: list[Any] = lib.x509.load_pem_x509_certificates(data)
@@ -138,13 +138,13 @@ def load_certificates(path: str | os.PathLike[str], what: str) -> list[Any]:
 
 def certificate_fingerprint(cert: Any) -> str:
     """``sha256:<hex>`` of a certificate's DER."""
-    ser = _lib.load().serialization
+    ser = _lib.crypto().serialization
     return fingerprint_of(cert.public_bytes(ser.Encoding.DER))
 
 
 def identities(cert: Any) -> list[str]:
     """What a certificate names: its SAN e-mails, URIs and DNS names, else its common name."""
-    x509 = _lib.load().x509
+    x509 = _lib.crypto().x509
     found: list[str] = []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -7,6 +7,8 @@ hashed but the signature itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import io
@@ -25,6 +27,9 @@ from modelcas.signing import _lib, keys
 
 MAX_SIGNATURE = 64 << 20  # a statement lists every file; 64 MiB is ~400k files
 _PREDICATE = "https://model_signing/signature/v1.0"
+_STATEMENT = "https://in-toto.io/Statement/v1"
+_IN_TOTO = "application/vnd.in-toto+json"
+_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,63 +71,163 @@ def open_signature(
         SignatureError: malformed, or not a valid signature of its statement.
         MissingExtraError: the ``[sign]`` extra is not installed.
     """
-    lib = _lib.load()
-    signature = _parse(lib, data, label)
-    material = signature.bundle.verification_material
-    if material.x509_certificate_chain is not None:
-        candidates = [_certificate_verifier(lib, material.x509_certificate_chain, trusted, label)]
-    elif material.public_key is not None:
-        candidates = _key_verifiers(lib, material.public_key.hint, trusted)
-        if not candidates:
-            raise _untrusted(label, f"key {claimed}" if claimed else "a key", trusted)
-    else:
-        raise SignatureError(f"{label}: the signature names neither a key nor a certificate")
-    failure = ""
-    for candidate in candidates:
-        verifier, accepted, signer, names = candidate
-        try:
-            # model_signing prints a warning for old bundles without a key hint: not ours.
-            with contextlib.redirect_stdout(io.StringIO()):
-                manifest = verifier.verify(signature)
-            break
-        except (
-            ValueError,
-            KeyError,
-            TypeError,
-            lib.crypto_exceptions.InvalidSignature,
-            lib.openssl.X509StoreContextError,  # a chain that does not reach the root
-        ) as e:
-            failure = f"{accepted.label}: {str(e).strip() or type(e).__name__}"
-    else:
+    parsed = _bundle_json(data, label)
+    material = parsed["verificationMaterial"]
+    if material.get("x509CertificateChain") is not None:
+        return _open_with_library(parsed, trusted, label)
+    if material.get("publicKey") is not None:
+        return _open_key_signature(parsed, trusted, label, claimed)
+    raise SignatureError(f"{label}: the signature names neither a key nor a certificate")
+
+
+def _open_key_signature(
+    parsed: dict[str, Any], trusted: Sequence[TrustedSigner], label: str, claimed: str | None
+) -> SignedManifest:
+    """A key signature, checked with cryptography alone.
+
+    This is model_signing 1.1's key verification (``sign_ec_key.Verifier`` and
+    ``signing.dsse_payload_to_manifest``), step for step, written out because importing the
+    library costs about half a second (sigstore, pydantic, TUF), and this check runs on every
+    ``Registry.path()`` of a trusted model: the DSSE PAE, ECDSA with the curve's hash, the
+    in-toto statement, and its root digest over the resources. tests/test_signing.py holds it
+    to the real tool both ways. Signatures from model_signing before 1.0 (the v0.2 PAE and
+    predicate) are refused: sign them again.
+    """
+    c = _lib.crypto()
+    try:
+        hint = parsed["verificationMaterial"]["publicKey"].get("hint")
+        envelope = parsed["dsseEnvelope"]
+        payload_type = envelope["payloadType"]
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        sig = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, binascii.Error):
+        raise SignatureError(f"{label}: not a model_signing signature: no DSSE envelope") from None
+    if payload_type != _IN_TOTO:
         raise SignatureError(
-            f"{label}: not a valid signature by {failure}",
+            f"{label}: the envelope holds {payload_type!r}, not an in-toto statement"
+        )
+    candidates = []
+    for entry in trusted:
+        if entry.key is not None:
+            key = keys.key_from_entry(entry)
+            if hint is None or hint == _pem_hint(key):
+                candidates.append((entry, key))
+    if not candidates:
+        raise _untrusted(label, f"key {claimed}" if claimed else "a key", trusted)
+    pae = b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type.encode(), len(payload), payload)
+    accepted = None
+    for candidate, key in candidates:
+        try:
+            key.verify(sig, pae, c.ec.ECDSA(_curve_hash(c, key)))
+        except c.exceptions.InvalidSignature:
+            continue
+        accepted = candidate
+        break
+    if accepted is None or accepted.key is None:
+        raise SignatureError(
+            f"{label}: not a valid signature by {candidates[-1][0].label}",
             hint="the signature or its statement was changed after signing; sign it again",
         )
-    serialization = manifest.serialization_type
+    serialization, resources = _statement(payload, label)
+    return _manifest(serialization, resources, (accepted.key, accepted, []), label)
+
+
+def _curve_hash(c: _lib.Crypto, key: Any) -> Any:
+    """The hash model_signing pairs with a curve (``sign_ec_key.get_ec_key_hash``)."""
+    size = key.curve.key_size
+    return {256: c.hashes.SHA256, 384: c.hashes.SHA384, 521: c.hashes.SHA512}[size]()
+
+
+def _statement(payload: bytes, label: str) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """The serialization and (name, algorithm, hex digest) resources of a signed statement."""
+    try:
+        statement = json.loads(payload)
+        if statement["_type"] != _STATEMENT:
+            raise ValueError(f"statement type {statement['_type']!r}")
+        if statement["predicateType"] != _PREDICATE:
+            raise ValueError(f"predicate type {statement['predicateType']!r}")
+        [subject] = statement["subject"]
+        root = subject["digest"]["sha256"]
+        predicate = statement["predicate"]
+        serialization = dict(predicate["serialization"])
+        resources = [(r["name"], r["algorithm"], r["digest"]) for r in predicate["resources"]]
+        hasher = hashlib.sha256()
+        for _, _, digest in resources:
+            hasher.update(bytes.fromhex(digest))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise SignatureError(f"{label}: the signed statement is not model_signing's: {e}") from None
+    if hasher.hexdigest() != root:
+        raise SignatureError(
+            f"{label}: the signed statement is inconsistent: its resources hash to "
+            f"{hasher.hexdigest()}, its subject says {root}"
+        )
+    return serialization, resources
+
+
+def _open_with_library(
+    parsed: dict[str, Any], trusted: Sequence[TrustedSigner], label: str
+) -> SignedManifest:
+    """A certificate signature, checked by model_signing's certificate verifier."""
+    lib = _lib.load()
+    signature = _parse(lib, parsed, label)
+    chain = signature.bundle.verification_material.x509_certificate_chain
+    verifier, accepted, signer, names = _certificate_verifier(lib, chain, trusted, label)
+    try:
+        # model_signing prints some warnings; they are not our output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            manifest = verifier.verify(signature)
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        lib.crypto_exceptions.InvalidSignature,
+        lib.openssl.X509StoreContextError,  # a chain that does not reach the root
+    ) as e:
+        raise SignatureError(
+            f"{label}: not a valid signature by {accepted.label}: "
+            f"{str(e).strip() or type(e).__name__}",
+            hint="the signature or its statement was changed after signing; sign it again",
+        ) from None
+    resources = [
+        (rd.identifier, rd.digest.algorithm, rd.digest.digest_hex)
+        for rd in manifest.resource_descriptors()
+    ]
+    return _manifest(manifest.serialization_type, resources, (signer, accepted, names), label)
+
+
+def _manifest(
+    serialization: dict[str, Any],
+    resources: list[tuple[str, str, str]],
+    who: tuple[str, TrustedSigner, list[str]],
+    label: str,
+) -> SignedManifest:
+    """The manifest of a valid signature; ``who`` is (signer, accepted entry, identities)."""
+    signer, accepted, names = who
     if serialization.get("method") != "files":
         raise SignatureError(
             f"{label}: the signature hashes files in {serialization.get('method')!r} pieces; "
             "modelcas checks whole-file digests (model_signing's default `files` method)",
             hint="sign without sharding",
         )
-    resources: dict[str, str] = {}
-    hash_types = set()
-    for rd in manifest.resource_descriptors():
-        resources[rd.identifier] = rd.digest.digest_hex
-        hash_types.add(rd.digest.algorithm)
     hash_type = serialization.get("hash_type", "sha256")
-    if hash_types - {hash_type} or hash_type not in ("sha256", "blake3"):
+    algorithms = {algorithm for _, algorithm, _ in resources}
+    if algorithms - {hash_type} or hash_type not in ("sha256", "blake3"):
         raise SignatureError(
-            f"{label}: the signature's digests are {', '.join(sorted(hash_types | {hash_type}))}"
+            f"{label}: the signature's digests are {', '.join(sorted(algorithms | {hash_type}))}"
             "; modelcas checks sha256 and blake3",
             hint="sign with sha256 (model_signing's default)",
         )
+    by_name: dict[str, str] = {}
+    for name, _, digest in resources:
+        if not isinstance(name, str) or name in by_name:
+            raise SignatureError(f"{label}: the signature lists {name!r} twice")
+        by_name[name] = digest
     return SignedManifest(
         signer,
         accepted,
         tuple(names),
         hash_type,
-        resources,
+        by_name,
         tuple(str(p) for p in serialization.get("ignore_paths", ())),
     )
 
@@ -206,26 +311,35 @@ def read_signature(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
-def _parse(lib: _lib.Lib, data: bytes, label: str) -> Any:
-    """The library's bundle object, from bytes (its ``Signature.read`` only reads a path)."""
+def _bundle_json(data: bytes, label: str) -> dict[str, Any]:
+    """The bundle as JSON, with the fields every signature has (bounded: untrusted input)."""
     if len(data) > MAX_SIGNATURE:
         raise SignatureError(f"{label}: {len(data)} bytes is too large for a signature")
-    bundle_class, media_type = lib.bundle.bundle_pb.Bundle, lib.bundle._BUNDLE_MEDIA_TYPE
     try:
         parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("verificationMaterial"), dict):
+            raise ValueError("no verificationMaterial")  # noqa: TRY004 (one except for all)
+        if parsed.get("mediaType") != _BUNDLE:
+            raise ValueError(f"media type {parsed.get('mediaType')!r}")
+    except (ValueError, RecursionError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SignatureError(
+            f"{label}: not a model_signing signature (a Sigstore bundle): {why[:200]}"
+        ) from None
+    return parsed
+
+
+def _parse(lib: _lib.Lib, parsed: dict[str, Any], label: str) -> Any:
+    """The library's bundle object (its ``Signature.read`` only reads a path)."""
+    parsed = json.loads(json.dumps(parsed))  # a copy: normalised below as the library does
+    bundle_class = lib.bundle.bundle_pb.Bundle
+    try:
         material = parsed["verificationMaterial"]
-        # The same normalisation as model_signing's `Signature.read`.
         material.setdefault("tlogEntries", [])
-        if "publicKey" in material:
-            material["publicKey"].setdefault("hint", None)
-            for k in ("rawBytes", "keyDetails"):
-                material["publicKey"].pop(k, None)
         signature = lib.bundle.Signature(bundle_class.from_dict(parsed))
-        if signature.bundle.media_type != media_type:
-            raise ValueError(f"media type {signature.bundle.media_type!r}")
         if signature.bundle.dsse_envelope is None or not signature.bundle.dsse_envelope.signatures:
             raise ValueError("no DSSE envelope")
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SignatureError(
             f"{label}: not a model_signing signature (a Sigstore bundle): {why[:200]}"
@@ -235,26 +349,9 @@ def _parse(lib: _lib.Lib, data: bytes, label: str) -> Any:
 
 def _pem_hint(key: Any) -> str:
     """model_signing's key hint: sha256 of the key's PEM (not its DER fingerprint)."""
-    ser = _lib.load().serialization
+    ser = _lib.crypto().serialization
     pem = key.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(pem).hexdigest()
-
-
-def _key_verifiers(
-    lib: _lib.Lib, hint: str | None, trusted: Sequence[TrustedSigner]
-) -> list[tuple[Any, TrustedSigner, str, list[str]]]:
-    """Verifiers for the trusted keys the bundle's hint names.
-
-    A bundle without a hint (model_signing before 1.1) is tried against every trusted key.
-    """
-    found: list[tuple[Any, TrustedSigner, str, list[str]]] = []
-    for entry in trusted:
-        if entry.key is None:
-            continue
-        key = keys.key_from_entry(entry)
-        if hint is None or hint == _pem_hint(key):
-            found.append((_KeyVerifier(lib, key), entry, entry.key, []))
-    return found
 
 
 def _certificate_verifier(
@@ -294,18 +391,6 @@ def _untrusted(label: str, who: str, trusted: Sequence[TrustedSigner]) -> Untrus
         f"{label}: signed by {who}, which is not trusted (trusted: {accepted or 'nobody'})",
         hint="if you trust this signer, add it: cas trust add PUB.pem (see docs/signing.md)",
     )
-
-
-def _KeyVerifier(lib: _lib.Lib, key: Any) -> Any:  # noqa: N802 (builds a library class)
-    """model_signing's key verifier, for a key we hold as an object rather than a file.
-
-    ``sign_ec_key.Verifier.__init__`` only reads a PEM path; everything else it does (the hint
-    check, DSSE PAE, ECDSA, the statement) is its own code, which we keep.
-    """
-    verifier = lib.ec_key.Verifier.__new__(lib.ec_key.Verifier)
-    verifier._public_key = key
-    lib.ec_key._check_supported_ec_key(key)
-    return verifier
 
 
 def _CertificateVerifier(lib: _lib.Lib, anchors: list[Any]) -> Any:  # noqa: N802
