@@ -44,7 +44,7 @@ _VOLATILE = [
     (re.compile(r"\.[A-Za-z0-9_]{6}\.partial\b"), ".<random>.partial"),
     (re.compile(r"(quarantine/[0-9a-f]{64})\.[0-9a-f]{12}\b"), r"\1.<random>"),
     # A key made on the page (openssl) has a new fingerprint on every run (docs/signing.md).
-    (re.compile(r"\bkey sha256:[0-9a-f]{64}\b"), "key sha256:<fingerprint>"),
+    (re.compile(r"\b(key|root) sha256:[0-9a-f]{64}\b"), r"\1 sha256:<fingerprint>"),
     (re.compile(r"[ \t]+$", re.MULTILINE), ""),
 ]
 
