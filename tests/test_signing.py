@@ -545,3 +545,22 @@ def test_a_changed_statement_or_a_malformed_signature_is_refused(cas: Cas, tmp_p
     changed = _model_signing("verify", "key", "--signature", tmp_path / "changed.sig",
                              "--public_key", pub, _folder(tmp_path))  # fmt: skip
     assert changed.returncode != 0, "model_signing agrees"
+
+
+def test_gc_keeps_pinned_signatures_and_lock_show_names_the_signer(
+    cas: Cas, tmp_path: Path
+) -> None:
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key).returncode == 0
+    assert cas("sign", "det@v1.0", "--key", key).returncode == 0  # the first one is garbage now
+    assert cas("trust", "add", key.with_suffix(".pub")).returncode == 0
+    r = cas("gc", "--grace", "0")
+    assert r.returncode == 0, r.stderr
+    sig = Lockfile.load(tmp_path / "cas.lock").models["det"].versions["v1.0"].signature
+    assert sig is not None and Store(tmp_path / "store").has(sig.digest.sha256)
+    assert cas("verify", "--lock").returncode == 0
+    shown = cas("lock", "show", "det@v1.0").stdout.decode()
+    assert f"signed:   by key {sig.signer} (sha256:{sig.digest.sha256})" in shown
+    doc = json.loads(cas("--json", "lock", "show", "det@v1.0").stdout)
+    assert doc["versions"]["v1.0"]["signature"]["signer"] == sig.signer
