@@ -564,3 +564,36 @@ def test_gc_keeps_pinned_signatures_and_lock_show_names_the_signer(
     assert f"signed:   by key {sig.signer} (sha256:{sig.digest.sha256})" in shown
     doc = json.loads(cas("--json", "lock", "show", "det@v1.0").stdout)
     assert doc["versions"]["v1.0"]["signature"]["signer"] == sig.signer
+
+
+def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
+    hub: object, hf_env: dict[str, str], cas: Cas, tmp_path: Path
+) -> None:
+    repo = "lab/det"
+    pkg = tmp_path / "pkg"
+    (pkg / "w").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text('[project]\nname = "det-pkg"\nversion = "0.1.0"\n')
+    key = _key(tmp_path / "release.pem")
+    for version, data in (("v1.0", b"first weights"), ("v1.1", b"second weights")):
+        (pkg / "w" / "best.pt").write_bytes(data)
+        r = cas("publish", "det", "--version", version, "--repo", repo, "--file", "w/best.pt",
+                cwd=pkg, extra_env=hf_env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    assert cas("sign", "det@v1.0", "--key", key, cwd=pkg).returncode == 0
+    assert cas("trust", "add", key.with_suffix(".pub"), cwd=pkg).returncode == 0
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    lock = Lockfile.load(pkg / "cas.lock")
+    lock.unpin("det", "v1.1")
+    lock.save(consumer / "cas.lock")
+    fresh = {**hf_env, "MODELCAS_HOME": str(tmp_path / "fresh")}
+    # v1.0 is pinned with its signature, but the signature's bytes are not here yet.
+    r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 1 and "its signature" in _one_line(r) and "det@v1.0" in _one_line(r)
+    # v1.1 is not pinned: it would arrive unsigned.
+    r = cas("pull", f"hf://{repo}@weights-v1.1", "--name", "det", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 1 and "det@v1.1 is not signed" in _one_line(r)
+    assert "v1.1" not in Lockfile.load(consumer / "cas.lock").models["det"].versions
+    # In the publisher's store the signature is present: its pull is checked and passes.
+    r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=pkg, extra_env=hf_env)
+    assert r.returncode == 0, r.stderr
