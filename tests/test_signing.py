@@ -293,7 +293,7 @@ def test_cas_add_pins_a_folder_model_signing_signed(cas: Cas, tmp_path: Path) ->
     assert cas("verify", "det@v2", "--public-key", key.with_suffix(".pub")).returncode == 0
 
 
-@pytest.mark.parametrize("change", ["byte", "rename", "extra", "key"])
+@pytest.mark.parametrize("change", ["byte", "rename", "extra", "stray-sig", "key"])
 def test_cas_add_pins_nothing_unless_the_signature_covers_exactly_the_folder(
     cas: Cas, tmp_path: Path, change: str
 ) -> None:
@@ -311,8 +311,14 @@ def test_cas_add_pins_nothing_unless_the_signature_covers_exactly_the_folder(
         (folder / "best.pt").rename(folder / "best2.pt")
     elif change == "extra":
         (folder / "README.md").write_text("not signed")
+    elif change == "stray-sig":
+        # Named like a signature, but the signature is elsewhere: an unsigned file to both.
+        (folder / "model.sig").write_text("not the signature")
     else:
         pub = other.with_suffix(".pub")
+    theirs = _model_signing("verify", "key", "--signature", tmp_path / "model.sig",
+                            "--public_key", pub, folder)  # fmt: skip
+    assert theirs.returncode != 0, "model_signing refuses it too"
     (tmp_path / "cas.lock").write_text("lock-version: 1\nmodels: {}\n")
     before = _lock_text(tmp_path)
     r = cas("add", folder, "--signature", tmp_path / "model.sig", "--public-key", pub,

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from modelcas.ops.sign import SignRequest, sign  # noqa: PLC0415
     from modelcas.signing import KeySpec  # noqa: PLC0415
 
+    if args.key is None and args.certificate is not None:
+        raise UsageError("--certificate needs --key: the private key the certificate is for")
     if args.key is None:
         raise UsageError(
             "keyless signing needs network access to Sigstore; use --key or --certificate",

@@ -23,7 +23,6 @@ from modelcas.ops.verify import LockReport, verify_pins
 from modelcas.pinning import write_pins
 from modelcas.registry import Registry
 from modelcas.signing import (
-    IGNORED,
     KeySpec,
     SignedManifest,
     check_files,
@@ -31,7 +30,7 @@ from modelcas.signing import (
     open_signature,
     sign_files,
 )
-from modelcas.signing.sign import write_signature
+from modelcas.signing.sign import GIT_PATHS, write_signature
 from modelcas.signing.trust import stored_signature
 from modelcas.signing.verify import read_signature
 from modelcas.store import AddResult, Store
@@ -292,10 +291,11 @@ def _signed_files(folder: Path, signature: Path, signed: SignedManifest) -> dict
     """The folder's files as ``model_signing`` serialises it, by relative POSIX name.
 
     Ignored: the paths the signature lists, git's files (``model_signing verify`` skips them
-    by default), and the signature file itself. A symlink is refused, as ``model_signing``
+    by default), and the signature file itself (``model_signing verify`` skips the file it is
+    given). A symlink is refused, as ``model_signing``
     refuses it without ``--allow_symlinks``.
     """
-    ignored = {*signed.ignore_paths, *IGNORED}
+    ignored = {*signed.ignore_paths, *GIT_PATHS}
     sig = signature.resolve()
     out: dict[str, Path] = {}
     for here, dirs, names in os.walk(folder):

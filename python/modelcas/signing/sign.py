@@ -21,7 +21,8 @@ from modelcas.signing import _lib, keys
 # What `model_signing sign` records as ignored when the signature is written as `model.sig`
 # inside the model's folder: its own signature and git's files. Recording the same list
 # means `model_signing verify` accepts the folder with or without `model.sig` in it.
-IGNORED = (".git", ".gitattributes", ".github", ".gitignore", "model.sig")
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # skipped unless asked not to
+IGNORED = (*GIT_PATHS, "model.sig")
 SIGNATURE_NAME = "model.sig"
 
 
