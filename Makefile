@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CAS_NO_PROGRESS ?=
 
-.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache clean
+.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing clean
 
 # pip and maturin write their output to this log; a target prints it only when it fails.
 LOG    := $(VENV)/make.log
@@ -49,13 +49,16 @@ lint: setup
 	cargo clippy --locked --all-targets --features python -- -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache
+bench: bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing
 
 bench-hash: setup
 	$(BIN)/python benches/bench_hash.py
 
 bench-store: setup
 	$(BIN)/python benches/bench_store.py
+
+bench-signing: setup
+	$(BIN)/python benches/bench_signing.py
 
 bench-hub: setup
 	$(BIN)/python benches/bench_hub.py

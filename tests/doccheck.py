@@ -43,6 +43,8 @@ _VOLATILE = [
     (re.compile(r"\bkill \d+\b"), "kill <pid>"),
     (re.compile(r"\.[A-Za-z0-9_]{6}\.partial\b"), ".<random>.partial"),
     (re.compile(r"(quarantine/[0-9a-f]{64})\.[0-9a-f]{12}\b"), r"\1.<random>"),
+    # A key made on the page (openssl) has a new fingerprint on every run (docs/signing.md).
+    (re.compile(r"\b(key|root) sha256:[0-9a-f]{64}\b"), r"\1 sha256:<fingerprint>"),
     (re.compile(r"[ \t]+$", re.MULTILINE), ""),
 ]
 

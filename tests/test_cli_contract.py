@@ -43,6 +43,23 @@ FILE_COMMANDS: dict[str, list[str]] = {
     "bundle verify": ["bundle", "verify", "{f}"],
     "bundle extract": ["bundle", "extract", "{f}", "-d", "out"],
     "bundle add": ["bundle", "add", "{f}"],
+    "sign key": ["sign", "m@v1", "--key", "{f}"],
+    "sign lock": ["sign", "m@v1", "--key", "w.bin", "--lock", "{f}"],
+    "verify public key": ["verify", "m@v1", "--public-key", "{f}"],
+    "add --signature": [
+        "add",
+        "remote-dir",
+        "--signature",
+        "{f}",
+        "--public-key",
+        "{f}",
+        "--name",
+        "m",
+        "--version",
+        "v2",
+    ],
+    "trust add": ["trust", "add", "{f}"],
+    "trust ls": ["trust", "ls", "--lock", "{f}"],
 }
 
 # One bad value each: out of range, malformed, or a remote that is not there.
@@ -104,6 +121,29 @@ BAD_VALUES: dict[str, list[str]] = {
         "deflate:10",
     ],
     "store is a file": ["--store", "w.bin", "store", "info"],
+    "sign keyless": ["sign", "m@v1"],
+    "sign unknown version": ["sign", "m@v9", "--key", "w.bin"],
+    "sign chain without certificate": [
+        "sign",
+        "m@v1",
+        "--key",
+        "w.bin",
+        "--certificate-chain",
+        "w.bin",
+    ],
+    "trust rm unknown": ["trust", "rm", "sha256:" + "0" * 64],
+    "trust add certificate without root": ["trust", "add", "--certificate", "x@lab.example"],
+    "verify public key two refs": ["verify", "m@v1", "m@v1", "--public-key", "w.bin"],
+    "add signature without key": [
+        "add",
+        "remote-dir",
+        "--signature",
+        "w.bin",
+        "--name",
+        "m",
+        "--version",
+        "v2",
+    ],
     "completion unknown shell": ["completion", "powershell"],
     "unknown command": ["frobnicate"],
 }
@@ -150,6 +190,7 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     (proj / "remote-dir").mkdir()
     (proj / "empty-dir").mkdir()
     (proj / "cfg.yml").write_text("seg:\n  model_path: w.bin\n")
+    _signing_key(proj / "release.pem")
     env = {
         **os.environ,
         "MODELCAS_HOME": str(tmp_path / "store"),
@@ -170,6 +211,26 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     assert r.returncode == 0, r.stderr
     Store(tmp_path / "store")
     yield proj, env
+
+
+def _signing_key(path: Path) -> None:
+    """An EC private key and its public half (``.pub``), as `openssl ecparam` makes them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.with_suffix(".pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def _check_contract(
@@ -324,6 +385,10 @@ JSON_SUCCESS: dict[str, tuple[list[str], str, list[str] | None]] = {
     "lock rm": (["lock", "rm", "m@v1"], "cas.lock-rm/1", None),
     "lock check": (["lock", "check", "--offline"], "cas.lock-check/1", None),
     "lock set": (["lock", "set", "m@v1", "--latest"], "cas.lock-set/1", None),
+    "sign": (["sign", "m@v1", "--key", "release.pem"], "cas.sign/1", None),
+    "trust add": (["trust", "add", "release.pub"], "cas.trust-add/1", None),
+    "trust ls": (["trust", "ls"], "cas.trust-ls/1", ["trust", "add", "release.pub"]),
+    "trust rm": (["trust", "rm", "release.pub"], "cas.trust-rm/1", ["trust", "add", "release.pub"]),
     "bundle": (BUNDLE, "cas.bundle/1", None),
     "bundle ls": (["bundle", "ls", "b.zip"], "cas.bundle-ls/1", BUNDLE),
     "bundle verify": (["bundle", "verify", "b.zip"], "cas.bundle-verify/1", BUNDLE),
@@ -349,6 +414,10 @@ JSON_FAILURE: dict[str, list[str]] = {
     "lock rm": ["lock", "rm", "nope@v1"],
     "lock check": ["lock", "check", "--lock", "nope.lock"],
     "lock set": ["lock", "set", "nope@v1", "--latest"],
+    "sign": ["sign", "m@v1", "--key", "w.bin"],
+    "trust add": ["trust", "add", "w.bin"],
+    "trust ls": ["trust", "ls", "--lock", "nope.lock"],
+    "trust rm": ["trust", "rm", "release.pub"],
     "lock import": ["lock", "import", "nope/weights.py"],
     "publish": ["publish", "m", "--version", "one", "--repo", "a/b", "--file", "w.bin"],
     "pull": ["pull", "ftp://x/y"],

@@ -78,7 +78,13 @@ NEEDS: dict[str, set[str]] = {
     "ls": {"added"},
     "path": {"hub-v1.1", "added", "bundle-plain", "snapshot"},
     "get": {"hub-v1.1", "added", "snapshot"},
-    "verify": {"pin-v1.0"},
+    "verify": {"pin-v1.0", "signed-v1.0"},
+    "add": {"keys", "signed-dir"},
+    "sign": {"pin-v1.0", "keys"},
+    "trust": {"pin-v1.0", "keys"},
+    "trust add": {"pin-v1.0", "keys"},
+    "trust ls": {"pin-v1.0", "keys", "trusted"},
+    "trust rm": {"pin-v1.0", "keys", "trusted"},
     "sync": {"hub-v1.1"},
     "lock": {"hub-v1.1", "legacy"},
     "lock set": {"hub-v1.1"},
@@ -199,6 +205,20 @@ def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | Non
             '"filename": "best.pt", "revision": "weights-v1.0", "requires": ">=0.1,<1"}}}\n'
             'LATEST = {"cser-detector": "v1.0"}\n'
         )
+    if needs & {"keys", "signed-v1.0", "signed-dir", "trusted"}:
+        steps.append(
+            "openssl ecparam -name prime256v1 -genkey -noout -out release.pem && "
+            "openssl ec -in release.pem -pubout -out release.pub"
+        )
+    if "signed-v1.0" in needs:
+        steps.append("cas sign cser-detector@v1.0 --key release.pem")
+    if "signed-dir" in needs:
+        steps.append(
+            "mkdir -p signed && cp model.pt exp/last.pt signed/ && python -m model_signing "
+            "sign key --private_key release.pem --signature model.sig signed"
+        )
+    if "trusted" in needs:
+        steps.append("cas trust add release.pub && cas trust add release.pub --model cser-detector")
     for step in steps:
         r = _sh(step, work, env)
         assert r.returncode == 0, f"setup `{step}` failed:\n{r.stdout}{r.stderr}"

@@ -1,7 +1,7 @@
 """The architecture, as a test: each layer imports only the layers before it.
 
-    core -> digest/hashing -> store -> lockfile -> registry/remotes -> bundle -> ops -> loader
-    -> cli
+    core -> digest/hashing -> store -> lockfile -> signing -> registry/remotes -> bundle -> ops
+    -> loader -> cli
 
 ``modelcas.loader`` reads what the one resolver (``modelcas.ops.resolve``) names into verified
 bytes; ``modelcas.torch`` is an adapter on top of it: nothing in the package imports it.
@@ -19,6 +19,7 @@ LAYERS = [
     ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
     ("store", ["modelcas.store"]),
     ("lockfile", ["modelcas.lockfile", "modelcas.pinning", "modelcas.migrate"]),
+    ("signing", ["modelcas.signing"]),
     (
         "registry/remotes",
         [

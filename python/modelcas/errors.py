@@ -139,3 +139,16 @@ class UnsafeCheckpointError(ModelcasError):
 
 class MissingExtraError(UsageError, ImportError):
     """An optional dependency is not installed; the hint says which extra to install."""
+
+
+class SignatureError(ModelcasError):
+    """A signature is missing, malformed, made by another key, or covers other files.
+
+    Fail closed: a signature that cannot be checked is refused, never passed.
+    """
+
+    exit_code = 1
+
+
+class UntrustedSignerError(SignatureError):
+    """A version's signature is valid but its signer is not one the lockfile trusts."""

@@ -7,8 +7,11 @@ order, so the same content always gives the same bytes and diffs stay small.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -115,6 +118,53 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, version or None
 
 
+@dataclass(frozen=True, slots=True)
+class PinnedSignature:
+    """A version's signature (``signature:``): a stored object, and who made it.
+
+    ``signer`` is the SHA-256 fingerprint (``sha256:<hex>``) of the signing public key's DER
+    SubjectPublicKeyInfo; for a certificate signature, that of the signing certificate's key.
+    """
+
+    digest: Digest
+    signer: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedSigner:
+    """One entry of ``trust:``: a public key, or a certificate identity under a root.
+
+    A key entry names the key by fingerprint and carries the key itself (base64 DER), so a
+    fresh clone can check signatures offline; the parser checks that the two agree. A
+    certificate entry accepts signing certificates for ``certificate`` (an e-mail, URI or DNS
+    name of the certificate, else its subject's common name) that chain to the root
+    certificate whose DER has the SHA-256 fingerprint ``root``.
+    """
+
+    key: str | None = None
+    public_key: str | None = None
+    certificate: str | None = None
+    root: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this signer."""
+        if self.key is not None:
+            return f"key {self.key}"
+        return f"certificate {self.certificate!r} under root {self.root}"
+
+    def sort_key(self) -> tuple[str, str, str]:
+        """Canonical order: keys before certificates, then by value."""
+        if self.key is not None:
+            return ("0", self.key, "")
+        return ("1", self.certificate or "", self.root or "")
+
+
+def fingerprint_of(der: bytes) -> str:
+    """The fingerprint of a DER blob (a public key's SubjectPublicKeyInfo, a certificate)."""
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
 @dataclass
 class LockedVersion:
     """One version of a model: its files, where they come from, and what they work with."""
@@ -125,6 +175,9 @@ class LockedVersion:
     commit: str | None = None
     # Other places holding the same bytes, tried in order after ``source``.
     mirrors: list[str] = field(default_factory=list)
+    # Who signed these files (docs/signing.md); about the files only, so it survives a re-pin
+    # of the same files.
+    signature: PinnedSignature | None = None
 
     def __post_init__(self) -> None:
         self.files = dict(sorted(self.files.items()))
@@ -138,6 +191,8 @@ class LockedModel:
     latest: str | None = None
     repo: str | None = None
     weights_path: str | None = None
+    # Signers accepted for this model's versions; when set, it replaces the file's list.
+    trust: list[TrustedSigner] = field(default_factory=list)
 
     def ordered(self) -> list[str]:
         """Version names, oldest first (PEP 440 order)."""
@@ -156,6 +211,8 @@ class Lockfile:
     models: dict[str, LockedModel] = field(default_factory=dict)
     package: str | None = None
     path: Path | None = None
+    # Signers accepted for every model without a list of its own (docs/signing.md).
+    trust: list[TrustedSigner] = field(default_factory=list)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -197,6 +254,7 @@ class Lockfile:
         out = [HEADER, f"lock-version: {LOCK_VERSION}\n"]
         if self.package:
             out.append(f"package: {_scalar(self.package)}\n")
+        out.extend(_trust_lines(self.trust, ""))
         out.append("models:" + (" {}\n" if not self.models else "\n"))
         for name in sorted(self.models):
             model = self.models[name]
@@ -208,6 +266,7 @@ class Lockfile:
             ):
                 if value is not None:
                     out.append(f"    {key}: {_scalar(value)}\n")
+            out.extend(_trust_lines(model.trust, "    "))
             out.append("    versions:" + (" {}\n" if not model.versions else "\n"))
             for vname in model.ordered():
                 v = model.versions[vname]
@@ -222,6 +281,12 @@ class Lockfile:
                 if v.mirrors:
                     out.append("        mirrors:\n")
                     out.extend(f"          - {_scalar(m)}\n" for m in v.mirrors)
+                if v.signature is not None:
+                    sig = v.signature
+                    out.append("        signature:\n")
+                    out.append(f"          size: {sig.digest.size}\n")
+                    out.append(f"          sha256: {_scalar(sig.digest.sha256)}\n")
+                    out.append(f"          signer: {_scalar(sig.signer)}\n")
                 out.append("        files:\n")
                 for fname in sorted(v.files):
                     d = v.files[fname]
@@ -287,8 +352,19 @@ class Lockfile:
                     yield name, vname, fname, digest
 
     def sha256s(self) -> set[str]:
-        """Every sha256 this lockfile pins (what gc keeps)."""
-        return {d.sha256 for *_, d in self.entries()}
+        """Every sha256 this lockfile pins (what gc keeps): files and signatures."""
+        signatures = {
+            v.signature.digest.sha256
+            for m in self.models.values()
+            for v in m.versions.values()
+            if v.signature is not None
+        }
+        return {d.sha256 for *_, d in self.entries()} | signatures
+
+    def trusted(self, name: str) -> list[TrustedSigner]:
+        """The signers accepted for a model: its own ``trust:``, else the file's; [] if none."""
+        model = self.models.get(name)
+        return list(model.trust if model is not None and model.trust else self.trust)
 
     def _where(self) -> str:
         return str(self.path) if self.path else "lockfile"
@@ -328,7 +404,11 @@ class Lockfile:
         old = model.versions.get(version)
         # Re-pinning the same content keeps the mirrors already listed for it.
         mirrors = [m for m in old.mirrors if m != source] if old is not None else []
-        entry = LockedVersion(files, requires, source, commit, mirrors)
+        # A signature is about the files: it stays while they do.
+        signature = (
+            old.signature if old is not None and old.files == dict(sorted(files.items())) else None
+        )
+        entry = LockedVersion(files, requires, source, commit, mirrors, signature)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
@@ -382,7 +462,12 @@ class Lockfile:
         del model.versions[version]
         if model.latest == version:
             model.latest = model.highest() or model.highest(pre=True)
-        if not model.versions and model.repo is None and model.weights_path is None:
+        if (
+            not model.versions
+            and model.repo is None
+            and model.weights_path is None
+            and not model.trust
+        ):
             del self.models[name]
 
 
@@ -544,7 +629,7 @@ def _string(value: object, where: str, keypath: str) -> str:
 
 
 def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
-    top = _mapping(raw, where, "", {"lock-version", "package", "models"})
+    top = _mapping(raw, where, "", {"lock-version", "package", "trust", "models"})
     version = top.get("lock-version")
     if not isinstance(version, int) or isinstance(version, bool):
         found = f"{version!r}"
@@ -559,18 +644,21 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
         raise _fail(where, "lock-version", f"expected {LOCK_VERSION}, found {version!r}")
     package = top.get("package")
     lock = Lockfile(
-        package=_string(package, where, "package") if package is not None else None, path=path
+        package=_string(package, where, "package") if package is not None else None,
+        path=path,
+        trust=_trust(top.get("trust"), where, "trust"),
     )
     models = _mapping(top.get("models") or {}, where, "models", set())
     for name, body in models.items():
         mpath = f"models.{name}"
         if not _NAME.fullmatch(name):
             raise _fail(where, mpath, "not a valid model name")
-        m = _mapping(body, where, mpath, {"latest", "repo", "weights-path", "versions"})
+        m = _mapping(body, where, mpath, {"latest", "repo", "weights-path", "trust", "versions"})
         model = LockedModel(
             latest=_opt_string(m, "latest", where, mpath),
             repo=_opt_string(m, "repo", where, mpath),
             weights_path=_opt_string(m, "weights-path", where, mpath),
+            trust=_trust(m.get("trust"), where, f"{mpath}.trust"),
         )
         versions = _mapping(m.get("versions") or {}, where, f"{mpath}.versions", set())
         for vname, vbody in versions.items():
@@ -579,7 +667,12 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 parse_version(vname)
             except UsageError:
                 raise _fail(where, vpath, "not a PEP 440 version (v prefix allowed)") from None
-            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "mirrors", "files"})
+            v = _mapping(
+                vbody,
+                where,
+                vpath,
+                {"requires", "source", "commit", "mirrors", "signature", "files"},
+            )
             requires = _opt_string(v, "requires", where, vpath)
             if requires is not None:
                 try:
@@ -607,6 +700,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 _opt_string(v, "source", where, vpath),
                 commit,
                 _mirrors(v.get("mirrors"), where, f"{vpath}.mirrors"),
+                _signature(v.get("signature"), where, f"{vpath}.signature"),
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")
@@ -650,6 +744,80 @@ def _digest(body: object, where: str, keypath: str) -> Digest:
     sha256 = digests["sha256"]
     assert sha256 is not None
     return Digest(sha256, size, digests["blake3"])
+
+
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _fingerprint(value: object, where: str, keypath: str) -> str:
+    text = _string(value, where, keypath)
+    if not _FINGERPRINT.fullmatch(text):
+        raise _fail(where, keypath, f"expected sha256:<64 lowercase hex digits>, found {text!r}")
+    return text
+
+
+def _signature(value: object, where: str, keypath: str) -> PinnedSignature | None:
+    if value is None:
+        return None
+    s = _mapping(value, where, keypath, {"size", "sha256", "signer"})
+    digest = _digest({k: s.get(k) for k in ("size", "sha256")}, where, keypath)
+    return PinnedSignature(digest, _fingerprint(s.get("signer"), where, f"{keypath}.signer"))
+
+
+def _trust(value: object, where: str, keypath: str) -> list[TrustedSigner]:
+    if value is None:
+        return []
+    # An empty list would read as "trust nobody" or "check nothing": neither is written.
+    if not isinstance(value, list) or not value:
+        raise _fail(where, keypath, "expected a non-empty list of signers")
+    out = []
+    for i, item in enumerate(value):
+        ipath = f"{keypath}[{i}]"
+        t = _mapping(item, where, ipath, {"key", "public-key", "certificate", "root"})
+        if "key" in t:
+            if set(t) != {"key", "public-key"}:
+                raise _fail(where, ipath, "a key entry has exactly `key` and `public-key`")
+            key = _fingerprint(t["key"], where, f"{ipath}.key")
+            text = _string(t["public-key"], where, f"{ipath}.public-key")
+            try:
+                der = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise _fail(where, f"{ipath}.public-key", "not base64 (DER of the key)") from None
+            if fingerprint_of(der) != key:
+                raise _fail(
+                    where,
+                    f"{ipath}.public-key",
+                    f"this key's fingerprint is {fingerprint_of(der)}, not {key}",
+                )
+            out.append(TrustedSigner(key=key, public_key=text))
+        elif set(t) == {"certificate", "root"}:
+            out.append(
+                TrustedSigner(
+                    certificate=_string(t["certificate"], where, f"{ipath}.certificate"),
+                    root=_fingerprint(t["root"], where, f"{ipath}.root"),
+                )
+            )
+        else:
+            raise _fail(
+                where, ipath, "expected `key` and `public-key`, or `certificate` and `root`"
+            )
+    if len({t.sort_key() for t in out}) != len(out):
+        raise _fail(where, keypath, "lists a signer twice")
+    return out
+
+
+def _trust_lines(trust: list[TrustedSigner], indent: str) -> list[str]:
+    if not trust:
+        return []
+    out = [f"{indent}trust:\n"]
+    for t in sorted(trust, key=TrustedSigner.sort_key):
+        if t.key is not None and t.public_key is not None:
+            out.append(f"{indent}  - key: {_scalar(t.key)}\n")
+            out.append(f"{indent}    public-key: {_scalar(t.public_key)}\n")
+        elif t.certificate is not None and t.root is not None:
+            out.append(f"{indent}  - certificate: {_scalar(t.certificate)}\n")
+            out.append(f"{indent}    root: {_scalar(t.root)}\n")
+    return out
 
 
 # -- canonical scalars ---------------------------------------------------------------------

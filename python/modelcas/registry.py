@@ -173,6 +173,8 @@ class Registry:
 
         Raises:
             NotPinnedError: unknown model or version.
+            SignatureError: the lockfile trusts signers for the model and the chosen version
+                has no valid signature by one of them.
             WeightsCompatibilityError: no usable version; the message says which range is
                 needed, what is installed, and the command that upgrades.
             CompatibilityCheckError: a version has ``requires`` and the distribution to check
@@ -180,7 +182,7 @@ class Registry:
         """
         chosen, entry = self.lock.version(name, version)
         if self.admits(name, chosen, entry):
-            return chosen, entry
+            return self._trusted(name, chosen, entry)
         model = self.lock.model(name)
         compatible = [
             v
@@ -193,8 +195,21 @@ class Registry:
                 f"{name}@{chosen} (latest) requires {self.distribution}{entry.requires}, "
                 f"you have {installed}; using {name}@{compatible[0]} instead"
             )
-            return compatible[0], model.versions[compatible[0]]
+            return self._trusted(name, compatible[0], model.versions[compatible[0]])
         raise self._incompatible(name, chosen, entry, installed, compatible)
+
+    def _trusted(self, name: str, version: str, entry: LockedVersion) -> tuple[str, LockedVersion]:
+        """The version, once the lockfile's ``trust:`` accepts its signature (if it has one).
+
+        Raises:
+            SignatureError: the model has trusted signers and this version is not validly
+                signed by one of them (docs/signing.md).
+        """
+        if self.lock.trusted(name):
+            from modelcas.signing import check_trusted  # noqa: PLC0415 (only when trusting)
+
+            check_trusted(self.lock, name, version, self.store, entry=entry)
+        return version, entry
 
     def _incompatible(
         self,

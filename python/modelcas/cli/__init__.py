@@ -27,6 +27,8 @@ COMMANDS = (
     "path",
     "get",
     "verify",
+    "sign",
+    "trust",
     "sync",
     "lock",
     "publish",

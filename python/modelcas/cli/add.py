@@ -23,6 +23,8 @@ examples:
   cas add best.pt --name cser-detector --version v1.1 --requires '>=0.2,<1'
   cas add --move ckpt/ --name det --version v2   every file under ckpt/, moved in and pinned
   cas add --json best.pt               machine-readable: address, size, blake3, path
+  cas add signed/ --signature model.sig --public-key release.pub --name det --version v3
+                                       a folder signed with model_signing, pinned as signed
 
 With --name and --version the files are also pinned in the lockfile (--lock, default the
 nearest cas.lock, created in the current directory if there is none): the version's files
@@ -34,10 +36,16 @@ the lockfile's `package:`, else the [project].name of the nearest pyproject.toml
 grace period, so pin what you keep. --move needs a pin, and unlinks each file only once it
 is stored and pinned; a failure gives every file back.
 
+With --signature and --public-key, DIR is a folder signed with `model_signing sign key`: its
+files are pinned under their paths relative to DIR, with the signature, and nothing is
+pinned unless the signature, by that key, covers exactly these files and bytes.
+
 --json prints {"schema": "cas.add/1", "files": [{"path", "address", "size", "blake3",
 "existed"}, ...], "pin": {"model", "version", "lock", "latest", "changed"} or null}
+(with --signature, "pin" also has "signer")
 
-exit status: 0 added; 1 the source changed while it was read; 2 usage error."""
+exit status: 0 added; 1 the source changed while it was read, or the signature does not
+cover exactly DIR; 2 usage error."""
 
 
 def register(sub: Any) -> None:
@@ -60,6 +68,11 @@ def register(sub: Any) -> None:
     pin.add_argument("--no-latest", action="store_true", help="do not move `latest`")
     pin.add_argument("--pre", action="store_true", help="let a pre-release become latest")
     pin.add_argument("--force", action="store_true", help="re-pin a version to other content")
+    signed = p.add_argument_group("a folder signed with model_signing (docs/signing.md)")
+    signed.add_argument(
+        "--signature", metavar="FILE", help="pin DIR only if this signature covers exactly it"
+    )
+    signed.add_argument("--public-key", metavar="PUB.pem", help="the key it must be signed by")
     p.set_defaults(run=run)
 
 
@@ -84,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             pre=args.pre,
             package=args.package,
         )
+    if args.signature is not None or args.public_key is not None:
+        return _run_signed(args, pin)
     store = open_store(args)
     total = sum(f.stat().st_size for f in expand(args.paths) if f.is_file())
     with byte_bar(total, "adding", quiet=args.quiet) as bar:
@@ -127,4 +142,47 @@ def run(args: argparse.Namespace) -> int:
             f"{state} {args.name}@{args.version} in {show_path(outcome.lock)} "
             f"(latest: {outcome.latest})",
         )
+    return 0
+
+
+def _run_signed(args: argparse.Namespace, pin: Any) -> int:
+    from modelcas.ops.sign import add_signed  # noqa: PLC0415
+
+    if args.signature is None or args.public_key is None:
+        raise UsageError("--signature and --public-key go together")
+    if pin is None or len(args.paths) != 1 or args.move:
+        raise UsageError(
+            "--signature pins one signed folder: cas add DIR --signature FILE --public-key "
+            "PUB.pem --name MODEL --version V (without --move)"
+        )
+    store = open_store(args)
+    folder = Path(args.paths[0])
+    with byte_bar(None, "adding", quiet=args.quiet) as bar:
+        outcome = add_signed(
+            folder, Path(args.signature), Path(args.public_key), pin, store, progress=bar
+        )
+    if args.json:
+        records = [
+            {"path": n, "address": d.address, "size": d.size, "blake3": d.blake3, "existed": e}
+            for n, d, e in outcome.files
+        ]
+        pinned = {
+            "model": args.name,
+            "version": args.version,
+            "lock": os.fsdecode(outcome.lock),
+            "latest": outcome.latest,
+            "changed": outcome.changed,
+            "signer": outcome.signer,
+        }
+        emit_json("add", {"files": records, "pin": pinned})
+        return 0
+    for n, d, existed in outcome.files:
+        note = "  (already stored)" if existed else ""
+        print(f"{d.address}  {human(d.size):>10}  {n}{note}")
+    state = "pinned" if outcome.changed else "already pinned"
+    say(
+        args,
+        f"{state} {args.name}@{args.version} in {show_path(outcome.lock)} (latest: "
+        f"{outcome.latest}), signed by key {outcome.signer}",
+    )
     return 0

@@ -198,6 +198,8 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"    source:   {entry.source or '(none)'}")
         if entry.commit:
             print(f"    commit:   {entry.commit}")
+        if entry.signature:
+            print(f"    signed:   by key {entry.signature.signer} ({entry.signature.digest})")
         for fname, d in entry.files.items():
             print(f"    {fname}: {d.size} bytes ({human(d.size)})")
             print(f"      sha256: {d.sha256}")
@@ -267,6 +269,13 @@ def _as_json(lock: Lockfile) -> dict[str, Any]:
                         "requires": e.requires,
                         "source": e.source,
                         "commit": e.commit,
+                        "signature": {
+                            "sha256": e.signature.digest.sha256,
+                            "size": e.signature.digest.size,
+                            "signer": e.signature.signer,
+                        }
+                        if e.signature
+                        else None,
                         "files": {
                             f: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
                             for f, d in e.files.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from modelcas.cli._common import (
@@ -28,7 +29,12 @@ lockfile pins instead: present, and exactly the pinned size and digests. Object
 permissions are checked too: an object must be read-only and no store directory
 world-writable. Every problem is printed with the object, its path, and the expected and
 actual value. Nothing is ever repaired silently: --repair moves bad objects to the store's
-quarantine so that the next fetch replaces them."""
+quarantine so that the next fetch replaces them.
+
+With --public-key, check one pinned version NAME[@VERSION]: its stored files as --lock
+does, then its signature (the pinned one, or --signature FILE) against the pinned digests,
+without hashing anything twice. A model the lockfile trusts signers for (`cas trust`) is
+checked by --lock too: each of its versions must be validly signed by one of them."""
 EPILOG = f"""\
 examples:
   cas verify --lock               every file the nearest cas.lock pins (before a GPU run)
@@ -36,6 +42,8 @@ examples:
   cas verify                      every object in the store
   cas verify --deep sha256:9f86d0
   cas verify --repair
+  cas verify cser-detector@v1.0 --public-key release.pub
+                                  its stored files, and its signature by this key
 
 {json_help("verify", ['"mode": "store"|"lock"', '"ok": bool', '"problems": [...]', "..."])}
 
@@ -56,11 +64,22 @@ def register(sub: Any) -> None:
         metavar="PATH",
         help="check the files a lockfile pins instead (default: the nearest cas.lock)",
     )
+    sig = p.add_argument_group("signed versions (docs/signing.md)")
+    sig.add_argument(
+        "--public-key",
+        metavar="PUB.pem",
+        help="check NAME[@VERSION]'s stored files and its signature by this key",
+    )
+    sig.add_argument(
+        "--signature", metavar="FILE", help="check this signature instead of the pinned one"
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas verify``."""
+    if args.public_key is not None or args.signature is not None:
+        return _run_signed(args)
     if args.lock is not None:
         if args.refs:
             raise UsageError("give addresses or --lock, not both")
@@ -91,7 +110,8 @@ def _run_lock(args: argparse.Namespace) -> int:
                 "mode": "lock",
                 "lock": lock_path,
                 "deep": args.deep,
-                "ok": not report.problems,
+                "ok": not report.problems and not report.signatures,
+                "signatures": report.signatures,
                 "pins": [
                     {
                         "model": pin.model,
@@ -119,6 +139,12 @@ def _run_lock(args: argparse.Namespace) -> int:
             if repaired and where is not None:
                 lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
         problems(lines)
+        problems([f"REFUSED {line}" for line in report.signatures])
+    if report.signatures and not report.problems:
+        first = report.signatures[0]
+        more = f" (and {len(report.signatures) - 1} more)" if len(report.signatures) > 1 else ""
+        err(f"error: {first}{more}")
+        return 1
     if report.problems:
         missing = sum(p.kind == "missing" for p in report.problems)
         err(
@@ -128,6 +154,68 @@ def _run_lock(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         say(args, f"all {len(report.pins)} pinned file(s) intact ({lock_path})")
+    return 0
+
+
+def _run_signed(args: argparse.Namespace) -> int:
+    from modelcas.lockfile import split_ref  # noqa: PLC0415
+    from modelcas.ops.sign import verify_signed  # noqa: PLC0415
+    from modelcas.registry import open_lock  # noqa: PLC0415
+
+    if args.public_key is None:
+        raise UsageError("--signature goes with --public-key")
+    if len(args.refs) != 1 or args.refs[0].startswith("sha256:") or args.repair:
+        raise UsageError("--public-key checks one pinned version: cas verify NAME[@VERSION]")
+    name, version = split_ref(args.refs[0])
+    registry = open_lock(args.lock or None, store=open_store(args), check_requires=False)
+    report = verify_signed(
+        registry,
+        name,
+        version,
+        Path(args.public_key),
+        signature=Path(args.signature) if args.signature else None,
+        deep=args.deep,
+    )
+    label = f"{report.model}@{report.version}"
+    if args.json:
+        status = {id(p.pin): p for p in report.pins.problems}
+        emit_json(
+            "verify",
+            {
+                "mode": "signature",
+                "model": report.model,
+                "version": report.version,
+                "deep": args.deep,
+                "ok": report.ok,
+                "signer": report.signed.signer if report.signed else None,
+                "refused": report.refused,
+                "pins": [
+                    {
+                        "file": pin.file,
+                        "sha256": pin.digest.sha256,
+                        "status": status[id(pin)].kind if id(pin) in status else "ok",
+                    }
+                    for pin in report.pins.pins
+                ],
+            },
+        )
+    else:
+        if not args.quiet:
+            for pin in report.pins.ok:
+                print(f"OK      {pin.label}")
+        problems([str(p) for p in report.pins.problems])
+    if report.pins.problems:
+        err(f"{label}: {len(report.pins.problems)} pinned file(s) failed; the signature is moot")
+        return 1
+    if report.signed is None:
+        err(f"error: {report.refused}")
+        return 1
+    if not args.json:
+        say(
+            args,
+            f"{label}: signed by {report.signed.who}; the signature covers exactly its "
+            f"{len(report.pins.pins)} pinned file(s)",
+        )
     return 0
 
 

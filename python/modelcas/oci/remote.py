@@ -24,7 +24,7 @@ from typing import Literal
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, LockfileError, RemoteError, TagConflictError, UsageError
 from modelcas.hashing import Progress
-from modelcas.lockfile import Lockfile, parse_version
+from modelcas.lockfile import LockedVersion, Lockfile, parse_version
 from modelcas.oci import modelpack
 from modelcas.oci.client import Client, plain_http_allowed
 from modelcas.oci.modelpack import Artifact, Blob
@@ -573,6 +573,12 @@ def _pin_pull(
         model = lock.models.get(outcome.name)
         if model is not None and version in model.versions:
             return "mirror" if lock.add_mirror(outcome.name, version, place) else "already"
+        if lock.trusted(outcome.name):
+            # Signatures do not travel with OCI artifacts yet: a new version of a model with
+            # trusted signers is refused (docs/signing.md).
+            from modelcas.signing import check_trusted  # noqa: PLC0415
+
+            check_trusted(lock, outcome.name, version, store, entry=LockedVersion(files))
         lock.pin(outcome.name, version, files, requires=outcome.requires, source=place)
         return "pinned"
 

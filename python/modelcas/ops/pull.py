@@ -15,7 +15,7 @@ from modelcas import hub, lockfile
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, RemoteError, UsageError
 from modelcas.hashing import Progress
-from modelcas.lockfile import Lockfile
+from modelcas.lockfile import LockedVersion, Lockfile
 from modelcas.pinning import write_pins
 from modelcas.remotes import DirRemote, parse_source
 from modelcas.store import Store
@@ -115,6 +115,13 @@ def _pull_hub(
     pinned: dict[str, Digest] = {}
     if version is not None and name in lock.models and version in lock.models[name].versions:
         pinned = lock.models[name].versions[version].files
+    if req.pin and version is not None and lock.trusted(name):
+        # Signatures do not travel with Hub versions yet: only a version already pinned with
+        # a trusted signature may be pulled (docs/signing.md).
+        from modelcas.signing import check_trusted  # noqa: PLC0415
+
+        entry = lock.models[name].versions.get(version) if name in lock.models else None
+        check_trusted(lock, name, version, store, entry=entry or LockedVersion({}))
     remote = hub.HubRemote(repo_id, revision)
     commit = remote.resolve()
     if commit is None:
@@ -198,9 +205,11 @@ def _pull_dir(
         pins = [(a, shared.info(shared.resolve(a)).digest) for a in req.addresses]
     else:
         from modelcas.registry import open_lock  # noqa: PLC0415
+        from modelcas.signing import check_lock  # noqa: PLC0415
 
         registry = open_lock(req.lock, store=store)
         registry.register()  # first: gc must see the pins before their objects arrive
+        check_lock(registry.lock, store)  # nothing a trusted model's lock refuses is fetched
         pins = [(p.label, p.digest) for p in registry.pins()]
     result = PullResult(req.source)
     if total is not None:

@@ -36,12 +36,18 @@ def sync(registry: Registry, *, progress: Progress | None = None) -> SyncReport:
     The lockfile is registered as a gc root first, so gc keeps what is fetched.
 
     Raises:
+        SignatureError: a version of a model with trusted signers is not validly signed by
+            one of them (checked before anything is fetched).
         IntegrityError: a stored copy is corrupt, or a remote served other bytes.
         NotPinnedError: a file is missing and its version has no source.
         RemoteError: a source failed.
     """
+    from modelcas.signing import check_lock  # noqa: PLC0415
+
     report = SyncReport()
     registry.register()  # first: gc must see the pins before their objects are checked
+    # Before any byte moves: a version the lockfile's `trust:` refuses is not fetched.
+    check_lock(registry.lock, registry.store)
     for pin in registry.pins():
         had = registry.store.has(pin.digest.sha256)
         registry.fetch(pin, progress=progress)

@@ -42,6 +42,8 @@ class LockReport:
 
     pins: list[Pin]
     problems: list[PinProblem] = field(default_factory=list)
+    # Versions refused by the lockfile's `trust:`: one line each (model, version, signer).
+    signatures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> list[Pin]:
@@ -65,7 +67,8 @@ def verify_lock(
     """Check every pinned file without fetching anything (all objects hashed in parallel).
 
     Size, blake3 (and with ``deep`` sha256) are compared with the pin, and the object's
-    permissions are checked. ``requires`` is not read.
+    permissions are checked. ``requires`` is not read. Every version of a model the lockfile
+    trusts signers for must carry a valid signature by one of them (``signatures``).
 
     Args:
         registry: the lockfile and store to check.
@@ -75,12 +78,31 @@ def verify_lock(
     Raises:
         NotPinnedError: the lockfile pins no file (there is nothing to vouch for).
     """
-    report = LockReport(registry.pins())
-    if not report.pins:
+    from modelcas.errors import SignatureError  # noqa: PLC0415
+    from modelcas.signing import check_trusted  # noqa: PLC0415
+
+    pins = registry.pins()
+    if not pins:
         raise NotPinnedError(
             f"{registry.lock.path or 'the lockfile'} pins no file: nothing to verify",
             hint="pin weights with `cas add FILE --name NAME --version V` or `cas pull`",
         )
+    report = verify_pins(registry, pins, deep=deep, progress=progress)
+    lock = registry.lock
+    for name in sorted(lock.models):
+        for version in lock.models[name].ordered() if lock.trusted(name) else ():
+            try:
+                check_trusted(lock, name, version, registry.store)
+            except SignatureError as e:
+                report.signatures.append(e.message)
+    return report
+
+
+def verify_pins(
+    registry: Registry, pins: list[Pin], *, deep: bool = False, progress: Progress | None = None
+) -> LockReport:
+    """Check these pinned files (see :func:`verify_lock`); signatures are not read."""
+    report = LockReport(pins)
     present = []
     for pin in report.pins:
         if not registry.store.has(pin.digest.sha256):
