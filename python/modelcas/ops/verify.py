@@ -77,6 +77,9 @@ def verify_lock(registry: Registry, *, deep: bool = False) -> LockReport:
         if problem is None:
             intact.append(pin)
             continue
+        if problem.kind == "missing":
+            report.problems.append(PinProblem(pin, "missing", "not in the store; run `cas sync`"))
+            continue
         report.problems.append(
             PinProblem(
                 pin, "corrupt", f"{problem.describe()}; run `cas verify --repair`, then `cas sync`"
@@ -106,6 +109,9 @@ def verify_store(
     infos = [store.info(h) for h in targets if store.has(h)] if targets else store.objects()
     wanted = targets if targets is not None else [i.digest.sha256 for i in infos]
     problems = store.verify(wanted, deep=deep, progress=progress)
+    if targets is None:
+        # Listed, then collected by a gc running meanwhile: gone as it should be, not a problem.
+        problems = [p for p in problems if p.kind != "missing"]
     problems += store.audit(targets)
     return StoreReport(len(wanted), sum(i.digest.size for i in infos), problems)
 

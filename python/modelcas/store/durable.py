@@ -22,7 +22,8 @@ from pathlib import Path
 _OWNER = r"[0-9a-f]{8}-[0-9]+"
 _TMP = r"\.(?:" + _OWNER + r"-)?[0-9a-f]{32}\.tmp"
 _PARTIAL = r"\.[A-Za-z0-9_]{4,16}\.partial"
-_OWNED = re.compile(r"(?:^|\.)(" + _OWNER + r")-[0-9a-f]{32}(?:\.|$)")
+# The owner inside a name: `.NAME.OWNER-HEX.tmp`, `OWNER-HEX.partial`, gc's `gc-OWNER-HEX`.
+_OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-[0-9a-f]{32}(?:\.|$)")
 
 
 @functools.cache
@@ -63,6 +64,33 @@ def writer_alive(name: str) -> bool:
     except (ProcessLookupError, OverflowError):
         return False
     return True
+
+
+def writer_dead(name: str) -> bool:
+    """Whether the process named in a temporary file's name provably no longer runs.
+
+    True only for a name owned by this machine's current boot whose pid runs nothing; an
+    owner on another machine or boot cannot be checked, so it is never dead by this test.
+    """
+    m = _OWNED.search(name)
+    if m is None:
+        return False
+    node, _, pid = m.group(1).partition("-")
+    if node != _node():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return False
+    except (ProcessLookupError, OverflowError):
+        return True
+    return False
+
+
+def same_node(name: str) -> bool:
+    """Whether a temporary file's name says it was made on this machine during this boot."""
+    m = _OWNED.search(name)
+    return m is not None and m.group(1).partition("-")[0] == _node()
 
 
 @contextlib.contextmanager

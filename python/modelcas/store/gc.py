@@ -28,6 +28,7 @@ from pathlib import Path
 
 from modelcas.digest import is_hex64
 from modelcas.errors import ModelcasError, StoreError
+from modelcas.store import intent
 from modelcas.store.durable import (
     atomic_write,
     fsync_dir,
@@ -37,7 +38,8 @@ from modelcas.store.durable import (
     writer_alive,
 )
 from modelcas.store.layout import kind_of
-from modelcas.store.read import STAGING, Reading
+from modelcas.store.moving import Moving
+from modelcas.store.read import STAGING
 from modelcas.store.records import GcReport, ObjectInfo, Root
 
 # gc keeps temporary files and unreferenced objects younger than this: they may belong to a
@@ -48,7 +50,7 @@ OUTPUT = "output"  # a file being written (a bundle): gc cleans its leftovers, k
 _RECORD_CAP = 64 << 10
 
 
-class Collecting(Reading):
+class Collecting(Moving):
     """Roots, and the gc that keeps what they reference."""
 
     # -- roots -----------------------------------------------------------------------------
@@ -193,9 +195,11 @@ class Collecting(Reading):
         report = GcReport()
         if not dry_run:
             report.restored = self._recover_trash()
+            self.recover_moves()
         cutoff = time.time() - grace
         roots = self.roots()
         keep, stale = self.referenced(readers, roots)
+        keep |= intent.in_flight(self.tmp_dir)
         candidates: list[ObjectInfo] = []
         for info in self.iter_objects():
             if info.digest.sha256 in keep:
@@ -252,6 +256,7 @@ class Collecting(Reading):
                         moved.pop()
                         report.kept_young += 1
             keep, _ = self.referenced(readers)
+            keep |= intent.in_flight(self.tmp_dir)
             doomed = []
             for info in moved:
                 if info.digest.sha256 in keep:
@@ -301,9 +306,12 @@ class Collecting(Reading):
         """Old temporary files in ``tmp/``, and crash leftovers beside registered roots."""
         found = []
         entries = sorted(self.tmp_dir.iterdir()) if self.tmp_dir.is_dir() else []
+        now = time.time()
         for p in entries:
-            if p.name.startswith(STAGING):
-                continue  # another gc's staging folder: only recovery touches it
+            if p.name.startswith(STAGING) or intent.in_flight_name(p.name):
+                continue  # a gc's staging folder or a move's journal: only recovery touches it
+            if p.name.endswith(intent.CLAIM) and intent.claim_counts(p, now):
+                continue
             if _age(p) > cutoff or writer_alive(p.name):
                 continue
             found.append(p)

@@ -9,6 +9,7 @@ import fcntl
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -200,8 +201,29 @@ class Reading(Layout):
                 [path for _, path, _, _ in batch], algos, regular_only=True, progress=progress
             )
             for (i, path, known, mtime), got in zip(batch, hashed, strict=True):
-                results[i] = self._judge(sha256s[i], path, known, got, mtime)
+                found = self._follow(sha256s[i], path, algos) if _gone(got) else got
+                if found is None:
+                    results[i] = Problem(sha256s[i], path, "missing", "an object", "nothing")
+                    continue
+                results[i] = self._judge(sha256s[i], path, known, found, mtime)
         return results
+
+    def _follow(
+        self, sha256: str, path: Path, algos: tuple[hashing.Algo, ...]
+    ) -> Hashes | OSError | None:
+        """Hash an object that left its place while it was checked; None when it is gone.
+
+        A running gc moves candidates aside (G2) and puts back what is referenced (G4): the
+        object is where gc put it, and is taken back from there (or found back in place). Only
+        an object that is nowhere after that is missing; it is never reported corrupt.
+        """
+        for attempt in range(50):
+            if os.path.lexists(path) or self.rescue(sha256):
+                got = hashing.hash_files([path], algos, regular_only=True)[0]
+                if not isinstance(got, FileNotFoundError):
+                    return got
+            time.sleep(0.002 * attempt)
+        return None
 
     def _judge(
         self, sha256: str, path: Path, known: Digest | None, got: Hashes | OSError, mtime: float
@@ -353,6 +375,10 @@ class Reading(Layout):
                 return mode
         assert last is not None
         raise last
+
+
+def _gone(got: Hashes | OSError) -> bool:
+    return isinstance(got, FileNotFoundError)
 
 
 def _same_content(src: Path, target: Path, sha256: str) -> bool:
