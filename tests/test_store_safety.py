@@ -656,3 +656,74 @@ def test_disk_full_on_the_lockfile_names_it(tmp_path: Path) -> None:
     err = (tmp_path / "err").read_text()
     assert "No space left on device" in err and "cas.lock" in err, err
     assert "Traceback" not in err
+
+
+# -- dedup checks the stored bytes before it destroys anything -------------------------------
+
+
+def _bad_object(store: Store, data: bytes, how: str) -> Path:
+    """The object for ``data``, stored with other bytes of the same size."""
+    obj = store.object_path(ref_sha256(data))
+    rotten = bytes([data[0] ^ 0xFF]) + data[1:]
+    if how == "rotted":
+        store.add_bytes(data)
+        os.chmod(obj, 0o644)
+        obj.write_bytes(rotten)
+        os.chmod(obj, 0o444)
+    else:  # planted: no index record, as if copied in by hand
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        obj.write_bytes(rotten)
+        os.chmod(obj, 0o444)
+        (store.root / "index" / "sizes").mkdir(parents=True, exist_ok=True)
+        (store.root / "index" / "sizes" / str(len(data))).touch()
+    return obj
+
+
+@pytest.mark.parametrize("how", ["rotted", "planted"])
+@pytest.mark.parametrize("names", [1, 2], ids=["renamed-in", "copied-in"])
+def test_move_onto_a_bad_stored_object_keeps_the_good_copy_and_heals(
+    tmp_path: Path, how: str, names: int
+) -> None:
+    store = Store(tmp_path / "store")
+    data = os.urandom(3 * MiB)
+    obj = _bad_object(store, data, how)
+    src = tmp_path / "mine.bin"
+    src.write_bytes(data)
+    if names == 2:  # another name: the move copies instead of renaming
+        os.link(src, tmp_path / "other-name.bin")
+    r = _run(_cas(store.root, "add", "--move", src, "--name", "m", "--version", "v1"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.decode()
+    assert "warning" in err and f"sha256:{ref_sha256(data)}" in err and "quarantine" in err, err
+    assert not src.exists()
+    assert obj.read_bytes() == data, "the store is healed with the good bytes"
+    assert [p.read_bytes()[1:] for p in store.quarantine_dir.iterdir()] == [data[1:]]
+    v = _run(_cas(store.root, "verify", "--lock", tmp_path / "cas.lock", "--deep"), tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_plain_add_onto_a_planted_object_heals_it(tmp_path: Path) -> None:
+    """No index record: the stored bytes are hashed even though nothing is destroyed."""
+    store = Store(tmp_path / "store")
+    data = os.urandom(MiB)
+    obj = _bad_object(store, data, "planted")
+    src = tmp_path / "mine.bin"
+    src.write_bytes(data)
+    with pytest.warns(UserWarning, match="moved it to .*quarantine"):
+        result = store.add_file(src)
+    assert not result.existed and result.healed is not None
+    assert obj.read_bytes() == data and src.read_bytes() == data
+    assert store.verify(deep=True) == []
+
+
+def test_plain_re_add_trusts_a_recorded_object_by_its_size(tmp_path: Path) -> None:
+    """Nothing is destroyed by a plain add: the stored object is not hashed again (speed);
+    verify is what finds the rot."""
+    store = Store(tmp_path / "store")
+    data = os.urandom(MiB)
+    _bad_object(store, data, "rotted")
+    src = tmp_path / "mine.bin"
+    src.write_bytes(data)
+    assert store.add_file(src).existed
+    assert src.read_bytes() == data
+    assert [p.kind for p in store.verify()] == ["blake3"]
