@@ -94,7 +94,7 @@ def test_a_lock_that_cannot_be_proved_stale_is_waited_for_then_refused(
     if record == "live":
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         time.sleep(0.2)
-        data = _record(pid=sleeper.pid, start=owner._start_time(sleeper.pid))  # noqa: SLF001
+        data = _record(pid=sleeper.pid, start=owner._start_time(sleeper.pid))
     elif record is None:
         data = b""  # killed between creating the lock and writing its record
     else:
@@ -171,7 +171,7 @@ def test_text_that_does_not_read_back_is_refused_and_nothing_is_written(tmp_path
     bad = Lockfile.load(lock)
     # A version without files cannot be read back: the parser requires at least one.
     bad.models["m"] = LockedModel(versions={"v1": LockedVersion(files={})}, latest="v1")
-    with pytest.raises(LockfileError, match="does not read back.*nothing was written"):
+    with pytest.raises(LockfileError, match=r"does not read back.*nothing was written"):
         bad.save()
     with pytest.raises(LockfileError, match="nothing was written"), edit(lock) as lf:
         lf.models["m"] = LockedModel(versions={"v1": LockedVersion(files={})}, latest="v1")
@@ -203,7 +203,7 @@ def test_move_reads_its_pin_back_before_the_source_goes(
     data = os.urandom(1 << 20)
     src.write_bytes(data)
     os.chmod(src, 0o600)
-    with pytest.raises(LockfileError, match="not pinned.*when read back"):
+    with pytest.raises(LockfileError, match=r"not pinned.*when read back"):
         add([src], store, move=True, pin=PinRequest("m", "v1", lock=lock))
     st = src.lstat()
     assert src.read_bytes() == data and st.st_nlink == 1 and stat.S_IMODE(st.st_mode) == 0o600

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import os
 import shutil
 import stat
@@ -18,14 +17,14 @@ from typing import Literal
 from modelcas import hashing
 from modelcas.digest import Digest, Hashes, is_hex64, mismatch, parse_address
 from modelcas.errors import IntegrityError, ObjectNotFoundError, StoreError, UsageError
-from modelcas.store.durable import fsync_dir, named
+from modelcas.store import linking
+from modelcas.store.durable import fsync_dir, named, owned_name
 from modelcas.store.layout import Layout, kind_of
 from modelcas.store.records import ObjectInfo, Problem, StoreStats
 
 STAGING = "gc-"  # gc's folders under tmp/, where it moves candidates before deciding
 LinkMode = Literal["auto", "reflink", "hardlink", "symlink", "copy"]
 LINK_MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "symlink", "copy")
-_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
 class Reading(Layout):
@@ -334,9 +333,10 @@ class Reading(Layout):
     ) -> LinkMode:
         """Put an object at ``dest`` without letting anyone modify the object through it.
 
-        ``auto`` tries a reflink (an independent copy-on-write copy), then a hardlink (the
-        object is read-only; not used when running as root, whom permissions do not stop),
-        then a copy. ``symlink`` must be asked for.
+        ``auto`` tries a reflink (an independent copy-on-write copy), then a hardlink where
+        nobody can write through it (:func:`~modelcas.store.linking.hardlink_allowed`: not as
+        root or with ``CAP_DAC_OVERRIDE``, not into another user's directory), then a copy.
+        ``symlink`` must be asked for.
 
         Returns:
             The link mode used.
@@ -358,12 +358,14 @@ class Reading(Layout):
         target.parent.mkdir(parents=True, exist_ok=True)
         modes: tuple[LinkMode, ...]
         if link == "auto":
-            modes = ("reflink", "copy") if os.geteuid() == 0 else ("reflink", "hardlink", "copy")
+            # A hard link only where nobody can write through it (store/linking.py).
+            hard = linking.hardlink_allowed(target.parent)
+            modes = ("reflink", "hardlink", "copy") if hard else ("reflink", "copy")
         else:
             modes = (link,)
         last: OSError | None = None
         for mode in modes:
-            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.cas-tmp"
+            tmp = target.parent / f".{target.name}.{owned_name()}.cas-tmp"
             try:
                 make_link(src, tmp, mode)
                 os.replace(tmp, target)
@@ -399,8 +401,7 @@ def make_link(src: Path, tmp: Path, mode: LinkMode) -> None:
     elif mode == "symlink":
         os.symlink(src.resolve(), tmp)
     elif mode == "reflink":
-        with open(src, "rb") as s, open(tmp, "xb") as d:
-            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        linking.reflink(src, tmp)
         os.chmod(tmp, 0o644)
     elif mode == "copy":
         with open(src, "rb") as s, open(tmp, "xb") as d:
