@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Leftovers a crash can leave beside a file that is replaced atomically: atomic_write's
-# `.NAME.[OWNER-]<32 hex>.tmp`, and the bundle writer's `.NAME.<random>.partial`.
+# `.NAME.[OWNER-]<32 hex>.tmp`, and the bundle writer's `.NAME.[OWNER-]<random>.partial` (the
+# Rust core's `fsio::temp_beside` names its owner, 12 random characters after it).
 _OWNER = r"[0-9a-f]{8}-[0-9]+"
 _TMP = r"\.(?:" + _OWNER + r"-)?[0-9a-f]{32}\.tmp"
-_PARTIAL = r"\.[A-Za-z0-9_]{4,16}\.partial"
-# The owner inside a name: `.NAME.OWNER-HEX.tmp`, `OWNER-HEX.partial`, gc's `gc-OWNER-HEX`.
-_OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-[0-9a-f]{32}(?:\.|$)")
+_PARTIAL = r"\.(?:" + _OWNER + r"-)?[A-Za-z0-9_]{4,16}\.partial"
+# The owner inside a name: `.NAME.OWNER-HEX.tmp`, `OWNER-HEX.partial`, gc's `gc-OWNER-HEX`,
+# and the Rust core's `.NAME.OWNER-<12 random>.partial`.
+_OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-(?:[0-9a-f]{32}|[A-Za-z0-9_]{12})(?:\.|$)")
 
 
 @functools.cache
