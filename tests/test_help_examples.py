@@ -93,6 +93,7 @@ NEEDS: dict[str, set[str]] = {
     "bundle verify": {"bundle-dated"},
     "bundle extract": {"bundle-dated"},
     "bundle add": {"bundle-dated"},
+    "gc": {"vanished"},
 }
 
 
@@ -178,6 +179,9 @@ def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | Non
         steps.append(f"cas push {work.parent / 'lab/shared/cas'}")
     if "pin-v1.0" in needs:
         steps.append("mkdir -p analysis && cp cas.lock analysis/cas.lock")
+    if "vanished" in needs:  # a project pinned something of its own, then was deleted
+        steps.append("mkdir old && cas add model.pt --name ner --version v1 --lock old/cas.lock")
+        steps.append("rm -r old")
     for step in steps:
         r = _sh(step, work, env)
         assert r.returncode == 0, f"setup `{step}` failed:\n{r.stdout}{r.stderr}"

@@ -302,6 +302,20 @@ def test_gc_keeps_roots_and_young_objects(store: Store, tmp_path: Path) -> None:
     roots.unlink()
     _, stale = store.referenced(readers)
     assert [r.path for r in stale] == [roots.resolve()]
+    # Gone, but it pinned `keep` (with no remote source) when last seen: kept, and said.
+    report = store.gc(readers, grace=0)
+    assert report.stale_roots == [] and store.has(keep.sha256)
+    assert [(v.path, v.objects, v.bytes) for v in report.vanished] == [
+        (roots.resolve(), 1, keep.size)
+    ]
+    store.forget_root(roots)
+    assert store.gc(readers, grace=0).objects[0].digest.sha256 == keep.sha256
+    assert store.roots() == []
+    # A root with nothing of its own is forgotten once its file is gone.
+    roots.write_text("")
+    store.register_root(roots, "test-pins")
+    store.gc(readers, grace=0)
+    roots.unlink()
     assert store.gc(readers, grace=0).stale_roots == [roots.resolve()]
     assert store.roots() == []
 

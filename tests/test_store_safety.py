@@ -9,6 +9,7 @@ SIGKILL, errors and delays into the running `cas`), and races run real threads a
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -727,3 +728,54 @@ def test_plain_re_add_trusts_a_recorded_object_by_its_size(tmp_path: Path) -> No
     assert store.add_file(src).existed
     assert src.read_bytes() == data
     assert [p.kind for p in store.verify()] == ["blake3"]
+
+
+# -- a root that vanished does not free the only copy ----------------------------------------
+
+
+def test_a_moved_project_keeps_its_local_only_objects_until_forgotten(tmp_path: Path) -> None:
+    from modelcas.pinning import write_pins
+
+    store = Store(tmp_path / "store")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    local = proj / "mine.bin"
+    local_data = os.urandom(MiB)
+    local.write_bytes(local_data)
+    lock = proj / "cas.lock"
+    add([local], store, move=True, pin=PinRequest("mine", "v1", lock=lock))
+    fetched = store.add_bytes(os.urandom(4096)).digest  # as if pulled from the Hub
+    write_pins(
+        store,
+        lock,
+        lambda lf: lf.pin("theirs", "v1", {"r.bin": fetched}, source="hf://org/r@weights-v1"),
+        [fetched],
+        lambda _: None,
+    )
+    os.rename(proj, tmp_path / "moved")  # the registered path is gone
+    r = _run(_cas(store.root, "gc", "--grace", "0"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    gone = str(lock)
+    assert (
+        f"kept 1 object(s), 1.0 MiB, last pinned by {gone}, which is gone; "
+        f"`cas gc --forget {gone}` releases them" in out
+    ), out
+    assert store.has(ref_sha256(local_data)), "the only copy is kept"
+    assert not store.has(fetched.sha256), "a remote has it: `cas sync` brings it back"
+    again = _run(_cas(store.root, "gc", "--grace", "0"), tmp_path)
+    assert "kept 1 object(s)" in again.stdout.decode() and store.has(ref_sha256(local_data))
+    # Forgetting is refused for a path that exists, or is no root; one line, exit 2.
+    moved = tmp_path / "moved" / "cas.lock"
+    store.register_root(moved, "lockfile")  # what the next command in the moved project does
+    for bad, why in ((moved, "still exists"), (tmp_path / "nope.lock", "no registered root")):
+        r = _run(_cas(store.root, "gc", "--forget", bad), tmp_path)
+        assert r.returncode == 2 and why.encode() in r.stderr, r.stderr
+        assert len(r.stderr.decode().strip().splitlines()) <= 2
+    shutil.rmtree(moved.parent)
+    forget = ["--forget", gone, "--forget", moved]
+    r = _run(_cas(store.root, "gc", "--grace", "0", *forget), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"forgot root {gone}" in r.stdout.decode()
+    assert not store.has(ref_sha256(local_data)), "released"
+    assert all(root.path != lock for root in store.roots())

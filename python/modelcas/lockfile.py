@@ -714,5 +714,20 @@ def _scalar(text: str) -> str:
 
 
 def references(path: Path) -> set[str]:
-    """The sha256s a lockfile pins: how gc reads a lockfile root."""
+    """The sha256s a lockfile pins."""
     return Lockfile.load(path).sha256s()
+
+
+def pinned_sources(lock: Lockfile) -> dict[str, bool]:
+    """Each sha256 the lockfile pins, and whether a remote (``source:``/``mirrors:``) has it.
+
+    gc reads a lockfile root so: what has no remote is the only copy, kept even after the
+    lockfile's path vanishes (``modelcas.store.memory``).
+    """
+    found: dict[str, bool] = {}
+    for name in lock.models:
+        for entry in lock.models[name].versions.values():
+            remote = entry.source is not None or bool(entry.mirrors)
+            for d in entry.files.values():
+                found[d.sha256] = found.get(d.sha256, False) or remote
+    return found

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -38,26 +37,23 @@ from modelcas.store.durable import (
     writer_alive,
 )
 from modelcas.store.layout import kind_of
-from modelcas.store.moving import Moving
+from modelcas.store.memory import MEMORY, Remembering
 from modelcas.store.read import STAGING
-from modelcas.store.records import GcReport, ObjectInfo, Root
+from modelcas.store.records import GcReport, ObjectInfo, Root, VanishedRoot
 
 # gc keeps temporary files and unreferenced objects younger than this: they may belong to a
 # write in flight, or to a plain `cas add` whose user has not pinned it yet.
 DEFAULT_GRACE = 3600.0
-RootReader = Callable[[Path], set[str]]
+# A root's pinned sha256s: a set (none has a remote source), or each with whether it has one.
+RootReader = Callable[[Path], "set[str] | Mapping[str, bool]"]
 OUTPUT = "output"  # a file being written (a bundle): gc cleans its leftovers, keeps nothing
 _RECORD_CAP = 64 << 10
 
 
-class Collecting(Moving):
+class Collecting(Remembering):
     """Roots, and the gc that keeps what they reference."""
 
     # -- roots -----------------------------------------------------------------------------
-
-    def _record_path(self, path: Path) -> Path:
-        key = hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
-        return self.roots_dir / f"{key}.json"
 
     def register_root(self, path: str | os.PathLike[str], kind: str) -> Root:
         """Remember a lockfile or bundle whose objects gc must keep.
@@ -92,6 +88,8 @@ class Collecting(Moving):
             return found
         self.checked_dir(self.roots_dir)
         for p in sorted(self.roots_dir.iterdir()):
+            if p.name.endswith(MEMORY) and not p.is_symlink():
+                continue  # what a root pinned (modelcas.store.memory), not a root
             found.append(self._read_record(p))
         return found
 
@@ -128,9 +126,16 @@ class Collecting(Moving):
             raise refuse("is not a root record (JSON with path, kind, registered)") from None
 
     def referenced(
-        self, readers: Mapping[str, RootReader], roots: list[Root] | None = None
+        self,
+        readers: Mapping[str, RootReader],
+        roots: list[Root] | None = None,
+        *,
+        remember: bool = False,
     ) -> tuple[set[str], list[Root]]:
         """The sha256s that live roots reference, and the roots whose file is gone.
+
+        With ``remember``, each live root's pins without a remote source are recorded
+        (:meth:`remember`), so that they outlive the root's path.
 
         Raises:
             StoreError: a root cannot be read. gc must not guess, so it stops.
@@ -157,7 +162,15 @@ class Collecting(Moving):
                     hint="upgrade modelcas, or remove the file if it is no longer used",
                 )
             try:
-                keep |= reader(root.path)
+                pinned = reader(root.path)
+                keep |= set(pinned)
+                if remember:
+                    local = (
+                        {s for s, remote in pinned.items() if not remote}
+                        if isinstance(pinned, Mapping)
+                        else set(pinned)
+                    )
+                    self.remember(root.path, local)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
             except (ModelcasError, OSError, ValueError, RecursionError) as e:
@@ -198,8 +211,10 @@ class Collecting(Moving):
             self.recover_moves()
         cutoff = time.time() - grace
         roots = self.roots()
-        keep, stale = self.referenced(readers, roots)
-        keep |= intent.in_flight(self.tmp_dir)
+        live, stale = self.referenced(readers, roots, remember=not dry_run)
+        live |= intent.in_flight(self.tmp_dir)
+        memories = self._memories(stale)
+        keep = live.union(*memories.values())
         candidates: list[ObjectInfo] = []
         for info in self.iter_objects():
             if info.digest.sha256 in keep:
@@ -219,6 +234,11 @@ class Collecting(Moving):
             report.objects = self._collect(candidates, readers, cutoff, report)
         report.temp_files = self._leftovers(roots, cutoff, dry_run)
         for root in stale:
+            alone = self._alone(memories.get(root.record, set()), live)
+            if alone:
+                sizes = sum(self.info(s).digest.size for s in alone if self.has(s))
+                report.vanished.append(VanishedRoot(root.path, len(alone), sizes))
+                continue
             if root.registered <= cutoff and (dry_run or self._drop_root(root)):
                 report.stale_roots.append(root.path)
         if not dry_run and self.locks_dir.is_dir():
@@ -255,8 +275,9 @@ class Collecting(Moving):
                         self.put_back(aside, info.digest.sha256)
                         moved.pop()
                         report.kept_young += 1
-            keep, _ = self.referenced(readers)
+            keep, stale = self.referenced(readers)
             keep |= intent.in_flight(self.tmp_dir)
+            keep = keep.union(*self._memories(stale).values())
             doomed = []
             for info in moved:
                 if info.digest.sha256 in keep:
@@ -338,6 +359,18 @@ class Collecting(Moving):
                         p.unlink()
         return found
 
+    def _memories(self, stale: list[Root]) -> dict[Path, set[str]]:
+        """What each root whose file is gone pinned without a remote source."""
+        found = {}
+        for root in stale:
+            if root.kind != OUTPUT and (memory := self.remembered(root)):
+                found[root.record] = memory
+        return found
+
+    def _alone(self, memory: set[str], live: set[str]) -> list[str]:
+        """The objects of a vanished root's memory that are present and nothing else keeps."""
+        return sorted(s for s in memory if s not in live and self.object_path(s).exists())
+
     def _drop_root(self, root: Root) -> bool:
         """Forget a root whose file is gone; False when it came back meanwhile.
 
@@ -353,6 +386,7 @@ class Collecting(Moving):
             os.rename(aside, root.record)
             return False
         aside.unlink()
+        self._drop_memory(root.record)
         return True
 
 

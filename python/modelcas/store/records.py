@@ -81,6 +81,19 @@ class Root:
     record: Path
 
 
+@dataclass(frozen=True, slots=True)
+class VanishedRoot:
+    """A root whose file is gone, and the objects gc keeps for it.
+
+    Only it pinned them, and they have no remote source (``cas gc --forget PATH`` releases
+    them).
+    """
+
+    path: Path
+    objects: int
+    bytes: int
+
+
 @dataclass
 class GcReport:
     """What gc removed (or, in a dry run, would remove)."""
@@ -91,6 +104,8 @@ class GcReport:
     kept_young: int = 0
     restored: int = 0
     stale_roots: list[Path] = field(default_factory=list)
+    vanished: list[VanishedRoot] = field(default_factory=list)
+    forgotten: list[Path] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
