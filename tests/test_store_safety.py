@@ -162,7 +162,7 @@ def test_kill_9_anywhere_in_add_move_then_one_command_keeps_one_inode_each(
     the bytes are at the user's path as their own inode, or stored and pinned; then gc with
     and without grace loses nothing. (strace counts calls of every thread; the loop raises N
     until a run completes.)"""
-    killed = 0
+    killed = given_back = 0
     for when in range(1, 80):
         work = tmp_path / f"{syscall.split(',', maxsplit=1)[0]}-{when}"
         work.mkdir()
@@ -185,9 +185,14 @@ def test_kill_9_anywhere_in_add_move_then_one_command_keeps_one_inode_each(
             _cas(store, "add", "--move", *originals, "--name", "m", "--version", "v1"),
         )
         r = _run(argv, work)
+        taken = [p for p in originals if not os.path.lexists(p)]
         one = _run(_cas(store, "verify"), work)
         assert one.returncode == 0, one.stdout + one.stderr
         assert b"Traceback" not in one.stderr
+        for p in taken:
+            if p.exists():  # given back: the command said so, in one warning line
+                assert f"cas: warning: gave back {p}".encode() in one.stderr, one.stderr
+                given_back += 1
         _assert_one_inode_each(Store(store), work / "cas.lock", originals)
         for gc in (["gc"], ["gc", "--grace", "0"]):
             g = _run(_cas(store, *gc), work)
@@ -204,6 +209,8 @@ def test_kill_9_anywhere_in_add_move_then_one_command_keeps_one_inode_each(
         assert killed == 0, "--move makes no hard link"
     else:
         assert killed >= 3
+    if syscall.startswith(("rename", "fsync")):
+        assert given_back >= 1, "some kill left a file taken, and the next command gave it back"
 
 
 def test_move_that_fails_its_own_checks_moves_nothing(tmp_path: Path) -> None:
@@ -779,3 +786,33 @@ def test_a_moved_project_keeps_its_local_only_objects_until_forgotten(tmp_path: 
     assert f"forgot root {gone}" in r.stdout.decode()
     assert not store.has(ref_sha256(local_data)), "released"
     assert all(root.path != lock for root in store.roots())
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "already-stored"])
+def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
+    tmp_path: Path, stored: bool
+) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.bin"
+    data = os.urandom(MiB)
+    src.write_bytes(data)
+    if stored:
+        store.add_bytes(data)
+    # A process takes the file under a journal, then dies before it pins.
+    code = textwrap.dedent(f"""
+        import os
+        from modelcas.store import Store
+        Store({str(store.root)!r}).ingest({str(src)!r}, take=True)
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+    assert not src.exists() and list(store.tmp_dir.glob("*.move"))
+    racers = [
+        subprocess.Popen(_cas(store.root, "ls"), env=_env(), stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    said = b"".join(p.communicate(timeout=60)[1] for p in racers)
+    assert said.count(b"gave back") == 1, said
+    assert src.read_bytes() == data and src.lstat().st_nlink == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("w.bin")] == ["w.bin"]
+    assert list(store.tmp_dir.iterdir()) == []

@@ -44,6 +44,7 @@ class MoveJournal:
     gid: int
     lock: str | None  # the lockfile the move pins into (None: no pin)
     owner: Owner
+    staged: str  # the file's name in tmp/ while it waits: ``<owner>.moving``
     sha256: str | None = None  # known once the file is hashed, before it becomes an object
     size: int = 0
     blake3: str | None = None
@@ -61,8 +62,11 @@ class MoveJournal:
             journal = cls(owner=owner, **raw)
         except (ValueError, KeyError, TypeError):
             return None
-        if not os.path.isabs(journal.source) or (
-            journal.sha256 is not None and not is_hex64(journal.sha256)
+        if (
+            not os.path.isabs(journal.source)
+            or (journal.sha256 is not None and not is_hex64(journal.sha256))
+            or not journal.staged.endswith(MOVING)
+            or "/" in journal.staged
         ):
             return None
         return journal

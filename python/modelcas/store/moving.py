@@ -32,7 +32,7 @@ from modelcas import hashing
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, StoreError
 from modelcas.store import intent, owner
-from modelcas.store.durable import atomic_write, fsync_dir, named, owned_name
+from modelcas.store.durable import atomic_write, fsync_dir, named, owned_name, writer_dead
 from modelcas.store.intent import MoveJournal
 from modelcas.store.records import AddResult, ObjectInfo
 from modelcas.store.write import SourceChangedError, Writing, _check_expected
@@ -63,6 +63,7 @@ class Moving(Writing):
             gid=st.st_gid,
             lock=os.fsdecode(Path(lock).absolute()) if lock is not None else None,
             owner=owner.me(),
+            staged=staged.name,
         )
         atomic_write(jpath, journal.encode(), tmp, self._file_mode)
         try:
@@ -157,11 +158,20 @@ class Moving(Writing):
         (which cannot be checked), are left alone.
         """
         done = []
-        for jpath in intent.journals(self.tmp_dir):
-            data = intent.read_small(jpath)
+        for found in intent.journals(self.tmp_dir):
+            if not writer_dead(found.name):
+                continue  # its owner runs (or runs elsewhere, or took it over to recover it)
+            data = intent.read_small(found)
             journal = MoveJournal.decode(data) if data is not None else None
             if journal is None or not owner.provably_dead(journal.owner):
                 continue
+            # Take it over by renaming it to a name of our own: one recoverer per journal, and
+            # if we die meanwhile, the next command finds it under our (dead) name.
+            jpath = self.tmp_dir / f"{owned_name()}{intent.JOURNAL}"
+            try:
+                os.rename(found, jpath)
+            except FileNotFoundError:
+                continue  # another command took it first
             try:
                 what = self._recover(jpath, journal)
             except OSError as e:
@@ -180,7 +190,7 @@ class Moving(Writing):
         return done
 
     def _recover(self, jpath: Path, journal: MoveJournal) -> str | None:
-        staged = jpath.with_name(jpath.name.removesuffix(intent.JOURNAL) + intent.MOVING)
+        staged = jpath.with_name(journal.staged)
         digest = Digest(journal.sha256, journal.size, journal.blake3) if journal.sha256 else None
         if digest is None or not self._pinned(journal):
             return self._give_back(jpath, journal)
@@ -210,7 +220,7 @@ class Moving(Writing):
 
     def _give_back(self, jpath: Path, journal: MoveJournal) -> str | None:
         """Put a taken file back at its path with its mode; the journal stays for the caller."""
-        staged = jpath.with_name(jpath.name.removesuffix(intent.JOURNAL) + intent.MOVING)
+        staged = jpath.with_name(journal.staged)
         target = _free_path(Path(journal.source))
         target.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(staged):
