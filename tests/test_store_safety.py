@@ -816,3 +816,56 @@ def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
     assert src.read_bytes() == data and src.lstat().st_nlink == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("w.bin")] == ["w.bin"]
     assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_verify_finds_a_pinned_object_where_a_running_gc_staged_it(tmp_path: Path) -> None:
+    """gc moves candidates aside before it reads the roots again (G2); a verify meanwhile
+    finds the object there and puts it back: never CORRUPT, never MISSING."""
+    from modelcas.store.durable import owned_name
+
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(MiB))
+    lock = tmp_path / "cas.lock"
+    sha256 = add([src], store, pin=PinRequest("m", "v1", lock=lock)).files[0].digest.sha256
+    staging = store.tmp_dir / f"gc-{owned_name()}"  # this process's: a gc that is running
+    staging.mkdir()
+    os.rename(store.object_path(sha256), staging / sha256)
+    r = _run(_cas(store.root, "verify", "--lock", lock, "--deep"), tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"OK      m@v1 w.bin" in r.stdout
+    assert store.object_path(sha256).exists()
+    v = _run(_cas(store.root, "verify"), tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_verify_follows_an_object_gc_moves_while_it_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving the torture test found: verify stats the object, gc moves it aside
+    (G2), verify's hash finds nothing. It must follow the object, not call it corrupt."""
+    from modelcas import hashing
+    from modelcas.ops.verify import verify_lock
+    from modelcas.registry import open_lock
+    from modelcas.store import read
+    from modelcas.store.durable import owned_name
+
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(MiB))
+    lock = tmp_path / "cas.lock"
+    sha256 = add([src], store, pin=PinRequest("m", "v1", lock=lock)).files[0].digest.sha256
+    real = hashing.hash_files
+    moved = []
+
+    def gc_moves_it_first(paths: list[Path], *args: object, **kwargs: object) -> object:
+        if not moved:
+            staging = store.tmp_dir / f"gc-{owned_name()}"
+            staging.mkdir()
+            os.rename(store.object_path(sha256), staging / sha256)
+            moved.append(staging)
+        return real(paths, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(read.hashing, "hash_files", gc_moves_it_first)
+    report = verify_lock(open_lock(lock, store=store, check_requires=False), deep=True)
+    assert moved and report.problems == [], [str(p) for p in report.problems]
