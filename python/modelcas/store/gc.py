@@ -170,7 +170,7 @@ class Collecting(Remembering):
                         if isinstance(pinned, Mapping)
                         else set(pinned)
                     )
-                    self.remember(root.path, local)
+                    self._remember(root.record, root.path, local)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
             except (ModelcasError, OSError, ValueError, RecursionError) as e:

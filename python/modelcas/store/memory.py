@@ -44,7 +44,10 @@ class Remembering(Moving):
         the root.
         """
         absolute = Path(path).resolve()
-        memory = self._memory_path(self._record_path(absolute))
+        self._remember(self._record_path(absolute), absolute, local)
+
+    def _remember(self, record: Path, absolute: Path, local: Iterable[str]) -> None:
+        memory = self._memory_path(record)
         wanted = sorted(set(local))
         data = json.dumps({"path": os.fsdecode(absolute), "local": wanted}).encode()
         if read_small(memory, _CAP) == data:
