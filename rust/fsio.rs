@@ -120,18 +120,41 @@ pub(crate) fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A new temporary file beside `dest`, named `.NAME.XXXXXX.partial` (the pattern gc cleans
-/// beside its outputs), with the mode a new file would get.
+/// Who writes a temporary file, as the store names it (`store/durable.py`, `owned_name`):
+/// `NODE-PID`, where NODE is the first 8 hex digits of the sha256 of this boot's id (the host
+/// name where there is none). `cas gc` never removes a file whose owner still runs here.
+pub(crate) fn owner_tag() -> String {
+    use sha2::Digest;
+    let node = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_else(|_| {
+        let mut buf = [0u8; 256];
+        // SAFETY: `buf` is writable for its whole length, which is what we pass.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let len = if rc == 0 {
+            buf.iter().position(|&b| b == 0).unwrap_or(buf.len())
+        } else {
+            0
+        };
+        buf[..len].to_vec()
+    });
+    let digest = sha2::Sha256::digest(&node);
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{}", std::process::id())
+}
+
+/// A new temporary file beside `dest`, named `.NAME.NODE-PID-XXXXXXXX.partial` (the pattern gc
+/// cleans beside its outputs, with the owner that keeps gc away while it runs), with the mode
+/// a new file would get.
 pub(crate) fn temp_beside(dest: &Path, mode: u32) -> Result<(tempfile::NamedTempFile, PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     let dir = parent_of(dest);
     let name = dest
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{} has no file name", dest.display())))?;
-    let prefix = format!(".{}.", name.to_string_lossy());
+    let prefix = format!(".{}.{}-", name.to_string_lossy(), owner_tag());
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".partial")
+        .rand_bytes(12)
         .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(&dir)
         .at(&dir, "create a temporary file in")?;
@@ -240,6 +263,8 @@ mod tests {
             name.starts_with(".b.zip.") && name.ends_with(".partial"),
             "{name}"
         );
+        let owner = format!("-{}-", std::process::id());
+        assert!(name.contains(&owner), "{name} names its owner");
         assert_eq!(parent_of(Path::new("b.zip")), Path::new("."));
     }
 

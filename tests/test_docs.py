@@ -55,6 +55,9 @@ def _env(sandbox: Path) -> dict[str, str]:
         "TZ": "UTC",
         "COLUMNS": "100",
         "XDG_CACHE_HOME": str(sandbox / "home" / ".cache"),
+        # The pages show a reader in their own Hugging Face cache (a hard link there). CI runs
+        # as root, where giving to the HF cache costs a copy and is opt-in (docs/store.md).
+        **({"MODELCAS_HF_CACHE": "copy"} if os.geteuid() == 0 else {}),
     }
 
 

@@ -6,10 +6,13 @@ environment variables only, against the local Hub-compatible server (tests/hubse
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,16 +197,21 @@ def test_corrupt_hf_blob_is_named_and_not_used(hub: HubServer, run: Run, tmp_pat
     assert blob.read_bytes() == bytes(damaged), "the user's cache is not rewritten behind them"
 
 
-def test_pull_leaves_files_where_hf_hub_download_finds_them(
-    hub: HubServer, run: Run, tmp_path: Path
-) -> None:
-    _, best = _published(run, tmp_path)
-    consumer = tmp_path / "consumer"
-    consumer.mkdir()
-    r = run("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer)
-    assert r.returncode == 0, r.stderr
-    commit = Lockfile.load(consumer / "cas.lock").models["cser-detector"].versions["v1.0"].commit
-    mark = len(hub.log)
+def _reflinks(where: Path) -> bool:
+    a, b = where / "reflink-probe-a", where / "reflink-probe-b"
+    a.write_bytes(b"probe")
+    try:
+        with open(a, "rb") as s, open(b, "xb") as d:
+            fcntl.ioctl(d.fileno(), 0x40049409, s.fileno())  # FICLONE
+    except OSError:
+        return False
+    finally:
+        a.unlink()
+        b.unlink(missing_ok=True)
+    return True
+
+
+def _hf_finds_the_pull(run: Run, tmp_path: Path, commit: str) -> list[Path]:
     h = run(
         cwd=tmp_path,
         extra={"HF_HUB_OFFLINE": "1"},
@@ -215,15 +223,134 @@ def test_pull_leaves_files_where_hf_hub_download_finds_them(
         """,
     )
     assert h.returncode == 0, h.stderr
-    paths = [Path(line) for line in h.stdout.split()]
+    return [Path(line) for line in h.stdout.split()]
+
+
+def test_pull_leaves_files_where_hf_hub_download_finds_them(
+    hub: HubServer, run: Run, tmp_path: Path
+) -> None:
+    """As root (CI) the HF blob never shares the store object's inode: a write there must not
+    change a pin. Giving by copy is asked for here (MODELCAS_HF_CACHE=copy); where the
+    filesystem reflinks it costs nothing and needs no setting."""
+    _, best = _published(run, tmp_path)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    copy = {"MODELCAS_HF_CACHE": "copy"}
+    r = run(
+        "pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer, extra=copy
+    )
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr
+    commit = Lockfile.load(consumer / "cas.lock").models["cser-detector"].versions["v1.0"].commit
+    assert commit is not None
+    mark = len(hub.log)
+    paths = _hf_finds_the_pull(run, tmp_path, commit)
     assert [p.read_bytes() for p in paths] == [best, CLASSES, best, CLASSES]
     assert hub.log[mark:] == []
-    # The HF blob is a hard link of the store's read-only object: one copy on disk.
     obj = Store(tmp_path / "store").path(ref_sha256(best))
     blob = _hf_blob(tmp_path, ref_sha256(best))
-    assert blob.stat().st_ino == obj.stat().st_ino
     assert stat.S_IMODE(blob.stat().st_mode) == 0o444
     assert (tmp_path / "hf-home" / "hub" / FOLDER / "refs" / "weights-v1.0").read_text() == commit
+    if os.geteuid() != 0:
+        assert blob.stat().st_ino == obj.stat().st_ino, "a normal user's own cache: hard link"
+        return
+    assert blob.stat().st_ino != obj.stat().st_ino, "root: never a shared inode"
+    assert obj.stat().st_nlink == 1
+    with open(blob, "r+b") as f:  # root writes through 0444
+        f.write(b"rewritten in the HF cache")
+    v = run("verify", "--lock", consumer / "cas.lock", "--deep", cwd=consumer)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule for root; CI runs as root")
+def test_as_root_giving_to_the_hf_cache_is_opt_in_where_it_would_copy(
+    hub: HubServer, run: Run, tmp_path: Path
+) -> None:
+    pkg, best = _published(run, tmp_path)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    auto = {"MODELCAS_HF_CACHE": "auto"}  # the default (the test environment asks for copy)
+    r = run(
+        "pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer, extra=auto
+    )
+    assert r.returncode == 0, r.stderr
+    blob = _hf_blob(tmp_path, ref_sha256(best))
+    obj = Store(tmp_path / "store").path(ref_sha256(best))
+    if _reflinks(tmp_path):
+        assert blob.stat().st_ino != obj.stat().st_ino and "warning" not in r.stderr
+        return
+    # Two files pulled, one line said: the setting's name, once.
+    warned = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warned) == 1 and "MODELCAS_HF_CACHE=copy" in warned[0], r.stderr
+    assert not blob.exists()
+    assert obj.stat().st_nlink == 1
+    # Said once per store: the next pull into this store (of new bytes) says nothing.
+    (pkg / "best.pt").write_bytes(best[::-1])
+    r = run(
+        "publish", "cser-detector", "--version", "v1.1", "--repo", REPO, "--file", "best.pt",
+        cwd=pkg, store=tmp_path / "pub-store",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    again = tmp_path / "again"
+    again.mkdir()
+    r = run("pull", f"hf://{REPO}@weights-v1.1", "--name", "cser-detector", cwd=again, extra=auto)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    off = run("pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer,
+              extra={"MODELCAS_HF_CACHE": "off"})  # fmt: skip
+    assert off.returncode == 0 and "warning" not in off.stderr, off.stderr
+
+
+def test_as_a_normal_user_giving_to_the_hf_cache_hard_links(
+    hub: HubServer, env: dict[str, str], run: Run, tmp_path: Path
+) -> None:
+    """The same pull as `nobody` (setpriv), in that user's own cache: a hard link of the 0444
+    object is allowed there, and that user cannot write through it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody (CI runs as root)")
+    _, best = _published(run, tmp_path)
+    base = Path(tempfile.mkdtemp(prefix="modelcas-hf-nobody-"))
+    try:
+        base.chmod(0o755)
+        for d in ("store", "hf-home", "consumer"):
+            (base / d).mkdir()
+            os.chown(base / d, 65534, 65534)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        child_env = {
+            **os.environ,
+            **env,
+            "MODELCAS_HOME": str(base / "store"),
+            "HF_HOME": str(base / "hf-home"),
+            "HOME": str(base),
+        }
+        child_env.pop("HF_HUB_CACHE", None)
+        r = subprocess.run(
+            [*as_nobody, sys.executable, "-m", "modelcas", "pull", f"hf://{REPO}@weights-v1.0",
+             "--name", "cser-detector"],
+            cwd=base / "consumer", env=child_env, capture_output=True, text=True, check=False,
+            timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "warning" not in r.stderr
+        obj = Store(base / "store").object_path(ref_sha256(best))
+        blob = base / "hf-home" / "hub" / FOLDER / "blobs" / ref_sha256(best)
+        assert blob.stat().st_ino == obj.stat().st_ino, "hard-linked in the user's own cache"
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o444
+        w = subprocess.run(
+            [*as_nobody, "/bin/sh", "-c", 'printf x >> "$1"', "sh", str(blob)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        assert w.returncode != 0 and b"Permission denied" in w.stderr
+        v = subprocess.run(
+            [*as_nobody, sys.executable, "-m", "modelcas", "verify", "--lock",
+             str(base / "consumer" / "cas.lock"), "--deep"],
+            cwd=base / "consumer", env=child_env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert v.returncode == 0, v.stdout + v.stderr
+        # verify names the shared inode and where the other name is.
+        assert f"LINKED  sha256:{ref_sha256(best)} has 2 names" in v.stdout, v.stdout
+        assert f"Hugging Face cache's blob {blob}" in v.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("fault", ["truncate", "drop"])

@@ -415,6 +415,14 @@ def test_crash_while_writing_lockfile_leaves_old_or_new(tmp_path: Path, when: in
     text = (proj / "cas.lock").read_bytes()
     lock = Lockfile.load(proj / "cas.lock")
     assert text == old or set(lock.models["m"].versions) == {"v1", "v2"}
+    # The kill may leave the git-style lock behind; it names a dead owner, so the next command
+    # breaks it and goes on.
+    third = _file(tmp_path, "c.pt", b"third")
+    add = [sys.executable, "-m", "modelcas", "add", str(third), "--name", "m", "--version", "v3"]
+    env["MODELCAS_LOCK_TIMEOUT"] = "5"
+    r = subprocess.run(add, cwd=proj, env=env, capture_output=True, check=False, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "v3" in Lockfile.load(proj / "cas.lock").models["m"].versions
     assert not [p for p in proj.iterdir() if p.name != "cas.lock" and p.suffix == ".lock"]
 
 

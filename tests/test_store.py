@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -301,6 +302,20 @@ def test_gc_keeps_roots_and_young_objects(store: Store, tmp_path: Path) -> None:
     roots.unlink()
     _, stale = store.referenced(readers)
     assert [r.path for r in stale] == [roots.resolve()]
+    # Gone, but it pinned `keep` (with no remote source) when last seen: kept, and said.
+    report = store.gc(readers, grace=0)
+    assert report.stale_roots == [] and store.has(keep.sha256)
+    assert [(v.path, v.objects, v.bytes) for v in report.vanished] == [
+        (roots.resolve(), 1, keep.size)
+    ]
+    store.forget_root(roots)
+    assert store.gc(readers, grace=0).objects[0].digest.sha256 == keep.sha256
+    assert store.roots() == []
+    # A root with nothing of its own is forgotten once its file is gone.
+    roots.write_text("")
+    store.register_root(roots, "test-pins")
+    store.gc(readers, grace=0)
+    roots.unlink()
     assert store.gc(readers, grace=0).stale_roots == [roots.resolve()]
     assert store.roots() == []
 
@@ -338,3 +353,52 @@ def test_cli_tour(store: Store, tmp_path: Path, cas: Cas) -> None:
     missing = cas("--store", store.root, "path", "sha256:" + "ab" * 32)
     assert missing.returncode == 1 and b"not in the store" in missing.stderr
     assert cas("--store", store.root, "path", "nonsense").returncode == 2
+
+
+def test_one_hard_link_rule_as_root_and_as_a_normal_user(tmp_path: Path, cas: Cas) -> None:
+    """No hard link when the process can write a 0444 file (root, CAP_DAC_OVERRIDE) or the
+    other directory is another user's; `cas verify` names every object with other names."""
+    from modelcas.store import linking
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to try both sides (CI runs as root)")
+    assert linking.can_write_readonly() and not linking.hardlink_allowed(tmp_path)
+    base = Path(tempfile.mkdtemp(prefix="modelcas-rule-"))
+    try:
+        base.chmod(0o755)
+        for d in ("mine", "store"):
+            (base / d).mkdir()
+            os.chown(base / d, 65534, 65534)
+        (base / "roots").mkdir(mode=0o777)  # root's, but anyone may write there
+        (base / "roots").chmod(0o777)
+        src = base / "mine" / "w.bin"
+        src.write_bytes(os.urandom(4096))
+        os.chown(src, 65534, 65534)
+        code = f"""
+import sys
+from modelcas.store import Store, linking
+s = Store({str(base / "store")!r})
+sha = s.add_file({str(src)!r}).info.digest.sha256
+assert not linking.can_write_readonly()
+print(s.place(sha, {str(base / "mine" / "own.bin")!r}),
+      s.place(sha, {str(base / "roots" / "foreign.bin")!r}))
+"""
+        r = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", code],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["hardlink", "copy"], "own folder: link; another's: copy"
+        # As root, auto never hard-links.
+        assert Store(base / "store").place(ref_sha256(src.read_bytes()), base / "root.bin") in (
+            "reflink",
+            "copy",
+        )
+        v = cas("--store", base / "store", "verify")
+        assert v.returncode == 0, v.stderr
+        out = v.stdout.decode()
+        assert f"LINKED  sha256:{ref_sha256(src.read_bytes())} has 2 names" in out, out
+        assert "hard link outside the store" in out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -88,6 +88,10 @@ class LockVersionError(LockfileError):
     """A lockfile's ``lock-version`` is one this modelcas does not know."""
 
 
+class LockHeldError(ModelcasError):
+    """Another process holds the lock on a file (it may run on another host)."""
+
+
 class NotPinnedError(ModelcasError, LookupError):
     """A name or version is not in the lockfile."""
 

@@ -14,10 +14,15 @@ The Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
   hashed, and published only if both digests match the pin. Never hard-linked: an HF blob is
   writable by its owner, and a store object must not change. A blob that does not match is
   left alone and named in a warning; the caller downloads instead.
-- **Giving** (:func:`give`): after a download, the object is linked into the HF layout under
+- **Giving** (:func:`give`): after a download, the object is given to the HF layout under
   the cache's own ``.locks`` lock, so that ``hf_hub_download(..., local_files_only=True)``
-  finds it: a hard link of the read-only object, else a reflink, else a symlink, else a copy.
-  Every name appears by rename, so the HF client never sees a partial file.
+  finds it, by the store's one hard-link rule (``modelcas.store.linking``): a hard link only
+  where nobody can write through it (not as root or with ``CAP_DAC_OVERRIDE``, not into
+  another user's cache), else a reflink. Where only a copy would do (root on a filesystem
+  without reflinks), giving doubles every pull's writes, so it is opt-in:
+  ``MODELCAS_HF_CACHE=copy`` (``off`` never gives; ``auto``, the default, gives where it costs
+  nothing), and the first pull that skips it says so, once per store. Every name appears by
+  rename, so the HF client never sees a partial file.
 
 Nothing here imports ``huggingface_hub``; the layout is the documented one.
 """
@@ -30,7 +35,6 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -42,14 +46,17 @@ from modelcas import hashing
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, UsageError
 from modelcas.hashing import Progress
-from modelcas.store import ObjectInfo, Store, fsync_dir
+from modelcas.store import ObjectInfo, Store, fsync_dir, linking
+from modelcas.store.durable import owned_name
 
 _FICLONE = 0x40049409
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_GIT_BLOB = 64 << 20  # the Hub stores larger files in LFS
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
-Placed = Literal["hardlink", "reflink", "symlink", "copy", "present"]
+Placed = Literal["hardlink", "reflink", "copy", "present", "skipped"]
+SETTING = "MODELCAS_HF_CACHE"  # auto (default), copy, off
+_said: list[str] = []  # the opt-in is named once per process
 
 
 def cache_dir() -> Path:
@@ -274,12 +281,20 @@ def give(
         revision: the tag or branch that resolved to ``commit`` (written to ``refs/``).
 
     Returns:
-        How the blob got there (``present`` when the cache had it already).
+        How the blob got there (``present`` when the cache had it already), or ``skipped``
+        when giving is off, or would cost a copy that :data:`SETTING` does not allow.
 
     Raises:
         OSError: the cache cannot be written; the caller decides whether that matters.
-        UsageError: a path or etag that cannot be a cache name.
+        UsageError: a path or etag that cannot be a cache name, or a bad :data:`SETTING`.
     """
+    setting = os.environ.get(SETTING, "auto").strip().lower() or "auto"
+    if setting not in ("auto", "copy", "off"):
+        raise UsageError(
+            f"{SETTING}={setting!r} is not a setting", hint="use auto (default), copy or off"
+        )
+    if setting == "off":
+        return "skipped"
     if not (_HEX64.fullmatch(etag) or _HEX40.fullmatch(etag)):
         raise UsageError(f"{etag!r} is not a Hub etag")
     parts = path.split("/")
@@ -295,7 +310,11 @@ def give(
     with _locked(lock):
         placed: Placed = "present"
         if not _usable_blob(blob, store.info(sha256).digest.size):
-            placed = _place_blob(store.object_path(sha256), blob)
+            made = _place_blob(store.object_path(sha256), blob, copy_ok=setting == "copy")
+            if made is None:
+                _say_once(store, cache)
+                return "skipped"
+            placed = made
         if not pointer.exists():
             _atomic_symlink(os.path.relpath(blob, pointer.parent), pointer)
     if revision and revision != commit:
@@ -319,39 +338,40 @@ def _usable_blob(blob: Path, size: int) -> bool:
         return False
 
 
-def _place_blob(obj: Path, blob: Path) -> Placed:
-    tmp = blob.with_name(f"{blob.name}.{uuid.uuid4().hex[:8]}.modelcas-tmp")
+def _place_blob(obj: Path, blob: Path, *, copy_ok: bool) -> linking.Made | None:
+    tmp = blob.with_name(f"{blob.name}.{owned_name()}.modelcas-tmp")
     try:
-        placed = _make(obj, tmp)
-        os.replace(tmp, blob)
+        placed = linking.link_out(obj, tmp, copy_ok=copy_ok)
+        if placed is not None:
+            os.replace(tmp, blob)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    fsync_dir(blob.parent)
+    if placed is not None:
+        fsync_dir(blob.parent)
     return placed
 
 
-def _make(obj: Path, tmp: Path) -> Placed:
-    """Hard link, else reflink, else symlink, else copy: the first that works here."""
-    with contextlib.suppress(OSError):
-        os.link(obj, tmp)
-        return "hardlink"
-    try:
-        with open(obj, "rb") as s, open(tmp, "xb") as d:
-            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
-        os.chmod(tmp, 0o444)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-    else:
-        return "reflink"
-    with contextlib.suppress(OSError):
-        os.symlink(obj.resolve(), tmp)
-        return "symlink"
-    with open(obj, "rb") as s, open(tmp, "xb") as d:
-        shutil.copyfileobj(s, d, 8 << 20)
-        os.fsync(d.fileno())
-    os.chmod(tmp, 0o444)
-    return "copy"
+def _say_once(store: Store, cache: Path) -> None:
+    # Once per process, and once per store and HF cache: a marker in the store remembers that
+    # this user was told, so every later pull in a container does not repeat it.
+    if _said:
+        return
+    _said.append(str(cache))
+    key = hashlib.sha256(os.fsencode(cache)).hexdigest()[:16]
+    marker = store.root / "notices" / f"hf-cache-skipped-{key}"
+    if marker.exists():
+        return
+    with contextlib.suppress(OSError):  # a read-only store: say it every time instead
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+    warnings.warn(
+        f"not giving downloads to the Hugging Face cache {cache}: a hard link would let a "
+        f"write there change the store (this process can write read-only files), and this "
+        f"filesystem cannot reflink, so each file would be copied; set {SETTING}=copy to "
+        f"copy them (or {SETTING}=off to stop trying)",
+        stacklevel=3,
+    )
 
 
 def _atomic_symlink(target: str, link: Path) -> None:

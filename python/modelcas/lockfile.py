@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,8 +26,14 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from modelcas.digest import Digest, is_hex64
-from modelcas.errors import LockfileError, LockVersionError, NotPinnedError, UsageError
-from modelcas.store import atomic_write
+from modelcas.errors import (
+    LockfileError,
+    LockHeldError,
+    LockVersionError,
+    NotPinnedError,
+    UsageError,
+)
+from modelcas.store import atomic_write, owner
 
 LOCK_VERSION = 1
 DEFAULT_NAME = "cas.lock"
@@ -298,13 +303,45 @@ class Lockfile:
         return "".join(out)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write atomically: a crash leaves the old file or the new one, never a mix."""
+        """Write atomically under the lockfile's lock (see :func:`edit`).
+
+        A crash leaves the old file or the new one, never a mix.
+
+        Raises:
+            LockfileError: the text would not read back as this lockfile; nothing is written.
+            LockHeldError: another process holds the lock.
+        """
         target = Path(path) if path is not None else self.path
         if target is None:
             raise UsageError("this lockfile has no path to save to")
-        atomic_write(target, self.dumps().encode("utf-8"))
-        self.path = target
+        with owner.hold(lock_path(target), str(target)) as held:
+            self._write(target, held)
         return target
+
+    def _write(self, target: Path, held: owner.Held) -> None:
+        """Check the text reads back as this lockfile, then put it in place (lock held)."""
+        text = self.dumps()
+        try:
+            back = Lockfile.loads(text, target)
+        except LockfileError as e:
+            raise LockfileError(
+                f"{target}: the new text does not read back ({e.message}); nothing was written",
+                hint="this is a bug in modelcas: please report it with the command you ran",
+            ) from None
+        if back.models != self.models or back.package != self.package:
+            raise LockfileError(
+                f"{target}: the new text reads back as other pins than were written; nothing "
+                f"was written",
+                hint="this is a bug in modelcas: please report it with the command you ran",
+            )
+        if not held.still_mine():
+            raise LockHeldError(
+                f"{held.path} was removed or taken over while this command held it; "
+                f"{target} was not written",
+                hint="remove lock files only when no cas command runs; then run it again",
+            )
+        atomic_write(target, text.encode("utf-8"))
+        self.path = target
 
     # -- queries -------------------------------------------------------------------------
 
@@ -557,25 +594,33 @@ def locate(path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> P
     return Path.cwd() / DEFAULT_NAME
 
 
+def lock_path(path: Path) -> Path:
+    """The lock beside a lockfile: ``cas.lock`` -> ``cas.lock.lock`` (git's ``index.lock``)."""
+    return path.with_name(path.name + ".lock")
+
+
 @contextlib.contextmanager
 def edit(path: str | os.PathLike[str]) -> Iterator[Lockfile]:
-    """Read, modify and save a lockfile, serialised against other ``cas`` processes.
+    """Read, modify and save a lockfile, exclusive against every other ``cas`` process.
 
-    The lock is an ``flock`` on the lockfile's directory, so no lock file litters the
-    project; the save itself is atomic, so readers never see a partial file.
+    No ``flock`` (it may lock nothing on NFS or Lustre): ``PATH.lock`` is created with
+    ``O_EXCL`` and names its owner (``modelcas.store.owner``); the new text is checked to read
+    back as the same pins, written beside, fsynced and renamed over ``PATH``; then the lock is
+    removed. A lock whose owner is provably dead is broken; any other is waited for
+    (``MODELCAS_LOCK_TIMEOUT``, default 60 s), then refused in one line.
+
+    Raises:
+        LockHeldError: another process holds the lock.
+        LockfileError: the lockfile is malformed, or the new text would not read back.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with owner.hold(lock_path(p), str(p)) as held:
         lock = Lockfile.load(p) if p.exists() else Lockfile(path=p)
         before = lock.dumps() if p.exists() else None
         yield lock
         if lock.dumps() != before:
-            lock.save(p)
-    finally:
-        os.close(fd)
+            lock._write(p, held)  # the one writer, under the lock it took
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -837,5 +882,23 @@ def _scalar(text: str) -> str:
 
 
 def references(path: Path) -> set[str]:
-    """The sha256s a lockfile pins: how gc reads a lockfile root."""
+    """The sha256s a lockfile pins."""
     return Lockfile.load(path).sha256s()
+
+
+def pinned_sources(lock: Lockfile) -> dict[str, bool]:
+    """Each sha256 the lockfile pins, and whether a remote (``source:``/``mirrors:``) has it.
+
+    gc reads a lockfile root so: what has no remote is the only copy, kept even after the
+    lockfile's path vanishes (``modelcas.store.memory``).
+    """
+    found: dict[str, bool] = {}
+    for name in lock.models:
+        for entry in lock.models[name].versions.values():
+            remote = entry.source is not None or bool(entry.mirrors)
+            pinned = [*entry.files.values()]
+            if entry.signature is not None:  # pinned with the version: kept like its files
+                pinned.append(entry.signature.digest)
+            for d in pinned:
+                found[d.sha256] = found.get(d.sha256, False) or remote
+    return found

@@ -1,8 +1,10 @@
 """Writing pins so that gc can never take their objects (``docs/store.md``, steps A1-A3).
 
 Every workflow that writes a pin (add, publish to the Hub or a registry, pull) goes through
-:func:`write_pins`: register the lockfile as a root, write the pin, register again, then check
-each pinned object and store it again if a concurrent gc took it.
+:func:`write_pins`: claim the objects (gc keeps them while this process runs) and check them
+in place, register the lockfile as a root, write the pin (``lockfile.edit``: a git-style
+``O_EXCL`` lock, no ``flock``), register again, then check each pinned object and store it
+again if a concurrent gc took it.
 """
 
 from __future__ import annotations
@@ -42,14 +44,23 @@ def write_pins(
     Returns:
         What ``change`` returned.
     """
-    from modelcas.lockfile import edit  # noqa: PLC0415 (YAML only when pinning)
+    from modelcas.lockfile import edit, pinned_sources  # noqa: PLC0415 (YAML only when pinning)
 
     lock_path = Path(path)
-    store.register_root(lock_path, "lockfile")
-    with edit(lock_path) as lock:
-        result = change(lock)
-    # Again, now that the file exists: a gc that found it missing may have forgotten it.
-    store.register_root(lock_path, "lockfile")
-    for digest in objects:
-        store.ensure_present(digest, functools.partial(refill, digest))
+    digests = list(objects)
+    with store.claim(d.sha256 for d in digests):
+        # Claimed, then checked in place, before the pin: a reader of the new pin never finds
+        # its object missing (docs/store.md, A0').
+        for digest in digests:
+            store.ensure_present(digest, functools.partial(refill, digest))
+        store.register_root(lock_path, "lockfile")
+        with edit(lock_path) as lock:
+            result = change(lock)
+            local = {s for s, remote in pinned_sources(lock).items() if not remote}
+        # Again, now that the file exists: a gc that found it missing may have forgotten it.
+        store.register_root(lock_path, "lockfile")
+        # What has no remote is the only copy: kept even if this lockfile's path vanishes.
+        store.remember(lock_path, local)
+        for digest in digests:
+            store.ensure_present(digest, functools.partial(refill, digest))
     return result

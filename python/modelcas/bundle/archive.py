@@ -117,19 +117,25 @@ def write(
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     if store is not None:
         _register_output(plan.output, store)
+    from modelcas.store import owner  # noqa: PLC0415 (the store only when writing)
+
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     try:
-        written = _core.write_bundle(
-            plan.output,
-            plan.members(),
-            method=method,
-            level=level,
-            mtime=int(epoch) if epoch else None,
-            overwrite=force,
-            manifest=True,
-            sidecar=True,
-            progress=progress,
-        )
+        # One writer at a time per output (a git-style O_EXCL lock, no flock): two `--force`
+        # runs would otherwise interleave their renames and leave one's sidecar beside the
+        # other's bundle. The temporary files name their owner, so gc leaves them alone.
+        with owner.hold(plan.output.with_name(plan.output.name + ".lock"), str(plan.output)):
+            written = _core.write_bundle(
+                plan.output,
+                plan.members(),
+                method=method,
+                level=level,
+                mtime=int(epoch) if epoch else None,
+                overwrite=force,
+                manifest=True,
+                sidecar=True,
+                progress=progress,
+            )
     except IntegrityError as e:
         if not any(m.pinned for m in plan.models):
             raise
@@ -142,7 +148,8 @@ def write(
 def _register_output(path: Path, store: Store) -> None:
     """Tell gc where a crash could leave temporary files.
 
-    They are ``.NAME.XXXXXX.partial`` and ``.NAME.sha256.XXXXXX.partial`` beside the bundle. A
+    They are ``.NAME.OWNER-XXXX.partial`` and ``.NAME.sha256.OWNER-XXXX.partial`` beside the
+    bundle; gc removes them only once their owner is gone and they are older than its grace. A
     bundle that is already a root keeping its objects stays one (both records share a key).
     """
     from modelcas.store import OUTPUT  # noqa: PLC0415

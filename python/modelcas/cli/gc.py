@@ -26,13 +26,19 @@ files in the store, and `.NAME.<hex>.tmp` / `.NAME.XXXX.partial` files beside re
 lockfiles and bundles. Unreferenced objects and leftovers younger than the grace period
 are kept. A pinned object is never deleted, whatever the grace, even when the pin is written
 while gc runs (docs/store.md). Roots whose file is gone are forgotten. If any root cannot be
-read, gc stops and nothing is deleted."""
+read, gc stops and nothing is deleted.
+
+A root whose file is gone (a project directory moved or deleted) does not free the only copy
+of anything: the objects it pinned when last seen that have no remote source (added or moved
+in, never pushed) are kept, and gc says so, until `cas gc --forget PATH` releases them.
+Objects with a remote source may go, since `cas sync` brings them back (docs/store.md)."""
 EPILOG = f"""\
 examples:
   cas gc --dry-run          what would be deleted
   cas gc --grace 0          delete every unreferenced object now
+  cas gc --forget old/cas.lock      release what a lockfile that is gone kept
 
-{json_help("gc", ['"dry_run"', '"objects": [...]', '"temp_files": [...]', '"bytes_freed"'])}
+{json_help("gc", ['"dry_run"', '"objects": [...]', '"kept_for_vanished": [...]', '"bytes_freed"'])}
 
 exit status: 0 done; 2 a root could not be read (nothing deleted), or a usage error."""
 
@@ -48,6 +54,13 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help=f"keep unreferenced objects younger than this (default {DEFAULT_GRACE:.0f})",
     )
+    p.add_argument(
+        "--forget",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="forget a root whose file is gone, releasing what it kept (repeatable)",
+    )
     p.set_defaults(run=run)
 
 
@@ -55,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cas gc``."""
     from modelcas.ops.gc import collect  # noqa: PLC0415
 
-    report = collect(open_store(args, create=False), grace=args.grace, dry_run=args.dry_run)
+    report = collect(
+        open_store(args, create=False), grace=args.grace, dry_run=args.dry_run, forget=args.forget
+    )
     if args.json:
         emit_json(
             "gc",
@@ -70,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
                 "bytes_freed": report.bytes_freed,
                 "kept_referenced": report.kept_referenced,
                 "kept_young": report.kept_young,
+                "forgot": [os.fsdecode(p) for p in report.forgotten],
+                "kept_for_vanished": [
+                    {"root": os.fsdecode(v.path), "objects": v.objects, "bytes": v.bytes}
+                    for v in report.vanished
+                ],
             },
         )
         return 0
@@ -78,8 +98,17 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"{verb} {info.digest.address}  {human(info.digest.size)}")
     for tmp in report.temp_files:
         say(args, f"{verb} leftover {show_path(tmp)}")
+    for root in report.forgotten:
+        say(args, f"forgot root {show_path(root)} and what it kept")
     for root in report.stale_roots:
         say(args, f"forgot root {show_path(root)} (file is gone)")
+    for v in report.vanished:
+        gone = show_path(v.path)
+        say(
+            args,
+            f"kept {v.objects} object(s), {human(v.bytes)}, last pinned by {gone}, which is "
+            f"gone; `cas gc --forget {gone}` releases them",
+        )
     if report.restored:
         say(args, f"put back {report.restored} object(s) an interrupted gc had moved aside")
     say(

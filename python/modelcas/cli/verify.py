@@ -124,6 +124,7 @@ def _run_lock(args: argparse.Namespace) -> int:
                     }
                     for pin in report.pins
                 ],
+                "linked": [_linked_json(x) for x in report.linked],
             },
         )
     else:
@@ -140,6 +141,7 @@ def _run_lock(args: argparse.Namespace) -> int:
                 lines.append(f"  moved to {show_path(where)}; run `cas sync` to fetch it again")
         problems(lines)
         problems([f"REFUSED {line}" for line in report.signatures])
+        _say_linked(args, report.linked)
     if report.signatures and not report.problems:
         first = report.signatures[0]
         more = f" (and {len(report.signatures) - 1} more)" if len(report.signatures) > 1 else ""
@@ -251,6 +253,7 @@ def _run_store(args: argparse.Namespace) -> int:
                     }
                     for p in report.problems
                 ],
+                "linked": [_linked_json(x) for x in report.linked],
             },
         )
     else:
@@ -261,6 +264,7 @@ def _run_store(args: argparse.Namespace) -> int:
             if p.kind != "writable" and (where := moved.get(p.sha256)) is not None:
                 lines.append(f"  moved to {show_path(where)}; fetch it again to restore it")
         problems(lines)
+        _say_linked(args, report.linked)
     if report.problems:
         err(f"{len(report.problems)} problem(s) in {report.checked} object(s) and the store")
         return 1
@@ -268,3 +272,13 @@ def _run_store(args: argparse.Namespace) -> int:
         depth = "sha256 and blake3" if args.deep else "blake3"
         say(args, f"{report.checked} object(s), {human(report.bytes)}: all intact ({depth})")
     return 0
+
+
+def _say_linked(args: argparse.Namespace, linked: list[Any]) -> None:
+    """Objects that share their inode with another name: a risk, not a failure."""
+    for x in linked:
+        say(args, f"LINKED  {x}")
+
+
+def _linked_json(x: Any) -> dict[str, Any]:
+    return {"sha256": x.sha256, "path": os.fsdecode(x.path), "links": x.links, "where": x.where}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelcas.digest import Digest
-from modelcas.errors import UsageError
+from modelcas.errors import LockfileError, UsageError
 from modelcas.hashing import Progress
 from modelcas.pinning import write_pins
 from modelcas.store import AddResult, Store
@@ -147,19 +147,28 @@ def add(
         refuse_lfs_pointer(f, allow=allow_lfs_pointer)
     lock_path, package = _check_pin(pin, named_files) if pin is not None else (None, None)
     results: list[AddResult] = []
+    changed, latest = False, None
     try:
         for f in files:
-            results.append(store.ingest(f, take=move, progress=progress))
-        changed, latest = False, None
+            results.append(store.ingest(f, take=move, progress=progress, lock=lock_path))
         if pin is not None and lock_path is not None:
-            changed, latest = write_pins(
-                store,
-                lock_path,
-                lambda lock: _pin(lock, pin, package, results, [n for _, n in named_files]),
-                [],  # checked just below, where a source is at hand to store again
-                lambda _: None,
-            )
-        results = [store.ensure(r, take=move) for r in results]
+            # Claimed, then checked in place, before the pin: gc keeps a claimed object, so a
+            # reader of the new pin never finds its object missing (docs/store.md, A0').
+            names = [n for _, n in named_files]
+            with store.claim(r.info.digest.sha256 for r in results):
+                results = [store.ensure(r, take=move) for r in results]
+                changed, latest = write_pins(
+                    store,
+                    lock_path,
+                    lambda lock: _pin(lock, pin, package, results, names),
+                    [],  # checked just below, where a source is at hand to store again
+                    lambda _: None,
+                )
+                results = [store.ensure(r, take=move) for r in results]
+                if move:
+                    _see_pins(lock_path, pin, results, names)
+        else:
+            results = [store.ensure(r, take=move) for r in results]
     except BaseException:
         for r in results:
             store.detach(r)
@@ -231,6 +240,29 @@ def _check_pin(pin: PinRequest, files: list[tuple[Path, str]]) -> tuple[Path, st
                 hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
             )
     return path, package
+
+
+def _see_pins(lock_path: Path, pin: PinRequest, results: list[AddResult], names: list[str]) -> None:
+    """Read the lockfile back and find every pin in it, before a source is destroyed.
+
+    Raises:
+        LockfileError: a pin is not there (someone rewrote the file meanwhile); the caller
+            gives every file back.
+    """
+    from modelcas.lockfile import Lockfile  # noqa: PLC0415
+
+    lock = Lockfile.load(lock_path)
+    model = lock.models.get(pin.name)
+    entry = model.versions.get(pin.version) if model is not None else None
+    files = entry.files if entry is not None else {}
+    for r, name in zip(results, names, strict=True):
+        if files.get(name) != r.info.digest:
+            raise LockfileError(
+                f"{lock_path}: {pin.name}@{pin.version} {name} is not pinned to "
+                f"sha256:{r.info.digest.sha256} when read back; another writer replaced the "
+                f"file; every moved file was given back",
+                hint="run the command again once nothing else writes that lockfile",
+            )
 
 
 def _pin(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from modelcas.store import DEFAULT_GRACE, GcReport, RootReader, Store
@@ -11,22 +12,40 @@ from modelcas.store import DEFAULT_GRACE, GcReport, RootReader, Store
 def _bundle(path: Path) -> set[str]:
     from modelcas import bundle  # noqa: PLC0415 (the zip reader only when a bundle is a root)
 
+    # A bundle's members have no remote source: the bundle file is where they come from.
     return bundle.references(path)
 
 
-def _lockfile(path: Path) -> set[str]:
+def _lockfile(path: Path) -> Mapping[str, bool]:
     from modelcas import lockfile  # noqa: PLC0415 (YAML only when gc runs)
 
-    return lockfile.references(path)
+    return lockfile.pinned_sources(lockfile.Lockfile.load(path))
 
 
 READERS: Mapping[str, RootReader] = {"lockfile": _lockfile, "bundle": _bundle}
 
 
-def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
+def collect(
+    store: Store,
+    *,
+    grace: float = DEFAULT_GRACE,
+    dry_run: bool = False,
+    forget: Sequence[str | os.PathLike[str]] = (),
+) -> GcReport:
     """Delete what no registered lockfile or bundle references (see :meth:`Store.gc`).
+
+    Args:
+        store: the store.
+        grace: keep unreferenced objects younger than this many seconds.
+        dry_run: report only.
+        forget: roots whose file is gone to forget first, with what they pinned, so that
+            their objects go too (``cas gc --forget PATH``).
 
     Raises:
         StoreError: a root cannot be read; nothing was deleted.
+        UsageError: a path to forget is not a registered root, or still exists.
     """
-    return store.gc(READERS, grace=grace, dry_run=dry_run)
+    forgotten = [store.forget_root(p) for p in forget] if not dry_run else []
+    report = store.gc(READERS, grace=grace, dry_run=dry_run)
+    report.forgotten = forgotten
+    return report

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from modelcas.errors import IntegrityError, NotPinnedError
@@ -36,6 +39,28 @@ class PinProblem:
         return f"{head} {self.pin.label} sha256:{self.pin.digest.sha256}: {self.detail}{step}"
 
 
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """An object whose inode has other names than its own (link count above 1).
+
+    Not corruption, but a risk: a write through another name (as root, which permissions do
+    not stop, or after a chmod) changes the stored bytes in place. ``where`` says which name
+    when it can be found (the Hugging Face cache), else what makes such names.
+    """
+
+    sha256: str
+    path: Path
+    links: int
+    where: str
+
+    def __str__(self) -> str:
+        return (
+            f"sha256:{self.sha256} has {self.links} names (link count {self.links}); "
+            f"{self.where}: a write through it (as root, or after chmod u+w) changes the "
+            f"stored bytes; replace that name with a copy to remove the risk"
+        )
+
+
 @dataclass
 class LockReport:
     """The result of checking every file a lockfile pins."""
@@ -44,6 +69,7 @@ class LockReport:
     problems: list[PinProblem] = field(default_factory=list)
     # Versions refused by the lockfile's `trust:`: one line each (model, version, signer).
     signatures: list[str] = field(default_factory=list)
+    linked: list[Linked] = field(default_factory=list)
 
     @property
     def ok(self) -> list[Pin]:
@@ -59,6 +85,7 @@ class StoreReport:
     checked: int
     bytes: int
     problems: list[Problem] = field(default_factory=list)
+    linked: list[Linked] = field(default_factory=list)
 
 
 def verify_lock(
@@ -122,6 +149,9 @@ def verify_pins(
         if problem is None:
             intact.append(pin)
             continue
+        if problem.kind == "missing":
+            report.problems.append(PinProblem(pin, "missing", "not in the store; run `cas sync`"))
+            continue
         report.problems.append(
             PinProblem(
                 pin,
@@ -135,7 +165,37 @@ def verify_pins(
     for pin in intact:
         if (w := writable.get(pin.digest.sha256)) is not None:
             report.problems.append(PinProblem(pin, "writable", w.describe()))
+    report.linked = linked(registry.store, sorted({p.digest.sha256 for p in intact}))
     return report
+
+
+def linked(store: Store, sha256s: Iterable[str]) -> list[Linked]:
+    """The objects among ``sha256s`` whose inode has other names, and where those are."""
+    found = []
+    for sha256 in sha256s:
+        path = store.object_path(sha256)
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if st.st_nlink > 1:
+            found.append(Linked(sha256, path, st.st_nlink, _other_name(sha256, st)))
+    return found
+
+
+def _other_name(sha256: str, st: os.stat_result) -> str:
+    """The other name where it can be found: the Hugging Face cache's blob of this digest."""
+    from modelcas import hfcache  # noqa: PLC0415
+
+    cache = hfcache.cache_dir()
+    with contextlib.suppress(OSError):
+        for folder in sorted(cache.iterdir()):
+            blob = folder / "blobs" / sha256
+            with contextlib.suppress(OSError):
+                other = blob.lstat()
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return f"the other is the Hugging Face cache's blob {blob}"
+    return "another is a hard link outside the store (`cas get --link hardlink` makes them)"
 
 
 def verify_store(
@@ -154,8 +214,13 @@ def verify_store(
     infos = [store.info(h) for h in targets if store.has(h)] if targets else store.objects()
     wanted = targets if targets is not None else [i.digest.sha256 for i in infos]
     problems = store.verify(wanted, deep=deep, progress=progress)
+    if targets is None:
+        # Listed, then collected by a gc running meanwhile: gone as it should be, not a problem.
+        problems = [p for p in problems if p.kind != "missing"]
     problems += store.audit(targets)
-    return StoreReport(len(wanted), sum(i.digest.size for i in infos), problems)
+    report = StoreReport(len(wanted), sum(i.digest.size for i in infos), problems)
+    report.linked = linked(store, wanted)
+    return report
 
 
 def pinned_bytes(registry: Registry) -> int:

@@ -18,11 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Leftovers a crash can leave beside a file that is replaced atomically: atomic_write's
-# `.NAME.[OWNER-]<32 hex>.tmp`, and the bundle writer's `.NAME.<random>.partial`.
+# `.NAME.[OWNER-]<32 hex>.tmp`, and the bundle writer's `.NAME.[OWNER-]<random>.partial` (the
+# Rust core's `fsio::temp_beside` names its owner, 12 random characters after it).
 _OWNER = r"[0-9a-f]{8}-[0-9]+"
 _TMP = r"\.(?:" + _OWNER + r"-)?[0-9a-f]{32}\.tmp"
-_PARTIAL = r"\.[A-Za-z0-9_]{4,16}\.partial"
-_OWNED = re.compile(r"(?:^|\.)(" + _OWNER + r")-[0-9a-f]{32}(?:\.|$)")
+_PARTIAL = r"\.(?:" + _OWNER + r"-)?[A-Za-z0-9_]{4,16}\.partial"
+# The owner inside a name: `.NAME.OWNER-HEX.tmp`, `OWNER-HEX.partial`, gc's `gc-OWNER-HEX`,
+# and the Rust core's `.NAME.OWNER-<12 random>.partial`.
+_OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-(?:[0-9a-f]{32}|[A-Za-z0-9_]{12})(?:\.|$)")
 
 
 @functools.cache
@@ -63,6 +66,33 @@ def writer_alive(name: str) -> bool:
     except (ProcessLookupError, OverflowError):
         return False
     return True
+
+
+def writer_dead(name: str) -> bool:
+    """Whether the process named in a temporary file's name provably no longer runs.
+
+    True only for a name owned by this machine's current boot whose pid runs nothing; an
+    owner on another machine or boot cannot be checked, so it is never dead by this test.
+    """
+    m = _OWNED.search(name)
+    if m is None:
+        return False
+    node, _, pid = m.group(1).partition("-")
+    if node != _node():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return False
+    except (ProcessLookupError, OverflowError):
+        return True
+    return False
+
+
+def same_node(name: str) -> bool:
+    """Whether a temporary file's name says it was made on this machine during this boot."""
+    m = _OWNED.search(name)
+    return m is not None and m.group(1).partition("-")[0] == _node()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from modelcas.digest import is_hex64
 from modelcas.errors import ModelcasError, StoreError
+from modelcas.store import intent
 from modelcas.store.durable import (
     atomic_write,
     fsync_dir,
@@ -37,26 +37,24 @@ from modelcas.store.durable import (
     writer_alive,
 )
 from modelcas.store.layout import kind_of
-from modelcas.store.read import STAGING, Reading
-from modelcas.store.records import GcReport, ObjectInfo, Root
+from modelcas.store.memory import MEMORY, Remembering
+from modelcas.store.read import STAGING
+from modelcas.store.records import GcReport, ObjectInfo, Root, VanishedRoot
 from modelcas.store.views import collect as collect_views
 
 # gc keeps temporary files and unreferenced objects younger than this: they may belong to a
 # write in flight, or to a plain `cas add` whose user has not pinned it yet.
 DEFAULT_GRACE = 3600.0
-RootReader = Callable[[Path], set[str]]
+# A root's pinned sha256s: a set (none has a remote source), or each with whether it has one.
+RootReader = Callable[[Path], "set[str] | Mapping[str, bool]"]
 OUTPUT = "output"  # a file being written (a bundle): gc cleans its leftovers, keeps nothing
 _RECORD_CAP = 64 << 10
 
 
-class Collecting(Reading):
+class Collecting(Remembering):
     """Roots, and the gc that keeps what they reference."""
 
     # -- roots -----------------------------------------------------------------------------
-
-    def _record_path(self, path: Path) -> Path:
-        key = hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
-        return self.roots_dir / f"{key}.json"
 
     def register_root(self, path: str | os.PathLike[str], kind: str) -> Root:
         """Remember a lockfile or bundle whose objects gc must keep.
@@ -91,6 +89,8 @@ class Collecting(Reading):
             return found
         self.checked_dir(self.roots_dir)
         for p in sorted(self.roots_dir.iterdir()):
+            if p.name.endswith(MEMORY) and not p.is_symlink():
+                continue  # what a root pinned (modelcas.store.memory), not a root
             found.append(self._read_record(p))
         return found
 
@@ -127,9 +127,16 @@ class Collecting(Reading):
             raise refuse("is not a root record (JSON with path, kind, registered)") from None
 
     def referenced(
-        self, readers: Mapping[str, RootReader], roots: list[Root] | None = None
+        self,
+        readers: Mapping[str, RootReader],
+        roots: list[Root] | None = None,
+        *,
+        remember: bool = False,
     ) -> tuple[set[str], list[Root]]:
         """The sha256s that live roots reference, and the roots whose file is gone.
+
+        With ``remember``, each live root's pins without a remote source are recorded
+        (:meth:`remember`), so that they outlive the root's path.
 
         Raises:
             StoreError: a root cannot be read. gc must not guess, so it stops.
@@ -156,7 +163,15 @@ class Collecting(Reading):
                     hint="upgrade modelcas, or remove the file if it is no longer used",
                 )
             try:
-                keep |= reader(root.path)
+                pinned = reader(root.path)
+                keep |= set(pinned)
+                if remember:
+                    local = (
+                        {s for s, remote in pinned.items() if not remote}
+                        if isinstance(pinned, Mapping)
+                        else set(pinned)
+                    )
+                    self._remember(root.record, root.path, local)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
             except (ModelcasError, OSError, ValueError, RecursionError) as e:
@@ -194,9 +209,13 @@ class Collecting(Reading):
         report = GcReport()
         if not dry_run:
             report.restored = self._recover_trash()
+            self.recover_moves()
         cutoff = time.time() - grace
         roots = self.roots()
-        keep, stale = self.referenced(readers, roots)
+        live, stale = self.referenced(readers, roots, remember=not dry_run)
+        live |= intent.in_flight(self.tmp_dir)
+        memories = self._memories(stale)
+        keep = live.union(*memories.values())
         candidates: list[ObjectInfo] = []
         for info in self.iter_objects():
             if info.digest.sha256 in keep:
@@ -218,6 +237,11 @@ class Collecting(Reading):
         # Views are derived, never roots: those naming a removed object go (rebuilt on use).
         report.views = collect_views(self, cutoff, dry_run=dry_run)
         for root in stale:
+            alone = self._alone(memories.get(root.record, set()), live)
+            if alone:
+                sizes = sum(self.info(s).digest.size for s in alone if self.has(s))
+                report.vanished.append(VanishedRoot(root.path, len(alone), sizes))
+                continue
             if root.registered <= cutoff and (dry_run or self._drop_root(root)):
                 report.stale_roots.append(root.path)
         if not dry_run and self.locks_dir.is_dir():
@@ -254,7 +278,9 @@ class Collecting(Reading):
                         self.put_back(aside, info.digest.sha256)
                         moved.pop()
                         report.kept_young += 1
-            keep, _ = self.referenced(readers)
+            keep, stale = self.referenced(readers)
+            keep |= intent.in_flight(self.tmp_dir)
+            keep = keep.union(*self._memories(stale).values())
             doomed = []
             for info in moved:
                 if info.digest.sha256 in keep:
@@ -304,9 +330,12 @@ class Collecting(Reading):
         """Old temporary files in ``tmp/``, and crash leftovers beside registered roots."""
         found = []
         entries = sorted(self.tmp_dir.iterdir()) if self.tmp_dir.is_dir() else []
+        now = time.time()
         for p in entries:
-            if p.name.startswith(STAGING):
-                continue  # another gc's staging folder: only recovery touches it
+            if p.name.startswith(STAGING) or intent.in_flight_name(p.name):
+                continue  # a gc's staging folder or a move's journal: only recovery touches it
+            if p.name.endswith(intent.CLAIM) and intent.claim_counts(p, now):
+                continue
             if _age(p) > cutoff or writer_alive(p.name):
                 continue
             found.append(p)
@@ -333,6 +362,18 @@ class Collecting(Reading):
                         p.unlink()
         return found
 
+    def _memories(self, stale: list[Root]) -> dict[Path, set[str]]:
+        """What each root whose file is gone pinned without a remote source."""
+        found = {}
+        for root in stale:
+            if root.kind != OUTPUT and (memory := self.remembered(root)):
+                found[root.record] = memory
+        return found
+
+    def _alone(self, memory: set[str], live: set[str]) -> list[str]:
+        """The objects of a vanished root's memory that are present and nothing else keeps."""
+        return sorted(s for s in memory if s not in live and self.object_path(s).exists())
+
     def _drop_root(self, root: Root) -> bool:
         """Forget a root whose file is gone; False when it came back meanwhile.
 
@@ -348,6 +389,7 @@ class Collecting(Reading):
             os.rename(aside, root.record)
             return False
         aside.unlink()
+        self._drop_memory(root.record)
         return True
 
 

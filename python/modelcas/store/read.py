@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,14 +16,14 @@ from typing import Literal
 from modelcas import hashing
 from modelcas.digest import Digest, Hashes, is_hex64, mismatch, parse_address
 from modelcas.errors import IntegrityError, ObjectNotFoundError, StoreError, UsageError
-from modelcas.store.durable import fsync_dir, named
+from modelcas.store import linking
+from modelcas.store.durable import fsync_dir, named, owned_name
 from modelcas.store.layout import Layout, kind_of
 from modelcas.store.records import ObjectInfo, Problem, StoreStats
 
 STAGING = "gc-"  # gc's folders under tmp/, where it moves candidates before deciding
 LinkMode = Literal["auto", "reflink", "hardlink", "symlink", "copy"]
 LINK_MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "symlink", "copy")
-_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _COPY_CHUNK = 8 << 20
 
 
@@ -208,8 +208,29 @@ class Reading(Layout):
                 [path for _, path, _, _ in batch], algos, regular_only=True, progress=progress
             )
             for (i, path, known, mtime), got in zip(batch, hashed, strict=True):
-                results[i] = self._judge(sha256s[i], path, known, got, mtime)
+                found = self._follow(sha256s[i], path, algos) if _gone(got) else got
+                if found is None:
+                    results[i] = Problem(sha256s[i], path, "missing", "an object", "nothing")
+                    continue
+                results[i] = self._judge(sha256s[i], path, known, found, mtime)
         return results
+
+    def _follow(
+        self, sha256: str, path: Path, algos: tuple[hashing.Algo, ...]
+    ) -> Hashes | OSError | None:
+        """Hash an object that left its place while it was checked; None when it is gone.
+
+        A running gc moves candidates aside (G2) and puts back what is referenced (G4): the
+        object is where gc put it, and is taken back from there (or found back in place). Only
+        an object that is nowhere after that is missing; it is never reported corrupt.
+        """
+        for attempt in range(50):
+            if os.path.lexists(path) or self.rescue(sha256):
+                got = hashing.hash_files([path], algos, regular_only=True)[0]
+                if not isinstance(got, FileNotFoundError):
+                    return got
+            time.sleep(0.002 * attempt)
+        return None
 
     def _judge(
         self, sha256: str, path: Path, known: Digest | None, got: Hashes | OSError, mtime: float
@@ -321,10 +342,11 @@ class Reading(Layout):
     ) -> LinkMode:
         """Put an object at ``dest`` without letting anyone modify the object through it.
 
-        ``auto`` tries a reflink (an independent copy-on-write copy), then a hardlink (the
-        object is read-only; not used when running as root, whom permissions do not stop),
-        then a copy. ``symlink`` must be asked for. ``progress`` is called with the bytes
-        hashed (``verify``) and copied.
+        ``auto`` tries a reflink (an independent copy-on-write copy), then a hardlink where
+        nobody can write through it (:func:`~modelcas.store.linking.hardlink_allowed`: not as
+        root or with ``CAP_DAC_OVERRIDE``, not into another user's directory), then a copy.
+        ``symlink`` must be asked for. ``progress`` is called with the bytes hashed
+        (``verify``) and copied.
 
         Returns:
             The link mode used.
@@ -346,12 +368,14 @@ class Reading(Layout):
         target.parent.mkdir(parents=True, exist_ok=True)
         modes: tuple[LinkMode, ...]
         if link == "auto":
-            modes = ("reflink", "copy") if os.geteuid() == 0 else ("reflink", "hardlink", "copy")
+            # A hard link only where nobody can write through it (store/linking.py).
+            hard = linking.hardlink_allowed(target.parent)
+            modes = ("reflink", "hardlink", "copy") if hard else ("reflink", "copy")
         else:
             modes = (link,)
         last: OSError | None = None
         for mode in modes:
-            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.cas-tmp"
+            tmp = target.parent / f".{target.name}.{owned_name()}.cas-tmp"
             try:
                 make_link(src, tmp, mode, progress)
                 os.replace(tmp, target)
@@ -363,6 +387,10 @@ class Reading(Layout):
                 return mode
         assert last is not None
         raise last
+
+
+def _gone(got: Hashes | OSError) -> bool:
+    return isinstance(got, FileNotFoundError)
 
 
 def _same_content(src: Path, target: Path, sha256: str) -> bool:
@@ -388,8 +416,7 @@ def make_link(
     elif mode == "symlink":
         os.symlink(src.resolve(), tmp)
     elif mode == "reflink":
-        with open(src, "rb") as s, open(tmp, "xb") as d:
-            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        linking.reflink(src, tmp)
         os.chmod(tmp, 0o644)
     elif mode == "copy":
         with open(src, "rb") as s, open(tmp, "xb") as d:

@@ -26,16 +26,19 @@ class ObjectInfo:
 class AddResult:
     """What an add did: the object, and whether the store already had it.
 
-    ``linked`` is true when the object is the source's own inode (a hard link made by a
-    ``move``): the source path must then be unlinked, or the object detached, before the
-    user may write to the source again.
+    A move that renamed the file into the store (no copy) keeps a move journal (``journal``)
+    until :meth:`~modelcas.store.write.Writing.release` ends it or
+    :meth:`~modelcas.store.write.Writing.detach` gives the file back; ``staged`` is the file
+    itself, waiting in ``tmp/``, when its content was already stored. ``healed`` names where a
+    stored object that did not match its name was quarantined, when this add replaced it.
     """
 
     source: Path
     info: ObjectInfo
     existed: bool
-    linked: bool = False
-    source_mode: int = 0o644
+    journal: Path | None = None
+    staged: Path | None = None
+    healed: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,19 @@ class Root:
     record: Path
 
 
+@dataclass(frozen=True, slots=True)
+class VanishedRoot:
+    """A root whose file is gone, and the objects gc keeps for it.
+
+    Only it pinned them, and they have no remote source (``cas gc --forget PATH`` releases
+    them).
+    """
+
+    path: Path
+    objects: int
+    bytes: int
+
+
 @dataclass
 class GcReport:
     """What gc removed (or, in a dry run, would remove)."""
@@ -89,6 +105,8 @@ class GcReport:
     restored: int = 0
     stale_roots: list[Path] = field(default_factory=list)
     views: int = 0  # named views removed (derived: rebuilt on their next use)
+    vanished: list[VanishedRoot] = field(default_factory=list)
+    forgotten: list[Path] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:

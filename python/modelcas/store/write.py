@@ -15,7 +15,8 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -23,6 +24,7 @@ from typing import Self
 from modelcas import hashing
 from modelcas.digest import Digest, mismatch
 from modelcas.errors import IntegrityError, StoreError, UsageError
+from modelcas.store import intent
 from modelcas.store.durable import fsync_dir, named
 from modelcas.store.read import Reading
 from modelcas.store.records import AddResult, ObjectInfo
@@ -165,9 +167,9 @@ class Writing(Reading):
     ) -> AddResult:
         """Copy (or move) a file into the store, hashing it in the same pass.
 
-        Content that is already present costs a hash, not a copy. With ``move`` the source is
-        unlinked only once the object is stored and checked; a hard link is used instead of a
-        copy where that is safe (see :meth:`ingest`).
+        Content that is already present costs a hash, not a copy. With ``move`` the file is
+        renamed into the store where it can be (see :meth:`ingest`), and is gone from
+        ``source`` once stored and checked.
 
         Args:
             source: the file.
@@ -186,7 +188,11 @@ class Writing(Reading):
                 behind but the temporary area.
         """
         result = self.ingest(source, take=move, expected=expected, progress=progress)
-        result = self.ensure(result, take=move)
+        try:
+            result = self.ensure(result, take=move)
+        except BaseException:
+            self.detach(result)
+            raise
         if move:
             self.release(result)
         return result
@@ -198,14 +204,15 @@ class Writing(Reading):
         take: bool = False,
         expected: Digest | None = None,
         progress: hashing.Progress | None = None,
+        lock: str | os.PathLike[str] | None = None,
     ) -> AddResult:
-        """Store a file's bytes without touching the source path.
+        """Store a file's bytes; with ``take`` (the first half of a move) take the file itself.
 
-        With ``take`` (the first half of a move) the object may be a hard link of the source,
-        when that is safe: same filesystem, and the source has no other name (``st_nlink ==
-        1``), so making the object read-only changes no other name of the user's file. The
-        caller then unlinks the source with :meth:`release`, or gives it back with
-        :meth:`detach`.
+        A file with no other name (``st_nlink == 1``) on the store's filesystem is renamed
+        into ``tmp/`` under a move journal (``lock`` names the lockfile the move will pin
+        into), hashed there and renamed into place: the user's path and an object never name
+        one inode. Any other file is copied. The caller then ends the move with
+        :meth:`release`, or gives the file back with :meth:`detach`.
 
         Raises:
             as :meth:`add_file`.
@@ -214,17 +221,33 @@ class Writing(Reading):
         st = _source_stat(src, take)
         with self.lock(f"src-{st.st_dev}-{st.st_ino}"):
             if take and st.st_nlink == 1:
-                linked = self._add_by_link(src, st, expected, progress)
-                if linked is not None:
-                    return linked
+                taken = self._take(src, st, expected, progress, lock)
+                if taken is not None:
+                    return taken
             elif self._has_size(st.st_size):
-                # Maybe present: a hash decides, and a hit costs no copy.
+                # Maybe present: a hash decides, and a hit costs no copy. The stored bytes are
+                # hashed too only when this add will destroy the source.
                 hashes = hashing.hash_file(src, progress=progress)
                 _unchanged(src, st, hashes.size, follow=not take)
-                found = self._present(hashes.digest(), expected, str(src))
+                found, healed = self._present(hashes.digest(), expected, str(src), check=take)
                 if found is not None:
                     return AddResult(src, found, True)
-            return self._add_by_copy(src, st, expected, progress, follow=not take)
+                if healed is not None:
+                    result = self._add_by_copy(src, st, expected, progress, follow=not take)
+                    return AddResult(src, result.info, False, healed=healed)
+            return self._add_by_copy(src, st, expected, progress, follow=not take, check=take)
+
+    def _take(
+        self,
+        src: Path,
+        st: os.stat_result,
+        expected: Digest | None,
+        progress: hashing.Progress | None,
+        lock: str | os.PathLike[str] | None,
+    ) -> AddResult | None:
+        """Take the file itself into the store; None where it must be copied instead."""
+        del src, st, expected, progress, lock
+        return None  # the journaled rename lives in modelcas.store.moving
 
     def _add_by_copy(
         self,
@@ -234,6 +257,7 @@ class Writing(Reading):
         progress: hashing.Progress | None,
         *,
         follow: bool,
+        check: bool = False,
     ) -> AddResult:
         tmp = self.temp_path()
         try:
@@ -245,51 +269,13 @@ class Writing(Reading):
                 raise self._write_error(src, e) from e
             _unchanged(src, st, hashes.size, follow=follow)
             digest = hashes.digest()
-            found = self._present(digest, expected, str(src))
+            found, healed = self._present(digest, expected, str(src), check=check)
             if found is not None:
                 return AddResult(src, found, True)
             info = self.publish(tmp, digest, expected, str(src))
         finally:
             tmp.unlink(missing_ok=True)
-        return AddResult(src, info, False)
-
-    def _add_by_link(
-        self,
-        src: Path,
-        st: os.stat_result,
-        expected: Digest | None,
-        progress: hashing.Progress | None,
-    ) -> AddResult | None:
-        """A hard link of the source becomes the object; None where links cannot be made."""
-        tmp = self.temp_path()
-        try:
-            os.link(src, tmp, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                return None  # another filesystem, or one without hard links: copy instead
-            raise
-        try:
-            hashes = hashing.hash_file(tmp, progress=progress)
-            _unchanged(src, st, hashes.size, follow=False)
-            digest = hashes.digest()
-            found = self._present(digest, expected, str(src))
-            if found is not None:
-                return AddResult(src, found, True)
-            with named(tmp):
-                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            try:
-                info = self.publish(tmp, digest, expected, str(src))
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.chmod(src, stat.S_IMODE(st.st_mode), follow_symlinks=False)
-                raise
-            return AddResult(src, info, False, linked=True, source_mode=stat.S_IMODE(st.st_mode))
-        finally:
-            tmp.unlink(missing_ok=True)
+        return AddResult(src, info, False, healed=healed)
 
     def ensure(self, result: AddResult, *, take: bool = False) -> AddResult:
         """Check that an added object is still in place; store it again if gc took it.
@@ -302,11 +288,17 @@ class Writing(Reading):
             ``result``, or the result of adding the source again.
 
         Raises:
-            as :meth:`ingest`.
+            as :meth:`ingest`; StoreError when a moved file's object is gone (its journal
+            keeps the file recoverable).
         """
         if self._in_place(result.info.digest):
             return result
+        if result.journal is not None:
+            return self._ensure_taken(result)
         return self.ingest(result.source, take=take, expected=result.info.digest)
+
+    def _ensure_taken(self, result: AddResult) -> AddResult:
+        raise StoreError(f"sha256:{result.info.digest.sha256} left the store during a move")
 
     def ensure_present(self, digest: Digest, refill: Callable[[], object]) -> None:
         """As :meth:`ensure`, for bytes that came from elsewhere: ``refill`` fetches them."""
@@ -330,32 +322,40 @@ class Writing(Reading):
         return stat.S_ISREG(st.st_mode) and st.st_size == digest.size
 
     def release(self, result: AddResult) -> None:
-        """The end of a move: unlink the source, now that its bytes are stored and checked."""
-        with named(result.source):
-            result.source.unlink(missing_ok=True)
-        fsync_dir(result.source.parent)
+        """The end of a move: the source goes, now that its bytes are stored and pinned.
+
+        A copied source is unlinked; a source taken under a journal is already off the user's
+        path, so only its waiting copy (when the content was stored before) and the journal go.
+        """
+        if result.journal is None:
+            with named(result.source):
+                result.source.unlink(missing_ok=True)
+            fsync_dir(result.source.parent)
+            return
+        self._end_journal(result)
+
+    def _end_journal(self, result: AddResult) -> None:
+        raise NotImplementedError  # modelcas.store.moving
 
     def detach(self, result: AddResult) -> None:
-        """Undo a move that did not complete: give the source back with its mode.
+        """Undo a move that did not complete: give the file back at its path, with its mode.
 
-        When the object is the source's own inode, it is first replaced with an independent
-        copy, so that the user's file can be written again without changing an object. The
-        object path never disappears meanwhile, so no concurrent add loses it.
+        A copied source never left its path. A file taken under a journal goes back: renamed
+        back if it is still waiting in ``tmp/``, else copied out of its object as a new inode
+        (the object stays, so no concurrent add that found it loses it).
         """
-        if not result.linked:
-            return
-        digest = result.info.digest
-        if self._in_place(digest):
-            tmp = self.temp_path()
-            try:
-                copied = hashing.copy_file(result.info.path, tmp)
-                if copied.digest() != digest:
-                    raise IntegrityError(f"{result.source}: changed while it was being given back")
-                self.publish(tmp, digest, None, str(result.source))
-            finally:
-                tmp.unlink(missing_ok=True)
-        with named(result.source):
-            os.chmod(result.source, result.source_mode, follow_symlinks=False)
+        if result.journal is not None:
+            self._undo_journal(result)
+
+    def _undo_journal(self, result: AddResult) -> None:
+        raise NotImplementedError  # modelcas.store.moving
+
+    def claim(self, sha256s: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        """Tell gc that these objects are about to be pinned, for the ``with`` block.
+
+        gc keeps a claimed object while its claimant may run (``intent.claim``).
+        """
+        return intent.claim(self.checked_dir(self.tmp_dir, create=True), sha256s)
 
     def writer(self, expected: Digest | None = None, what: str = "stream") -> ObjectWriter:
         """An :class:`ObjectWriter` for streamed bytes; ``what`` names the source in errors."""
@@ -381,38 +381,75 @@ class Writing(Reading):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _present(self, digest: Digest, expected: Digest | None, what: str) -> ObjectInfo | None:
-        """The existing object with this digest, freshened, or None when absent or bad.
+    def _present(
+        self, digest: Digest, expected: Digest | None, what: str, *, check: bool = False
+    ) -> tuple[ObjectInfo | None, Path | None]:
+        """The existing object with this digest, freshened; or None when absent or bad.
 
         Freshening (a new mtime) tells a concurrent gc that the object is in use. If it
         cannot be done, or the object moved meanwhile, the object counts as absent and the
         caller writes it again: a failed freshen is never ignored.
+
+        A stored object is trusted by its size only while nothing depends on it: with
+        ``check`` (a source is about to be destroyed), or when the object has no index record
+        (it may have been planted), its bytes are hashed (blake3, which the source's digest
+        has). One that does not match is quarantined and reported, and the caller stores the
+        good bytes in its place.
+
+        Returns:
+            The object (or None), and where a bad stored object was quarantined (or None).
         """
         _check_expected(digest, expected, what)
         path = self.object_path(digest.sha256)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None  # absent, or planted: the new, verified bytes replace it
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None, self._heal(digest, what, "is a symlink")
+            return None, None  # absent: the new, verified bytes go in
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != digest.size:
-                return None
+                os.close(fd)
+                fd = -1
+                found = f"{st.st_size} bytes" if stat.S_ISREG(st.st_mode) else "not a file"
+                return None, self._heal(digest, what, f"has {found}, not {digest.size} bytes")
             os.utime(fd)
             now = path.lstat()
         except OSError:
-            return None
+            return None, None
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            return None
+            return None, None
         record = self.read_index(digest.sha256)
         known, added = record if record is not None else (None, st.st_mtime)
         if known is not None and known.blake3 not in (None, digest.blake3):
-            return None
+            return None, self._heal(digest, what, f"is recorded with blake3 {known.blake3}")
+        if check or known is None or known.blake3 is None:
+            got = hashing.hash_files([path], ("blake3",), regular_only=True)[0]
+            if isinstance(got, OSError):
+                return None, None
+            if got.size != digest.size or got.blake3 != digest.blake3:
+                return None, self._heal(digest, what, f"has blake3 {got.blake3}")
         if known is None or known.blake3 is None:
             self.write_index(digest, added)
-        return ObjectInfo(digest, path, added)
+        return ObjectInfo(digest, path, added), None
+
+    def _heal(self, digest: Digest, what: str, why: str) -> Path | None:
+        """Quarantine a stored object that is not what its name says, and say so."""
+        try:
+            moved = self.quarantine(digest.sha256)
+        except OSError:
+            return None
+        if moved is not None:
+            warnings.warn(
+                f"the stored sha256:{digest.sha256} {why}, not the bytes of {what}: moved it "
+                f"to {moved} and stored the good bytes in its place",
+                stacklevel=4,
+            )
+        return moved
 
     def publish(self, tmp: Path, digest: Digest, expected: Digest | None, what: str) -> ObjectInfo:
         """Move a complete, fsynced temp file into place as the object for ``digest``.
