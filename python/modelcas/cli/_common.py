@@ -8,9 +8,10 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from modelcas.store import Store
+if TYPE_CHECKING:
+    from modelcas.store import Store
 
 # Problems printed before "... and N more".
 MAX_PROBLEMS = 20
@@ -124,6 +125,8 @@ def seconds(text: str) -> float:
 
 def open_store(args: argparse.Namespace) -> Store:
     """The store named by --store, else MODELCAS_HOME, else the default cache directory."""
+    from modelcas.store import Store  # noqa: PLC0415 (commands without a store skip its import)
+
     return Store(args.store)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelcas.errors import IntegrityError
 from modelcas.hashing import Progress
-from modelcas.registry import Pin, Registry
 from modelcas.store import Problem, Store
+
+if TYPE_CHECKING:  # `cas verify` of the store alone does not pay for the lockfile's YAML
+    from modelcas.registry import Pin, Registry
 
 
 @dataclass(frozen=True, slots=True)
