@@ -19,11 +19,11 @@ import pytest
 
 # Never needed by the short commands below: the Hub client and its HTTP stack, YAML, the
 # torch extra, version parsing, and the store (which pulls in file locks and the index).
+# (`cas bundle verify` and `ls` read the bundle's config.yml, so they import yaml.)
 HEAVY = (
     "huggingface_hub",
     "httpx",
     "requests",
-    "yaml",
     "torch",
     "numpy",
     "packaging",
@@ -64,14 +64,15 @@ def _imported(tmp_path: Path, *args: str) -> set[str]:
     return set(result["modules"])
 
 
-def _heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
+def _heavy(modules: set[str], *also: str) -> list[str]:
+    heavy = (*HEAVY, *also)
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in heavy))
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--json", "--version"], ["-q", "--version"]])
 def test_version_imports_no_command(tmp_path: Path, args: list[str]) -> None:
     modules = _imported(tmp_path, *args)
-    assert _heavy(modules) == []
+    assert _heavy(modules, "yaml") == []
     commands = sorted(m for m in modules if m.startswith("modelcas.cli.") and "._" not in m)
     assert commands == [], "no command module is needed to print the version"
     assert "modelcas.digest" not in modules and "dataclasses" not in modules
@@ -81,14 +82,14 @@ def test_hash_of_a_small_file_imports_no_store(tmp_path: Path) -> None:
     (tmp_path / "small.txt").write_text("hello\n")
     for args in (["hash", "small.txt"], ["hash", "--algo", "both", "--json", "small.txt"]):
         modules = _imported(tmp_path, *args)
-        assert _heavy(modules) == [], args
+        assert _heavy(modules, "yaml") == [], args
         assert "modelcas.cli.hash" in modules  # the probe really ran the command
 
 
 def test_store_verify_imports_no_lockfile_or_hub(tmp_path: Path) -> None:
     modules = _imported(tmp_path, "verify")
     assert "modelcas.store" in modules  # it needs the store, and nothing else heavy
-    assert [m for m in _heavy(modules) if not m.startswith("modelcas.store")] == []
+    assert [m for m in _heavy(modules, "yaml") if not m.startswith("modelcas.store")] == []
 
 
 def test_version_is_still_printed_and_command_options_still_parse(tmp_path: Path) -> None:
@@ -103,3 +104,17 @@ def test_version_is_still_printed_and_command_options_still_parse(tmp_path: Path
         [*run, "--help", "--version"], check=False, capture_output=True, text=True
     )
     assert "bundle" in helped.stdout and "verify" in helped.stdout
+
+
+def test_bundle_verify_and_ls_import_no_store(tmp_path: Path) -> None:
+    from modelcas import bundle
+
+    (tmp_path / "w.pt").write_bytes(os.urandom(5000))
+    (tmp_path / "cfg.yml").write_text("seg:\n  model_path: w.pt\n  model_type: Unet\n")
+    out = bundle.create_model_bundle(tmp_path / "cfg.yml", tmp_path / "b.zip", auto_date=False)
+    for action in ("verify", "ls"):
+        modules = _imported(tmp_path, "bundle", action, str(out))
+        assert "modelcas.bundle.archive" in modules
+        # The bundle's own config.yml is YAML; nothing else heavy, and no store.
+        assert [m for m in _heavy(modules) if not m.startswith("modelcas.bundle")] == [], action
+        assert "modelcas.bundle.pipeline" not in modules
