@@ -513,8 +513,15 @@ fn pipeline<'a>(
         lanes.push(Lane::Seq(seq));
     }
     if let Some(h) = b3 {
-        // blake3 gets the whole pool only when it has no sha256 lane to share the cores with.
-        let pool = if seq_present { None } else { Some(pool()?) };
+        // blake3 gets the whole pool only when it has no sha256 lane to share the cores with,
+        // and only when this is not itself a pool thread (`hash_files`): its workers wait here
+        // on channels, not on rayon, so work handed to the pool would wait for them forever.
+        let nested = rayon::current_thread_index().is_some();
+        let pool = if seq_present || nested {
+            None
+        } else {
+            Some(pool()?)
+        };
         lanes.push(Lane::Blake3(Box::new(h), pool));
     }
     if let Some(writer) = sink {
@@ -742,6 +749,32 @@ mod tests {
         .unwrap();
         assert!(many[0].is_ok() && many[2].is_ok());
         assert!(matches!(&many[1], Err(Error::Io { path, .. }) if path.ends_with("missing")));
+        // Several large files read with bounded buffers (`cas hash --no-mmap`), blake3 alone:
+        // the last ones go through the reader pipeline on pool threads. This used to deadlock
+        // (the blake3 lane handed work to the pool whose threads were all waiting on it).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (two, want_b3) = (vec![big.clone(), big.clone()], want.blake3);
+        std::thread::spawn(move || {
+            let b3 = Algos {
+                sha256: false,
+                blake3: true,
+                crc32: false,
+            };
+            let mode = ReadMode {
+                mmap: Some(false),
+                regular_only: false,
+            };
+            let got = hash_files(&two, b3, mode, &Control::default()).unwrap();
+            let _ = tx.send(
+                got.into_iter()
+                    .map(|r| r.unwrap().blake3)
+                    .collect::<Vec<_>>(),
+            );
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("hash_files of large files with mmap off finished (no deadlock)");
+        assert_eq!(got, vec![want_b3; 2]);
         // More large files than threads: each but the last few is mapped and hashed by one
         // thread alone.
         let bigs = vec![&big; pool().unwrap().current_num_threads() + 2];
