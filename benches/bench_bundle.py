@@ -573,11 +573,13 @@ def main() -> int:
     line("  sha256 of the output (the .sha256 sidecar)", cpu_sha_out)
     line("  sum of that extra work", extra)
     line("  (the peer's sha256sum of its output, for the second peer row)", cpu_sha256sum)
-    line("floor at equal compression on 2 cores: (zstd CPU + extra) / 2", (cpu_zst + extra) / 2)
-    line("zstd -3 -T2 wall, for comparison", p_zst)
-    floor_ratio = (cpu_zst + extra) / 2 / p_zst_sync
-    verdict = "over 1.0: no equal work reaches the target" if floor_ratio > 1 else "under 1.0"
-    print(f"  equal-work floor / (zstd -3 -T2; sync) = {floor_ratio:.2f} x ({verdict})")
+    # Both sides keep both cores busy, so on an idle machine wall time follows CPU time; these
+    # ratios hold under other users' load too, where the wall times above do not.
+    print(
+        f"  CPU ours / zstd = {cpu_ours_z / cpu_zst:.2f} x; the extra work alone adds "
+        f"{extra / cpu_zst:.2f} x of zstd's CPU: with equal compression work, 1.0 x is out of "
+        "reach on 2 cores unless that work is not done"
+    )
     print(f"\nwhere the time goes, verify in-process ({ver:.3f} s = 100 %):")
     line("Bundle.read: validate the layout, read manifest and config", bd_read, ver)
     line("members alone: size, crc32, blake3 (sidecar hidden)", bd_members, ver)
