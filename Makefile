@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CAS_NO_PROGRESS ?=
 
-.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing clean
+.PHONY: setup build demo test test-rust test-python lint bench bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing bench-cli clean
 
 # pip and maturin write their output to this log; a target prints it only when it fails.
 LOG    := $(VENV)/make.log
@@ -49,7 +49,7 @@ lint: setup
 	cargo clippy --locked --all-targets --features python -- -D warnings
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing
+bench: bench-hash bench-store bench-hub bench-bundle bench-load bench-oci bench-hfcache bench-signing bench-cli
 
 bench-hash: setup
 	$(BIN)/python benches/bench_hash.py
@@ -74,6 +74,9 @@ bench-hfcache: setup
 
 bench-bundle: setup
 	$(BIN)/python benches/bench_bundle.py
+
+bench-cli: setup
+	$(BIN)/python benches/bench_cli.py
 
 clean:
 	rm -rf $(VENV) target benches/data

@@ -5,8 +5,10 @@ issue 18, on a 1 GiB state dict of 16 float32 tensors, warm page cache:
 
 - safetensors verified load <= 1.25 x `b3sum` of the file (the floor: a verified load must
   read every byte once); the ratio against `load_file` + reading every tensor is printed too.
-- `.pt` verified load <= 1.10 x `torch.load(weights_only=True, mmap=True)`, both followed by
-  reading every tensor once.
+- `.pt` verified load, then reading every tensor once, <= 2.0 x `b3sum` of the file (issue 27:
+  the floor plus the one copy into private memory); the ratio against
+  `torch.load(weights_only=True, mmap=True)` + reading every tensor is printed for scale (issue
+  18 asked 1.10 x, below the floor itself: that peer neither hashes nor copies).
 - 7 files totalling the same size, loaded at once (`load_many`) <= 0.9 x one by one.
 - On a GPU: <= 1.15 x `safetensors.torch.load_file(device="cuda")` and <= 1.15 x
   `torch.load(map_location="cuda")`, each followed by a device synchronize.
@@ -38,6 +40,7 @@ import modelcas
 import modelcas.torch as cas_torch
 from _bench import DATA, GiB, MiB, machine, warm
 from modelcas import _core
+from modelcas.loader import reader
 from modelcas.store import Store
 
 
@@ -186,17 +189,27 @@ def main() -> int:
             with cas_torch.snapshot(pt_ref):
                 pass
 
+        def pt_copy() -> None:
+            memory = reader.private_memory(pt.digest.size)
+            reader.read_into(pt_ref, memoryview(memory))
+
         sf, pf, many_f = (st.path,), (pt.path,), tuple(t.path for t in targets)
         rows = []
         if b3sum:
-            rows.append(
+            rows += [
                 Row(
                     "b3sum",
                     "b3sum of the .safetensors file",
                     lambda: subprocess.run([b3sum, st.path], stdout=subprocess.DEVNULL, check=True),
                     sf,
-                )
-            )
+                ),
+                Row(
+                    "b3sum_pt",
+                    "b3sum of the .pt file",
+                    lambda: subprocess.run([b3sum, pt.path], stdout=subprocess.DEVNULL, check=True),
+                    pf,
+                ),
+            ]
         else:
             b.say("  (b3sum is not installed here: the floor is blake3 of the mapped file)")
         rows += [
@@ -226,8 +239,14 @@ def main() -> int:
             ),
             Row(
                 "ours_pt",
-                "modelcas .pt, verified + read every tensor (sealed memfd)",
+                "modelcas .pt, verified + read every tensor (one pass, private memory)",
                 lambda: touch(cas_torch.load_state_dict(pt_ref)),
+                pf,
+            ),
+            Row(
+                "ours_pt_only",
+                "modelcas .pt, verified (tensors not read)",
+                lambda: cas_torch.load_state_dict(pt_ref),
                 pf,
             ),
             Row(
@@ -260,8 +279,14 @@ def main() -> int:
                 sf,
             ),
             Row(
+                "pt_copy",
+                "where the time goes: .pt read + blake3 into fresh private memory",
+                pt_copy,
+                pf,
+            ),
+            Row(
                 "snap",
-                "where the time goes: .pt sealed snapshot alone (copy, hash, seal)",
+                "the old .pt route: sealed memfd snapshot alone (copy, hash, seal)",
                 snapshot_alone,
                 pf,
             ),
@@ -295,6 +320,7 @@ def main() -> int:
             ]
         m = b.run(rows)
         floor, floor_name = (m["b3sum"], "b3sum") if b3sum else (m["mapped"], "blake3 (mmap)")
+        pt_floor = m["b3sum_pt"] if b3sum else m["mapped"]
 
         b.say(f"\n{b.title}: ratios (ours / peer; lower is better)")
         b.ratio("safetensors verified vs the floor", m["ours_st"], floor, floor_name, 1.25)
@@ -305,16 +331,28 @@ def main() -> int:
             "load_file + read",
             None,
         )
+        b.ratio(".pt verified+read vs the floor", m["ours_pt"], pt_floor, floor_name, 2.0)
         b.ratio(
             ".pt verified+read vs torch.load(mmap)+read",
             m["ours_pt"],
             m["peer_pt"],
             "torch.load mmap + read",
-            1.10,
+            None,
         )
-        b.ratio(".pt verified+read vs the floor", m["ours_pt"], floor, floor_name, None)
-        b.ratio(".pt snapshot alone vs the floor", m["snap"], floor, floor_name, None)
+        b.ratio(".pt old sealed snapshot alone vs floor", m["snap"], pt_floor, floor_name, None)
         b.ratio("fresh memory alone vs the floor", m["fresh"], floor, floor_name, None)
+        b.say(f"\n{b.title}: where the .pt load's time goes (medians, seconds)")
+        parts = [
+            (f"the floor: {floor_name} of the .pt file", pt_floor),
+            ("fresh memory touched alone (what the one copy adds at least)", m["fresh"]),
+            ("read + blake3 into fresh private memory (the one copy)", m["pt_copy"]),
+            ("+ torch's zip loader building views", m["ours_pt_only"] - m["pt_copy"]),
+            ("+ reading every tensor once", m["ours_pt"] - m["ours_pt_only"]),
+            ("= verified .pt load + read", m["ours_pt"]),
+            ("(the floor + fresh memory)", pt_floor + m["fresh"]),
+        ]
+        for what, t in parts:
+            b.say(f"  {what:<66} {t:8.3f} s")
         b.ratio("7 files at once vs one by one", m["at_once"], m["one_by_one"], "one by one", 0.9)
         if cuda:
             b.ratio(

@@ -219,6 +219,65 @@ def test_swap_after_verification_has_no_effect(
         assert _equal(cas_torch.load_state_dict(fmt, registry=registry), state)
 
 
+def test_pt_tensors_are_views_of_one_private_copy(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A .pt loads from the one buffer it was read and hashed into: no snapshot file, no
+    second copy (every tensor lies inside one allocation of the file's size)."""
+    registry, _, state = project
+    assert cas_torch.can_load_in_memory(), "this torch's zip loader takes given memory"
+
+    def no_snapshot(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the sealed snapshot is only for a torch that cannot do this")
+
+    monkeypatch.setattr(cas_torch, "snapshot", no_snapshot)
+    monkeypatch.setattr(os, "memfd_create", no_snapshot)
+    got = cas_torch.load_state_dict("pt", registry=registry)
+    assert _equal(got, state)
+    size = registry.pin("pt").digest.size
+    bases = {t.untyped_storage()._cdata for t in got.values()}
+    starts = [t.data_ptr() for t in got.values()]
+    ends = [t.data_ptr() + t.untyped_storage().nbytes() for t in got.values()]
+    assert max(ends) - min(starts) <= size, "all tensors inside one buffer of the file's size"
+    assert len(bases) == len(got)  # each its own storage slice, as torch.load(mmap=True) makes
+    got["0.weight"].add_(1)  # writable, and private: the next load is unchanged
+    assert _equal(cas_torch.load_state_dict("pt", registry=registry), state)
+
+
+def test_pt_without_the_in_memory_loader_uses_the_snapshot(
+    project: tuple[Registry, Path, dict[str, torch.Tensor]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, _, state = project
+    made = []
+    real = os.memfd_create
+
+    def counted(*args: object) -> int:
+        made.append(args)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cas_torch, "can_load_in_memory", lambda: False)
+    monkeypatch.setattr(os, "memfd_create", counted)
+    assert _equal(cas_torch.load_state_dict("pt", registry=registry), state)
+    assert len(made) == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_old_format_and_torchscript_checkpoints(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    state = _model(seed=2).state_dict()
+    old = tmp_path / "old.pt"
+    torch.save(state, old, _use_new_zipfile_serialization=False)
+    d = store.add_file(old).info.digest
+    assert _equal(cas_torch.load_state_dict(d.address, store=store, file=old.name), state)
+    script = tmp_path / "script.pt"
+    torch.jit.save(torch.jit.script(_model()), script)
+    d = store.add_file(script).info.digest
+    with pytest.raises(UnsafeCheckpointError, match=r"script\.pt is a TorchScript archive"):
+        cas_torch.load(d.address, store=store, file=script.name)
+
+
 def test_malicious_pickle_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "pwned"
     store = Store(tmp_path / "store")

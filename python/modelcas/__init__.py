@@ -4,7 +4,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from modelcas._core import __version__
-from modelcas.digest import Digest, Hashes
 from modelcas.errors import (
     ChecksumFileError,
     IntegrityError,
@@ -19,15 +18,24 @@ from modelcas.errors import (
     UsageError,
     WeightsCompatibilityError,
 )
-from modelcas.hashing import Hasher, copy_file, hash_bytes, hash_file, hash_files
 
 if TYPE_CHECKING:
+    from modelcas.digest import Digest, Hashes
+    from modelcas.hashing import Hasher, copy_file, hash_bytes, hash_file, hash_files
     from modelcas.lockfile import Lockfile
     from modelcas.registry import Registry, open_lock
     from modelcas.store import AddResult, ObjectInfo, Problem, Store
 
-# Imported on first use: YAML, packaging and file locks cost a short command ~50 ms.
+# Imported on first use: YAML, packaging and file locks cost a short command ~50 ms, and
+# dataclasses alone (digest) ~5 ms of `cas --version`.
 _LAZY = {
+    "Digest": "digest",
+    "Hashes": "digest",
+    "Hasher": "hashing",
+    "copy_file": "hashing",
+    "hash_bytes": "hashing",
+    "hash_file": "hashing",
+    "hash_files": "hashing",
     "AddResult": "store",
     "ObjectInfo": "store",
     "Problem": "store",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelcas.bundle.archive import (
     COMPRESSIONS,
@@ -34,7 +35,6 @@ from modelcas.bundle.archive import (
     write,
 )
 from modelcas.bundle.models import BundleModel, BundleTracker
-from modelcas.bundle.pipeline import Pipeline, open, resolve_pipeline_config
 from modelcas.bundle.plan import (
     CONFIG,
     FORMAT,
@@ -45,7 +45,24 @@ from modelcas.bundle.plan import (
     dated_name,
     plan_bundle,
 )
-from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.bundle.pipeline import Pipeline, open, resolve_pipeline_config
+    from modelcas.store import Store
+
+# Pipeline configs open the store; imported on first use, so that `cas bundle verify` and
+# `ls` (which never open it) do not pay for importing it.
+_PIPELINE = ("Pipeline", "open", "resolve_pipeline_config")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PIPELINE:
+        raise AttributeError(f"module 'modelcas.bundle' has no attribute {name!r}")
+    from modelcas.bundle import pipeline  # noqa: PLC0415
+
+    value = getattr(pipeline, name)
+    globals()[name] = value
+    return value
 
 
 def create_model_bundle(

@@ -14,7 +14,6 @@ from modelcas.bundle import yamldoc
 from modelcas.bundle.plan import TRACKER
 from modelcas.digest import Digest
 from modelcas.errors import BundleError
-from modelcas.store import views
 
 if TYPE_CHECKING:
     from modelcas.bundle.archive import Bundle
@@ -56,6 +55,8 @@ def _local(bundle: Bundle, digest: Digest) -> Path:
 
 def _named(bundle: Bundle, member: str) -> Path:
     """The member in the bundle's view: every member under its own name, as extracted."""
+    from modelcas.store import views  # noqa: PLC0415 (`cas bundle verify/ls` need no store)
+
     return views.view(bundle.store, bundle.manifest) / member
 
 

@@ -82,9 +82,20 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     named = [name for name in COMMANDS if argv is not None and name in argv]
+    if not named and argv is not None and _only_version(argv):
+        return parser  # `cas --version` prints and exits before any command is needed
     for name in named or COMMANDS:
         importlib.import_module(f"modelcas.cli.{name}").register(sub)
     return parser
+
+
+def _only_version(argv: Sequence[str]) -> bool:
+    """Whether the command line is only options, ``--version`` among them and no help."""
+    return (
+        "--version" in argv
+        and all(a.startswith("-") for a in argv)
+        and not {"-h", "--help"} & set(argv)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

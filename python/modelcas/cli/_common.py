@@ -10,10 +10,12 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelcas.errors import StoreError
-from modelcas.store import Store
+
+if TYPE_CHECKING:
+    from modelcas.store import Store
 
 # Problems printed before "... and N more".
 MAX_PROBLEMS = 20
@@ -186,6 +188,8 @@ def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
             f"no store at {show_path(named)} (named by {how})",
             hint="check the path, or create the store there with `cas store init`",
         )
+    from modelcas.store import Store  # noqa: PLC0415 (commands without a store skip its import)
+
     return Store(args.store)
 
 

@@ -7,12 +7,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelcas.errors import IntegrityError, NotPinnedError
 from modelcas.hashing import Progress
-from modelcas.registry import Pin, Registry
 from modelcas.store import Problem, Store
+
+if TYPE_CHECKING:  # `cas verify` of the store alone does not pay for the lockfile's YAML
+    from modelcas.registry import Pin, Registry
 
 
 @dataclass(frozen=True, slots=True)

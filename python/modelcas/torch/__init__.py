@@ -10,11 +10,12 @@ verification, so a file swapped or modified in between has no effect.
   (:mod:`modelcas.loader.header`). For a CUDA device the file streams in chunks through pinned
   staging buffers with non-blocking copies (:mod:`modelcas.torch._device`), and the device
   buffer is handed out only after the whole file verified.
-- ``.pt``/``.pth``/``.bin``/``.ckpt``: copied into a sealed snapshot, an in-memory file
-  (``memfd``) that nobody can change once sealed, this process included; then
-  ``torch.load(..., weights_only=True, mmap=True)`` maps its tensors from the snapshot.
-  ``weights_only=True`` always, with no fallback, even when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
-  is set.
+- ``.pt``/``.pth``/``.bin``/``.ckpt``: read and hashed in the same one pass into private
+  memory; torch's zip-checkpoint loader (what ``torch.load(..., mmap=True)`` runs on a mapped
+  file) then builds the tensors as views of that memory, which nothing outside this process
+  can change. (A torch whose loader takes no memory gets a sealed ``memfd`` snapshot, see
+  :func:`snapshot`.) ``weights_only=True`` always, with no fallback, even when
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
 - ``.onnx``: :func:`load_bytes` gives the verified bytes; :func:`onnx_session` builds an
   ``onnxruntime`` session from them.
 - ``.pkl``/``.pickle``/``.joblib``: unpickled only with ``trust_pickle=True``, and only after
@@ -37,7 +38,15 @@ from modelcas.loader import reader
 from modelcas.loader.reader import snapshot
 from modelcas.loader.target import Ref, Target, resolve
 from modelcas.torch import _device, _sharded
-from modelcas.torch._tensors import checkpoint, refuse_pickle, torch_required, unpickle, views
+from modelcas.torch._tensors import (
+    can_load_in_memory,
+    checkpoint,
+    checkpoint_in,
+    refuse_pickle,
+    torch_required,
+    unpickle,
+    views,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -229,10 +238,26 @@ def load(
     dev = _device_of(device)
     if kind == "safetensors":
         return _safetensors(target, dev, deep)
-    if reader.SNAPSHOTS and target.digest.size:
+    return _checkpoint(target, dev, deep)
+
+
+def _checkpoint(target: Target, device: torch.device, deep: bool) -> Any:
+    """What a verified torch checkpoint holds.
+
+    The file is read once into private memory (huge pages where the kernel allows), hashed as
+    it lands on every core, exactly as a safetensors file is; the tensors are then views of
+    that memory, which nothing outside this process can change. A torch whose zip loader
+    cannot build on given memory gets a sealed snapshot file that it maps instead.
+    """
+    size = target.digest.size
+    if size and can_load_in_memory():
+        memory = reader.private_memory(size)
+        reader.read_into(target, memoryview(memory), deep=deep)
+        return checkpoint_in(memory, target, device)
+    if reader.SNAPSHOTS and size:
         with snapshot(target, deep=deep) as (fd, _):
-            return checkpoint(f"/proc/self/fd/{fd}", target, dev)
-    return checkpoint(reader.read_bytes(target, deep=deep), target, dev)
+            return checkpoint(f"/proc/self/fd/{fd}", target, device)
+    return checkpoint(reader.read_bytes(target, deep=deep), target, device)
 
 
 def load_state_dict(

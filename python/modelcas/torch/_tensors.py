@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import io
 import os
 import pickle
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from modelcas.errors import FormatError, MissingExtraError, UnsafeCheckpointError
 from modelcas.loader.header import Header
 from modelcas.loader.target import Target
 
 if TYPE_CHECKING:
+    import mmap
+
     import torch
 
 # safetensors dtype names to torch's.
@@ -97,6 +101,24 @@ def _weights_only_enforced() -> Iterator[None]:
 
 
 _GLOBAL = re.compile(r"(?:GLOBAL|global) ([\w.]+(?: ?\.[\w]+)*)")
+_ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6; older checkpoints are one pickle
+
+
+@contextlib.contextmanager
+def _refusals(target: Target) -> Iterator[None]:
+    """Turn torch's refusal of a global into an UnsafeCheckpointError naming the file."""
+    try:
+        with _weights_only_enforced():
+            yield
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(str(e))
+        what = found.group(1) if found else "an object torch does not allow"
+        raise UnsafeCheckpointError(
+            f"{target.label}: {target.filename} needs {what} to load, which could run code; "
+            "it was not loaded (torch.load with weights_only=True)",
+            hint="save the weights as a state dict or, better, as .safetensors "
+            "(safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))",
+        ) from None
 
 
 def checkpoint(source: str | bytes, target: Target, device: Any) -> Any:
@@ -109,23 +131,76 @@ def checkpoint(source: str | bytes, target: Target, device: Any) -> Any:
     """
     with torch_required():
         import torch  # noqa: PLC0415
+    with _refusals(target):
+        if isinstance(source, bytes):
+            return torch.load(io.BytesIO(source), map_location=device, weights_only=True)
+        with open(source, "rb") as f:
+            # Only zip checkpoints (torch >= 1.6) can be mapped; older ones are read.
+            mappable = f.read(4) == _ZIP
+        return torch.load(source, map_location=device, weights_only=True, mmap=mappable)
+
+
+@functools.cache
+def _zip_loader() -> Callable[..., Any] | None:
+    """The loader torch runs on zip checkpoints, where it builds tensors on storage it is handed.
+
+    ``torch.load(mmap=True)`` hands it a mapping of a file; :func:`checkpoint_in` hands it
+    memory this process owns instead. ``None`` where this torch's loader takes no storage
+    (the callers then fall back to a sealed snapshot file, which ``torch.load`` maps).
+    """
+    with torch_required():
+        from torch import serialization  # noqa: PLC0415
+    load = getattr(serialization, "_load", None)
+    if load is None:
+        return None
     try:
-        with _weights_only_enforced():
-            if isinstance(source, bytes):
-                return torch.load(io.BytesIO(source), map_location=device, weights_only=True)
-            with open(source, "rb") as f:
-                # Only zip checkpoints (torch >= 1.6) can be mapped; older ones are read.
-                mappable = f.read(4) == b"PK\x03\x04"
-            return torch.load(source, map_location=device, weights_only=True, mmap=mappable)
-    except pickle.UnpicklingError as e:
-        found = _GLOBAL.search(str(e))
-        what = found.group(1) if found else "an object torch does not allow"
-        raise UnsafeCheckpointError(
-            f"{target.label}: {target.filename} needs {what} to load, which could run code; "
-            "it was not loaded (torch.load with weights_only=True)",
-            hint="save the weights as a state dict or, better, as .safetensors "
-            "(safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))",
-        ) from None
+        params = inspect.signature(load).parameters
+    except (TypeError, ValueError):
+        return None
+    return load if {"overall_storage", "weights_only"} <= params.keys() else None
+
+
+def can_load_in_memory() -> bool:
+    """Whether :func:`checkpoint_in` works with this torch."""
+    return _zip_loader() is not None
+
+
+def checkpoint_in(memory: mmap.mmap, target: Target, device: Any) -> Any:
+    """``torch.load(weights_only=True)`` of a checkpoint already verified in ``memory``.
+
+    A zip checkpoint's tensors are views of ``memory`` (on the CPU), as ``mmap=True`` makes
+    them views of a mapped file: no byte is copied again, and nothing outside this process can
+    change them. The tensors keep ``memory`` alive. An old (non-zip) checkpoint is one pickle,
+    which torch reads into new tensors.
+
+    Raises:
+        UnsafeCheckpointError: the checkpoint needs globals torch does not allow, or it is a
+            TorchScript archive (which only runs as code).
+    """
+    with torch_required():
+        import torch  # noqa: PLC0415
+        import torch._weights_only_unpickler as weights_only  # noqa: PLC0415
+    load = _zip_loader()
+    if load is None or memory[:4] != _ZIP:
+        return checkpoint(bytes(memory), target, device)
+    storage = torch.frombuffer(memory, dtype=torch.uint8).untyped_storage()
+    memory.seek(0)
+    with _refusals(target):
+        archive = torch._C.PyTorchFileReader(cast("IO[bytes]", memory))
+        if "constants.pkl" in archive.get_all_records():  # what torch.load checks
+            raise UnsafeCheckpointError(
+                f"{target.label}: {target.filename} is a TorchScript archive, which loads as "
+                "code; it was not loaded",
+                hint="save the weights as a state dict (torch.save(model.state_dict(), ...))",
+            )
+        return load(
+            archive,
+            device,
+            weights_only,
+            overall_storage=storage,
+            weights_only=True,
+            encoding="utf-8",
+        )
 
 
 def refuse_pickle(target: Target, trust_pickle: bool) -> None:
