@@ -254,6 +254,7 @@ def _check_contract(
     )
     assert r.returncode in (1, 2), (argv, r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr + r.stdout, (argv, r.stderr)
+    assert "unexpected error" not in r.stderr, (argv, r.stderr)  # a bug, not a refusal
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert 1 <= len(lines) <= 2, (argv, r.stderr)
     if len(lines) == 2:
