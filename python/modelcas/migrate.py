@@ -327,7 +327,7 @@ def _check_pin(model: Any, filename: str, requires: str | None, at: str, label: 
 
     try:
         if not isinstance(model, str):
-            raise UsageError(f"{model!r} is not a model name")  # noqa: TRY301 (one message)
+            raise UsageError(f"{model!r} is not a model name")
         check_name(model)
     except UsageError as e:
         raise UsageError(f"{at}: {e.message}", hint=e.hint) from None
