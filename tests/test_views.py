@@ -352,3 +352,34 @@ def test_cas_get_writes_a_whole_version_into_a_directory_with_globs(
     assert r.returncode == 0 and (tmp_path / "weights" / "best.pt").read_bytes() == b"det"
     r = cas("get", "det", "-o", "x.pt", "--include", "*.pt")
     assert r.returncode == 2 and b"give -o DIR/" in r.stderr
+
+
+def test_cas_get_into_a_directory_never_writes_through_a_link_below_it(
+    tmp_path: Path, cas: Cas
+) -> None:
+    # A checked-out repo may hold `out/tokenizer -> ~/.ssh`: a pinned `tokenizer/vocab.txt`
+    # must not land there. DIR itself may be a link (the user named it); nothing below it.
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "tokenizer").symlink_to(elsewhere)
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) <= 2 and "out/tokenizer" in lines[0] and "link" in lines[0], r.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"], "nothing placed"
+    # A file where a folder is needed: refused before anything is placed, too.
+    (tmp_path / "out" / "tokenizer").unlink()
+    (tmp_path / "out" / "tokenizer").write_bytes(b"not a folder")
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2 and b"out/tokenizer" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"]
+    # Through a linked DIR: fine, that is where the user asked for the files.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    r = cas("get", "tiny-bert@v1", "-o", "linked/")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "real" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"

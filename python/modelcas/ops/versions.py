@@ -12,9 +12,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from modelcas.digest import Digest
@@ -200,12 +201,44 @@ def get(
         )
     if version is not None:
         _fetched(*version, wanted)  # every file verified before the first is placed
+    for n in wanted:
+        _check_beneath(folder, n)
     result = GetResult(label, skipped=skipped)
     for n in wanted:
         target = folder / n
         mode = store.place(digests[n].sha256, target, link=link, force=force, verify=False)
         result.files.append(Placed(n, target, digests[n], mode))
     return result
+
+
+def _check_beneath(folder: Path, name: str) -> None:
+    """Refuse to place ``name`` where a folder on its way below ``folder`` is not one.
+
+    A link there (a checked-out repo may hold ``out/tokenizer -> ~/.ssh``) would send a
+    pinned file outside the directory asked for; a file there would fail halfway through.
+    ``folder`` itself may be a link: the user named it.
+
+    Raises:
+        UsageError: a link or a non-folder on the way.
+    """
+    here = folder
+    for part in PurePosixPath(name).parts[:-1]:
+        here = here / part
+        try:
+            mode = here.lstat().st_mode
+        except FileNotFoundError:
+            return  # made by the placing, as a folder
+        if stat.S_ISLNK(mode):
+            raise UsageError(
+                f"{here} is a symbolic link; cas get -o DIR/ writes only inside DIR, never "
+                "through a link below it",
+                hint="remove the link, or give -o another directory",
+            )
+        if not stat.S_ISDIR(mode):
+            raise UsageError(
+                f"{here} is not a folder, and {name} goes below it; nothing was placed",
+                hint="move it away, or give -o another directory",
+            )
 
 
 def _version(
