@@ -603,3 +603,53 @@ def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
     # In the publisher's store the signature is present: its pull is checked and passes.
     r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=pkg, extra_env=hf_env)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "rsa", "p224"])
+def test_a_trusted_key_that_cannot_check_signatures_is_one_line_never_a_crash(
+    cas: Cas, tmp_path: Path, kind: str
+) -> None:
+    # A hand-edited trust entry whose fingerprint matches its bytes, but whose bytes are no
+    # key this format signs with: the check cannot run, so it fails closed in one line.
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from modelcas.signing import verify_signature
+    from modelcas.signing.trust import stored_signature
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key).returncode == 0
+    assert cas("trust", "add", key.with_suffix(".pub")).returncode == 0
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = {
+        "garbage": b"garbage",
+        "empty": b"",
+        "rsa": rsa.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, spki),
+        "p224": ec.generate_private_key(ec.SECP224R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, spki),
+    }[kind]
+    fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
+    lock_path = tmp_path / "cas.lock"
+    text = lock_path.read_text().replace(
+        "trust:\n",
+        f'trust:\n  - key: "{fingerprint}"\n    public-key: "{base64.b64encode(der).decode()}"\n',
+        1,
+    )
+    lock_path.write_text(text)
+    lock = Lockfile.load(lock_path)
+    entry = lock.models["det"].versions["v1.0"]
+    assert entry.signature is not None
+    data = stored_signature(Store(tmp_path / "store"), entry.signature, "det@v1.0")
+    # model_signing writes a key hint; a signature without one is tried against every key.
+    doc = json.loads(data)
+    del doc["verificationMaterial"]["publicKey"]["hint"]
+    for sig in (data, json.dumps(doc).encode()):
+        with pytest.raises(LockfileError, match=fingerprint):
+            verify_signature(sig, entry.files, lock.trust, "det@v1.0")
+    r = cas("path", "det@v1.0", "--file", "best.pt")
+    assert r.returncode == 2 and fingerprint in _one_line(r), r.stderr
