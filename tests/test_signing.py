@@ -653,3 +653,44 @@ def test_a_trusted_key_that_cannot_check_signatures_is_one_line_never_a_crash(
             verify_signature(sig, entry.files, lock.trust, "det@v1.0")
     r = cas("path", "det@v1.0", "--file", "best.pt")
     assert r.returncode == 2 and fingerprint in _one_line(r), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("hash_type", ["sha256"]),
+        ("hash_type", 7),
+        ("ignore_paths", 5),
+        ("ignore_paths", [["model.sig"]]),
+        ("algorithm", None),
+    ],
+)
+def test_a_validly_signed_statement_of_odd_shape_is_refused_in_one_line(
+    cas: Cas, tmp_path: Path, where: str, value: object
+) -> None:
+    # Signed by the trusted key (another tool, or a bug): still untrusted input in its shape.
+    import base64
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key, "-o", "good.sig").returncode == 0
+    doc = json.loads((tmp_path / "good.sig").read_bytes())
+    envelope = doc["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    if where == "algorithm":
+        for r in statement["predicate"]["resources"]:
+            r["algorithm"] = value
+    else:
+        statement["predicate"]["serialization"][where] = value
+    payload = json.dumps(statement).encode()
+    kind = envelope["payloadType"].encode()
+    pae = b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    sig = private.sign(pae, ec.ECDSA(hashes.SHA256()))
+    envelope["payload"] = base64.b64encode(payload).decode()
+    envelope["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    (tmp_path / "odd.sig").write_text(json.dumps(doc))
+    r = cas("verify", "det@v1.0", "--public-key", key.with_suffix(".pub"), "--signature", "odd.sig")
+    assert r.returncode == 1, r.stderr
+    assert "not model_signing's" in _one_line(r) or "modelcas checks" in _one_line(r), r.stderr
