@@ -694,3 +694,21 @@ def test_a_validly_signed_statement_of_odd_shape_is_refused_in_one_line(
     r = cas("verify", "det@v1.0", "--public-key", key.with_suffix(".pub"), "--signature", "odd.sig")
     assert r.returncode == 1, r.stderr
     assert "not model_signing's" in _one_line(r) or "modelcas checks" in _one_line(r), r.stderr
+
+
+def test_signing_under_a_trusted_certificate_identity_warns_of_nothing(
+    cas: Cas, tmp_path: Path
+) -> None:
+    _pinned(cas, tmp_path)
+    root, leaf, key = _certificates(tmp_path, "release@lab.example")
+    r = cas("trust", "add", "--certificate", "release@lab.example", "--root", root)
+    assert r.returncode == 0, r.stderr
+    r = cas("sign", "det@v1.0", "--key", key, "--certificate", leaf,
+            "--certificate-chain", root, "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert b"does not trust" not in r.stderr and json.loads(r.stdout)["trusted"] is True
+    assert cas("verify", "--lock").returncode == 0
+    # The bare key alone is not what the lockfile trusts: that warning is right.
+    r = cas("sign", "det@v1.0", "--key", key, "--json")
+    assert r.returncode == 0 and b"does not trust" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["trusted"] is False

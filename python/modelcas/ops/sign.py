@@ -29,6 +29,7 @@ from modelcas.signing import (
     load_public_key,
     open_signature,
     sign_files,
+    verify_signature,
 )
 from modelcas.signing.sign import GIT_PATHS, write_signature
 from modelcas.signing.trust import stored_signature
@@ -107,7 +108,6 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
     )
     if req.output is not None:
         write_signature(req.output, signed.data)
-    trust = lock.trusted(req.name)
     return SignOutcome(
         req.name,
         version,
@@ -117,8 +117,24 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
         path,
         req.output,
         previous.signer if previous is not None and previous.signer != signed.signer else None,
-        any(t.key == signed.signer for t in trust) if trust else None,
+        _accepted(signed.data, lock, req.name, files),
     )
+
+
+def _accepted(data: bytes, lock: Lockfile, name: str, files: dict[str, Digest]) -> bool | None:
+    """Whether the lockfile's ``trust:`` accepts a signature (None: it trusts nobody for it).
+
+    Asked of the signature itself, so that a certificate signature counts as trusted under a
+    trusted identity, not only a bare key by fingerprint.
+    """
+    trust = lock.trusted(name)
+    if not trust:
+        return None
+    try:
+        verify_signature(data, files, trust, name)
+    except (SignatureError, LockfileError):
+        return False
+    return True
 
 
 @dataclass
