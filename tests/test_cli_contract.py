@@ -528,7 +528,14 @@ def test_a_mistyped_command_or_option_gets_did_you_mean(
 
 # -- a named store that does not exist ----------------------------------------------------------
 
-READ_ONLY = [["ls"], ["verify"], ["verify", "--lock"], ["gc"], ["store", "info"]]
+READ_ONLY = [
+    ["ls"],
+    ["verify"],
+    ["verify", "--lock"],
+    ["verify", "m@v1", "--public-key", "release.pub"],
+    ["gc"],
+    ["store", "info"],
+]
 
 
 @pytest.mark.parametrize("argv", READ_ONLY, ids=" ".join)
