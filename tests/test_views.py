@@ -383,3 +383,31 @@ def test_cas_get_into_a_directory_never_writes_through_a_link_below_it(
     r = cas("get", "tiny-bert@v1", "-o", "linked/")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "real" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
+
+
+def test_a_path_handed_out_survives_gc_while_other_files_of_its_version_are_not_fetched(
+    tmp_path: Path,
+) -> None:
+    # `cas path det@v1 --file best.pt` of a version whose other file was never fetched: the
+    # path names a pinned, present object, so gc must not take it away.
+    store = Store(tmp_path / "store")
+    src = tmp_path / "best.pt"
+    src.write_bytes(b"the weights")
+    best = store.add_file(src).info.digest
+    config = Digest(ref_sha256(b'{"not": "fetched"}'), 18)
+    lock = Lockfile()
+    lock.pin("det", "v1", {"best.pt": best, "config.json": config})
+    lock.save(tmp_path / "cas.lock")
+    reg = open_lock(tmp_path / "cas.lock", store=store)
+    reg.register()  # a gc root, as `cas add` makes it
+    p = reg.path("det", "v1", "best.pt")
+    assert p.read_bytes() == b"the weights"
+    assert not os.path.lexists(p.parent / "config.json"), "a view names what is present"
+    collect(store, grace=0)
+    assert p.read_bytes() == b"the weights", "gc took a handed-out path away"
+    # Once the other file is there, the same view names both.
+    (tmp_path / "config.json").write_bytes(b'{"not": "fetched"}')
+    assert store.add_file(tmp_path / "config.json").info.digest.sha256 == config.sha256
+    assert reg.view("det", "v1") == p.parent
+    assert (p.parent / "config.json").read_bytes() == b'{"not": "fetched"}'
+    assert p.read_bytes() == b"the weights"

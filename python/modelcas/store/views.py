@@ -12,6 +12,10 @@ bytes get two views, and the same bytes under the same names share one. A view c
 symlinks: no copy, no second name on an inode, no hashing (callers verify the objects; a view
 only names them).
 
+A view names the objects that are present when it is handed out: a version whose other files
+were never fetched gets a view of what is there, and the next hand-out after a fetch adds the
+rest. So an entry that dangles always means its object was removed after the view was built.
+
 Views are derived: never gc roots, checked each time one is handed out (a missing, extra or
 retargeted entry is rebuilt), and removed by gc once an object they name is gone. They are
 built beside their final name (``views/.<owner>.building``), made read-only (directories
@@ -178,7 +182,13 @@ def view(store: Layout, files: Mapping[str, Digest]) -> Path:
     """
     if not files:
         raise UsageError("a view needs at least one file")
-    targets = _targets(files)
+    # Only present objects: an entry for one never fetched would dangle, and gc would then
+    # take the whole view away, with the paths already handed out for the present ones.
+    targets = {
+        name: target
+        for name, target in _targets(files).items()
+        if store.object_path(files[name].sha256).is_file()
+    }
     folder = store.checked_dir(store.root / VIEWS, create=True)
     final = folder / listing_key(files)
     if _intact(final, targets):
@@ -229,9 +239,12 @@ def file(store: Layout, files: Mapping[str, Digest], name: str) -> Path:
 
 
 def _dangling(path: Path) -> bool:
-    """Whether an entry of the view names an object that is gone (or is not a clean view)."""
+    """Whether an entry of the view names an object that is gone (or is not a clean view).
+
+    A view naming nothing (none of its objects was present) is of no use either.
+    """
     entries = _entries(path)
-    if entries is None:
+    if not entries:
         return True
     for name, target in entries.items():
         if not (path / name).parent.joinpath(target).exists():
