@@ -19,6 +19,7 @@ from modelcas.errors import IntegrityError, LockfileError, SignatureError, Usage
 from modelcas.hashing import Progress
 from modelcas.lockfile import Lockfile, PinnedSignature
 from modelcas.ops.add import PinRequest
+from modelcas.ops.add import _check_pin as check_pin  # the checks `cas add` makes
 from modelcas.ops.verify import LockReport, verify_pins
 from modelcas.pinning import write_pins
 from modelcas.registry import Registry
@@ -253,7 +254,7 @@ def add_signed(
             f"{folder}: the signature by {signed.who} covers other files ({'; '.join(what)}); "
             "nothing was pinned",
         )
-    lock_path, package = _check_pin(pin, list(found))
+    lock_path, package = check_pin(pin, [(path, name) for name, path in found.items()])
     results: dict[str, AddResult] = {}
     for name, path in sorted(found.items()):
         expected = None
@@ -332,27 +333,3 @@ def _signed_files(folder: Path, signature: Path, signed: SignedManifest) -> dict
                 raise SignatureError(f"{folder}: {rel} is not a regular file; nothing was pinned")
             out[str(PurePosixPath(rel))] = p
     return out
-
-
-def _check_pin(pin: PinRequest, names: list[str]) -> tuple[Path, str | None]:
-    """The checks ``cas add`` makes before storing anything, for relative names."""
-    lockfile.check_name(pin.name)
-    lockfile.parse_version(pin.version, f"{pin.name}@{pin.version}")
-    if pin.requires is not None:
-        lockfile.parse_requires(pin.requires, "--requires")
-    for name in names:
-        lockfile.check_file_name(name, f"{pin.name}@{pin.version}")
-    path = lockfile.locate(pin.lock, must_exist=False)
-    lock = Lockfile.load(path) if path.exists() else Lockfile(path=path)
-    if not pin.force:
-        lock.check_repin(pin.name, pin.version, set(names))
-    package = pin.package or lock.package
-    if pin.requires is not None and package is None:
-        package = lockfile.project_name(path)
-        if package is None:
-            raise UsageError(
-                f"--requires {pin.requires!r} needs to know whose version to check: {path} has "
-                "no `package:` and no pyproject.toml is above it",
-                hint="pass --package DIST",
-            )
-    return path, package
