@@ -244,3 +244,20 @@ def test_a_hostile_weights_py_is_one_line_before_any_fetch(
     assert r.returncode == 2, r.stderr
     assert said in _one_line(r), r.stderr
     assert not (pkg / "weights.lock").exists()
+
+
+@pytest.mark.parametrize("package", ["", "a b", "x\ny", "../../etc", "-lead"])
+def test_lock_set_and_import_refuse_a_package_that_is_no_distribution_name(
+    tmp_path: Path, cas: Cas, package: str
+) -> None:
+    (tmp_path / "best.pt").write_bytes(b"w")
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0").returncode == 0
+    before = (tmp_path / "cas.lock").read_bytes()
+    r = cas("lock", "set", f"--package={package}")
+    assert r.returncode == 2 and "not a distribution name" in _one_line(r), r.stderr
+    assert (tmp_path / "cas.lock").read_bytes() == before
+    (tmp_path / "weights.py").write_text('REGISTRY = {"det": {"v1.0": {}}}\n')
+    r = cas("lock", "import", "weights.py", "--repo", "a/b", "--file", "best.pt",
+            f"--package={package}")  # fmt: skip
+    assert r.returncode == 2 and "not a distribution name" in _one_line(r), r.stderr
+    assert not (tmp_path / "weights.lock").exists()

@@ -82,6 +82,23 @@ def check_name(name: str) -> None:
         )
 
 
+# PEP 508's distribution name: what pip and importlib.metadata take.
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
+
+
+def check_package(name: str, where: str) -> None:
+    """Refuse a ``package:`` that is not a distribution name (PEP 508).
+
+    Raises:
+        UsageError: naming ``where``.
+    """
+    if not _DISTRIBUTION.fullmatch(name):
+        raise UsageError(
+            f"{where}: {name!r} is not a distribution name",
+            hint="the name pip installs, e.g. structflo-cser",
+        )
+
+
 def file_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a pinned file name (a relative POSIX path), or None."""
     if not name:
