@@ -411,3 +411,16 @@ def test_a_path_handed_out_survives_gc_while_other_files_of_its_version_are_not_
     assert reg.view("det", "v1") == p.parent
     assert (p.parent / "config.json").read_bytes() == b'{"not": "fetched"}'
     assert p.read_bytes() == b"the weights"
+
+
+def test_a_version_with_several_files_to_one_path_points_at_dir_slash(
+    tmp_path: Path, cas: Cas
+) -> None:
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    r = cas("get", "tiny-bert@v1", "-o", "out")
+    assert r.returncode == 2
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 2 and "say which one" in lines[0], r.stderr
+    assert "-o out/" in lines[1] or "-o DIR/" in lines[1], r.stderr
+    assert not (tmp_path / "out").exists()
