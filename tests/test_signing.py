@@ -712,3 +712,18 @@ def test_signing_under_a_trusted_certificate_identity_warns_of_nothing(
     r = cas("sign", "det@v1.0", "--key", key, "--json")
     assert r.returncode == 0 and b"does not trust" in r.stderr, r.stderr
     assert json.loads(r.stdout)["trusted"] is False
+
+
+@pytest.mark.parametrize("where", ["adir", "missing/dir/x.sig"])
+def test_cas_sign_to_an_output_it_cannot_write_changes_nothing(
+    cas: Cas, tmp_path: Path, where: str
+) -> None:
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    (tmp_path / "adir").mkdir()
+    before = _lock_text(tmp_path)
+    r = cas("sign", "det@v1.0", "--key", key, "-o", where)
+    assert r.returncode == 2, r.stderr
+    line = _one_line(r)
+    assert where in line and ".tmp" not in line, line
+    assert _lock_text(tmp_path) == before, "nothing pinned"

@@ -104,11 +104,24 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
         previous, now.signature = now.signature, pinned
         return previous
 
-    previous = write_pins(
-        store, path, change, [info.digest], lambda d: store.add_bytes(signed.data, expected=d)
-    )
+    # The copy asked for first: a path it cannot be written to pins nothing.
+    wrote = req.output is not None and not os.path.lexists(req.output)
     if req.output is not None:
-        write_signature(req.output, signed.data)
+        try:
+            write_signature(req.output, signed.data)
+        except OSError as e:
+            raise UsageError(
+                f"{req.output}: cannot write the signature there: {e.strerror or e}; nothing "
+                "was pinned"
+            ) from None
+    try:
+        previous = write_pins(
+            store, path, change, [info.digest], lambda d: store.add_bytes(signed.data, expected=d)
+        )
+    except BaseException:
+        if wrote and req.output is not None:
+            req.output.unlink(missing_ok=True)
+        raise
     return SignOutcome(
         req.name,
         version,
