@@ -73,7 +73,7 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
     Raises:
         NotPinnedError: no such model or version.
         IntegrityError: an object is missing, or its record disagrees with the pin.
-        UsageError: the key or certificate cannot sign.
+        UsageError: the key or certificate cannot sign, or ``output`` cannot be written.
         MissingExtraError: the ``[sign]`` extra is not installed.
     """
     path = lockfile.locate(req.lock)
