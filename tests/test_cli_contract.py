@@ -100,6 +100,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "add empty directory": ["add", "empty-dir"],
     "get dir no match": ["get", "m", "-o", "out/", "--include", "*.onnx"],
     "get globs without dir": ["get", "m", "-o", "x.bin", "--include", "*.bin"],
+    "get empty dest": ["get", "m", "-o", ""],
     "bundle -o and -d": ["bundle", "-i", "cfg.yml", "-o", "x.zip", "-d", "out"],
     "bundle bad compression": [
         "bundle",

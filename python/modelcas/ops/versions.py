@@ -117,8 +117,14 @@ class GetResult:
 
 
 def is_directory_target(dest: str | os.PathLike[str]) -> bool:
-    """Whether ``-o DEST`` names a directory: it ends in ``/`` or is an existing directory."""
+    """Whether ``-o DEST`` names a directory: it ends in ``/`` or is an existing directory.
+
+    Raises:
+        UsageError: ``dest`` is empty (it would silently mean the current directory).
+    """
     text = os.fsdecode(dest)
+    if not text:
+        raise UsageError("-o is empty: name a file, or a directory ending in /")
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
