@@ -423,3 +423,22 @@ def test_a_version_with_several_files_to_one_path_points_at_dir_slash(
     assert len(lines) == 2 and "say which one" in lines[0], r.stderr
     assert "-o out/" in lines[1] or "-o DIR/" in lines[1], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cas_get_into_a_directory_with_other_bytes_in_the_way_places_nothing(
+    tmp_path: Path, cas: Cas
+) -> None:
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    (tmp_path / "out" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "out" / "tokenizer" / "vocab.txt").write_bytes(b"mine")
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2 and b"tokenizer/vocab.txt" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"], "nothing placed"
+    assert (tmp_path / "out" / "tokenizer" / "vocab.txt").read_bytes() == b"mine"
+    # The same bytes already there are kept (a re-run); --force replaces other bytes.
+    r = cas("get", "tiny-bert@v1", "-o", "out/", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 0, r.stderr

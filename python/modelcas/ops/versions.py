@@ -209,10 +209,19 @@ def get(
         _fetched(*version, wanted)  # every file verified before the first is placed
     for n in wanted:
         _check_beneath(folder, n)
+    # What is already there first: other bytes in any file's way place nothing at all (the
+    # same bytes are kept as they are, and not placed again).
+    kept: dict[str, LinkMode] = {}
+    if not force:
+        for n in wanted:
+            if os.path.lexists(folder / n):
+                kept[n] = store.place(digests[n].sha256, folder / n, link=link, verify=False)
     result = GetResult(label, skipped=skipped)
     for n in wanted:
         target = folder / n
-        mode = store.place(digests[n].sha256, target, link=link, force=force, verify=False)
+        mode = kept.get(n) or store.place(
+            digests[n].sha256, target, link=link, force=force, verify=False
+        )
         result.files.append(Placed(n, target, digests[n], mode))
     return result
 
