@@ -442,3 +442,40 @@ def test_cas_get_into_a_directory_with_other_bytes_in_the_way_places_nothing(
     assert (tmp_path / "out" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
     r = cas("get", "tiny-bert@v1", "-o", "out/")
     assert r.returncode == 0, r.stderr
+
+
+def test_cas_add_of_a_hugging_face_cache_snapshot_pins_every_linked_file(
+    tmp_path: Path, cas: Cas
+) -> None:
+    # The HF cache's snapshots/<commit>/ holds only symlinks into blobs/: all must be pinned,
+    # none dropped in silence (the version would load without its weights).
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "0123abc"
+    blobs.mkdir()
+    (snap / "tokenizer").mkdir(parents=True)
+    for name, data in {"config.json": b"{}", "model.safetensors": b"weights",
+                       "tokenizer/vocab.txt": b"[PAD]"}.items():  # fmt: skip
+        blob = blobs / ref_sha256(data)
+        blob.write_bytes(data)
+        (snap / name).symlink_to(os.path.relpath(blob, (snap / name).parent))
+    r = cas("add", snap, "--name", "tiny", "--version", "v1")
+    assert r.returncode == 0, r.stderr
+    files = Lockfile.load(tmp_path / "cas.lock").version("tiny")[1].files
+    assert sorted(files) == ["config.json", "model.safetensors", "tokenizer/vocab.txt"]
+    assert files["model.safetensors"].sha256 == ref_sha256(b"weights")
+    # What cannot be a file of the version is refused in one line, not skipped.
+    for odd in ("dangling", "linked-dir", "fifo"):
+        bad = tmp_path / f"bad-{odd}"
+        bad.mkdir()
+        (bad / "w.bin").write_bytes(b"w")
+        if odd == "dangling":
+            (bad / "x").symlink_to("nowhere")
+        elif odd == "linked-dir":
+            (bad / "x").symlink_to(blobs)
+        else:
+            os.mkfifo(bad / "x")
+        before = (tmp_path / "cas.lock").read_bytes()
+        r = cas("add", bad, "--name", "odd", "--version", "v1")
+        assert r.returncode == 2, (odd, r.stderr)
+        lines = r.stderr.decode().strip().splitlines()
+        assert len(lines) <= 2 and f"bad-{odd}/x" in lines[0], (odd, r.stderr)
+        assert (tmp_path / "cas.lock").read_bytes() == before
