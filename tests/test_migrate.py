@@ -228,8 +228,27 @@ def test_lock_set_edits_requires_latest_and_package_in_place(tmp_path: Path, cas
             'REGISTRY = {"det": {\n  "v1.0": {"filename": "../../x.pt"}}}\n',
             "weights.py:2: det@v1.0: file name '../../x.pt'",
         ),
+        # Dropped, it would pin the version with no compatibility check at all.
+        (
+            'REGISTRY = {"det": {\n  "v1.0": {"requires": [">=1", "<2"]}}}\n',
+            "weights.py:2: det@v1.0: requires ['>=1', '<2'] is not a version range",
+        ),
+        (
+            'REGISTRY = {"det": {\n  "v1.0": {"requires": 1.0}}}\n',
+            "weights.py:2: det@v1.0: requires 1.0 is not a version range",
+        ),
     ],
-    ids=["list key", "latest key", "deep", "null byte", "bad name", "int name", "file name"],
+    ids=[
+        "list key",
+        "latest key",
+        "deep",
+        "null byte",
+        "bad name",
+        "int name",
+        "file name",
+        "requires list",
+        "requires number",
+    ],
 )
 def test_a_hostile_weights_py_is_one_line_before_any_fetch(
     tmp_path: Path, cas: Cas, text: str, said: str

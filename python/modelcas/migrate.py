@@ -240,6 +240,8 @@ def read(
         count = 0
         for version, entry in versions.items():
             if not isinstance(entry, (dict, str)):
+                if versions is not body:  # a model-level scalar was reported above
+                    unused(rlines, "REGISTRY", vat, iter([version]))
                 continue
             try:
                 parse_version(str(version))
@@ -268,7 +270,12 @@ def read(
                 if not is_hex64(sha):
                     raise UsageError(f"{label}: sha256 {fields['sha256']!r} is not 64 hex digits")
             requires = fields.get("requires")
-            requires = requires if isinstance(requires, str) else None
+            if requires is not None and not isinstance(requires, str):
+                # Dropping it would pin the version with no compatibility check at all.
+                raise UsageError(
+                    f"{label}: requires {requires!r} is not a version range",
+                    hint="write it as one PEP 440 string, e.g. '>=1.0,<2'",
+                )
             # What the lockfile would refuse is refused here, before anything is fetched.
             _check_pin(name, f, requires, where(rlines, name), label)
             if rev is None:
