@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from modelcas.digest import Digest
-from modelcas.errors import LockfileError, SignatureError, UntrustedSignerError
+from modelcas.errors import LockfileError, SignatureError, UntrustedSignerError, UsageError
 from modelcas.lockfile import Lockfile
 from modelcas.registry import open_lock
 from modelcas.store import Store
@@ -727,3 +727,26 @@ def test_cas_sign_to_an_output_it_cannot_write_changes_nothing(
     line = _one_line(r)
     assert where in line and ".tmp" not in line, line
     assert _lock_text(tmp_path) == before, "nothing pinned"
+
+
+def test_cas_add_signature_of_an_empty_folder_pins_nothing_and_keeps_the_lockfile(
+    cas: Cas, tmp_path: Path
+) -> None:
+    # A valid signature of no files over an empty folder: nothing to pin. It wrote
+    # `files:` with nothing under it, and every later command failed on the lockfile.
+    from modelcas.signing import KeySpec, sign_files
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    (tmp_path / "empty.sig").write_bytes(sign_files({}, "empty", KeySpec(key)).data)
+    (tmp_path / "empty").mkdir()
+    before = _lock_text(tmp_path)
+    r = cas("add", "empty", "--signature", "empty.sig", "--public-key", key.with_suffix(".pub"),
+            "--name", "e", "--version", "v1")  # fmt: skip
+    assert r.returncode == 2 and "holds no file" in _one_line(r), r.stderr
+    assert _lock_text(tmp_path) == before
+    assert cas("lock", "ls").returncode == 0
+    # The lockfile model refuses such a pin too, whoever asks.
+    lock = Lockfile.load(tmp_path / "cas.lock")
+    with pytest.raises(UsageError, match="at least one file"):
+        lock.pin("e", "v1", {})

@@ -408,13 +408,15 @@ class Lockfile:
         version with other content is refused unless ``force``.
 
         Raises:
-            UsageError: bad name, version or range.
+            UsageError: bad name, version or range, or no file.
             LockfileError: the version exists with other content.
         """
         check_name(name)
         parse_version(version, f"{name}@{version}")
         if requires is not None:
             parse_requires(requires, f"{name}@{version} requires")
+        if not files:  # the parser refuses such a version: never write one
+            raise UsageError(f"{name}@{version}: a version pins at least one file")
         for fname in files:
             check_file_name(fname, f"{name}@{version}")
         model = self.models.setdefault(name, LockedModel())

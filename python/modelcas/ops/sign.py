@@ -258,6 +258,8 @@ def add_signed(
     data = read_signature(signature)
     signed = open_signature(data, [key], str(folder))
     found = _signed_files(folder, signature, signed)
+    if not found:
+        raise UsageError(f"{folder} holds no file: an empty directory is not added")
     missing = sorted(set(signed.resources) - set(found))
     extra = sorted(set(found) - set(signed.resources))
     if missing or extra:
