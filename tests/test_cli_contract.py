@@ -100,6 +100,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "add empty directory": ["add", "empty-dir"],
     "get dir no match": ["get", "m", "-o", "out/", "--include", "*.onnx"],
     "get globs without dir": ["get", "m", "-o", "x.bin", "--include", "*.bin"],
+    "get empty dest": ["get", "m", "-o", ""],
     "bundle -o and -d": ["bundle", "-i", "cfg.yml", "-o", "x.zip", "-d", "out"],
     "bundle bad compression": [
         "bundle",
@@ -254,6 +255,7 @@ def _check_contract(
     )
     assert r.returncode in (1, 2), (argv, r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr + r.stdout, (argv, r.stderr)
+    assert "unexpected error" not in r.stderr, (argv, r.stderr)  # a bug, not a refusal
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert 1 <= len(lines) <= 2, (argv, r.stderr)
     if len(lines) == 2:
@@ -527,7 +529,14 @@ def test_a_mistyped_command_or_option_gets_did_you_mean(
 
 # -- a named store that does not exist ----------------------------------------------------------
 
-READ_ONLY = [["ls"], ["verify"], ["verify", "--lock"], ["gc"], ["store", "info"]]
+READ_ONLY = [
+    ["ls"],
+    ["verify"],
+    ["verify", "--lock"],
+    ["verify", "m@v1", "--public-key", "release.pub"],
+    ["gc"],
+    ["store", "info"],
+]
 
 
 @pytest.mark.parametrize("argv", READ_ONLY, ids=" ".join)

@@ -210,3 +210,73 @@ def test_lock_set_edits_requires_latest_and_package_in_place(tmp_path: Path, cas
         assert r.returncode == code, (argv, r.stderr)
         _one_line(r)
     assert lock_path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("REGISTRY = {[1]: {}}\n", "weights.py:1: REGISTRY is not a Python literal there (a key"),
+        (
+            'REGISTRY = {"det": {"v1.0": {}}}\nLATEST = {\n  ("a", [1]): "v1.0"}\n',
+            "weights.py:3: LATEST is not a Python literal there (a key",
+        ),
+        ("REGISTRY = " + "-" * 100_000 + "1\n", "weights.py: not valid Python"),
+        ('REGISTRY = {"det": {}}\x00\n', "weights.py: not valid Python"),
+        ('REGISTRY = {\n  "../det": {"v1.0": {}}}\n', "weights.py:2: '../det' is not a model"),
+        ("REGISTRY = {\n  7: {'v1.0': {}}}\n", "weights.py:2: 7 is not a model name"),
+        (
+            'REGISTRY = {"det": {\n  "v1.0": {"filename": "../../x.pt"}}}\n',
+            "weights.py:2: det@v1.0: file name '../../x.pt'",
+        ),
+        # Dropped, it would pin the version with no compatibility check at all.
+        (
+            'REGISTRY = {"det": {\n  "v1.0": {"requires": [">=1", "<2"]}}}\n',
+            "weights.py:2: det@v1.0: requires ['>=1', '<2'] is not a version range",
+        ),
+        (
+            'REGISTRY = {"det": {\n  "v1.0": {"requires": 1.0}}}\n',
+            "weights.py:2: det@v1.0: requires 1.0 is not a version range",
+        ),
+    ],
+    ids=[
+        "list key",
+        "latest key",
+        "deep",
+        "null byte",
+        "bad name",
+        "int name",
+        "file name",
+        "requires list",
+        "requires number",
+    ],
+)
+def test_a_hostile_weights_py_is_one_line_before_any_fetch(
+    tmp_path: Path, cas: Cas, text: str, said: str
+) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "weights.py").write_text(text)
+    # No Hub here: a fetch would fail with "cannot resolve"; the file is refused before one.
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "1"}
+    r = cas("lock", "import", "weights.py", "--repo", "a/b", "--file", "w.pt", cwd=pkg,
+            extra_env=env)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert said in _one_line(r), r.stderr
+    assert not (pkg / "weights.lock").exists()
+
+
+@pytest.mark.parametrize("package", ["", "a b", "x\ny", "../../etc", "-lead"])
+def test_lock_set_and_import_refuse_a_package_that_is_no_distribution_name(
+    tmp_path: Path, cas: Cas, package: str
+) -> None:
+    (tmp_path / "best.pt").write_bytes(b"w")
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0").returncode == 0
+    before = (tmp_path / "cas.lock").read_bytes()
+    r = cas("lock", "set", f"--package={package}")
+    assert r.returncode == 2 and "not a distribution name" in _one_line(r), r.stderr
+    assert (tmp_path / "cas.lock").read_bytes() == before
+    (tmp_path / "weights.py").write_text('REGISTRY = {"det": {"v1.0": {}}}\n')
+    r = cas("lock", "import", "weights.py", "--repo", "a/b", "--file", "best.pt",
+            f"--package={package}")  # fmt: skip
+    assert r.returncode == 2 and "not a distribution name" in _one_line(r), r.stderr
+    assert not (tmp_path / "weights.lock").exists()

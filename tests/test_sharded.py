@@ -152,3 +152,12 @@ def test_a_version_with_several_files_and_no_index_still_asks_which(tmp_path: Pa
     store, lock = _pin(tmp_path, folder)
     with pytest.raises(UsageError, match="say which one"):
         cas_torch.load_state_dict("big", lock=lock, store=store)
+
+
+def test_an_index_naming_no_tensor_is_refused_not_an_empty_state_dict(tmp_path: Path) -> None:
+    # An empty state dict loads "successfully" into a model with strict=False: refuse it.
+    folder = _write_sharded(tmp_path / "snap", _state(), 2)
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    store, lock = _pin(tmp_path, folder)
+    with pytest.raises(FormatError, match="no tensor"):
+        cas_torch.load_state_dict("big", lock=lock, store=store)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from modelcas.digest import Digest
-from modelcas.errors import LockfileError, SignatureError, UntrustedSignerError
+from modelcas.errors import LockfileError, SignatureError, UntrustedSignerError, UsageError
 from modelcas.lockfile import Lockfile
 from modelcas.registry import open_lock
 from modelcas.store import Store
@@ -603,3 +603,150 @@ def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
     # In the publisher's store the signature is present: its pull is checked and passes.
     r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=pkg, extra_env=hf_env)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "rsa", "p224"])
+def test_a_trusted_key_that_cannot_check_signatures_is_one_line_never_a_crash(
+    cas: Cas, tmp_path: Path, kind: str
+) -> None:
+    # A hand-edited trust entry whose fingerprint matches its bytes, but whose bytes are no
+    # key this format signs with: the check cannot run, so it fails closed in one line.
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from modelcas.signing import verify_signature
+    from modelcas.signing.trust import stored_signature
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key).returncode == 0
+    assert cas("trust", "add", key.with_suffix(".pub")).returncode == 0
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = {
+        "garbage": b"garbage",
+        "empty": b"",
+        "rsa": rsa.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, spki),
+        "p224": ec.generate_private_key(ec.SECP224R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, spki),
+    }[kind]
+    fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
+    lock_path = tmp_path / "cas.lock"
+    text = lock_path.read_text().replace(
+        "trust:\n",
+        f'trust:\n  - key: "{fingerprint}"\n    public-key: "{base64.b64encode(der).decode()}"\n',
+        1,
+    )
+    lock_path.write_text(text)
+    lock = Lockfile.load(lock_path)
+    entry = lock.models["det"].versions["v1.0"]
+    assert entry.signature is not None
+    data = stored_signature(Store(tmp_path / "store"), entry.signature, "det@v1.0")
+    # model_signing writes a key hint; a signature without one is tried against every key.
+    doc = json.loads(data)
+    del doc["verificationMaterial"]["publicKey"]["hint"]
+    for sig in (data, json.dumps(doc).encode()):
+        with pytest.raises(LockfileError, match=fingerprint):
+            verify_signature(sig, entry.files, lock.trust, "det@v1.0")
+    r = cas("path", "det@v1.0", "--file", "best.pt")
+    assert r.returncode == 2 and fingerprint in _one_line(r), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("hash_type", ["sha256"]),
+        ("hash_type", 7),
+        ("ignore_paths", 5),
+        ("ignore_paths", [["model.sig"]]),
+        ("algorithm", None),
+    ],
+)
+def test_a_validly_signed_statement_of_odd_shape_is_refused_in_one_line(
+    cas: Cas, tmp_path: Path, where: str, value: object
+) -> None:
+    # Signed by the trusted key (another tool, or a bug): still untrusted input in its shape.
+    import base64
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    assert cas("sign", "det@v1.0", "--key", key, "-o", "good.sig").returncode == 0
+    doc = json.loads((tmp_path / "good.sig").read_bytes())
+    envelope = doc["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    if where == "algorithm":
+        for r in statement["predicate"]["resources"]:
+            r["algorithm"] = value
+    else:
+        statement["predicate"]["serialization"][where] = value
+    payload = json.dumps(statement).encode()
+    kind = envelope["payloadType"].encode()
+    pae = b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    sig = private.sign(pae, ec.ECDSA(hashes.SHA256()))
+    envelope["payload"] = base64.b64encode(payload).decode()
+    envelope["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    (tmp_path / "odd.sig").write_text(json.dumps(doc))
+    r = cas("verify", "det@v1.0", "--public-key", key.with_suffix(".pub"), "--signature", "odd.sig")
+    assert r.returncode == 1, r.stderr
+    assert "not model_signing's" in _one_line(r) or "modelcas checks" in _one_line(r), r.stderr
+
+
+def test_signing_under_a_trusted_certificate_identity_warns_of_nothing(
+    cas: Cas, tmp_path: Path
+) -> None:
+    _pinned(cas, tmp_path)
+    root, leaf, key = _certificates(tmp_path, "release@lab.example")
+    r = cas("trust", "add", "--certificate", "release@lab.example", "--root", root)
+    assert r.returncode == 0, r.stderr
+    r = cas("sign", "det@v1.0", "--key", key, "--certificate", leaf,
+            "--certificate-chain", root, "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert b"does not trust" not in r.stderr and json.loads(r.stdout)["trusted"] is True
+    assert cas("verify", "--lock").returncode == 0
+    # The bare key alone is not what the lockfile trusts: that warning is right.
+    r = cas("sign", "det@v1.0", "--key", key, "--json")
+    assert r.returncode == 0 and b"does not trust" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["trusted"] is False
+
+
+@pytest.mark.parametrize("where", ["adir", "missing/dir/x.sig"])
+def test_cas_sign_to_an_output_it_cannot_write_changes_nothing(
+    cas: Cas, tmp_path: Path, where: str
+) -> None:
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    (tmp_path / "adir").mkdir()
+    before = _lock_text(tmp_path)
+    r = cas("sign", "det@v1.0", "--key", key, "-o", where)
+    assert r.returncode == 2, r.stderr
+    line = _one_line(r)
+    assert where in line and ".tmp" not in line, line
+    assert _lock_text(tmp_path) == before, "nothing pinned"
+
+
+def test_cas_add_signature_of_an_empty_folder_pins_nothing_and_keeps_the_lockfile(
+    cas: Cas, tmp_path: Path
+) -> None:
+    # A valid signature of no files over an empty folder: nothing to pin. It wrote
+    # `files:` with nothing under it, and every later command failed on the lockfile.
+    from modelcas.signing import KeySpec, sign_files
+
+    _pinned(cas, tmp_path)
+    key = _key(tmp_path / "release.pem")
+    (tmp_path / "empty.sig").write_bytes(sign_files({}, "empty", KeySpec(key)).data)
+    (tmp_path / "empty").mkdir()
+    before = _lock_text(tmp_path)
+    r = cas("add", "empty", "--signature", "empty.sig", "--public-key", key.with_suffix(".pub"),
+            "--name", "e", "--version", "v1")  # fmt: skip
+    assert r.returncode == 2 and "holds no file" in _one_line(r), r.stderr
+    assert _lock_text(tmp_path) == before
+    assert cas("lock", "ls").returncode == 0
+    # The lockfile model refuses such a pin too, whoever asks.
+    lock = Lockfile.load(tmp_path / "cas.lock")
+    with pytest.raises(UsageError, match="at least one file"):
+        lock.pin("e", "v1", {})

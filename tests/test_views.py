@@ -352,3 +352,130 @@ def test_cas_get_writes_a_whole_version_into_a_directory_with_globs(
     assert r.returncode == 0 and (tmp_path / "weights" / "best.pt").read_bytes() == b"det"
     r = cas("get", "det", "-o", "x.pt", "--include", "*.pt")
     assert r.returncode == 2 and b"give -o DIR/" in r.stderr
+
+
+def test_cas_get_into_a_directory_never_writes_through_a_link_below_it(
+    tmp_path: Path, cas: Cas
+) -> None:
+    # A checked-out repo may hold `out/tokenizer -> ~/.ssh`: a pinned `tokenizer/vocab.txt`
+    # must not land there. DIR itself may be a link (the user named it); nothing below it.
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "tokenizer").symlink_to(elsewhere)
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) <= 2 and "out/tokenizer" in lines[0] and "link" in lines[0], r.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"], "nothing placed"
+    # A file where a folder is needed: refused before anything is placed, too.
+    (tmp_path / "out" / "tokenizer").unlink()
+    (tmp_path / "out" / "tokenizer").write_bytes(b"not a folder")
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2 and b"out/tokenizer" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"]
+    # Through a linked DIR: fine, that is where the user asked for the files.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    r = cas("get", "tiny-bert@v1", "-o", "linked/")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "real" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
+
+
+def test_a_path_handed_out_survives_gc_while_other_files_of_its_version_are_not_fetched(
+    tmp_path: Path,
+) -> None:
+    # `cas path det@v1 --file best.pt` of a version whose other file was never fetched: the
+    # path names a pinned, present object, so gc must not take it away.
+    store = Store(tmp_path / "store")
+    src = tmp_path / "best.pt"
+    src.write_bytes(b"the weights")
+    best = store.add_file(src).info.digest
+    config = Digest(ref_sha256(b'{"not": "fetched"}'), 18)
+    lock = Lockfile()
+    lock.pin("det", "v1", {"best.pt": best, "config.json": config})
+    lock.save(tmp_path / "cas.lock")
+    reg = open_lock(tmp_path / "cas.lock", store=store)
+    reg.register()  # a gc root, as `cas add` makes it
+    p = reg.path("det", "v1", "best.pt")
+    assert p.read_bytes() == b"the weights"
+    collect(store, grace=0)
+    assert p.read_bytes() == b"the weights", "gc took a handed-out path away"
+    # Once the other file is there, the same view serves both.
+    (tmp_path / "config.json").write_bytes(b'{"not": "fetched"}')
+    assert store.add_file(tmp_path / "config.json").info.digest.sha256 == config.sha256
+    assert reg.view("det", "v1") == p.parent
+    assert (p.parent / "config.json").read_bytes() == b'{"not": "fetched"}'
+    assert p.read_bytes() == b"the weights"
+
+
+def test_a_version_with_several_files_to_one_path_points_at_dir_slash(
+    tmp_path: Path, cas: Cas
+) -> None:
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    r = cas("get", "tiny-bert@v1", "-o", "out")
+    assert r.returncode == 2
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 2 and "say which one" in lines[0], r.stderr
+    assert "-o out/" in lines[1] or "-o DIR/" in lines[1], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cas_get_into_a_directory_with_other_bytes_in_the_way_places_nothing(
+    tmp_path: Path, cas: Cas
+) -> None:
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    (tmp_path / "out" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "out" / "tokenizer" / "vocab.txt").write_bytes(b"mine")
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 2 and b"tokenizer/vocab.txt" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tokenizer"], "nothing placed"
+    assert (tmp_path / "out" / "tokenizer" / "vocab.txt").read_bytes() == b"mine"
+    # The same bytes already there are kept (a re-run); --force replaces other bytes.
+    r = cas("get", "tiny-bert@v1", "-o", "out/", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
+    r = cas("get", "tiny-bert@v1", "-o", "out/")
+    assert r.returncode == 0, r.stderr
+
+
+def test_cas_add_of_a_hugging_face_cache_snapshot_pins_every_linked_file(
+    tmp_path: Path, cas: Cas
+) -> None:
+    # The HF cache's snapshots/<commit>/ holds only symlinks into blobs/: all must be pinned,
+    # none dropped in silence (the version would load without its weights).
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "0123abc"
+    blobs.mkdir()
+    (snap / "tokenizer").mkdir(parents=True)
+    for name, data in {"config.json": b"{}", "model.safetensors": b"weights",
+                       "tokenizer/vocab.txt": b"[PAD]"}.items():  # fmt: skip
+        blob = blobs / ref_sha256(data)
+        blob.write_bytes(data)
+        (snap / name).symlink_to(os.path.relpath(blob, (snap / name).parent))
+    r = cas("add", snap, "--name", "tiny", "--version", "v1")
+    assert r.returncode == 0, r.stderr
+    files = Lockfile.load(tmp_path / "cas.lock").version("tiny")[1].files
+    assert sorted(files) == ["config.json", "model.safetensors", "tokenizer/vocab.txt"]
+    assert files["model.safetensors"].sha256 == ref_sha256(b"weights")
+    # What cannot be a file of the version is refused in one line, not skipped.
+    for odd in ("dangling", "linked-dir", "fifo"):
+        bad = tmp_path / f"bad-{odd}"
+        bad.mkdir()
+        (bad / "w.bin").write_bytes(b"w")
+        if odd == "dangling":
+            (bad / "x").symlink_to("nowhere")
+        elif odd == "linked-dir":
+            (bad / "x").symlink_to(blobs)
+        else:
+            os.mkfifo(bad / "x")
+        before = (tmp_path / "cas.lock").read_bytes()
+        r = cas("add", bad, "--name", "odd", "--version", "v1")
+        assert r.returncode == 2, (odd, r.stderr)
+        lines = r.stderr.decode().strip().splitlines()
+        assert len(lines) <= 2 and f"bad-{odd}/x" in lines[0], (odd, r.stderr)
+        assert (tmp_path / "cas.lock").read_bytes() == before

@@ -87,6 +87,23 @@ def check_name(name: str) -> None:
         )
 
 
+# PEP 508's distribution name: what pip and importlib.metadata take.
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
+
+
+def check_package(name: str, where: str) -> None:
+    """Refuse a ``package:`` that is not a distribution name (PEP 508).
+
+    Raises:
+        UsageError: naming ``where``.
+    """
+    if not _DISTRIBUTION.fullmatch(name):
+        raise UsageError(
+            f"{where}: {name!r} is not a distribution name",
+            hint="the name pip installs, e.g. structflo-cser",
+        )
+
+
 def file_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a pinned file name (a relative POSIX path), or None."""
     if not name:
@@ -428,13 +445,15 @@ class Lockfile:
         version with other content is refused unless ``force``.
 
         Raises:
-            UsageError: bad name, version or range.
+            UsageError: bad name, version or range, or no file.
             LockfileError: the version exists with other content.
         """
         check_name(name)
         parse_version(version, f"{name}@{version}")
         if requires is not None:
             parse_requires(requires, f"{name}@{version} requires")
+        if not files:  # the parser refuses such a version: never write one
+            raise UsageError(f"{name}@{version}: a version pins at least one file")
         for fname in files:
             check_file_name(fname, f"{name}@{version}")
         model = self.models.setdefault(name, LockedModel())

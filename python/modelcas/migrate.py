@@ -89,7 +89,12 @@ def literals(path: Path, names: tuple[str, ...]) -> dict[str, tuple[Any, Lines]]
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as e:
-        raise UsageError(f"{path}:{e.lineno}: not valid Python: {e.msg}") from None
+        at = f"{path}:{e.lineno}" if e.lineno else str(path)
+        raise UsageError(f"{at}: not valid Python: {e.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as e:
+        # Null bytes (ValueError before 3.12), or nesting too deep for the parser.
+        why = str(e).strip() or "nested too deeply to parse"
+        raise UsageError(f"{path}: not valid Python: {why}") from None
     found: dict[str, tuple[Any, Lines]] = {}
     for stmt in tree.body:
         targets: list[ast.expr] = []
@@ -112,6 +117,10 @@ def _literal(node: ast.expr, at: tuple[Any, ...], lines: Lines, path: Path, name
             if k is None:
                 raise _not_literal(path, name, v, "a ** expansion")
             key = _literal(k, at, lines, path, name)
+            try:
+                hash(key)
+            except TypeError:  # a list or dict as a key: Python itself would refuse it
+                raise _not_literal(path, name, k, "a key that cannot be a dict key") from None
             lines[(*at, key)] = k.lineno
             out[key] = _literal(v, (*at, key), lines, path, name)
         return out
@@ -231,6 +240,8 @@ def read(
         count = 0
         for version, entry in versions.items():
             if not isinstance(entry, (dict, str)):
+                if versions is not body:  # a model-level scalar was reported above
+                    unused(rlines, "REGISTRY", vat, iter([version]))
                 continue
             try:
                 parse_version(str(version))
@@ -259,7 +270,14 @@ def read(
                 if not is_hex64(sha):
                     raise UsageError(f"{label}: sha256 {fields['sha256']!r} is not 64 hex digits")
             requires = fields.get("requires")
-            requires = requires if isinstance(requires, str) else None
+            if requires is not None and not isinstance(requires, str):
+                # Dropping it would pin the version with no compatibility check at all.
+                raise UsageError(
+                    f"{label}: requires {requires!r} is not a version range",
+                    hint="write it as one PEP 440 string, e.g. '>=1.0,<2'",
+                )
+            # What the lockfile would refuse is refused here, before anything is fetched.
+            _check_pin(name, f, requires, where(rlines, name), label)
             if rev is None:
                 rev = f"weights-{version}"
                 out.notes.append(f"{label}: no revision recorded; using the tag {rev}")
@@ -304,6 +322,25 @@ def read(
                 k: v for k, v in got[0].items() if isinstance(v, str) and k in registry
             }
     return out
+
+
+def _check_pin(model: Any, filename: str, requires: str | None, at: str, label: str) -> None:
+    """Refuse a model name, file name or range that no lockfile can pin.
+
+    Raises:
+        UsageError: naming the line.
+    """
+    from modelcas.lockfile import check_file_name, check_name, parse_requires  # noqa: PLC0415
+
+    try:
+        if not isinstance(model, str):
+            raise UsageError(f"{model!r} is not a model name")
+        check_name(model)
+    except UsageError as e:
+        raise UsageError(f"{at}: {e.message}", hint=e.hint) from None
+    check_file_name(filename, label)
+    if requires is not None:
+        parse_requires(requires, f"{label} requires")
 
 
 def _script_of(weights_py: Path) -> Path | None:

@@ -303,6 +303,8 @@ class Registry:
                 raise UsageError(
                     f"{name}@{chosen} has {len(entry.files)} files "
                     f"({', '.join(entry.files)}); say which one",
+                    hint=f"--file NAME (file=...) names one; every file: cas get {name}@{chosen} "
+                    "-o DIR/, or Registry.view()",
                 )
             file = next(iter(entry.files))
         if file not in entry.files:

@@ -169,7 +169,9 @@ def _run_signed(args: argparse.Namespace) -> int:
     if len(args.refs) != 1 or args.refs[0].startswith("sha256:") or args.repair:
         raise UsageError("--public-key checks one pinned version: cas verify NAME[@VERSION]")
     name, version = split_ref(args.refs[0])
-    registry = open_lock(args.lock or None, store=open_store(args), check_requires=False)
+    registry = open_lock(
+        args.lock or None, store=open_store(args, create=False), check_requires=False
+    )
     report = verify_signed(
         registry,
         name,

@@ -79,11 +79,13 @@ def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
 
     A file given by itself is pinned under its own name; a directory keeps its layout: each
     file under its path below the directory (an HF snapshot's ``config.json`` beside its
-    shards), leaving out ``.git/`` and ``.cache/huggingface/``.
+    shards), leaving out ``.git/`` and ``.cache/huggingface/``. A link to a file counts as
+    that file (the Hugging Face cache's ``snapshots/<commit>/`` is all links into ``blobs/``).
 
     Raises:
         FileNotFoundError: a path does not exist.
-        UsageError: a directory holds no file.
+        UsageError: a directory holds no file, or something that is not one (a link to a
+            folder or to nothing, a FIFO).
     """
     out: list[tuple[Path, str]] = []
     for p in map(Path, paths):
@@ -91,9 +93,19 @@ def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
             found = sorted(
                 (f, f.relative_to(p).as_posix())
                 for f in p.rglob("*")
-                if f.is_file() and not f.is_symlink()
+                if f.is_symlink() or not f.is_dir()
             )
             kept = [(f, n) for f, n in found if not any(n.startswith(x + "/") for x in _NOT_LAYOUT)]
+            # A link to a file is its file (an HF cache snapshot is all links into blobs/);
+            # anything else is refused, never left out in silence.
+            for f, _ in kept:
+                if not f.is_file():
+                    what = "a link to a folder" if f.is_dir() else "not a file"
+                    what = "a link to nothing" if not f.exists() else what
+                    raise UsageError(
+                        f"{f} is {what}; a version's files are regular files: nothing was added",
+                        hint="remove it, or add the files you mean one by one",
+                    )
             if not kept:
                 raise UsageError(f"{p} holds no file: an empty directory is not added")
             out.extend(kept)

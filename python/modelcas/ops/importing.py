@@ -78,6 +78,8 @@ def import_registry(
         RemoteError: the Hub failed.
         LockfileError: the lockfile already pins a version to other content.
     """
+    if req.package is not None:
+        lockfile.check_package(req.package, "--package")
     legacy = read(req.source, script=req.script, repo=req.repo, file=req.file, model=req.model)
     if req.model is not None and not legacy.versions and not legacy.notes:
         raise UsageError(f"{req.source}: REGISTRY has no model {req.model!r}")

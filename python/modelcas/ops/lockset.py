@@ -55,6 +55,8 @@ def set_fields(req: SetRequest) -> SetResult:
         raise UsageError("--requires and --latest edit one version: name it as NAME@VERSION")
     if req.requires:
         lockfile.parse_requires(req.requires, "--requires")
+    if req.package is not None:
+        lockfile.check_package(req.package, "--package")
     result = SetResult(req.lock)
     with lockfile.edit(req.lock) as lock:
         if name is not None and version is not None:

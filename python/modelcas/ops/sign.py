@@ -19,6 +19,7 @@ from modelcas.errors import IntegrityError, LockfileError, SignatureError, Usage
 from modelcas.hashing import Progress
 from modelcas.lockfile import Lockfile, PinnedSignature
 from modelcas.ops.add import PinRequest
+from modelcas.ops.add import _check_pin as check_pin  # the checks `cas add` makes
 from modelcas.ops.verify import LockReport, verify_pins
 from modelcas.pinning import write_pins
 from modelcas.registry import Registry
@@ -29,6 +30,7 @@ from modelcas.signing import (
     load_public_key,
     open_signature,
     sign_files,
+    verify_signature,
 )
 from modelcas.signing.sign import GIT_PATHS, write_signature
 from modelcas.signing.trust import stored_signature
@@ -71,7 +73,7 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
     Raises:
         NotPinnedError: no such model or version.
         IntegrityError: an object is missing, or its record disagrees with the pin.
-        UsageError: the key or certificate cannot sign.
+        UsageError: the key or certificate cannot sign, or ``output`` cannot be written.
         MissingExtraError: the ``[sign]`` extra is not installed.
     """
     path = lockfile.locate(req.lock)
@@ -102,12 +104,24 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
         previous, now.signature = now.signature, pinned
         return previous
 
-    previous = write_pins(
-        store, path, change, [info.digest], lambda d: store.add_bytes(signed.data, expected=d)
-    )
+    # The copy asked for first: a path it cannot be written to pins nothing.
+    wrote = req.output is not None and not os.path.lexists(req.output)
     if req.output is not None:
-        write_signature(req.output, signed.data)
-    trust = lock.trusted(req.name)
+        try:
+            write_signature(req.output, signed.data)
+        except OSError as e:
+            raise UsageError(
+                f"{req.output}: cannot write the signature there: {e.strerror or e}; nothing "
+                "was pinned"
+            ) from None
+    try:
+        previous = write_pins(
+            store, path, change, [info.digest], lambda d: store.add_bytes(signed.data, expected=d)
+        )
+    except BaseException:
+        if wrote and req.output is not None:
+            req.output.unlink(missing_ok=True)
+        raise
     return SignOutcome(
         req.name,
         version,
@@ -117,8 +131,24 @@ def sign(req: SignRequest, store: Store) -> SignOutcome:
         path,
         req.output,
         previous.signer if previous is not None and previous.signer != signed.signer else None,
-        any(t.key == signed.signer for t in trust) if trust else None,
+        _accepted(signed.data, lock, req.name, files),
     )
+
+
+def _accepted(data: bytes, lock: Lockfile, name: str, files: dict[str, Digest]) -> bool | None:
+    """Whether the lockfile's ``trust:`` accepts a signature (None: it trusts nobody for it).
+
+    Asked of the signature itself, so that a certificate signature counts as trusted under a
+    trusted identity, not only a bare key by fingerprint.
+    """
+    trust = lock.trusted(name)
+    if not trust:
+        return None
+    try:
+        verify_signature(data, files, trust, name)
+    except (SignatureError, LockfileError):
+        return False
+    return True
 
 
 @dataclass
@@ -228,6 +258,8 @@ def add_signed(
     data = read_signature(signature)
     signed = open_signature(data, [key], str(folder))
     found = _signed_files(folder, signature, signed)
+    if not found:
+        raise UsageError(f"{folder} holds no file: an empty directory is not added")
     missing = sorted(set(signed.resources) - set(found))
     extra = sorted(set(found) - set(signed.resources))
     if missing or extra:
@@ -237,7 +269,7 @@ def add_signed(
             f"{folder}: the signature by {signed.who} covers other files ({'; '.join(what)}); "
             "nothing was pinned",
         )
-    lock_path, package = _check_pin(pin, list(found))
+    lock_path, package = check_pin(pin, [(path, name) for name, path in found.items()])
     results: dict[str, AddResult] = {}
     for name, path in sorted(found.items()):
         expected = None
@@ -316,27 +348,3 @@ def _signed_files(folder: Path, signature: Path, signed: SignedManifest) -> dict
                 raise SignatureError(f"{folder}: {rel} is not a regular file; nothing was pinned")
             out[str(PurePosixPath(rel))] = p
     return out
-
-
-def _check_pin(pin: PinRequest, names: list[str]) -> tuple[Path, str | None]:
-    """The checks ``cas add`` makes before storing anything, for relative names."""
-    lockfile.check_name(pin.name)
-    lockfile.parse_version(pin.version, f"{pin.name}@{pin.version}")
-    if pin.requires is not None:
-        lockfile.parse_requires(pin.requires, "--requires")
-    for name in names:
-        lockfile.check_file_name(name, f"{pin.name}@{pin.version}")
-    path = lockfile.locate(pin.lock, must_exist=False)
-    lock = Lockfile.load(path) if path.exists() else Lockfile(path=path)
-    if not pin.force:
-        lock.check_repin(pin.name, pin.version, set(names))
-    package = pin.package or lock.package
-    if pin.requires is not None and package is None:
-        package = lockfile.project_name(path)
-        if package is None:
-            raise UsageError(
-                f"--requires {pin.requires!r} needs to know whose version to check: {path} has "
-                "no `package:` and no pyproject.toml is above it",
-                hint="pass --package DIST",
-            )
-    return path, package

@@ -12,9 +12,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from modelcas.digest import Digest
@@ -116,8 +117,14 @@ class GetResult:
 
 
 def is_directory_target(dest: str | os.PathLike[str]) -> bool:
-    """Whether ``-o DEST`` names a directory: it ends in ``/`` or is an existing directory."""
+    """Whether ``-o DEST`` names a directory: it ends in ``/`` or is an existing directory.
+
+    Raises:
+        UsageError: ``dest`` is empty (it would silently mean the current directory).
+    """
     text = os.fsdecode(dest)
+    if not text:
+        raise UsageError("-o is empty: name a file, or a directory ending in /")
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
@@ -200,12 +207,53 @@ def get(
         )
     if version is not None:
         _fetched(*version, wanted)  # every file verified before the first is placed
+    for n in wanted:
+        _check_beneath(folder, n)
+    # What is already there first: other bytes in any file's way place nothing at all (the
+    # same bytes are kept as they are, and not placed again).
+    kept: dict[str, LinkMode] = {}
+    if not force:
+        for n in wanted:
+            if os.path.lexists(folder / n):
+                kept[n] = store.place(digests[n].sha256, folder / n, link=link, verify=False)
     result = GetResult(label, skipped=skipped)
     for n in wanted:
         target = folder / n
-        mode = store.place(digests[n].sha256, target, link=link, force=force, verify=False)
+        mode = kept.get(n) or store.place(
+            digests[n].sha256, target, link=link, force=force, verify=False
+        )
         result.files.append(Placed(n, target, digests[n], mode))
     return result
+
+
+def _check_beneath(folder: Path, name: str) -> None:
+    """Refuse to place ``name`` where a folder on its way below ``folder`` is not one.
+
+    A link there (a checked-out repo may hold ``out/tokenizer -> ~/.ssh``) would send a
+    pinned file outside the directory asked for; a file there would fail halfway through.
+    ``folder`` itself may be a link: the user named it.
+
+    Raises:
+        UsageError: a link or a non-folder on the way.
+    """
+    here = folder
+    for part in PurePosixPath(name).parts[:-1]:
+        here = here / part
+        try:
+            mode = here.lstat().st_mode
+        except FileNotFoundError:
+            return  # made by the placing, as a folder
+        if stat.S_ISLNK(mode):
+            raise UsageError(
+                f"{here} is a symbolic link; cas get -o DIR/ writes only inside DIR, never "
+                "through a link below it",
+                hint="remove the link, or give -o another directory",
+            )
+        if not stat.S_ISDIR(mode):
+            raise UsageError(
+                f"{here} is not a folder, and {name} goes below it; nothing was placed",
+                hint="move it away, or give -o another directory",
+            )
 
 
 def _version(

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelcas.errors import UsageError
+from modelcas.errors import LockfileError, UsageError
 from modelcas.lockfile import TrustedSigner, fingerprint_of
 from modelcas.signing import _lib
 
@@ -113,10 +113,25 @@ def load_public_key(path: str | os.PathLike[str]) -> TrustedSigner:
 
 
 def key_from_entry(entry: TrustedSigner) -> Any:
-    """The public key object of a ``trust:`` key entry (the parser checked its fingerprint)."""
+    """The public key object of a ``trust:`` key entry (the parser checked its fingerprint).
+
+    Raises:
+        LockfileError: the entry's bytes are not a key signatures are made with (a
+            hand-edited entry): the check cannot run, so it fails closed.
+    """
     lib = _lib.crypto()
     assert entry.public_key is not None
-    return lib.serialization.load_der_public_key(base64.b64decode(entry.public_key))
+    try:
+        key = lib.serialization.load_der_public_key(base64.b64decode(entry.public_key))
+        _check_curve(key, f"trust: {entry.label}")
+    except (ValueError, UsageError, lib.exceptions.UnsupportedAlgorithm) as e:
+        why = e.message if isinstance(e, UsageError) else "not a DER public key"
+        raise LockfileError(
+            f"trust: {entry.label}: its public-key cannot check signatures: "
+            f"{why.removeprefix(f'trust: {entry.label}: ')}",
+            hint=f"cas trust rm {entry.key}, then cas trust add PUB.pem with the signer's key",
+        ) from None
+    return key
 
 
 def load_certificates(path: str | os.PathLike[str], what: str) -> list[Any]:

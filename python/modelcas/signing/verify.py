@@ -210,6 +210,18 @@ def _manifest(
             hint="sign without sharding",
         )
     hash_type = serialization.get("hash_type", "sha256")
+    ignore_paths = serialization.get("ignore_paths", [])
+    if (
+        not isinstance(hash_type, str)
+        or not all(isinstance(a, str) and isinstance(d, str) for _, a, d in resources)
+        or not isinstance(ignore_paths, list)
+        or not all(isinstance(p, str) for p in ignore_paths)
+    ):
+        # Signed, but still untrusted in its shape (another tool's, or a bug's).
+        raise SignatureError(
+            f"{label}: the signed statement is not model_signing's: a hash type, digest or "
+            "ignored path that is not a string"
+        )
     algorithms = {algorithm for _, algorithm, _ in resources}
     if algorithms - {hash_type} or hash_type not in ("sha256", "blake3"):
         raise SignatureError(
@@ -228,7 +240,7 @@ def _manifest(
         tuple(names),
         hash_type,
         by_name,
-        tuple(str(p) for p in serialization.get("ignore_paths", ())),
+        tuple(ignore_paths),
     )
 
 

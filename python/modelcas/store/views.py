@@ -13,7 +13,10 @@ symlinks: no copy, no second name on an inode, no hashing (callers verify the ob
 only names them).
 
 Views are derived: never gc roots, checked each time one is handed out (a missing, extra or
-retargeted entry is rebuilt), and removed by gc once an object they name is gone. They are
+retargeted entry is rebuilt), and removed by gc once no object they name is left. An entry
+may dangle meanwhile: a version whose other files were never fetched, or a bundle's view
+before its members are ingested; the paths already handed out for the present objects must
+keep working through gc, so one dangling entry is no reason to remove a view. They are
 built beside their final name (``views/.<owner>.building``), made read-only (directories
 ``0555``), then renamed into place, so a reader sees a whole view or none.
 """
@@ -228,23 +231,26 @@ def file(store: Layout, files: Mapping[str, Digest], name: str) -> Path:
     return view(store, files) / name
 
 
-def _dangling(path: Path) -> bool:
-    """Whether an entry of the view names an object that is gone (or is not a clean view)."""
+def _dead(path: Path) -> bool:
+    """Whether no entry of the view names an object that is there (or it is not a clean view).
+
+    Not "one entry dangles": a path handed out for a present object of a partly fetched
+    version lives in the same view, and must survive gc.
+    """
     entries = _entries(path)
-    if entries is None:
+    if not entries:
         return True
-    for name, target in entries.items():
-        if not (path / name).parent.joinpath(target).exists():
-            return True
-    return False
+    return not any(
+        (path / name).parent.joinpath(target).exists() for name, target in entries.items()
+    )
 
 
 def collect(store: Layout, cutoff: float, *, dry_run: bool = False) -> int:
-    """Remove views that name a missing object, and leftovers of interrupted builds.
+    """Remove views whose objects are all gone, and leftovers of interrupted builds.
 
     A view is derived: one that is removed is rebuilt by its next use. Each candidate is
-    renamed aside first and checked again, and put back when its objects are all there (a
-    reader fetched them meanwhile and may have handed the view out).
+    renamed aside first and checked again, and put back when one of its objects is there
+    again (a reader fetched it meanwhile and may have handed the view out).
 
     Args:
         store: the store.
@@ -273,7 +279,7 @@ def collect(store: Layout, cutoff: float, *, dry_run: bool = False) -> int:
             if not dry_run:
                 remove_tree(path)
             continue
-        if not _dangling(path):
+        if not _dead(path):
             continue
         removed += 1
         if dry_run:
@@ -281,7 +287,7 @@ def collect(store: Layout, cutoff: float, *, dry_run: bool = False) -> int:
         aside = _set_aside(path)
         if aside is None:
             continue
-        if _dangling(aside):
+        if _dead(aside):
             remove_tree(aside)
             continue
         try:  # complete again: put it back, unless a new one took its place

@@ -134,6 +134,9 @@ def shards(plan: Sharded, *, deep: bool = False) -> dict[str, list[str]]:
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise FormatError(f"{where} has no weight_map of tensor names to shard files")
+    if not weight_map:
+        # An empty state dict would load "successfully" into a model with strict=False.
+        raise FormatError(f"{where} names no tensor; nothing was loaded")
     folder = posixpath.dirname(plan.index)
     out: dict[str, list[str]] = {}
     for tensor, shard in weight_map.items():
