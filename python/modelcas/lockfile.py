@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,14 @@ def parse_version(version: str, where: str = "version") -> Version:
             f"{where}: {version!r} is not a version",
             hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
         ) from None
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether two spellings name one version (PEP 440: ``v1.0`` == ``1.0.0`` == ``1.0``)."""
+    try:
+        return parse_version(a) == parse_version(b)
+    except UsageError:
+        return a == b
 
 
 def parse_requires(spec: str, where: str) -> SpecifierSet:
@@ -142,6 +151,22 @@ class LockedModel:
     def ordered(self) -> list[str]:
         """Version names, oldest first (PEP 440 order)."""
         return sorted(self.versions, key=parse_version)
+
+    def find(self, version: str) -> str | None:
+        """The pinned spelling of ``version``: itself, else one PEP 440 calls equal, else None.
+
+        One version per PEP 440 value: ``v1.0``, ``1.0`` and ``1.0.0`` look up the same pin.
+        """
+        if version in self.versions:
+            return version
+        return next((v for v in self.ordered() if same_version(v, version)), None)
+
+    def duplicates(self) -> list[list[str]]:
+        """Groups of pinned spellings that PEP 440 calls one version (a hand-made lockfile)."""
+        groups: dict[Version, list[str]] = {}
+        for v in self.ordered():
+            groups.setdefault(parse_version(v), []).append(v)
+        return [g for g in groups.values() if len(g) > 1]
 
     def highest(self, *, pre: bool = False) -> str | None:
         """The highest version by PEP 440 order; pre-releases only with ``pre``."""
@@ -271,12 +296,13 @@ class Lockfile:
                 f"{self._where()}: model {name!r} has no latest version",
                 hint=f"name one: {name}@VERSION",
             )
-        if chosen not in model.versions:
+        found = model.find(chosen)
+        if found is None:
             known = ", ".join(model.ordered()) or "none"
             raise NotPinnedError(
                 f"{self._where()}: {name}@{chosen} is not pinned (versions: {known})"
             )
-        return chosen, model.versions[chosen]
+        return found, model.versions[found]
 
     def entries(self) -> Iterator[tuple[str, str, str, Digest]]:
         """Every pinned file as (model, version, file name, digest), in canonical order."""
@@ -289,6 +315,10 @@ class Lockfile:
     def sha256s(self) -> set[str]:
         """Every sha256 this lockfile pins (what gc keeps)."""
         return {d.sha256 for *_, d in self.entries()}
+
+    def duplicate_versions(self) -> list[tuple[str, list[str]]]:
+        """(model, spellings) for every version pinned under several equal spellings."""
+        return [(n, g) for n in sorted(self.models) for g in self.models[n].duplicates()]
 
     def _where(self) -> str:
         return str(self.path) if self.path else "lockfile"
@@ -312,7 +342,9 @@ class Lockfile:
 
         ``latest`` moves to the highest version by PEP 440 order unless ``set_latest`` is
         false; a pre-release (``v2.0rc1``) becomes latest only with ``pre``. An existing
-        version with other content is refused unless ``force``.
+        version with other content is refused unless ``force``. A spelling that PEP 440
+        calls equal to a pinned one (``v1.0`` and ``1.0.0``) is that version: the same bytes
+        keep the spelling first pinned, other bytes are refused.
 
         Raises:
             UsageError: bad name, version or range.
@@ -325,6 +357,12 @@ class Lockfile:
         for fname in files:
             check_file_name(fname, f"{name}@{version}")
         model = self.models.setdefault(name, LockedModel())
+        pinned_as = model.find(version)
+        if pinned_as is not None and pinned_as != version:
+            old_files = model.versions[pinned_as].files
+            if not force and _contents(old_files) != _contents(files):
+                raise self._repinned(name, version, model.versions[pinned_as], pinned_as)
+            version = pinned_as
         old = model.versions.get(version)
         # Re-pinning the same content keeps the mirrors already listed for it.
         mirrors = [m for m in old.mirrors if m != source] if old is not None else []
@@ -345,13 +383,17 @@ class Lockfile:
             LockfileError: the version is pinned, with other files.
         """
         model = self.models.get(name)
-        old = model.versions.get(version) if model else None
+        found = model.find(version) if model else None
+        old = model.versions[found] if model and found else None
         if old is not None and set(old.files) != files:
-            raise self._repinned(name, version, old)
+            raise self._repinned(name, version, old, found)
 
-    def _repinned(self, name: str, version: str, old: LockedVersion) -> LockfileError:
+    def _repinned(
+        self, name: str, version: str, old: LockedVersion, as_: str | None = None
+    ) -> LockfileError:
+        spelled = f" as {as_}" if as_ not in (None, version) else ""
         return LockfileError(
-            f"{self._where()}: {name}@{version} is already pinned to other content "
+            f"{self._where()}: {name}@{version} is already pinned{spelled} to other content "
             f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
             hint="publish a new version, or pass --force to re-pin this one",
         )
@@ -377,13 +419,17 @@ class Lockfile:
         Raises:
             NotPinnedError: no such model or version.
         """
-        self.version(name, version)
+        version, _ = self.version(name, version)
         model = self.models[name]
         del model.versions[version]
         if model.latest == version:
             model.latest = model.highest() or model.highest(pre=True)
         if not model.versions and model.repo is None and model.weights_path is None:
             del self.models[name]
+
+
+def _contents(files: dict[str, Digest]) -> dict[str, str]:
+    return {f: d.sha256 for f, d in files.items()}
 
 
 # -- finding and editing lockfiles on disk -------------------------------------------------
@@ -610,6 +656,13 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")
+        for group in model.duplicates():
+            # Written by hand or by an older modelcas: readable, with one line saying so.
+            warnings.warn(
+                f"{where}: {mpath}.versions: {' and '.join(group)} are one version (PEP 440); "
+                f"lookups use {group[0]}; `cas lock check` says how to merge them",
+                stacklevel=4,
+            )
         lock.models[name] = model
     return lock
 

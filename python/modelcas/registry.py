@@ -219,7 +219,7 @@ class Registry:
         Only bytes: ``requires`` is not read, so a cache can be warmed without the package.
         """
         if name is not None and version is not None:
-            _, entry = self.lock.version(name, version)
+            version, entry = self.lock.version(name, version)
             return [Pin(name, version, f, d) for f, d in entry.files.items()]
         return [Pin(m, v, f, d) for m, v, f, d in self.lock.entries() if name is None or m == name]
 

@@ -169,6 +169,19 @@ def run_check(args: argparse.Namespace) -> int:
     changes = []
     if lockfile.read_text(path, "lockfile") != lock.dumps():
         changes.append(f"{show_path(path)} is not in canonical form (any `cas` edit rewrites it)")
+    for name, group in lock.duplicate_versions():
+        entries = [lock.models[name].versions[v] for v in group]
+        same = all(e.files == entries[0].files for e in entries)
+        how = (
+            f"they pin the same files: keep {group[0]} and remove the others "
+            f"(`cas lock rm {name}@{group[-1]}`)"
+            if same
+            else f"they pin different files: keep one, remove the others (`cas lock rm "
+            f"{name}@{group[-1]}`) and pin that content again as a new version"
+        )
+        changes.append(
+            f"models.{name}.versions: {', '.join(group)} are one version (PEP 440); {how}"
+        )
     if not args.offline:
         for name, model in sorted(lock.models.items()):
             for v in model.ordered():
