@@ -131,9 +131,14 @@ def _check_modelpack(manifest: dict[str, Any], config: dict[str, Any]) -> None:
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
     assert manifest["config"]["mediaType"] == "application/vnd.cncf.model.config.v1+json"
+    roles = {
+        ".pt": "application/vnd.cncf.model.weight.v1.raw",
+        ".json": "application/vnd.cncf.model.weight.config.v1.raw",
+        ".md": "application/vnd.cncf.model.doc.v1.raw",
+    }
     for layer in manifest["layers"]:
-        assert layer["mediaType"] == "application/vnd.cncf.model.weight.v1.raw"
-        assert layer["annotations"]["org.cncf.model.filepath"]
+        path = layer["annotations"]["org.cncf.model.filepath"]
+        assert layer["mediaType"] == roles[Path(path).suffix], path
     assert set(config) == MODELPACK_CONFIG_KEYS  # all required, additionalProperties false
     assert set(config["descriptor"]) <= MODELPACK_DESCRIPTOR_KEYS
     assert config["descriptor"]["name"]
@@ -212,7 +217,7 @@ def test_publish_pull_dedupe_and_no_tag_move(registry: Registry, cas: Run, tmp_p
     # The same publish again: nothing is sent, nothing changes.
     again = _publish(cas, pkg, "v1.1", to, "best.pt", "classes.json")
     assert again.returncode == 0, again.stderr
-    assert "already published" in again.stdout and "0 sent" in again.stdout
+    assert "already published" in again.stdout and "nothing to do" in again.stdout
     assert registry.uploads_of(f"sha256:{ref_sha256(best2)}") == 1
 
     # Somebody else's v1.0 (other bytes, no lockfile) never moves the existing tag.
@@ -606,7 +611,7 @@ def test_hub_version_gets_the_registry_as_mirror(
         assert other.returncode == 2 and "is pinned with requires" in other.stderr
         second = _publish(cas, pkg, "v1.0", to, "best.pt", env=hf)
         assert second.returncode == 0, second.stderr
-        assert "as the version's mirror" in second.stdout
+        assert "(the remote is the version's mirror)" in second.stdout
     entry = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"]
     assert entry.source == "hf://lab/cser-detector@weights-v1.0" and entry.commit
     assert entry.requires == ">=0.2,<1"

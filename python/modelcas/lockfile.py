@@ -134,6 +134,8 @@ class LockedVersion:
     commit: str | None = None
     # Other places holding the same bytes, tried in order after ``source``.
     mirrors: list[str] = field(default_factory=list)
+    # A plain URL source: the server's ETag or Last-Modified when it was pinned.
+    validator: str | None = None
 
     def __post_init__(self) -> None:
         self.files = dict(sorted(self.files.items()))
@@ -241,6 +243,7 @@ class Lockfile:
                     ("requires", v.requires),
                     ("source", v.source),
                     ("commit", v.commit),
+                    ("validator", v.validator),
                 ):
                     if value is not None:
                         out.append(f"        {key}: {_scalar(value)}\n")
@@ -337,6 +340,7 @@ class Lockfile:
         set_latest: bool = True,
         force: bool = False,
         pre: bool = False,
+        validator: str | None = None,
     ) -> bool:
         """Record a version; returns False when it was already pinned exactly so.
 
@@ -366,7 +370,7 @@ class Lockfile:
         old = model.versions.get(version)
         # Re-pinning the same content keeps the mirrors already listed for it.
         mirrors = [m for m in old.mirrors if m != source] if old is not None else []
-        entry = LockedVersion(files, requires, source, commit, mirrors)
+        entry = LockedVersion(files, requires, source, commit, mirrors, validator)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
@@ -625,7 +629,12 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 parse_version(vname)
             except UsageError:
                 raise _fail(where, vpath, "not a PEP 440 version (v prefix allowed)") from None
-            v = _mapping(vbody, where, vpath, {"requires", "source", "commit", "mirrors", "files"})
+            v = _mapping(
+                vbody,
+                where,
+                vpath,
+                {"requires", "source", "commit", "validator", "mirrors", "files"},
+            )
             requires = _opt_string(v, "requires", where, vpath)
             if requires is not None:
                 try:
@@ -653,6 +662,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 _opt_string(v, "source", where, vpath),
                 commit,
                 _mirrors(v.get("mirrors"), where, f"{vpath}.mirrors"),
+                _opt_string(v, "validator", where, vpath),
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")

@@ -30,7 +30,7 @@ from modelcas.errors import (
 )
 from modelcas.hashing import Progress
 from modelcas.lockfile import LockedVersion, Lockfile, is_prerelease, parse_requires
-from modelcas.remotes import for_source
+from modelcas.remotes import pinned
 from modelcas.store import Store
 
 
@@ -251,17 +251,21 @@ class Registry:
         # The source, then each mirror; every one is verified as it is read.
         failures: list[ModelcasError] = []
         for place in (entry.source, *entry.mirrors):
-            commit = entry.commit if place == entry.source else None
+            at_source = place == entry.source
+            remote, at = pinned(
+                place,
+                version=pin.version,
+                commit=entry.commit if at_source else None,
+                validator=entry.validator if at_source else None,
+            )
             try:
-                info = for_source(place).fetch(
-                    pin.file, pin.digest, self.store, commit=commit, progress=progress
-                )
+                got = remote.fetch(at, {pin.file: pin.digest}, self.store, progress=progress)
             except (RemoteError, IntegrityError) as e:
                 failures.append(e)
                 continue
             for failed in failures:
                 warnings.warn(f"{pin.label}: {failed.message}", stacklevel=2)
-            return info.path
+            return self.store.object_path(got[0].digest.sha256)
         if len(failures) == 1:
             raise failures[0]
         # Bytes that did not match are the graver finding: they decide the exit code.

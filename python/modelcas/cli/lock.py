@@ -9,7 +9,7 @@ from modelcas import lockfile
 from modelcas.cli._common import add_action, add_command, emit_json, err, human, show_path
 from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
-from modelcas.remotes import for_source
+from modelcas.remotes import pinned
 
 HELP = "list, show, remove and check lockfile entries"
 DESCRIPTION = """\
@@ -188,7 +188,8 @@ def run_check(args: argparse.Namespace) -> int:
                 entry = model.versions[v]
                 if entry.source is None or entry.commit is None:
                     continue
-                now = for_source(entry.source).resolve()
+                remote, at = pinned(entry.source, version=v, commit=entry.commit)
+                now = remote.resolve(at.ref).revision
                 if now is not None and now != entry.commit:
                     changes.append(
                         f"models.{name}.versions.{v}: {entry.source} now resolves to commit "
