@@ -600,10 +600,10 @@ def _git_blob_id(path: Path) -> str:
 
 def _git_blob_check(
     f: HubFile, where: str
-) -> Callable[[], tuple[Callable[[memoryview], object], Callable[[], None]]]:
+) -> Callable[[], tuple[Callable[[bytes | memoryview], object], Callable[[], None]]]:
     """Small non-LFS files are checked against their git blob id as well (fresh per start)."""
 
-    def make() -> tuple[Callable[[memoryview], object], Callable[[], None]]:
+    def make() -> tuple[Callable[[bytes | memoryview], object], Callable[[], None]]:
         blob = hashlib.sha1(f"blob {f.size}\0".encode())  # noqa: S324 (git's own id)
 
         def check() -> None:

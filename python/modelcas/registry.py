@@ -254,6 +254,7 @@ class Registry:
             at_source = place == entry.source
             remote, at = pinned(
                 place,
+                model=pin.model,
                 version=pin.version,
                 commit=entry.commit if at_source else None,
                 validator=entry.validator if at_source else None,

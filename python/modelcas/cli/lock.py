@@ -142,6 +142,8 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"    source:   {entry.source or '(none)'}")
         if entry.commit:
             print(f"    commit:   {entry.commit}")
+        if entry.validator:
+            print(f"    validator: {entry.validator}")
         for fname, d in entry.files.items():
             print(f"    {fname}: {d.size} bytes ({human(d.size)})")
             print(f"      sha256: {d.sha256}")
@@ -217,6 +219,7 @@ def _as_json(lock: Lockfile) -> dict[str, Any]:
                         "requires": e.requires,
                         "source": e.source,
                         "commit": e.commit,
+                        "validator": e.validator,
                         "files": {
                             f: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
                             for f, d in e.files.items()

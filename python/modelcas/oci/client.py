@@ -346,7 +346,7 @@ class Client:
         repository: str,
         digest: str,
         size: int,
-        sink: Callable[[memoryview], object],
+        sink: Callable[[bytes | memoryview], object],
         *,
         progress: Progress | None = None,
     ) -> None:
@@ -715,10 +715,11 @@ class _BlobAnswer:
     def header(self, name: str) -> str | None:
         return self._r.getheader(name)
 
-    def pieces(self) -> Iterator[memoryview]:
-        view = memoryview(bytearray(1 << 20))
-        while n := self._r.readinto(view):
-            yield view[:n]
+    def pieces(self) -> Iterator[bytes]:
+        # read1: what the socket has now (readinto would wait to fill the whole buffer, and a
+        # trickle would look like silence to the low-speed limit).
+        while data := self._r.read1(1 << 20):
+            yield data
         self._done = True
 
     def close(self) -> None:

@@ -73,6 +73,7 @@ def audit(
             try:
                 remote, at = pinned(
                     place,
+                    model=name,
                     version=v,
                     commit=entry.commit if at_source else None,
                     validator=entry.validator if at_source else None,
@@ -130,6 +131,15 @@ def audit_version(
                 f"{name}: the remote lists sha256:{listed.sha256}, the pin says {want.address}"
             )
             continue
+        if listed.sha256 is None and listed.git_blob is None and not read_data:
+            if listed.validator is None or listed.validator != at.validator:
+                was = f"was {at.validator}, now " if at.validator else ""
+                result.problems.append(
+                    f"{name}: the server records no digest, and its validator "
+                    f"({was}{listed.validator or 'none'}) does not show it unchanged; check its "
+                    "bytes with --read-data"
+                )
+            continue
         if listed.sha256 is None and not read_data:
             local = store.object_path(want.sha256) if store and store.has(want.sha256) else None
             if local is None or listed.git_blob != _git_blob_id(local):
@@ -143,7 +153,9 @@ def audit_version(
             hasher = Hasher()
             count = [0]
 
-            def take(data: memoryview, hasher: Hasher = hasher, count: list[int] = count) -> None:
+            def take(
+                data: bytes | memoryview, hasher: Hasher = hasher, count: list[int] = count
+            ) -> None:
                 hasher.update(data)
                 count[0] += len(data)
                 if progress is not None:

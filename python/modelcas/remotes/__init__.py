@@ -103,6 +103,7 @@ def writable(ref: Ref | str, *, plain_http: bool = False) -> Writable:
 def pinned(
     place: str,
     *,
+    model: str | None = None,
     version: str | None = None,
     commit: str | None = None,
     validator: str | None = None,
@@ -118,9 +119,13 @@ def pinned(
     r = parse(place)
     remote = open_remote(r)
     if r.kind == "hf":
-        at = RemoteVersion(remote.url, place, ref=r.revision, revision=commit, version=version)
+        at = RemoteVersion(
+            remote.url, place, ref=r.revision, revision=commit, version=version, model=model
+        )
     elif r.kind == "oci":
-        at = RemoteVersion(remote.url, place, ref=r.revision, revision=r.revision, version=version)
+        at = RemoteVersion(
+            remote.url, place, ref=r.revision, revision=r.revision, version=version, model=model
+        )
     else:
-        at = RemoteVersion(remote.url, place, version=version, validator=validator)
+        at = RemoteVersion(remote.url, place, version=version, model=model, validator=validator)
     return remote, at

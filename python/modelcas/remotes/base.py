@@ -29,7 +29,7 @@ from modelcas.hashing import Progress
 from modelcas.store import Store
 
 Origin = Literal["store", "download", "hf-cache"]
-Sink = Callable[[memoryview], object]
+Sink = Callable[[bytes | memoryview], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,7 @@ class Listed:
     sha256: str | None = None
     media_type: str | None = None
     git_blob: str | None = None  # (Hub) the git blob id of a file kept in git, not LFS
+    validator: str | None = None  # (URLs) the server's ETag or Last-Modified
 
     @property
     def digest(self) -> Digest | None:

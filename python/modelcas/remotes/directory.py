@@ -46,6 +46,7 @@ class DirRemote:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.url = self.path.resolve().as_uri()
+        self._pending: dict[tuple[str, str], dict[str, Digest]] = {}
 
     def store(self, *, create: bool = False) -> Store:
         """The remote as a store (the same layout); ``create`` makes a new one (a first push).
@@ -198,6 +199,16 @@ class DirRemote:
         """The files of a catalog entry (empty for a version the catalog does not record)."""
         if version.model is None or version.version is None:
             return {}
+        pending = self._pending.get((version.model, version.version))
+        if pending is not None:
+            # Being published (a read-back before the catalog entry is written): the
+            # objects themselves, as the directory holds them.
+            out = {}
+            for n, d in sorted(pending.items()):
+                obj = self.store().object_path(d.sha256)
+                if obj.is_file() and not obj.is_symlink():
+                    out[n] = Listed(n, obj.stat().st_size, d.sha256)
+            return out
         found = self._find(version.model, version.version)
         if found is None:
             return {}
@@ -299,6 +310,7 @@ class DirRemote:
             sent = self.push(step.digest, store, progress=progress)
             (uploaded if sent else present).append(step.name)
         if read_back is not None:
+            self._pending[(out.model, out.version)] = {n: d for n, (_, d) in out.files.items()}
             read_back(
                 RemoteVersion(
                     self.url,

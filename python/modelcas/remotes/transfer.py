@@ -115,6 +115,7 @@ class Answer(Protocol):
 
 # offset (0: the whole file), and whether the answer must start there (206) or may be whole
 Opener = Callable[[int], Answer]
+Sink = Callable[[bytes | memoryview], object]
 
 
 class _Watch:
@@ -165,7 +166,7 @@ class _CutError(Exception):
 def copy(
     opener: Opener,
     size: int | None,
-    take: Callable[[memoryview], object],
+    take: Callable[[bytes | memoryview], object],
     *,
     where: str,
     offset: int = 0,
@@ -230,8 +231,7 @@ def copy(
             raise RemoteError(
                 f"{where}: received {watch.received}{of} bytes in {len(failures)} tries (last: "
                 f"{failures[-1]}); what arrived is kept for the next run",
-                hint="the connection keeps failing: check the network, then run the command "
-                "again",
+                hint="the connection keeps failing: check the network, then run the command again",
             )
         time.sleep(min(BACKOFF * 2 ** (len(failures) - 1), 8.0))
 
@@ -239,7 +239,7 @@ def copy(
 def _one(  # noqa: PLR0917 (one step of copy's loop, with copy's own state)
     opener: Opener,
     size: int | None,
-    take: Callable[[memoryview], object],
+    take: Callable[[bytes | memoryview], object],
     restart: Callable[[], None] | None,
     watch: _Watch,
     progress: Progress | None,
@@ -280,11 +280,11 @@ def _one(  # noqa: PLR0917 (one step of copy's loop, with copy's own state)
                     hint="the remote's copy or its metadata is wrong",
                 )
         for whole in answer.pieces():
-            piece = memoryview(whole)
+            piece = whole
             if skip:
                 cut = min(skip, len(piece))
                 skip -= cut
-                piece = piece[cut:]
+                piece = memoryview(piece)[cut:]
             n = len(piece)
             if not n:
                 continue
@@ -335,7 +335,7 @@ class Partial:
         what: str,
         key: str,
         *,
-        extra: Callable[[memoryview], object] | None = None,
+        extra: Callable[[bytes | memoryview], object] | None = None,
     ) -> None:
         self.store = store
         self.expected = expected
@@ -410,9 +410,9 @@ class Partial:
         if self._error is not None:
             raise self._error
 
-    def write(self, data: memoryview) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append bytes (hashed and written by the workers)."""
-        self._pending.append(bytes(data))
+        self._pending.append(data if isinstance(data, bytes) else bytes(data))
         self._pending_size += len(data)
         if self.also is not None:
             self.also(data)
@@ -426,7 +426,7 @@ class Partial:
         for worker in self._workers:
             worker.join()
 
-    def restart(self, extra: Callable[[memoryview], object] | None = None) -> None:
+    def restart(self, extra: Callable[[bytes | memoryview], object] | None = None) -> None:
         """Forget every byte so far (the server sends the file from its start)."""
         self._pending, self._pending_size = [], 0
         self._stop()
@@ -499,7 +499,7 @@ def download(
     where: str,
     key: str,
     progress: Progress | None = None,
-    extra: Callable[[], tuple[Callable[[memoryview], object], Callable[[], None]]] | None = None,
+    extra: Callable[[], tuple[Sink, Callable[[], None]]] | None = None,
 ) -> ObjectInfo:
     """Download one file into the store through :class:`Partial` and :func:`copy`.
 

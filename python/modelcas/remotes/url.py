@@ -88,10 +88,10 @@ class _Answer:
         value = self._r.headers.get(name)
         return str(value) if value is not None else None
 
-    def pieces(self) -> Iterator[memoryview]:
-        view = memoryview(bytearray(1 << 20))
-        while n := self._r.readinto(view):
-            yield view[:n]
+    def pieces(self) -> Iterator[bytes]:
+        # read1: what the socket has now, so that a trickle is measured as it arrives.
+        while data := self._r.read1(1 << 20):
+            yield data
 
     def close(self) -> None:
         self._r.close()
@@ -136,19 +136,28 @@ class UrlRemote:
         req = urllib.request.Request(  # noqa: S310 (the scheme is checked: http(s) only)
             self.url, method=method, headers={"User-Agent": f"modelcas/{__version__}", **headers}
         )
+        limit = transfer.SpeedLimit.from_env()
         try:
-            return opener.open(req, timeout=transfer.SpeedLimit.from_env().seconds)
+            return opener.open(req, timeout=limit.seconds)
         except urllib.error.HTTPError as e:
             return e
+        except TimeoutError:
+            raise self._silent(limit) from None
         except urllib.error.URLError as e:
             reason = e.reason
             if isinstance(reason, TimeoutError):
-                raise TimeoutError(str(reason)) from None
+                raise self._silent(limit) from None
             raise _NetworkError(
                 f"{self.url}: {getattr(reason, 'strerror', None) or reason}",
                 hint="check the URL and your network",
                 transient=isinstance(reason, ConnectionResetError | BrokenPipeError),
             ) from None
+
+    def _silent(self, limit: transfer.SpeedLimit) -> transfer.TooSlowError:
+        return transfer.TooSlowError(
+            f"{self.url}: no answer within {limit.seconds:g} s (the low-speed limit)",
+            hint=f"check the server; on a slow link raise {transfer.TIME_ENV}",
+        )
 
     def _fail(self, status: int) -> RemoteError:
         if status in (404, 410):
@@ -204,8 +213,8 @@ class UrlRemote:
 
     def listing(self, version: RemoteVersion) -> dict[str, Listed]:  # noqa: ARG002
         """One file, with the size the server says (it records no digest)."""
-        size, _ = self.head()
-        return {self.name: Listed(self.name, size)}
+        size, validator = self.head()
+        return {self.name: Listed(self.name, size, validator=validator)}
 
     def versions(self, model: str) -> dict[str, str]:  # noqa: ARG002
         """A plain URL lists no versions.
@@ -274,7 +283,8 @@ class UrlRemote:
                 if pinned is None:
                     raise
                 raise IntegrityError(
-                    f"{self.url} changed on the server: {e.message}"
+                    f"{self.url} changed on the server: "
+                    f"{e.message.removeprefix(self.url + ': ')}"
                     + _validators(version.validator, now),
                     hint="the file at that URL is not the one pinned: pin the new one as a new "
                     "version, or find the old one",
