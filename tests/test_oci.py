@@ -665,3 +665,41 @@ def test_verified_load_from_an_oci_reference(
     loaded = cas_torch.load_state_dict(f"{to}:v1", store=store)
     assert torch.equal(loaded["w"], state["w"])
     assert store.verify(deep=True) == []
+
+
+def test_layers_carry_their_modelpack_role_and_the_package(
+    registry: Registry, cas: Run, tmp_path: Path
+) -> None:
+    files = {
+        "best.pt": _bytes(MiB, 31),
+        "classes.json": b'{"0": "cell"}\n',
+        "README.md": b"# det\n",
+        "tokenizer.model": b"spm",
+    }
+    pkg = _project(tmp_path / "pkg", files)
+    to = registry.url("lab/roles")
+    args = [a for n in files for a in ("--file", n)]
+    bad = cas(
+        "publish", "det", "--version", "v1.0", *args, "--to", to,
+        "--media-type", "best.pt=application/x-nope", cwd=pkg,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a raw ModelPack layer type" in bad.stderr
+    r = cas(
+        "publish", "det", "--version", "v1.0", *args, "--to", to, "--requires", ">=0.1",
+        "--media-type", "tokenizer.model=application/vnd.cncf.model.code.v1.raw", cwd=pkg,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _, body = RawClient(registry.host).manifest("lab/roles", "v1.0")
+    manifest = json.loads(body)
+    types = {
+        layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"]
+        for layer in manifest["layers"]
+    }
+    assert types == {
+        "best.pt": "application/vnd.cncf.model.weight.v1.raw",
+        "classes.json": "application/vnd.cncf.model.weight.config.v1.raw",
+        "README.md": "application/vnd.cncf.model.doc.v1.raw",
+        "tokenizer.model": "application/vnd.cncf.model.code.v1.raw",
+    }
+    assert manifest["annotations"]["io.modelcas.package"] == "structflo-cser"
+    assert manifest["annotations"]["io.modelcas.requires"] == ">=0.1"

@@ -503,3 +503,97 @@ def test_the_library_reaches_the_right_server(place: Place, tmp_path: Path) -> N
         assert any(line.startswith("GET /files/v1.0/best.pt") for line in log), log
     else:
         assert (place.shared / "catalog" / "det" / "v1.0.json").is_file()
+
+
+def test_requires_and_package_travel_with_the_version(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    if place.kind == "url":
+        pytest.skip("a plain URL carries no metadata")
+    pkg = _project(tmp_path / "pkg")
+    (pkg / "best.pt").write_bytes(_bytes(MiB, 12))
+    r = cas(
+        "publish", "det", "--version", "v1.0", "--file", "best.pt", *place.target(),
+        "--requires", ">=0.1,<1", cwd=pkg,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    consumer = _project(tmp_path / "consumer")
+    (consumer / "pyproject.toml").unlink()  # the consumer is not the package
+    r = cas("pull", *place.ref("v1.0"), cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    lock = Lockfile.load(consumer / "cas.lock")
+    assert lock.package == "structflo-cser"
+    assert lock.models["det"].versions["v1.0"].requires == ">=0.1,<1"
+
+
+def test_equal_versions_keep_the_spelling_first_pinned(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    if place.kind == "url":
+        pytest.skip("a plain URL has no tags")
+    pkg = _project(tmp_path / "pkg")
+    (pkg / "best.pt").write_bytes(_bytes(MiB, 13))
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+    r = cas(
+        "publish", "det", "--version", "1.0.0", "--file", "best.pt", *place.target(), "--json",
+        cwd=pkg,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["version"] == "v1.0"
+    assert doc["tag"] == {"hub": "weights-v1.0", "oci": "v1.0", "dir": "det@v1.0"}[place.kind]
+    assert list(Lockfile.load(pkg / "cas.lock").models["det"].versions) == ["v1.0"]
+    # Other bytes under an equal spelling are refused, before anything is sent.
+    (pkg / "best.pt").write_bytes(_bytes(MiB, 14))
+    r = cas("publish", "det", "--version", "1.0", "--file", "best.pt", *place.target(), cwd=pkg)
+    assert r.returncode == 2 and "already pinned" in r.stderr, r.stderr
+
+
+def test_push_records_the_directory_for_sync_elsewhere(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    if place.kind != "dir":
+        pytest.skip("push is for directories")
+    pkg = _project(tmp_path / "pkg")
+    data = _bytes(MiB, 15)
+    (pkg / "best.pt").write_bytes(data)
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+    r = cas("push", place.shared, "--json", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "cas.push/1" and doc["recorded"] == ["det@v1.0"]
+    entry = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.source == place.shared.resolve().as_uri()
+    # Elsewhere, the lockfile alone is enough.
+    r = cas("sync", cwd=pkg, store=tmp_path / "elsewhere")
+    assert r.returncode == 0, r.stderr
+    assert Store(tmp_path / "elsewhere").path(ref_sha256(data)).read_bytes() == data
+    # A second machine's push of other bytes as the same version is refused (exit 1).
+    other = _project(tmp_path / "other")
+    (other / "best.pt").write_bytes(_bytes(MiB, 16))
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=other).returncode == 0
+    sent_before = sorted((place.shared / "objects").rglob("*"))
+    clash = cas("push", place.shared, cwd=other)
+    assert clash.returncode == 1 and "never changed" in clash.stderr
+    assert sorted((place.shared / "objects").rglob("*")) == sent_before, "nothing was sent"
+
+
+def test_include_and_exclude_pick_the_files(place: Place, cas: Run, tmp_path: Path) -> None:
+    if place.kind == "url":
+        pytest.skip("a URL is one file")
+    pkg = _project(tmp_path / "pkg")
+    names = ["model.safetensors", "optimizer.pt", "config.json"]
+    for i, n in enumerate(names):
+        (pkg / n).write_bytes(_bytes(64 << 10, 20 + i))
+    files = [a for n in names for a in ("--file", n)]
+    r = cas("publish", "det", "--version", "v1.0", *files, *place.target(), cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    consumer = _project(tmp_path / "consumer")
+    r = cas(
+        "pull", *place.ref("v1.0"), "--include", "*.safetensors", "--include", "*.json",
+        "--exclude", "config*", "--json", cwd=consumer,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert [f["name"] for f in json.loads(r.stdout)["files"]] == ["model.safetensors"]
+    none = cas("pull", *place.ref("v1.0"), "--include", "*.onnx", cwd=consumer)
+    assert none.returncode == 2 and "no file of" in none.stderr

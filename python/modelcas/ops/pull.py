@@ -381,6 +381,8 @@ def push(
             for name, m in sorted(loaded.models.items())
             for v in m.ordered()
         ]
+    for name, v, files, _ in versions:
+        remote.check(name, v, files)  # a version is never changed: refuse before sending
     if total is not None:
         total(sum(d.size for d in digests))
     for d in dict.fromkeys(digests):

@@ -132,6 +132,17 @@ class DirRemote:
                 os.close(fd)
         return True
 
+    def check(self, model: str, version: str, files: Mapping[str, Digest]) -> None:
+        """Refuse, before anything is copied, a version the catalog holds with other files.
+
+        Raises:
+            TagConflictError: it does.
+        """
+        if self.path.is_dir():
+            found = self._find(model, version)
+            if found is not None:
+                self._same_or_conflict(model, version, found[1], files)
+
     def _same_or_conflict(
         self, model: str, version: str, entry: dict[str, Any], files: Mapping[str, Digest]
     ) -> None:
