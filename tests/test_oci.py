@@ -611,7 +611,7 @@ def test_hub_version_gets_the_registry_as_mirror(
         assert other.returncode == 2 and "is pinned with requires" in other.stderr
         second = _publish(cas, pkg, "v1.0", to, "best.pt", env=hf)
         assert second.returncode == 0, second.stderr
-        assert "(the remote is the version's mirror)" in second.stdout
+        assert "as a mirror: commit it" in second.stdout
     entry = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"]
     assert entry.source == "hf://lab/cser-detector@weights-v1.0" and entry.commit
     assert entry.requires == ">=0.2,<1"

@@ -188,28 +188,28 @@ def run(args: argparse.Namespace) -> int:
     done = result.published
     assert done is not None
     revision = f", {_revision_word(plan)} {_short(done.revision)}" if done.revision else ""
-    removed = f", {len(done.deleted)} removed from the tree" if done.deleted else ""
+    mounted = f", {len(done.mounted)} mounted" if done.mounted else ""
+    present = f", {len(done.present)} already there" if done.present else ""
+    hub = plan.remote.remote.startswith("hf://")
+    removed = f", {len(done.deleted)} removed from the tree" if hub or done.deleted else ""
     kept = plan.remote.named("keep")
     again = " (already published: the tag was adopted)" if plan.remote.tag_exists else ""
     say(
         args,
         f"published {args.model}@{plan.version} to {plan.remote.remote} (tag {plan.tag}"
-        f"{revision}; {len(done.uploaded)} file(s) uploaded, {len(done.mounted)} mounted, "
-        f"{len(done.present)} already there{removed}){again}",
+        f"{revision}; {len(done.uploaded)} file(s) uploaded{mounted}{present}{removed}){again}",
     )
     if kept:
         say(args, f"kept {len(kept)} file(s) cas did not write: {', '.join(kept)}")
     if request.read_back:
         say(args, f"read back every byte of {len(plan.files)} file(s): all as sent")
-    where = {"source": "source", "mirror": "mirror", "unchanged": "source"}[plan.place]
+    commit = f"commit it with `git add {lock} && git commit -m 'weights: publish {plan.version}'`"
     if plan.place == "unchanged":
         say(args, f"{lock} already records {plan.source}")
+    elif plan.place == "mirror":
+        say(args, f"pinned in {lock} with {plan.remote.remote} as a mirror: {commit}")
     else:
-        say(
-            args,
-            f"pinned in {lock} (the remote is the version's {where}): commit it with "
-            f"`git add {lock} && git commit -m 'weights: publish {plan.version}'`",
-        )
+        say(args, f"pinned in {lock}: {commit}")
     return 0
 
 
@@ -272,17 +272,24 @@ _ACTIONS = {
 def _show_plan(plan: Any) -> None:
     path = show_path(plan.lock_path)
     rp = plan.remote
-    print(f"dry run: nothing will be changed at {rp.remote} or in {path}")
+    where = {"hf": "on the Hub", "oci": "in the registry"}.get(
+        rp.remote.split(":", 1)[0], "in the directory"
+    )
+    print(f"dry run: nothing will be changed {where} or in {path}")
     state = "exists" if rp.repo_exists else "will be created"
-    print(f"  remote   {rp.remote} ({state})")
+    print(f"  repo     {rp.remote} ({state})")
     for step in rp.steps:
         if step.action not in _ACTIONS:
             continue
         d = step.digest
         local = plan.files.get(step.name)
         what = f"{step.note}, not sent" if step.action == "mount" else _ACTIONS[step.action]
-        head = f"{show_path(local.local)} -> {step.name}" if local else step.name
-        print(f"  file     {head}  {d.size} bytes ({human(d.size)})  {d.address}  [{what}]")
+        head = (
+            f"file     {show_path(local.local)} -> {step.name}"
+            if local
+            else f"blob     {step.name}"
+        )
+        print(f"  {head}  {d.size} bytes ({human(d.size)})  {d.address}  [{what}]")
     for name in rp.named("delete"):
         print(f"  delete   {name} (written by an earlier publish, not part of {plan.version})")
     for name in rp.named("prune"):

@@ -144,5 +144,5 @@ def run(args: argparse.Namespace) -> int:
             f"{show_path(result.lock_path or '')}",
         )
     else:
-        say(args, f"fetched {result.source}")
+        say(args, f"fetched {result.source} (not pinned)")
     return 0

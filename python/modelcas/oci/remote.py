@@ -278,9 +278,20 @@ class OciRemote:
             native.source,
             steps,
             tag_exists=native.done,
+            repo_exists=native.tag_digest is not None or self._has_tags(),
             revision=artifact.digest,
             native=native,
         )
+
+    def _has_tags(self) -> bool:
+        """Whether the repository exists (has a tag); one that cannot be listed counts as yes."""
+        try:
+            with self.client() as client:
+                return bool(client.list_tags(self.reference.repository))
+        except RemoteMissingError:
+            return False
+        except RemoteError:
+            return True
 
     def publish(
         self,

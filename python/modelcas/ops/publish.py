@@ -150,7 +150,6 @@ def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> Pub
     requires = local.requires
     existing = model.versions[pinned_as] if model and pinned_as else None
     if existing is not None:
-        _same_files(lock_path, req.model, version, existing.files, local.files)
         if req.requires is not None and req.requires != existing.requires:
             raise LockfileError(
                 f"{lock_path}: {req.model}@{version} is pinned with requires "
@@ -160,7 +159,9 @@ def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> Pub
             )
         requires = existing.requires
     out = _outgoing(req, version, local, requires, lock)
-    remote_plan = remote.plan_publish(out, prune=req.prune)
+    remote_plan = remote.plan_publish(out, prune=req.prune)  # a moved tag is refused first
+    if existing is not None:
+        _same_files(lock_path, req.model, version, existing.files, local.files)
     p = PublishPlan(req, lock_path, remote_plan, local.files, requires, local.package, version)
     p.weights_path, p.default_changed = _default_file(req, model)
     p.before = lock.dumps() if lock_path.exists() else ""

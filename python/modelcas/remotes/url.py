@@ -283,11 +283,11 @@ class UrlRemote:
                 if pinned is None:
                     raise
                 raise IntegrityError(
-                    f"{self.url} changed on the server: "
+                    f"{self.url} serves other bytes than expected: "
                     f"{e.message.removeprefix(self.url + ': ')}"
                     + _validators(version.validator, now),
-                    hint="the file at that URL is not the one pinned: pin the new one as a new "
-                    "version, or find the old one",
+                    hint="the file at that URL is not the one pinned or expected (it changed, or "
+                    "the digest is wrong): pin the new one as a new version, or find the old one",
                 ) from None
             out.append(Fetched(name, info.digest, "download"))
         return out
@@ -298,8 +298,7 @@ class UrlRemote:
 
 
 def _validators(pinned: str | None, now: str | None) -> str:
-    if pinned is None or now is None:
+    """Whether the server's validator changed since the pin (nothing to say otherwise)."""
+    if pinned is None or now is None or pinned == now:
         return ""
-    if pinned == now:
-        return f" (its validator {now} did not change)"
     return f" (its validator was {pinned}, now {now})"
