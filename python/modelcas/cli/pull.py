@@ -33,7 +33,7 @@ EPILOG = f"""\
 examples:
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1 --name cser-detector --file best.pt
-  cas pull hf://org/llm@weights-v2 --include '*.safetensors' --exclude 'optimizer*'
+  cas pull hf://sidxz/structflo-cser-detector@weights-v1.1 --include '*.pt' --exclude 'optim*'
   cas pull oci://registry.lab.org/models/cser-detector:v1.1
   cas pull https://zenodo.org/records/1/files/best.pt --name det --version v1
   cas pull /lab/shared/cas --name cser-detector --version v1.1   a version from the catalog
