@@ -703,3 +703,46 @@ def test_layers_carry_their_modelpack_role_and_the_package(
     }
     assert manifest["annotations"]["io.modelcas.package"] == "structflo-cser"
     assert manifest["annotations"]["io.modelcas.requires"] == ">=0.1"
+
+
+def test_the_oras_sdk_reads_what_cas_writes_and_cas_reads_what_it_writes(
+    registry: Registry, cas: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interop with a client we did not write: the oras Python SDK."""
+    import oras.client
+
+    best, classes = _bytes(MiB, 41), b'{"0": "cell"}\n'
+    pkg = _project(tmp_path / "pkg", {"best.pt": best, "classes.json": classes})
+    to = registry.url("lab/interop")
+    assert _publish(cas, pkg, "v1.0", to, "best.pt", "classes.json").returncode == 0
+    client = oras.client.OrasClient(insecure=True)
+    out = tmp_path / "oras-out"
+    client.pull(target=f"{registry.host}/lab/interop:v1.0", outdir=str(out))
+    assert (out / "best.pt").read_bytes() == best
+    assert (out / "classes.json").read_bytes() == classes
+
+    # The other way: an artifact the SDK pushes (ModelPack types) is pulled by cas.
+    src = tmp_path / "oras-src"
+    src.mkdir()
+    weights = _bytes(MiB // 2, 43)
+    (src / "model.safetensors").write_bytes(weights)
+    digest = "sha256:" + hashlib.sha256(weights).hexdigest()
+    config = {
+        "descriptor": {"name": "pushed", "version": "v3"},
+        "config": {},
+        "modelfs": {"type": "layers", "diffIds": [digest]},
+    }
+    (src / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(src)
+    client.push(
+        target=f"{registry.host}/lab/pushed:v3",
+        files=["model.safetensors:application/vnd.cncf.model.weight.v1.raw"],
+        manifest_config="config.json:application/vnd.cncf.model.config.v1+json",
+        quiet=True,
+    )
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", registry.url("lab/pushed:v3"), cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    entry = Lockfile.load(consumer / "cas.lock").models["pushed"].versions["v3"]
+    assert entry.files["model.safetensors"].sha256 == digest.removeprefix("sha256:")
