@@ -135,6 +135,7 @@ class HubRemote:
         self.url = f"hf://{repo_id}"
         # Files this remote took from the Hugging Face cache instead of downloading them.
         self.from_hf_cache: set[str] = set()
+        self._trees: dict[str, dict[str, HubFile]] = {}  # commit -> every file (immutable)
 
     # -- resolving -------------------------------------------------------------------------
 
@@ -197,6 +198,9 @@ class HubRemote:
             )
         meta = read_metadata(self.repo_id, commit) or {}
         files = meta.get("files")
+        if not isinstance(files, dict | list):
+            # Not published by cas: the version is every file but the repo's own.
+            files = [p for p in self.files(commit) if p not in NOT_WEIGHTS]
         requires, package = meta.get("requires"), meta.get("package")
         return RemoteVersion(
             self.url,
@@ -207,7 +211,7 @@ class HubRemote:
             model=_str(meta.get("model")),
             requires=_str(requires),
             package=_str(package),
-            files=tuple(sorted(files)) if isinstance(files, dict | list) else None,
+            files=tuple(sorted(files)),
         )
 
     def _commit_of(self, version: RemoteVersion) -> str:
@@ -225,6 +229,8 @@ class HubRemote:
 
         Offline, the files the HF cache holds for that commit.
         """
+        if paths is None and commit in self._trees:
+            return self._trees[commit]
         if _offline():
             cached = hfcache.snapshot(self.repo_id, commit)
             wanted = set(paths) if paths is not None else None
@@ -246,6 +252,8 @@ class HubRemote:
                 out[e.path] = HubFile(e.path, int(e.size), lfs.sha256 if lfs else None, e.blob_id)
         except Exception as e:
             raise _remote_error(f"cannot list files of {self.url} at {commit}", e) from e
+        if paths is None and len(commit) == 40:
+            self._trees[commit] = out  # a commit never changes
         return out
 
     def listing(self, version: RemoteVersion) -> dict[str, Listed]:

@@ -28,8 +28,6 @@ from modelcas.store import Store
 Total = Callable[[int], object]  # told how many bytes will move, once that is known
 PulledFile = Fetched  # one file: its name (or label), digest, and where its bytes came from
 Place = Literal["pinned", "already", "mirror"]
-# Files of a Hub repo that are not weights unless a version's metadata says they are.
-NOT_WEIGHTS = frozenset({".gitattributes", "README.md", "modelcas.json"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +122,7 @@ def pull(
     lock_path = lockfile.locate(req.lock, must_exist=False)
     pinned = _pinned(lock_path, name, chosen) if req.pin or req.lock else {}
     listing = remote.listing(version)
-    wanted = _select(req, ref, version, listing)
+    wanted = _select(req, version, listing)
     expect = _expected(req, listing, wanted)
     _check(lock_path, name, chosen, version, listing, wanted, pinned)
     want = {n: pinned.get(n) or expect.get(n) or listing[n].digest for n in wanted}
@@ -171,17 +169,14 @@ def _pinned(lock_path: Path, name: str, version: str | None) -> dict[str, Digest
     return dict(model.versions[found].files) if model and found else {}
 
 
-def _select(
-    req: PullRequest, ref: Ref, version: RemoteVersion, listing: dict[str, Listed]
-) -> list[str]:
+def _select(req: PullRequest, version: RemoteVersion, listing: dict[str, Listed]) -> list[str]:
     """The files to pull: --file, else the version's own (metadata), filtered by the globs."""
     if req.files:
         names = list(req.files)
     elif version.files is not None:
         names = list(version.files)
     else:
-        skip = NOT_WEIGHTS if ref.kind == "hf" else frozenset()
-        names = [n for n in listing if n not in skip]
+        names = list(listing)
     missing = [n for n in names if n not in listing]
     if missing:
         raise RemoteMissingError(
@@ -234,6 +229,14 @@ def _check(  # noqa: PLR0917 (the facts one check compares)
                 + f" has {found}; nothing was downloaded",
                 hint="the tag moved or the pin is wrong: pin another --version, or fix the pin",
             )
+    extra = sorted(n for n in wanted if n not in pinned)
+    if pinned and extra:
+        raise IntegrityError(
+            f"{lock_path}: {name}@{version} pins {', '.join(sorted(pinned))}, but {at.source} "
+            f"also holds {', '.join(extra)}; nothing was downloaded",
+            hint="the version there is not the one pinned: pin another --version, or pick the "
+            "pinned files with --file",
+        )
     if pinned and not set(pinned) <= set(listing):
         gone = sorted(set(pinned) - set(listing))
         raise IntegrityError(

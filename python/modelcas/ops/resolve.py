@@ -125,17 +125,12 @@ def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
 
 def _remote(r: Ref, store: Store, file: str | None, *, verify: bool) -> Resolved:
     """A file of a remote version (Hub, registry, URL), downloaded and verified on first use."""
-    from modelcas.ops.pull import NOT_WEIGHTS  # noqa: PLC0415
     from modelcas.remotes import open_remote  # noqa: PLC0415 (the remotes only for them)
 
     remote = open_remote(r)
     version = remote.resolve(r.revision)
     listing = remote.listing(version)
-    names = sorted(
-        version.files
-        if version.files is not None
-        else (p for p in listing if r.kind != "hf" or p not in NOT_WEIGHTS)
-    )
+    names = sorted(version.files if version.files is not None else listing)
     if file is None:
         if len(names) != 1:
             raise UsageError(

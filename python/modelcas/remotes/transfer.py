@@ -327,6 +327,7 @@ class Partial:
     """
 
     _BATCH = 8 << 20
+    _SYNC_EVERY = 32 << 20  # flush as it goes, so the fsync at commit finds little left
 
     def __init__(
         self,
@@ -355,6 +356,7 @@ class Partial:
         self._queues: list[queue.Queue[bytes | None]] = []
         self._workers: list[threading.Thread] = []
         self._committed = False
+        self._unsynced = 0
         self._start_workers()
 
     def _claim(self) -> None:
@@ -380,7 +382,7 @@ class Partial:
 
     def _start_workers(self) -> None:
         self._queues, self._workers = [], []
-        for name, consume in (("hash", self._hasher.update), ("write", self._file.write)):
+        for name, consume in (("hash", self._hasher.update), ("write", self._write_out)):
             q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
             worker = threading.Thread(
                 target=self._drain, args=(q, consume), name=f"modelcas-{name}", daemon=True
@@ -391,6 +393,14 @@ class Partial:
 
     def __enter__(self) -> Self:
         return self
+
+    def _write_out(self, data: bytes) -> None:
+        self._file.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= self._SYNC_EVERY:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
 
     def _drain(self, q: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
         while (data := q.get()) is not None:
