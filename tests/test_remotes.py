@@ -460,10 +460,17 @@ def test_json_documents_are_the_same_for_every_remote(
     assert json.loads(clash.stdout)["schema"] == "cas.error/1"
 
 
-def test_the_library_reaches_the_right_server(place: Place, tmp_path: Path) -> None:
+def test_the_library_reaches_the_right_server(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`ops.pull` and `ops.publish` called directly pick the remote from the reference."""
+    from huggingface_hub import constants
+
     from modelcas.ops.publish import PublishRequest, plan, publish
     from modelcas.ops.pull import PullRequest, pull
+
+    # The Hub client reads HF_HUB_DISABLE_XET once, when it is first imported.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
 
     pkg = _project(tmp_path / "pkg")
     data = _bytes(MiB, 11)
@@ -543,10 +550,10 @@ def test_equal_versions_keep_the_spelling_first_pinned(
     assert doc["version"] == "v1.0"
     assert doc["tag"] == {"hub": "weights-v1.0", "oci": "v1.0", "dir": "det@v1.0"}[place.kind]
     assert list(Lockfile.load(pkg / "cas.lock").models["det"].versions) == ["v1.0"]
-    # Other bytes under an equal spelling are refused, before anything is sent.
+    # Other bytes under an equal spelling: the version's tag exists elsewhere (exit 1).
     (pkg / "best.pt").write_bytes(_bytes(MiB, 14))
     r = cas("publish", "det", "--version", "1.0", "--file", "best.pt", *place.target(), cwd=pkg)
-    assert r.returncode == 2 and "already pinned" in r.stderr, r.stderr
+    assert r.returncode == 1 and "v1.0" in r.stderr, r.stderr
 
 
 def test_push_records_the_directory_for_sync_elsewhere(
