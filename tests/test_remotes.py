@@ -149,6 +149,11 @@ class Place:
         return []
 
 
+def only(*kinds: str) -> pytest.MarkDecorator:
+    """Run a scenario against the remotes that support it (the fixture's params, narrowed)."""
+    return pytest.mark.parametrize("place", kinds, indirect=True)
+
+
 @pytest.fixture(params=KINDS)
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     with ExitStack() as stack:
@@ -309,11 +314,10 @@ def test_audit_with_and_without_read_data(place: Place, cas: Run, tmp_path: Path
         assert listing.returncode == 0, "the metadata alone cannot see a flipped byte"
 
 
+@only("hub", "oci", "dir")  # a plain URL is read-only: nothing is published there
 def test_read_back_refuses_to_tag_what_the_remote_damaged(
     place: Place, cas: Run, tmp_path: Path
 ) -> None:
-    if place.kind == "url":
-        pytest.skip("a plain URL is read-only: nothing is published there")
     pkg = _project(tmp_path / "pkg")
     data = _bytes(MiB, 5)
     assert place.add(cas, pkg, "v1.0", data).returncode == 0
@@ -330,9 +334,8 @@ def test_read_back_refuses_to_tag_what_the_remote_damaged(
     assert "v1.1" not in [c["version"] for c in json.loads(r.stdout)["models"][0]["newer"]]
 
 
+@only("hub", "oci", "url")  # a directory is read, not downloaded
 def test_a_cut_download_resumes_with_range(place: Place, cas: Run, tmp_path: Path) -> None:
-    if place.kind == "dir":
-        pytest.skip("a directory is read, not downloaded")
     data = _bytes(4 * MiB, 3)
     versions = _published(place, cas, tmp_path, "v1.0")
     del versions
@@ -371,11 +374,10 @@ def test_a_cut_download_resumes_with_range(place: Place, cas: Run, tmp_path: Pat
         assert resumed.status == 206 and resumed.if_range and resumed.if_range.startswith('"')
 
 
+@only("hub", "oci", "url")  # a directory is read, not downloaded
 def test_a_trickle_ends_at_the_low_speed_limit_and_the_next_run_resumes(
     place: Place, cas: Run, tmp_path: Path
 ) -> None:
-    if place.kind == "dir":
-        pytest.skip("a directory is read, not downloaded")
     data = _bytes(2 * MiB, 4)
     pkg = _project(tmp_path / "pkg")
     assert place.add(cas, pkg, "v1.0", data).returncode == 0
@@ -512,11 +514,10 @@ def test_the_library_reaches_the_right_server(
         assert (place.shared / "catalog" / "det" / "v1.0.json").is_file()
 
 
+@only("hub", "oci", "dir")  # a plain URL carries no metadata
 def test_requires_and_package_travel_with_the_version(
     place: Place, cas: Run, tmp_path: Path
 ) -> None:
-    if place.kind == "url":
-        pytest.skip("a plain URL carries no metadata")
     pkg = _project(tmp_path / "pkg")
     (pkg / "best.pt").write_bytes(_bytes(MiB, 12))
     r = cas(
@@ -533,11 +534,10 @@ def test_requires_and_package_travel_with_the_version(
     assert lock.models["det"].versions["v1.0"].requires == ">=0.1,<1"
 
 
+@only("hub", "oci", "dir")  # a plain URL has no tags
 def test_equal_versions_keep_the_spelling_first_pinned(
     place: Place, cas: Run, tmp_path: Path
 ) -> None:
-    if place.kind == "url":
-        pytest.skip("a plain URL has no tags")
     pkg = _project(tmp_path / "pkg")
     (pkg / "best.pt").write_bytes(_bytes(MiB, 13))
     assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
@@ -556,11 +556,10 @@ def test_equal_versions_keep_the_spelling_first_pinned(
     assert r.returncode == 1 and "v1.0" in r.stderr, r.stderr
 
 
+@only("dir")  # push is for directories
 def test_push_records_the_directory_for_sync_elsewhere(
     place: Place, cas: Run, tmp_path: Path
 ) -> None:
-    if place.kind != "dir":
-        pytest.skip("push is for directories")
     pkg = _project(tmp_path / "pkg")
     data = _bytes(MiB, 15)
     (pkg / "best.pt").write_bytes(data)
@@ -585,9 +584,8 @@ def test_push_records_the_directory_for_sync_elsewhere(
     assert sorted((place.shared / "objects").rglob("*")) == sent_before, "nothing was sent"
 
 
+@only("hub", "oci", "dir")  # a URL is one file
 def test_include_and_exclude_pick_the_files(place: Place, cas: Run, tmp_path: Path) -> None:
-    if place.kind == "url":
-        pytest.skip("a URL is one file")
     pkg = _project(tmp_path / "pkg")
     names = ["model.safetensors", "optimizer.pt", "config.json"]
     for i, n in enumerate(names):
