@@ -113,7 +113,7 @@ class Answer(Protocol):
         ...
 
 
-# offset (0: the whole file), and whether the answer must start there (206) or may be whole
+# Opens an answer for the bytes from an offset (0: the whole file; else with Range).
 Opener = Callable[[int], Answer]
 Sink = Callable[[bytes | memoryview], object]
 
@@ -183,8 +183,9 @@ def copy(
         take: receives each piece of bytes, in order.
         where: names the file and place in messages.
         offset: bytes already taken (a resumed partial file).
-        restart: forgets everything taken so far (an answer that starts at zero); required
-            when ``offset`` > 0.
+        restart: forgets everything taken so far, for an answer that starts at zero again;
+            without it (content named by its digest, the same on every answer) the bytes
+            already taken are skipped in such an answer instead.
         progress: called with byte counts.
         limit: the low-speed limit (default: from the environment).
         retries: cuts resumed before giving up.
