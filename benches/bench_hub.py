@@ -183,7 +183,7 @@ def run(hub: Any, repo_id: str, size: int, repeat: int, label: str) -> int:
     def pull() -> None:
         store = Store(store_dir)
         r = HubRemote(repo_id, TAG)
-        at = r.resolve()
+        at = r.commit()
         assert at is not None
         info = r.download(r.files(at)[FILE], at, store, None)
         assert info.digest.sha256 == hub_file.sha256

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HOME = "/home/you"
-# The ports the pages show: the local Hub, and a registry.
-DOC_PORTS = (8765, 5000)
+# The ports the pages show: the local Hub, a registry, and a web server.
+DOC_PORTS = (8765, 5000, 8080)
 _FENCE = re.compile(r"^```console[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
 _VOLATILE = [
     (re.compile(r"\b[0-9a-f]{40}\b"), "<commit>"),
+    (re.compile(r'(\\?)"[0-9a-f]{8}-[0-9a-f]+\1"'), r'\1"<etag>\1"'),  # nginx's ETag: mtime-size
     (re.compile(r"(commit |weights-v[^ ]* at |at commit )[0-9a-f]{12}\b"), r"\1<commit>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9]+-[0-9a-f]{32}\b"), "<tmp>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?\b"), "<time>"),

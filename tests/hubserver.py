@@ -44,7 +44,8 @@ Behaviour worth knowing:
 - ``log`` records every request (with its ``Range`` header). Faults are matched in the order
   they were added, against the raw (still URL-encoded) request path, and one request triggers
   at most one fault: ``fail`` (an error status), ``corrupt`` (one byte flipped), ``truncate``
-  (the body cut short, then a clean close) and ``drop`` (the body cut short, then a reset).
+  (the body cut short, then a clean close), ``drop`` (the body cut short, then a reset) and
+  ``slow`` (the body trickled at a few bytes per second).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class _HttpError(Exception):
 
 @dataclass
 class _Fault:
-    kind: Literal["fail", "corrupt", "truncate", "drop"]
+    kind: Literal["fail", "corrupt", "truncate", "drop", "slow"]
     pattern: re.Pattern[str]
     method: str | None
     remaining: int | None  # None: never runs out
@@ -222,6 +223,11 @@ class HubServer:
         """Send only ``keep`` body bytes of matching downloads, then reset the connection (RST),
         as a dropped network path does."""
         self._add_fault(_Fault("drop", re.compile(pattern), "GET", times, keep=keep))
+
+    def slow(self, pattern: str, *, rate: int = 100, times: int | None = None) -> None:
+        """Trickle matching downloads at ``rate`` bytes per second (a server that never quite
+        stops, which only a low-speed limit ends)."""
+        self._add_fault(_Fault("slow", re.compile(pattern), "GET", times, keep=rate))
 
     def move_tag_after_resolve(
         self, repo_id: str, tag: str, to_revision: str, *, repo_type: str = "model"
@@ -904,9 +910,26 @@ class _Handler(BaseHTTPRequestHandler):
                     flipped = bytearray(chunk)
                     flipped[flip_at - pos] ^= 0xFF
                     chunk = bytes(flipped)
-                self.wfile.write(chunk)
+                if fault is not None and fault.kind == "slow":
+                    self._trickle(chunk, fault.keep)
+                    if self.close_connection:
+                        return
+                else:
+                    self.wfile.write(chunk)
                 pos += len(chunk)
                 remaining -= len(chunk)
+
+    def _trickle(self, chunk: bytes, rate: int) -> None:
+        """Send ``chunk`` at ``rate`` bytes per second; stop when the client goes away."""
+        piece = max(1, rate // 10)
+        for i in range(0, len(chunk), piece):
+            try:
+                self.wfile.write(chunk[i : i + piece])
+                self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+                return
+            time.sleep(0.1)
 
 
 # Helpers without server state.

@@ -21,6 +21,7 @@ import pytest
 
 from modelcas.cli import build_parser
 from tests.hubserver import HubServer
+from tests.nginxserver import Nginx, have_nginx
 from tests.ociregistry import Registry, have_registry
 from tests.pkgs import fake_package
 
@@ -78,7 +79,7 @@ NEEDS: dict[str, set[str]] = {
     "ls": {"added"},
     "path": {"hub-v1.1", "added", "bundle-plain", "snapshot"},
     "get": {"hub-v1.1", "added", "snapshot"},
-    "verify": {"pin-v1.0", "signed-v1.0"},
+    "verify": {"pin-v1.0", "signed-v1.0", "hub-v1.1"},
     "add": {"keys", "signed-dir"},
     "sign": {"pin-v1.0", "keys"},
     "trust": {"pin-v1.0", "keys"},
@@ -94,7 +95,7 @@ NEEDS: dict[str, set[str]] = {
     "lock rm": {"hub-v1.1"},
     "lock check": {"hub-v1.1"},
     "publish": {"hub-v1.0", "registry"},
-    "pull": {"hub-v1.1", "registry", "oci-v1.1", "lab"},
+    "pull": {"hub-v1.1", "registry", "oci-v1.1", "lab", "web"},
     "push": {"pin-v1.0"},
     "update": {"hub-v1.1"},
     "bundle ls": {"bundle-dated"},
@@ -228,8 +229,10 @@ def _setup(work: Path, env: dict[str, str], needs: set[str], registry: str | Non
         assert r.returncode == 0, f"setup `{step}` failed:\n{r.stdout}{r.stderr}"
 
 
-def _rewrite(cmd: str, work: Path, registry: str | None) -> str:
+def _rewrite(cmd: str, work: Path, registry: str | None, web: str | None = None) -> str:
     cmd = cmd.replace("/lab/shared/cas", str(work.parent / "lab" / "shared" / "cas"))
+    if web is not None:
+        cmd = cmd.replace("https://zenodo.org/", f"{web}/files/")
     if registry is not None:
         cmd = re.sub(r"registry\.lab(\.org|:5000)", registry, cmd)
     cmd = cmd.replace('"${fpath[1]}/_cas"', '"$HOME/.zfunc/_cas"')
@@ -249,17 +252,25 @@ def test_every_help_example_runs(
     registry_ctx = Registry(tmp_path / "registry") if "registry" in needs else None
     if registry_ctx is not None:
         registry_ctx.start()
+    web = Nginx(tmp_path / "nginx") if "web" in needs else None
+    if web is not None:
+        if not have_nginx():
+            pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
+        web.start()
+        web.put("records/1/files/best.pt", b"test")  # what the examples' --expect names
     try:
         host = registry_ctx.host if registry_ctx is not None else None
         _setup(work, env, needs, host)
         for example in EXAMPLES[command]:
-            cmd = _rewrite(example, work, host)
+            cmd = _rewrite(example, work, host, web.base if web is not None else None)
             r = _sh(f"set -o pipefail; {cmd}", work, env)
             assert r.returncode == 0, f"`{example}` exited {r.returncode}:\n{r.stdout}{r.stderr}"
             assert "Traceback" not in r.stdout + r.stderr
     finally:
         if registry_ctx is not None:
             registry_ctx.stop()
+        if web is not None:
+            web.stop()
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

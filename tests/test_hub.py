@@ -178,7 +178,7 @@ def test_same_bytes_are_not_uploaded_again(hub: HubServer, cas: Run, tmp_path: P
     big_puts = [n for n in _puts(hub) if n >= 3 << 20]
     assert len(big_puts) == 1
     assert (
-        "already on the Hub, not uploaded"
+        "already there, not sent"
         in cas("publish", "cser-detector", "--version", "v1.0.1", "--dry-run", cwd=pkg).stdout
     )
     real = cas("publish", "cser-detector", "--version", "v1.0.1", cwd=pkg)
@@ -197,13 +197,13 @@ def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -
     other.mkdir()
     _weights(other, seed=9)
     r = cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=other)
-    assert r.returncode == 2
+    assert r.returncode == 1  # a tag that exists elsewhere: a check found a problem
     assert "refusing to move it" in r.stderr and "weights-v1.0" in r.stderr
     assert not (other / "cas.lock").exists()
     # Overwriting a pinned version with other bytes is refused too.
     _weights(pkg, seed=11)
     again = cas("publish", "cser-detector", "--version", "v1.0", cwd=pkg)
-    assert again.returncode == 2
+    assert again.returncode == 1 and "refusing to move it" in again.stderr
 
 
 def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
@@ -270,8 +270,24 @@ def test_bad_downloads_leave_nothing(hub: HubServer, cas: Run, tmp_path: Path, f
     if fault == "corrupt":
         assert r.returncode == 1 and "expected sha256" in r.stderr
     s = Store(store)
-    assert s.objects() == [] and list(s.tmp_dir.iterdir()) == []
+    assert s.objects() == []
     assert not (consumer / "cas.lock").exists()
+    kept = list(s.tmp_dir.iterdir())
+    if fault != "truncate":
+        assert kept == []
+        return
+    # What arrived before the cuts is kept for the next run, which resumes from there.
+    assert [p.name.startswith("resume-") for p in kept] == [True]
+    size = kept[0].stat().st_size
+    assert size >= 1000
+    hub.clear_faults()
+    again = cas(
+        "pull", f"hf://{REPO}@weights-v1.0", "--name", "cser-detector", cwd=consumer, store=store
+    )
+    assert again.returncode == 0, again.stderr
+    gets = [e for e in hub.log if e.method == "GET" and e.path.endswith("best.pt")]
+    assert gets[-1].range == f"bytes={size}-"
+    assert list(s.tmp_dir.iterdir()) == [] and len(s.objects()) == 1
 
 
 def test_tag_moved_between_resolve_and_download(hub: HubServer, cas: Run, tmp_path: Path) -> None:
@@ -592,3 +608,99 @@ def test_verified_load_from_a_hub_reference(
     store = Store(tmp_path / "loader-store")
     loaded = cas_torch.load_state_dict(f"hf://{REPO}@weights-v1", store=store)
     assert torch.equal(loaded["w"], state["w"])
+
+
+def test_publish_keeps_files_cas_did_not_write(
+    hub: HubServer, cas: Run, tmp_path: Path, hf_env: dict[str, str], monkeypatch: Any
+) -> None:
+    """A README and a config.json uploaded by someone else stay on main and in every tag;
+    a file an earlier publish wrote goes when the next version does not pin it."""
+    from huggingface_hub import HfApi, constants
+
+    for k, v in hf_env.items():
+        monkeypatch.setenv(k, v)
+    # The Hub client reads HF_HUB_DISABLE_XET once, when it is first imported.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(REPO)
+    api.upload_file(path_or_fileobj=b"# the detector\n", path_in_repo="README.md", repo_id=REPO)
+    api.upload_file(path_or_fileobj=b'{"arch": "yolo"}\n', path_in_repo="config.json", repo_id=REPO)
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    (pkg / "old.pt").write_bytes(b"only in the first version" * 100)
+    first = cas(
+        "publish", "cser-detector", "--version", "v1.0", "--repo", REPO,
+        "--file", "runs/labels_detect/weights/best.pt", "--file", "old.pt", cwd=pkg,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "kept 2 file(s) cas did not write: README.md, config.json" in first.stdout
+    _weights(pkg, seed=5)
+    args = ("cser-detector", "--version", "v2.0", "--file", "runs/labels_detect/weights/best.pt")
+    dry = cas("publish", *args, "--dry-run", cwd=pkg)
+    assert dry.returncode == 0, dry.stderr
+    assert "delete   old.pt (written by an earlier publish, not part of v2.0)" in dry.stdout
+    assert "keep     README.md (not written by cas; --prune would remove it)" in dry.stdout
+    assert "keep     config.json (not written by cas" in dry.stdout
+    second = cas("publish", *args, cwd=pkg)
+    assert second.returncode == 0, second.stderr
+    assert "1 removed from the tree" in second.stdout
+
+    def files(rev: str) -> set[str]:
+        return {f.path for f in api.list_repo_tree(REPO, revision=rev, recursive=True)}
+
+    ours = {".gitattributes", "modelcas.json", "README.md", "config.json", "best.pt"}
+    assert files("main") == ours
+    assert files("weights-v2.0") == ours  # and not old.pt, pinned only by v1.0
+    assert files("weights-v1.0") == ours | {"old.pt"}
+    # The consumer pulls the version's files, not the others' README or config.
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", f"hf://{REPO}@weights-v2.0", "--json", cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert [f["name"] for f in json.loads(r.stdout)["files"]] == ["best.pt"]
+
+    # --prune removes the others too, after saying which.
+    _weights(pkg, seed=6)
+    args = ("cser-detector", "--version", "v3.0", "--file", "runs/labels_detect/weights/best.pt")
+    dry = cas("publish", *args, "--prune", "--dry-run", cwd=pkg)
+    assert "prune    README.md (not written by cas; removed because of --prune)" in dry.stdout
+    pruned = cas("publish", *args, "--prune", "--json", cwd=pkg)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["prune"] == ["README.md", "config.json"]
+    assert files("weights-v3.0") == {".gitattributes", "modelcas.json", "best.pt"}
+
+
+def test_a_missing_repo_or_tag_says_which_and_what_exists(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    _published(hub, cas, tmp_path)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", f"hf://{REPO}@weights-v9.9", cwd=consumer)
+    assert r.returncode == 1
+    assert f"hf://{REPO} exists but has no tag or branch 'weights-v9.9'" in r.stderr
+    assert "(weights-* tags: weights-v1.0)" in r.stderr
+    assert "404" not in r.stderr
+    r = cas("pull", "hf://sidxz/no-such-repo@weights-v1.0", cwd=consumer)
+    assert r.returncode == 1 and "hf://sidxz/no-such-repo does not exist" in r.stderr
+
+
+def test_a_hub_answering_500_gives_one_error_and_no_client_logs(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    import json
+
+    _published(hub, cas, tmp_path)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    hub.fail(r"/api/models/", times=None, status=500)
+    r = cas("pull", f"hf://{REPO}@weights-v1.0", "--json", cwd=consumer)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("cas: error: cannot resolve"), r.stderr
+    assert "Retry" not in r.stderr and "retry" not in r.stderr.lower()
+    assert json.loads(r.stdout)["schema"] == "cas.error/1"
+    loud = cas("-v", "pull", f"hf://{REPO}@weights-v1.0", cwd=consumer)
+    assert loud.returncode == 2

@@ -131,9 +131,14 @@ def _check_modelpack(manifest: dict[str, Any], config: dict[str, Any]) -> None:
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
     assert manifest["config"]["mediaType"] == "application/vnd.cncf.model.config.v1+json"
+    roles = {
+        ".pt": "application/vnd.cncf.model.weight.v1.raw",
+        ".json": "application/vnd.cncf.model.weight.config.v1.raw",
+        ".md": "application/vnd.cncf.model.doc.v1.raw",
+    }
     for layer in manifest["layers"]:
-        assert layer["mediaType"] == "application/vnd.cncf.model.weight.v1.raw"
-        assert layer["annotations"]["org.cncf.model.filepath"]
+        path = layer["annotations"]["org.cncf.model.filepath"]
+        assert layer["mediaType"] == roles[Path(path).suffix], path
     assert set(config) == MODELPACK_CONFIG_KEYS  # all required, additionalProperties false
     assert set(config["descriptor"]) <= MODELPACK_DESCRIPTOR_KEYS
     assert config["descriptor"]["name"]
@@ -212,7 +217,7 @@ def test_publish_pull_dedupe_and_no_tag_move(registry: Registry, cas: Run, tmp_p
     # The same publish again: nothing is sent, nothing changes.
     again = _publish(cas, pkg, "v1.1", to, "best.pt", "classes.json")
     assert again.returncode == 0, again.stderr
-    assert "already published" in again.stdout and "0 sent" in again.stdout
+    assert "already published" in again.stdout and "nothing to do" in again.stdout
     assert registry.uploads_of(f"sha256:{ref_sha256(best2)}") == 1
 
     # Somebody else's v1.0 (other bytes, no lockfile) never moves the existing tag.
@@ -606,7 +611,7 @@ def test_hub_version_gets_the_registry_as_mirror(
         assert other.returncode == 2 and "is pinned with requires" in other.stderr
         second = _publish(cas, pkg, "v1.0", to, "best.pt", env=hf)
         assert second.returncode == 0, second.stderr
-        assert "as the version's mirror" in second.stdout
+        assert "as a mirror: commit it" in second.stdout
     entry = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"]
     assert entry.source == "hf://lab/cser-detector@weights-v1.0" and entry.commit
     assert entry.requires == ">=0.2,<1"
@@ -660,3 +665,84 @@ def test_verified_load_from_an_oci_reference(
     loaded = cas_torch.load_state_dict(f"{to}:v1", store=store)
     assert torch.equal(loaded["w"], state["w"])
     assert store.verify(deep=True) == []
+
+
+def test_layers_carry_their_modelpack_role_and_the_package(
+    registry: Registry, cas: Run, tmp_path: Path
+) -> None:
+    files = {
+        "best.pt": _bytes(MiB, 31),
+        "classes.json": b'{"0": "cell"}\n',
+        "README.md": b"# det\n",
+        "tokenizer.model": b"spm",
+    }
+    pkg = _project(tmp_path / "pkg", files)
+    to = registry.url("lab/roles")
+    args = [a for n in files for a in ("--file", n)]
+    bad = cas(
+        "publish", "det", "--version", "v1.0", *args, "--to", to,
+        "--media-type", "best.pt=application/x-nope", cwd=pkg,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a raw ModelPack layer type" in bad.stderr
+    r = cas(
+        "publish", "det", "--version", "v1.0", *args, "--to", to, "--requires", ">=0.1",
+        "--media-type", "tokenizer.model=application/vnd.cncf.model.code.v1.raw", cwd=pkg,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _, body = RawClient(registry.host).manifest("lab/roles", "v1.0")
+    manifest = json.loads(body)
+    types = {
+        layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"]
+        for layer in manifest["layers"]
+    }
+    assert types == {
+        "best.pt": "application/vnd.cncf.model.weight.v1.raw",
+        "classes.json": "application/vnd.cncf.model.weight.config.v1.raw",
+        "README.md": "application/vnd.cncf.model.doc.v1.raw",
+        "tokenizer.model": "application/vnd.cncf.model.code.v1.raw",
+    }
+    assert manifest["annotations"]["io.modelcas.package"] == "structflo-cser"
+    assert manifest["annotations"]["io.modelcas.requires"] == ">=0.1"
+
+
+def test_the_oras_sdk_reads_what_cas_writes_and_cas_reads_what_it_writes(
+    registry: Registry, cas: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interop with a client we did not write: the oras Python SDK."""
+    import oras.client
+
+    best, classes = _bytes(MiB, 41), b'{"0": "cell"}\n'
+    pkg = _project(tmp_path / "pkg", {"best.pt": best, "classes.json": classes})
+    to = registry.url("lab/interop")
+    assert _publish(cas, pkg, "v1.0", to, "best.pt", "classes.json").returncode == 0
+    client = oras.client.OrasClient(insecure=True)
+    out = tmp_path / "oras-out"
+    client.pull(target=f"{registry.host}/lab/interop:v1.0", outdir=str(out))
+    assert (out / "best.pt").read_bytes() == best
+    assert (out / "classes.json").read_bytes() == classes
+
+    # The other way: an artifact the SDK pushes (ModelPack types) is pulled by cas.
+    src = tmp_path / "oras-src"
+    src.mkdir()
+    weights = _bytes(MiB // 2, 43)
+    (src / "model.safetensors").write_bytes(weights)
+    digest = "sha256:" + hashlib.sha256(weights).hexdigest()
+    config = {
+        "descriptor": {"name": "pushed", "version": "v3"},
+        "config": {},
+        "modelfs": {"type": "layers", "diffIds": [digest]},
+    }
+    (src / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(src)
+    client.push(
+        target=f"{registry.host}/lab/pushed:v3",
+        files=["model.safetensors:application/vnd.cncf.model.weight.v1.raw"],
+        manifest_config="config.json:application/vnd.cncf.model.config.v1+json",
+        quiet=True,
+    )
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", registry.url("lab/pushed:v3"), cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    entry = Lockfile.load(consumer / "cas.lock").models["pushed"].versions["v3"]
+    assert entry.files["model.safetensors"].sha256 == digest.removeprefix("sha256:")

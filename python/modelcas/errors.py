@@ -123,6 +123,12 @@ class RemoteError(ModelcasError):
     """A remote (the Hub, a shared directory) failed or refused."""
 
 
+class RemoteMissingError(RemoteError):
+    """The remote has no such repository, tag, version or file (the message says which it has)."""
+
+    exit_code = 1
+
+
 class TagConflictError(RemoteError):
     """A tag already exists and points elsewhere; tags are never moved."""
 

@@ -1,8 +1,11 @@
 """The Hugging Face Hub as a remote: publish versions, pull them, follow tags.
 
-Everything goes through ``huggingface_hub``. Downloads are made by commit (a tag is resolved
-once, first), streamed into the store and hashed while they arrive, then checked against the
-Hub's own LFS sha256 and against the lockfile's pin: the Hub client itself checks only sizes.
+:class:`HubRemote` implements the one remote protocol (``modelcas.remotes.base``). The Hub's
+API goes through ``huggingface_hub``; downloads are made by commit (a tag is resolved once,
+first) through the one fetch path (``modelcas.remotes.transfer``), hashed while they arrive,
+then checked against the Hub's own LFS sha256 and against the lockfile's pin: the Hub client
+itself checks only sizes. A publish removes only files an earlier ``cas publish`` wrote (as
+``modelcas.json`` on ``main`` records); files ``cas`` never wrote stay, unless ``--prune``.
 ``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` are honoured; a token never appears in
 any output.
 
@@ -16,24 +19,39 @@ import hashlib
 import io
 import json
 import os
-import time
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelcas import hfcache
 from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, ModelcasError, RemoteError, TagConflictError
+from modelcas.errors import (
+    IntegrityError,
+    ModelcasError,
+    RemoteError,
+    RemoteMissingError,
+    TagConflictError,
+    UsageError,
+)
 from modelcas.hashing import Progress
+from modelcas.remotes import transfer
+from modelcas.remotes.base import (
+    Fetched,
+    Listed,
+    Origin,
+    Outgoing,
+    Published,
+    ReadBack,
+    RemotePlan,
+    RemoteVersion,
+    Sink,
+    Step,
+)
 from modelcas.store import ObjectInfo, Store
 
 TAG_PREFIX = "weights-"
-# A cut download is resumed this many times (Range from the bytes already hashed), with
-# exponential backoff from _BACKOFF seconds, as hf_hub_download does.
-_RETRIES = 5
-_BACKOFF = 0.25
 # Written into every published commit: lets `cas update` check `requires` before pulling.
 METADATA_FILE = "modelcas.json"
 
@@ -90,37 +108,129 @@ class HubFile:
     blob_id: str
 
 
+@dataclass
+class HubPlan:
+    """The Hub's own part of a publish plan."""
+
+    repo_id: str
+    already: set[str] = field(default_factory=set)  # files main has with these bytes
+    delete: list[str] = field(default_factory=list)  # written by an earlier publish, not pinned
+    keep: list[str] = field(default_factory=list)  # never written by cas: stay
+    prune: list[str] = field(default_factory=list)  # never written by cas, removed (--prune)
+    tag_commit: str | None = None  # the tag exists and holds exactly this version
+
+
 class HubRemote:
-    """One Hub repository at one revision (a tag such as ``weights-v1.1``, or a commit)."""
+    """One Hub repository (``hf://ORG/NAME``), as a :class:`~modelcas.remotes.base.Remote`.
+
+    Args:
+        repo_id: ``ORG/NAME``.
+        revision: the default revision for :meth:`resolve` (a tag such as ``weights-v1.1``,
+            a branch, or a commit).
+    """
 
     def __init__(self, repo_id: str, revision: str | None = None) -> None:
         self.repo_id = repo_id
         self.revision = revision
-        self.url = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        self.url = f"hf://{repo_id}"
         # Files this remote took from the Hugging Face cache instead of downloading them.
         self.from_hf_cache: set[str] = set()
+        self._trees: dict[str, dict[str, HubFile]] = {}  # commit -> every file (immutable)
 
-    def resolve(self) -> str | None:
-        """The commit the revision points at now (offline: what the HF cache recorded).
+    # -- resolving -------------------------------------------------------------------------
+
+    def commit(self, revision: str | None = None) -> str | None:
+        """The commit a revision points at now (offline: what the HF cache recorded, or None).
 
         Raises:
-            RemoteError: the repo or revision does not exist, or the Hub failed.
+            RemoteMissingError: the repo, or the revision, does not exist (the message says
+                which, and which ``weights-*`` tags there are).
+            RemoteError: the Hub failed.
         """
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        rev = revision or self.revision or "main"
         if _offline():
-            return hfcache.cached_commit(self.repo_id, self.revision)
+            return hfcache.cached_commit(self.repo_id, rev)
         try:
-            info = api().model_info(self.repo_id, revision=self.revision or "main")
+            info = api().model_info(self.repo_id, revision=rev)
+        except RevisionNotFoundError:
+            raise self._no_revision(rev) from None
+        except RepositoryNotFoundError:
+            raise RemoteMissingError(
+                f"{self.url} does not exist (or is private and HF_TOKEN cannot see it)",
+                hint="check ORG/NAME; for a private repo set HF_TOKEN",
+            ) from None
         except Exception as e:
-            raise _remote_error(
-                f"cannot resolve {self.url}", e, "check the repo and tag, your network and HF_TOKEN"
-            ) from e
+            raise _remote_error(f"cannot resolve {self.url}@{rev}", e, _NETWORK_HINT) from e
         return str(info.sha)
+
+    def _no_revision(self, rev: str) -> RemoteMissingError:
+        try:
+            tags = sorted(weight_tags(self.repo_id), key=_version_key)
+        except ModelcasError:
+            tags = []
+        have = ", ".join(tag_for(t) for t in tags) or "none"
+        return RemoteMissingError(
+            f"{self.url} exists but has no tag or branch {rev!r} (weights-* tags: {have})",
+            hint="pull one of those tags" if tags else "publish a version first (cas publish)",
+        )
+
+    def resolve(self, ref: str | None = None) -> RemoteVersion:
+        """Pin a revision to its commit, with what the commit's ``modelcas.json`` says.
+
+        Raises:
+            UsageError: no revision named.
+            RemoteMissingError, RemoteError: see :meth:`commit`; offline, a revision the HF
+                cache does not know.
+        """
+        rev = ref or self.revision
+        if rev is None:
+            raise UsageError(
+                f"name a revision: {self.url}@weights-VERSION",
+                hint=f"the versions there: `cas update --dry-run`, or {self.url} on the Hub",
+            )
+        commit = self.commit(rev)
+        if commit is None:
+            raise RemoteError(
+                f"HF_HUB_OFFLINE is set and the Hugging Face cache has no {rev} of {self.repo_id}",
+                hint="pull it once online, or `hf download` it; after that it works offline",
+            )
+        meta = read_metadata(self.repo_id, commit) or {}
+        files = meta.get("files")
+        if not isinstance(files, dict | list):
+            # Not published by cas: the version is every file but the repo's own.
+            files = [p for p in self.files(commit) if p not in NOT_WEIGHTS]
+        requires, package = meta.get("requires"), meta.get("package")
+        return RemoteVersion(
+            self.url,
+            f"{self.url}@{rev}",
+            ref=rev,
+            revision=commit,
+            version=version_of(rev) or _str(meta.get("version")),
+            model=_str(meta.get("model")),
+            requires=_str(requires),
+            package=_str(package),
+            files=tuple(sorted(files)),
+        )
+
+    def _commit_of(self, version: RemoteVersion) -> str:
+        commit = version.revision or self.commit(version.ref)
+        if commit is None:
+            raise RemoteError(
+                f"HF_HUB_OFFLINE is set and the Hugging Face cache has no {version.ref} of "
+                f"{self.repo_id}",
+                hint="run `cas sync` once online; after that it works offline",
+            )
+        return commit
 
     def files(self, commit: str, paths: Iterable[str] | None = None) -> dict[str, HubFile]:
         """The files of a commit (all of them, or ``paths``), with their LFS sha256.
 
         Offline, the files the HF cache holds for that commit.
         """
+        if paths is None and commit in self._trees:
+            return self._trees[commit]
         if _offline():
             cached = hfcache.snapshot(self.repo_id, commit)
             wanted = set(paths) if paths is not None else None
@@ -142,42 +252,71 @@ class HubRemote:
                 out[e.path] = HubFile(e.path, int(e.size), lfs.sha256 if lfs else None, e.blob_id)
         except Exception as e:
             raise _remote_error(f"cannot list files of {self.url} at {commit}", e) from e
+        if paths is None and len(commit) == 40:
+            self._trees[commit] = out  # a commit never changes
         return out
+
+    def listing(self, version: RemoteVersion) -> dict[str, Listed]:
+        """The files of the version's commit (sha256 where the Hub keeps them in LFS)."""
+        return {
+            p: Listed(p, f.size, f.sha256, git_blob=None if f.sha256 else f.blob_id or None)
+            for p, f in sorted(self.files(self._commit_of(version)).items())
+        }
+
+    def versions(self, model: str) -> dict[str, str]:  # noqa: ARG002 (one repo, one model)
+        """``{version: "weights-VERSION"}`` for every ``weights-*`` tag."""
+        return {v: tag_for(v) for v in weight_tags(self.repo_id)}
+
+    # -- fetching --------------------------------------------------------------------------
 
     def fetch(
         self,
-        file: str,
-        digest: Digest,
+        version: RemoteVersion,
+        want: Mapping[str, Digest | None],
         store: Store,
         *,
-        commit: str | None = None,
         progress: Progress | None = None,
-    ) -> ObjectInfo:
-        """Bring one pinned file into the store, verified (see ``Remote``).
+    ) -> list[Fetched]:
+        """Bring files of a commit into the store, verified (see ``Remote.fetch``).
 
-        Bytes the Hugging Face cache already holds are taken from it, online or offline;
-        otherwise the file is downloaded by commit.
+        Bytes the store or the Hugging Face cache already holds are taken from there, online
+        or offline; the rest is downloaded by commit and left in the HF cache too.
         """
-        if store.has(digest.sha256):
-            return store.info(digest.sha256)
-        taken = hfcache.take(
-            digest, store, repo_id=self.repo_id, commit=commit, file=file, progress=progress
-        )
-        if taken is not None:
-            self.from_hf_cache.add(file)
-            return taken
-        if _offline():
-            raise RemoteError(
-                f"{file} (sha256:{digest.sha256}) is neither in the store nor in the Hugging "
-                f"Face cache ({hfcache.cache_dir()}), and HF_HUB_OFFLINE is set",
-                hint="run `cas sync` once online; after that it works offline",
-            )
-        commit = commit or self.resolve()
-        assert commit is not None
-        listed = self.files(commit, [file]).get(file)
-        if listed is None:
-            raise RemoteError(f"{self.url} (commit {commit}) has no file {file!r}")
-        return self.download(listed, commit, store, digest, progress=progress)
+        out: dict[str, Fetched] = {}
+        todo = []
+        for name, pinned in want.items():
+            if pinned is not None and store.has(pinned.sha256):
+                out[name] = Fetched(name, store.info(pinned.sha256).digest, "store")
+                continue
+            if pinned is not None:
+                taken = hfcache.take(
+                    pinned,
+                    store,
+                    repo_id=self.repo_id,
+                    commit=version.revision,
+                    file=name,
+                    progress=progress,
+                )
+                if taken is not None:
+                    self.from_hf_cache.add(name)
+                    out[name] = Fetched(name, taken.digest, "hf-cache")
+                    continue
+            todo.append(name)
+        if todo:
+            commit = self._commit_of(version)
+            listed = self.files(commit, todo)
+            for name in todo:
+                f = listed.get(name)
+                if f is None:
+                    raise RemoteMissingError(f"{self.url} (commit {commit}) has no file {name!r}")
+                pinned = want[name]
+                if pinned is None and f.sha256 is not None and store.has(f.sha256):
+                    out[name] = Fetched(name, store.info(f.sha256).digest, "store")
+                    continue
+                info = self.download(f, commit, store, pinned, progress=progress)
+                origin: Origin = "hf-cache" if name in self.from_hf_cache else "download"
+                out[name] = Fetched(name, info.digest, origin)
+        return [out[n] for n in want]
 
     def download(
         self,
@@ -191,14 +330,15 @@ class HubRemote:
         """Bring a file of a commit into the store: from the HF cache, else over the network.
 
         The bytes must match the Hub's LFS sha256 (or, for a small non-LFS file, its git blob
-        id) and ``expected`` when given; otherwise nothing is stored. A download is hashed
-        while it arrives; a cut transfer resumes with a Range request (bounded retries with
-        backoff), so every byte is hashed once. What was downloaded is then left in the HF
-        cache too, where ``hf_hub_download`` finds it.
+        id) and ``expected`` when given; otherwise nothing is stored. The download goes through
+        the one fetch path (:mod:`modelcas.remotes.transfer`): hashed while it arrives,
+        resumed after a cut, abandoned below the low-speed limit (and resumed by the next
+        run). What was downloaded is then left in the HF cache too, where ``hf_hub_download``
+        finds it.
 
         Raises:
             IntegrityError: other bytes than the Hub or the pin says.
-            RemoteError: the download failed or was cut short too often.
+            RemoteError: the download failed, was cut short too often, or was too slow.
         """
         where = f"{f.path} from hf://{self.repo_id} at {commit}"
         if expected is not None and f.sha256 is not None and f.sha256 != expected.sha256:
@@ -223,53 +363,44 @@ class HubRemote:
                 "HF_HUB_OFFLINE is set",
                 hint="pull it once online; after that it works offline",
             )
-        info = self._stream(f, commit, store, want, where=where, progress=progress)
+        key = transfer.resume_key(want.sha256 if want else f"hf:{self.repo_id}:{commit}:{f.path}")
+        info = transfer.download(
+            store,
+            self._opener(f.path, commit),
+            size=f.size,
+            expected=want,
+            where=where,
+            key=key,
+            progress=progress,
+            extra=_git_blob_check(f, where) if f.sha256 is None else None,
+        )
         self._give(store, info, f, commit)
         return info
 
-    def _stream(
-        self,
-        f: HubFile,
-        commit: str,
-        store: Store,
-        want: Digest | None,
-        *,
-        where: str,
-        progress: Progress | None,
-    ) -> ObjectInfo:
-        from huggingface_hub import hf_hub_url
+    def stream(self, version: RemoteVersion, listed: Listed, sink: Sink) -> None:
+        """Read one file of the version's commit into ``sink`` (an audit's read-data)."""
+        commit = self._commit_of(version)
+        where = f"{listed.name} from hf://{self.repo_id} at {commit}"
+        transfer.copy(self._opener(listed.name, commit), listed.size, sink, where=where)
+
+    def _opener(self, path: str, commit: str) -> transfer.Opener:
+        from huggingface_hub import get_session, hf_hub_url
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
         url = hf_hub_url(
-            self.repo_id, f.path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
+            self.repo_id, path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
         )
-        failures: list[str] = []
-        with store.writer(want, where) as w:
-            t = _Transfer(f, w, where, progress)
-            while True:
-                try:
-                    t.get(url)
-                    if t.received == f.size:
-                        break
-                    failures.append(f"cut after {t.received} bytes")
-                except (IntegrityError, RemoteError):
-                    raise
-                except Exception as e:  # the network: resumed below, a bounded number of times
-                    failures.append(scrub(f"{type(e).__name__}: {e}".splitlines()[0]))
-                if len(failures) > _RETRIES:
-                    raise RemoteError(
-                        f"{where}: received {t.received} of {f.size} bytes in {len(failures)} "
-                        f"tries (last: {failures[-1]}); nothing was stored",
-                        hint="the connection keeps failing: check the network, then run the "
-                        "command again",
-                    )
-                time.sleep(min(_BACKOFF * 2 ** (len(failures) - 1), 8.0))
-            if t.blob is not None and t.blob.hexdigest() != f.blob_id:
-                raise IntegrityError(
-                    f"{where}: git blob id {t.blob.hexdigest()} differs from the Hub's "
-                    f"{f.blob_id}; nothing was stored",
-                    hint="the download was corrupted: run the command again",
-                )
-            return w.commit()
+        headers = build_hf_headers(token=_token())
+        limit = transfer.SpeedLimit.from_env()
+
+        def open_at(offset: int) -> transfer.Answer:
+            sent = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
+            context = get_session().stream(
+                "GET", url, headers=sent, follow_redirects=True, timeout=limit.seconds
+            )
+            return _SessionAnswer(context, context.__enter__())
+
+        return open_at
 
     def _give(self, store: Store, info: ObjectInfo, f: HubFile, commit: str) -> None:
         """Leave the object where ``hf_hub_download`` finds it.
@@ -295,71 +426,248 @@ class HubRemote:
                 stacklevel=3,
             )
 
+    # -- publishing ------------------------------------------------------------------------
 
-class _CutError(Exception):
-    """A transfer that stopped early or failed in a way worth resuming."""
+    def plan_publish(self, out: Outgoing, *, prune: bool = False) -> RemotePlan:
+        """Look at the repo and decide what publishing ``out`` does (nothing changes).
 
+        Files of ``main`` that an earlier ``cas publish`` wrote (its ``modelcas.json`` lists
+        them) and this version does not pin are deleted; files ``cas`` never wrote stay
+        (``keep``), unless ``prune``.
 
-class _Transfer:
-    """One file's bytes arriving over one or more GETs, each byte written and hashed once."""
-
-    def __init__(self, f: HubFile, writer: Any, where: str, progress: Progress | None) -> None:
-        self.f = f
-        self.writer = writer
-        self.where = where
-        self.progress = progress
-        self.received = 0
-        # Small non-LFS files are checked against their git blob id as well.
-        self.blob = hashlib.sha1(f"blob {f.size}\0".encode()) if f.sha256 is None else None  # noqa: S324
-
-    def get(self, url: str) -> None:
-        """One GET from where the last one stopped (``Range``); returns when it ends or cuts."""
-        from huggingface_hub import get_session
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
-        headers = build_hf_headers(token=_token())
-        if self.received:
-            headers["Range"] = f"bytes={self.received}-"
-        with get_session().stream("GET", url, headers=headers, follow_redirects=True) as r:
-            status = r.status_code
-            if status not in (200, 206) or (status == 206 and not self.received):
-                if status < 500 and status != 429:
-                    raise RemoteError(f"{self.where}: HTTP {status}")
-                raise _CutError(f"HTTP {status}")
-            if status == 206 and not _starts_at(r, self.received):
-                raise RemoteError(
-                    f"{self.where}: asked for bytes from {self.received}, the Hub answered "
-                    f"{r.headers.get('Content-Range')!r}"
-                )
-            # A server that ignores Range sends everything again: skip what we have.
-            skip = self.received if status == 200 else 0
-            # As the socket gives them: the store's writer batches them.
-            for chunk in r.iter_bytes():
-                if skip >= len(chunk):
-                    skip -= len(chunk)
+        Raises:
+            TagConflictError: the version's tag exists with other files (never moved).
+            RemoteError: the Hub failed.
+        """
+        tag_name = tag_for(out.version)
+        native = HubPlan(self.repo_id)
+        steps: list[Step] = []
+        exists = repo_exists(self.repo_id)
+        files = {n: d for n, (_, d) in out.files.items()}
+        if exists:
+            main = tree(self.repo_id, "main")
+            native.already = {
+                n for n, d in files.items() if n in main and main[n].sha256 == d.sha256
+            }
+            written = _written(read_metadata(self.repo_id, "main"))
+            for name in sorted(main):
+                if name in files or name in _OURS:
                     continue
-                self._take(memoryview(chunk)[skip:])
-                skip = 0
+                if name in written:
+                    native.delete.append(name)
+                elif prune:
+                    native.prune.append(name)
+                else:
+                    native.keep.append(name)
+            tags = weight_tags(self.repo_id)
+            same = _same_version(out.version)
+            tagged_as = next((v for v in tags if same(v)), None)
+            at = tags[tagged_as] if tagged_as is not None else None
+            if tagged_as is not None and at is not None:
+                tag_name = tag_for(tagged_as)  # the tag keeps the spelling it was made with
+                problems = _differences(files, self.files(at), None)
+                tagged = _written(read_metadata(self.repo_id, at))
+                if problems or (tagged and tagged != set(files)):
+                    raise TagConflictError(
+                        f"tag {tag_name} already exists on {self.url} at commit {at} with "
+                        f"other files ({'; '.join(problems) or 'another file list'}); "
+                        "refusing to move it",
+                        hint=f"publish a new version instead of {out.version}",
+                    )
+                native.tag_commit = at  # a rerun after a failure: adopt it
+        for name, d in sorted(files.items()):
+            upload = name not in native.already and native.tag_commit is None
+            steps.append(Step(name, "upload" if upload else "present", d))
+        steps += [Step(n, "delete", note="written by an earlier publish") for n in native.delete]
+        steps += [Step(n, "prune", note="not written by cas") for n in native.prune]
+        steps += [
+            Step(n, "keep", note="not written by cas (--prune removes it)") for n in native.keep
+        ]
+        return RemotePlan(
+            self.url,
+            tag_name,
+            f"{self.url}@{tag_name}",
+            steps,
+            tag_exists=native.tag_commit is not None,
+            repo_exists=exists,
+            revision=native.tag_commit,
+            native=native,
+        )
 
-    def _take(self, data: memoryview) -> None:
-        if self.received + len(data) > self.f.size:
+    def publish(
+        self,
+        plan: RemotePlan,
+        out: Outgoing,
+        store: Store,
+        *,
+        progress: Progress | None = None,
+        read_back: ReadBack | None = None,
+    ) -> Published:
+        """Commit, read back what the Hub recorded, run ``read_back``, then tag.
+
+        Safe to run again after a failure at any point: uploaded bytes are not sent again,
+        and a tag that already holds exactly these files is adopted.
+
+        Raises:
+            IntegrityError: the Hub recorded other bytes or files than were sent; no tag.
+            TagConflictError: the tag appeared meanwhile, at another commit.
+            RemoteError: the Hub refused or failed.
+        """
+        native: HubPlan = plan.native
+        files = {n: d for n, (_, d) in out.files.items()}
+        uploads = [
+            Upload(name, store.object_path(d.sha256), d) for name, d in sorted(files.items())
+        ]
+        removed = [*native.delete, *native.prune]
+        commit = native.tag_commit or commit_version(
+            self.repo_id,
+            uploads,
+            _metadata(out),
+            removed,
+            f"weights: publish {out.model} {out.version}",
+            private=out.private,
+            progress=progress,
+        )
+        recorded = tree(self.repo_id, commit)
+        recorded.update(self.files(commit, list(files)))
+        diffs = _differences(files, recorded, store)
+        diffs += [f"{n} was not removed" for n in removed if n in recorded]
+        if diffs:
             raise IntegrityError(
-                f"{self.where}: the Hub sends more than the {self.f.size} bytes it lists; "
-                "nothing was stored"
+                f"{self.url} commit {commit} does not hold exactly {out.model}@{out.version}: "
+                f"{'; '.join(diffs)}; no tag was created and nothing was pinned",
+                hint="the Hub stored something else than was sent: check the repo, then "
+                "publish again",
             )
-        self.writer.write(data)
-        if self.blob is not None:
-            self.blob.update(data)
-        self.received += len(data)
-        if self.progress is not None:
-            self.progress(len(data))
+        if read_back is not None:
+            read_back(
+                RemoteVersion(
+                    self.url,
+                    plan.source,
+                    ref=commit,
+                    revision=commit,
+                    version=out.version,
+                    model=out.model,
+                    files=tuple(sorted(files)),
+                )
+            )
+        tag(self.repo_id, plan.tag, commit)
+        fresh = native.tag_commit is None
+        sent = [s.name for s in plan.steps if s.action == "upload"] if fresh else []
+        present = [n for n in sorted(files) if n not in sent]
+        return Published(plan.source, commit, sent, [], present, removed if fresh else [])
 
 
-def _starts_at(response: Any, offset: int) -> bool:
-    """Whether a 206 answer's ``Content-Range`` starts where we asked."""
-    value = str(response.headers.get("Content-Range") or "")
-    unit, _, spec = value.partition(" ")
-    return unit == "bytes" and spec.split("-", 1)[0] == str(offset)
+# Files a publish always writes or never touches.
+_OURS = frozenset({".gitattributes", METADATA_FILE})
+
+
+def _written(meta: dict[str, Any] | None) -> set[str]:
+    """The files a ``modelcas.json`` says ``cas publish`` wrote (the version's files)."""
+    files = (meta or {}).get("files")
+    return {str(f) for f in files} if isinstance(files, dict | list) else set()
+
+
+def _metadata(out: Outgoing) -> dict[str, object]:
+    return {
+        "model": out.model,
+        "version": out.version,
+        "requires": out.requires,
+        "package": out.package,
+        "files": {
+            n: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
+            for n, (_, d) in sorted(out.files.items())
+        },
+    }
+
+
+def _differences(
+    files: Mapping[str, Digest], recorded: Mapping[str, HubFile], store: Store | None
+) -> list[str]:
+    """How the Hub's record of a commit differs from the version's files (empty: it holds them)."""
+    out = []
+    for name, d in sorted(files.items()):
+        got = recorded.get(name)
+        if got is None:
+            out.append(f"{name} is missing")
+        elif got.size != d.size:
+            out.append(f"{name} is {got.size} bytes, not {d.size}")
+        elif got.sha256 is not None and got.sha256 != d.sha256:
+            out.append(f"{name} is sha256:{got.sha256}, not sha256:{d.sha256}")
+        elif got.sha256 is None and store is not None:
+            blob = _git_blob_id(store.object_path(d.sha256))
+            if got.blob_id != blob:
+                out.append(f"{name} has git blob {got.blob_id}, not {blob}")
+    return out
+
+
+def _git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
+
+
+def _git_blob_check(
+    f: HubFile, where: str
+) -> Callable[[], tuple[Callable[[bytes | memoryview], object], Callable[[], None]]]:
+    """Small non-LFS files are checked against their git blob id as well (fresh per start)."""
+
+    def make() -> tuple[Callable[[bytes | memoryview], object], Callable[[], None]]:
+        blob = hashlib.sha1(f"blob {f.size}\0".encode())  # noqa: S324 (git's own id)
+
+        def check() -> None:
+            if blob.hexdigest() != f.blob_id:
+                raise IntegrityError(
+                    f"{where}: git blob id {blob.hexdigest()} differs from the Hub's "
+                    f"{f.blob_id}; nothing was stored",
+                    hint="the download was corrupted: run the command again",
+                )
+
+        return blob.update, check
+
+    return make
+
+
+class _SessionAnswer:
+    """A streaming answer of the Hub client's HTTP session, as :class:`transfer.Answer`."""
+
+    def __init__(self, context: Any, response: Any) -> None:
+        self._context = context
+        self._r = response
+        self.status = int(response.status_code)
+
+    def header(self, name: str) -> str | None:
+        if name.lower() == "content-length" and self._r.headers.get("Content-Encoding") not in (
+            None,
+            "identity",
+        ):
+            return None  # the length of the compressed body, not of the file
+        value = self._r.headers.get(name)
+        return str(value) if value is not None else None
+
+    def pieces(self) -> Iterator[bytes]:
+        yield from self._r.iter_bytes()
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+
+def _same_version(version: str) -> Callable[[str], bool]:
+    from modelcas.lockfile import same_version
+
+    return lambda other: same_version(other, version)
+
+
+def _version_key(version: str) -> Any:
+    from modelcas.lockfile import parse_version
+
+    try:
+        return (0, parse_version(version))
+    except UsageError:
+        return (1, version)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ def parse_version(version: str, where: str = "version") -> Version:
             f"{where}: {version!r} is not a version",
             hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
         ) from None
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether two spellings name one version (PEP 440: ``v1.0`` == ``1.0.0`` == ``1.0``)."""
+    try:
+        return parse_version(a) == parse_version(b)
+    except UsageError:
+        return a == b
 
 
 def parse_requires(spec: str, where: str) -> SpecifierSet:
@@ -197,6 +206,8 @@ class LockedVersion:
     commit: str | None = None
     # Other places holding the same bytes, tried in order after ``source``.
     mirrors: list[str] = field(default_factory=list)
+    # A plain URL source: the server's ETag or Last-Modified when it was pinned.
+    validator: str | None = None
     # Who signed these files (docs/signing.md); about the files only, so it survives a re-pin
     # of the same files.
     signature: PinnedSignature | None = None
@@ -219,6 +230,22 @@ class LockedModel:
     def ordered(self) -> list[str]:
         """Version names, oldest first (PEP 440 order)."""
         return sorted(self.versions, key=parse_version)
+
+    def find(self, version: str) -> str | None:
+        """The pinned spelling of ``version``: itself, else one PEP 440 calls equal, else None.
+
+        One version per PEP 440 value: ``v1.0``, ``1.0`` and ``1.0.0`` look up the same pin.
+        """
+        if version in self.versions:
+            return version
+        return next((v for v in self.ordered() if same_version(v, version)), None)
+
+    def duplicates(self) -> list[list[str]]:
+        """Groups of pinned spellings that PEP 440 calls one version (a hand-made lockfile)."""
+        groups: dict[Version, list[str]] = {}
+        for v in self.ordered():
+            groups.setdefault(parse_version(v), []).append(v)
+        return [g for g in groups.values() if len(g) > 1]
 
     def highest(self, *, pre: bool = False) -> str | None:
         """The highest version by PEP 440 order; pre-releases only with ``pre``."""
@@ -297,6 +324,7 @@ class Lockfile:
                     ("requires", v.requires),
                     ("source", v.source),
                     ("commit", v.commit),
+                    ("validator", v.validator),
                 ):
                     if value is not None:
                         out.append(f"        {key}: {_scalar(value)}\n")
@@ -390,12 +418,13 @@ class Lockfile:
                 f"{self._where()}: model {name!r} has no latest version",
                 hint=f"name one: {name}@VERSION",
             )
-        if chosen not in model.versions:
+        found = model.find(chosen)
+        if found is None:
             known = ", ".join(model.ordered()) or "none"
             raise NotPinnedError(
                 f"{self._where()}: {name}@{chosen} is not pinned (versions: {known})"
             )
-        return chosen, model.versions[chosen]
+        return found, model.versions[found]
 
     def entries(self) -> Iterator[tuple[str, str, str, Digest]]:
         """Every pinned file as (model, version, file name, digest), in canonical order."""
@@ -420,6 +449,10 @@ class Lockfile:
         model = self.models.get(name)
         return list(model.trust if model is not None and model.trust else self.trust)
 
+    def duplicate_versions(self) -> list[tuple[str, list[str]]]:
+        """(model, spellings) for every version pinned under several equal spellings."""
+        return [(n, g) for n in sorted(self.models) for g in self.models[n].duplicates()]
+
     def _where(self) -> str:
         return str(self.path) if self.path else "lockfile"
 
@@ -437,12 +470,15 @@ class Lockfile:
         set_latest: bool = True,
         force: bool = False,
         pre: bool = False,
+        validator: str | None = None,
     ) -> bool:
         """Record a version; returns False when it was already pinned exactly so.
 
         ``latest`` moves to the highest version by PEP 440 order unless ``set_latest`` is
         false; a pre-release (``v2.0rc1``) becomes latest only with ``pre``. An existing
-        version with other content is refused unless ``force``.
+        version with other content is refused unless ``force``. A spelling that PEP 440
+        calls equal to a pinned one (``v1.0`` and ``1.0.0``) is that version: the same bytes
+        keep the spelling first pinned, other bytes are refused.
 
         Raises:
             UsageError: bad name, version or range, or no file.
@@ -457,6 +493,12 @@ class Lockfile:
         for fname in files:
             check_file_name(fname, f"{name}@{version}")
         model = self.models.setdefault(name, LockedModel())
+        pinned_as = model.find(version)
+        if pinned_as is not None and pinned_as != version:
+            old_files = model.versions[pinned_as].files
+            if not force and _contents(old_files) != _contents(files):
+                raise self._repinned(name, version, model.versions[pinned_as], pinned_as)
+            version = pinned_as
         old = model.versions.get(version)
         # Re-pinning the same content keeps the mirrors already listed for it.
         mirrors = [m for m in old.mirrors if m != source] if old is not None else []
@@ -464,7 +506,7 @@ class Lockfile:
         signature = (
             old.signature if old is not None and old.files == dict(sorted(files.items())) else None
         )
-        entry = LockedVersion(files, requires, source, commit, mirrors, signature)
+        entry = LockedVersion(files, requires, source, commit, mirrors, validator, signature)
         if old is not None and old == entry:
             return False
         if old is not None and not force:
@@ -481,13 +523,17 @@ class Lockfile:
             LockfileError: the version is pinned, with other files.
         """
         model = self.models.get(name)
-        old = model.versions.get(version) if model else None
+        found = model.find(version) if model else None
+        old = model.versions[found] if model and found else None
         if old is not None and set(old.files) != files:
-            raise self._repinned(name, version, old)
+            raise self._repinned(name, version, old, found)
 
-    def _repinned(self, name: str, version: str, old: LockedVersion) -> LockfileError:
+    def _repinned(
+        self, name: str, version: str, old: LockedVersion, as_: str | None = None
+    ) -> LockfileError:
+        spelled = f" as {as_}" if as_ not in (None, version) else ""
         return LockfileError(
-            f"{self._where()}: {name}@{version} is already pinned to other content "
+            f"{self._where()}: {name}@{version} is already pinned{spelled} to other content "
             f"({', '.join(f'{f} sha256:{d.sha256[:12]}' for f, d in old.files.items())})",
             hint="publish a new version, or pass --force to re-pin this one",
         )
@@ -513,7 +559,7 @@ class Lockfile:
         Raises:
             NotPinnedError: no such model or version.
         """
-        self.version(name, version)
+        version, _ = self.version(name, version)
         model = self.models[name]
         del model.versions[version]
         if model.latest == version:
@@ -525,6 +571,10 @@ class Lockfile:
             and not model.trust
         ):
             del self.models[name]
+
+
+def _contents(files: dict[str, Digest]) -> dict[str, str]:
+    return {f: d.sha256 for f, d in files.items()}
 
 
 # -- finding and editing lockfiles on disk -------------------------------------------------
@@ -735,7 +785,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 vbody,
                 where,
                 vpath,
-                {"requires", "source", "commit", "mirrors", "signature", "files"},
+                {"requires", "source", "commit", "validator", "mirrors", "signature", "files"},
             )
             requires = _opt_string(v, "requires", where, vpath)
             if requires is not None:
@@ -764,10 +814,18 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 _opt_string(v, "source", where, vpath),
                 commit,
                 _mirrors(v.get("mirrors"), where, f"{vpath}.mirrors"),
+                _opt_string(v, "validator", where, vpath),
                 _signature(v.get("signature"), where, f"{vpath}.signature"),
             )
         if model.latest is not None and model.latest not in model.versions:
             raise _fail(where, f"{mpath}.latest", f"{model.latest!r} is not one of its versions")
+        for group in model.duplicates():
+            # Written by hand or by an older modelcas: readable, with one line saying so.
+            warnings.warn(
+                f"{where}: {mpath}.versions: {' and '.join(group)} are one version (PEP 440); "
+                f"lookups use {group[0]}; `cas lock check` says how to merge them",
+                stacklevel=4,
+            )
         lock.models[name] = model
     return lock
 

@@ -29,7 +29,7 @@ from modelcas.errors import (
 )
 from modelcas.hashing import Progress
 from modelcas.lockfile import LockedVersion, Lockfile, is_prerelease, parse_requires
-from modelcas.remotes import for_source
+from modelcas.remotes import pinned
 from modelcas.store import Store, views
 from modelcas.warning import warn
 
@@ -234,7 +234,7 @@ class Registry:
         Only bytes: ``requires`` is not read, so a cache can be warmed without the package.
         """
         if name is not None and version is not None:
-            _, entry = self.lock.version(name, version)
+            version, entry = self.lock.version(name, version)
             return [Pin(name, version, f, d) for f, d in entry.files.items()]
         return [Pin(m, v, f, d) for m, v, f, d in self.lock.entries() if name is None or m == name]
 
@@ -266,17 +266,22 @@ class Registry:
         # The source, then each mirror; every one is verified as it is read.
         failures: list[ModelcasError] = []
         for place in (entry.source, *entry.mirrors):
-            commit = entry.commit if place == entry.source else None
+            at_source = place == entry.source
+            remote, at = pinned(
+                place,
+                model=pin.model,
+                version=pin.version,
+                commit=entry.commit if at_source else None,
+                validator=entry.validator if at_source else None,
+            )
             try:
-                info = for_source(place).fetch(
-                    pin.file, pin.digest, self.store, commit=commit, progress=progress
-                )
+                got = remote.fetch(at, {pin.file: pin.digest}, self.store, progress=progress)
             except (RemoteError, IntegrityError) as e:
                 failures.append(e)
                 continue
             for failed in failures:
                 warn(f"{pin.label}: {failed.message}")
-            return info.path
+            return self.store.object_path(got[0].digest.sha256)
         if len(failures) == 1:
             raise failures[0]
         # Bytes that did not match are the graver finding: they decide the exit code.

@@ -280,7 +280,7 @@ class _Planner:
 
     def source(self, key: str, spec: dict[Any, Any]) -> PlannedModel | None:
         """Where a model's bytes come from: a file, a store object or a lock pin."""
-        from modelcas.lockfile import split_ref  # noqa: PLC0415 (only for lock names)
+        from modelcas.remotes.reference import parse  # noqa: PLC0415 (only for references)
 
         ref = spec["model_path"]
         original = str(spec.get("original_name") or "")
@@ -293,7 +293,8 @@ class _Planner:
             model.original_name = original or Path(str(ref)).name
             return model
         try:
-            if ref.startswith("sha256:"):
+            parsed = parse(ref)
+            if parsed.kind == "object":
                 sha = self.store.resolve(ref)
                 info = self.store.info(sha)
                 model.source, model.pinned, model.found = info.path, info.digest, "store"
@@ -301,7 +302,7 @@ class _Planner:
             else:
                 # A bundle config's names resolve through the lockfile nearest the config.
                 registry = self.registry()
-                pin = registry.pin(*split_ref(ref))
+                pin = registry.pin(parsed.name, parsed.version)
                 model.pinned, model.found = pin.digest, "lock"
                 model.original_name = original or pin.file
                 if self.store.has(pin.digest.sha256):
@@ -327,13 +328,18 @@ class _Planner:
     def is_ref(self, value: str) -> bool:
         """Whether a model_path names stored content (address or lock name) rather than a file."""
         from modelcas import lockfile  # noqa: PLC0415
-        from modelcas.lockfile import Lockfile, split_ref  # noqa: PLC0415
+        from modelcas.lockfile import Lockfile  # noqa: PLC0415
+        from modelcas.remotes.reference import parse  # noqa: PLC0415 (the one parser)
 
         if value.startswith("sha256:"):
-            return True
-        if paths.resolve(value, self.base).path.exists():
+            return True  # a malformed address is a problem to report, not a file name
+        try:
+            parsed = parse(value)
+        except UsageError:
             return False
-        name, version = split_ref(value)
+        if parsed.kind != "pin" or paths.resolve(value, self.base).path.exists():
+            return False
+        name, version = parsed.name, parsed.version
         if version is not None:
             return True
         found = self._lock or lockfile.find(self.base)

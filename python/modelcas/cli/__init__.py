@@ -9,6 +9,7 @@ per problem plus at most one ``hint:`` line; a traceback only with ``CAS_DEBUG=1
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -108,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = getattr(args, "command", "cas")
     debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
+    if not getattr(args, "verbose", 0):
+        # The Hub client logs its retries (13 lines for one failing request); cas says what
+        # failed once, in its own error line. -v lets them through.
+        logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
 
     def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
         _error(message, hint, details)

@@ -9,7 +9,7 @@ from modelcas import lockfile
 from modelcas.cli._common import add_action, add_command, emit_json, err, human, show_path
 from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
-from modelcas.remotes import for_source
+from modelcas.remotes import pinned
 
 HELP = "list, show, remove, check, set and import lockfile entries"
 DESCRIPTION = """\
@@ -200,6 +200,8 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"    commit:   {entry.commit}")
         if entry.signature:
             print(f"    signed:   by key {entry.signature.signer} ({entry.signature.digest})")
+        if entry.validator:
+            print(f"    validator: {entry.validator}")
         for fname, d in entry.files.items():
             print(f"    {fname}: {d.size} bytes ({human(d.size)})")
             print(f"      sha256: {d.sha256}")
@@ -231,13 +233,27 @@ def run_check(args: argparse.Namespace) -> int:
     changes = []
     if lockfile.read_text(path, "lockfile") != lock.dumps():
         changes.append(f"{show_path(path)} is not in canonical form (any `cas` edit rewrites it)")
+    for name, group in lock.duplicate_versions():
+        entries = [lock.models[name].versions[v] for v in group]
+        same = all(e.files == entries[0].files for e in entries)
+        how = (
+            f"they pin the same files: keep {group[0]} and remove the others "
+            f"(`cas lock rm {name}@{group[-1]}`)"
+            if same
+            else f"they pin different files: keep one, remove the others (`cas lock rm "
+            f"{name}@{group[-1]}`) and pin that content again as a new version"
+        )
+        changes.append(
+            f"models.{name}.versions: {', '.join(group)} are one version (PEP 440); {how}"
+        )
     if not args.offline:
         for name, model in sorted(lock.models.items()):
             for v in model.ordered():
                 entry = model.versions[v]
                 if entry.source is None or entry.commit is None:
                     continue
-                now = for_source(entry.source).resolve()
+                remote, at = pinned(entry.source, version=v, commit=entry.commit)
+                now = remote.resolve(at.ref).revision
                 if now is not None and now != entry.commit:
                     changes.append(
                         f"models.{name}.versions.{v}: {entry.source} now resolves to commit "
@@ -276,6 +292,7 @@ def _as_json(lock: Lockfile) -> dict[str, Any]:
                         }
                         if e.signature
                         else None,
+                        "validator": e.validator,
                         "files": {
                             f: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
                             for f, d in e.files.items()

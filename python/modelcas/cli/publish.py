@@ -1,4 +1,4 @@
-"""``cas publish``: publish a version of a model's weights to the Hugging Face Hub."""
+"""``cas publish``: publish a version of a model's weights to the Hub, a registry or a directory."""
 
 from __future__ import annotations
 
@@ -19,47 +19,55 @@ from modelcas.cli._common import (
 )
 from modelcas.errors import UsageError
 
-HELP = "publish weights to the Hugging Face Hub (or an OCI registry): upload, tag, pin"
+HELP = "publish weights to the Hub, an OCI registry or a directory: upload, tag, pin"
 DESCRIPTION = """\
-Publish a version of a model's weights in one step: hash and store the files, create the
-Hub repo if it is missing, commit exactly the version's files (bytes the Hub already has
-are not sent again; files of the previous version that this one does not pin are deleted
-in the same commit), read back what the Hub recorded for every file, tag that commit
-weights-VERSION, and pin the version in the lockfile (size, sha256, blake3, requires,
-source, commit) with `latest` bumped. A tag holds exactly its version's files: if the Hub
-recorded anything else, no tag is created and nothing is pinned.
+Publish a version of a model's weights in one step, planned first: hash and store the
+files, look at the remote (which files it has, whether the tag exists), then send only what
+is missing, read back what the remote recorded for every file (every byte with
+--read-back), tag the version, and pin it in the lockfile (size, sha256, blake3, requires,
+source, commit) with `latest` bumped. A tag holds every file of its version and no file
+pinned only by an earlier version: if the remote recorded anything else, no tag is created
+and nothing is pinned. An existing tag is never moved, and an existing version is never
+overwritten; a version PEP 440 calls equal to a pinned one (v1.0 and 1.0.0) is that one, and
+its tag keeps the spelling that was pinned.
+
+Where: --to hf://ORG/NAME, --to oci://HOST[:PORT]/REPO (one CNCF ModelPack artifact tagged
+VERSION, layers typed by role: weights, weight.config for config.json, tokenizer* and *.yaml,
+doc for README/LICENSE; --media-type NAME=TYPE overrides), or --to a directory (the store's
+layout plus a catalog of versions). Without --to: --repo ORG/NAME on the Hub, else the
+model's repo from the lockfile. A version the lockfile already pins (say, from the Hub) gets
+the new place as a mirror.
+
+On the Hub, a version's commit removes only files an earlier `cas publish` wrote (its
+modelcas.json on main says which) that this version does not pin; files cas never wrote
+(a README, a config.json uploaded by hand) stay, on main and in the tag, unless --prune.
+The token comes from HF_TOKEN or `hf auth login`; it is never printed.
 
 The repo and the default file come from the model's earlier versions in the lockfile, and
 --requires defaults to the previous version's range: a retrain on the same architecture is
-just `cas publish MODEL --version v1.1`. File names on the Hub are the lockfile's: the
-first publish's name (best.pt) stays the name of later versions, whatever the local file is
-called, unless --as renames it. --file is for this publish only (the model's first publish
-remembers it; --set-default changes it later). `requires` is checked against the package
-named in the lockfile (`package:`), recorded from the nearest pyproject.toml or --package.
-An existing tag is never moved, and an existing version is never overwritten. If anything
-fails midway the lockfile is unchanged, and the same command finishes the job. The token
-comes from HF_TOKEN or `hf auth login`; it is never printed.
-
-With --to oci://HOST[:PORT]/REPO the version goes to an OCI registry instead, as one CNCF
-ModelPack artifact tagged VERSION (docs/oci.md); credentials come from the docker or podman
-config. A version the lockfile already pins (say, from the Hub) gets the registry as a
-mirror."""
+just `cas publish MODEL --version v1.1`. File names are the lockfile's: the first publish's
+name (best.pt) stays the name of later versions unless --as renames it. --file is for this
+publish only (the model's first publish remembers it; --set-default changes it later).
+`requires` is checked against the package named in the lockfile (`package:`), recorded from
+the nearest pyproject.toml or --package. If anything fails midway the lockfile is unchanged,
+and the same command finishes the job."""
 EPILOG = f"""\
 examples:
   cas publish cser-detector --version v1.1 --dry-run
   cas publish cser-detector --version v1.1
   cas publish cser-detector --version v2.0 --requires '>=1.0.0,<2.0.0'   (architecture change)
   cas publish ner-tagger --version v1.0 --repo sidxz/structflo-ner-tagger --file model.pt
-  cas publish cser-detector --version v1.2 --file exp/last.pt           (still best.pt on the Hub)
+  cas publish cser-detector --version v1.2 --file exp/last.pt           (still best.pt remotely)
   cas publish cser-detector --version v1.1 --lock structflo/cser/weights.lock
   cas publish cser-detector --version v1.1 --to oci://registry.lab:5000/models/cser-detector
+  cas publish cser-detector --version v1.1 --to /lab/shared/cas --read-back
 
-{json_help("publish", ['"model"', '"version"', '"repo"', '"tag"', '"commit"', '"files": [...]'])}
+{json_help("publish", ['"model"', '"version"', '"remote"', '"tag"', '"commit"', '"files": [...]'])}
 
 After publishing, commit the lockfile: git add cas.lock && git commit -m 'weights: v1.1'
 
-exit status: 0 published (or already published); 1 the Hub recorded other bytes or files,
-or the tag exists elsewhere; 2 usage error or a Hub failure (run the command again)."""
+exit status: 0 published (or already published); 1 the remote recorded other bytes or
+files, or the tag exists elsewhere; 2 usage error or a remote failure (run it again)."""
 
 
 def register(sub: Any) -> None:
@@ -78,7 +86,7 @@ def register(sub: Any) -> None:
         dest="names",
         action="append",
         metavar="NAME",
-        help="the file's name on the Hub and in the lockfile (one per --file)",
+        help="the file's name at the remote and in the lockfile (one per --file)",
     )
     p.add_argument("--repo", metavar="ORG/NAME", help="Hub repo (default: the model's repo)")
     p.add_argument(
@@ -98,10 +106,26 @@ def register(sub: Any) -> None:
         "--allow-lfs-pointer", action="store_true", help="publish git-lfs pointer files as they are"
     )
     p.add_argument(
-        "--to", metavar="oci://HOST[:PORT]/REPO", help="publish to an OCI registry instead"
+        "--to",
+        metavar="REMOTE",
+        help="hf://ORG/NAME, oci://HOST[:PORT]/REPO, or a directory (default: the model's repo)",
     )
     p.add_argument(
-        "--plain-http", action="store_true", help="(--to) the registry speaks HTTP, not HTTPS"
+        "--prune", action="store_true", help="(Hub) also remove files of main cas never wrote"
+    )
+    p.add_argument(
+        "--read-back",
+        action="store_true",
+        help="download and hash every byte before tagging; refuse to tag on a mismatch",
+    )
+    p.add_argument(
+        "--media-type",
+        action="append",
+        metavar="NAME=TYPE",
+        help="(oci://) a file's layer media type instead of its role's",
+    )
+    p.add_argument(
+        "--plain-http", action="store_true", help="(oci://) the registry speaks HTTP, not HTTPS"
     )
     p.set_defaults(run=run)
 
@@ -109,8 +133,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas publish``."""
     from modelcas.cli._progress import byte_bar  # noqa: PLC0415
-    from modelcas.ops import publish as ops  # noqa: PLC0415 (the Hub client only here)
+    from modelcas.ops import publish as ops  # noqa: PLC0415 (the remotes only here)
 
+    media: list[tuple[str, str]] = []
+    for item in args.media_type or ():
+        name, sep, media_type = item.partition("=")
+        if not sep or not name or not media_type:
+            raise UsageError(f"--media-type {item!r}: expected NAME=TYPE")
+        media.append((name, media_type))
     request = ops.PublishRequest(
         args.model,
         args.version,
@@ -125,17 +155,13 @@ def run(args: argparse.Namespace) -> int:
         pre=args.pre,
         private=args.private,
         allow_lfs_pointer=args.allow_lfs_pointer,
+        to=args.to,
+        prune=args.prune,
+        read_back=args.read_back,
+        media_types=tuple(media),
+        plain_http=args.plain_http,
     )
     store = open_store(args)
-    if args.to is not None:
-        from modelcas.cli import _oci  # noqa: PLC0415 (only for --to)
-
-        _oci.check_publish(args)
-        local = ops.prepare(request, store, dry_run=args.dry_run)
-        files = {name: (f.local, f.digest) for name, f in local.files.items()}
-        return _oci.publish(args, local.lock_path, store, files, local.requires)
-    if args.plain_http:
-        raise UsageError("--plain-http goes with --to oci://...")
     plan = ops.plan(request, store, dry_run=args.dry_run)
     if args.dry_run:
         if args.json:
@@ -146,45 +172,76 @@ def run(args: argparse.Namespace) -> int:
     with byte_bar(ops.upload_bytes(plan), "uploading", quiet=args.quiet) as bar:
         result = ops.publish(plan, store, progress=bar)
     if args.json:
-        _json(plan, result.commit, dry_run=False)
+        _json(plan, result, dry_run=False)
         return 0
+    lock = show_path(plan.lock_path)
     if plan.up_to_date:
+        at = f" at {_short(result.commit)}" if result.commit else ""
         say(
             args,
-            f"{args.model}@{args.version} is already published at {result.commit[:12]} "
-            f"and pinned in {show_path(plan.lock_path)}; nothing to do",
+            f"{args.model}@{plan.version} is already published to {plan.remote.remote}{at} "
+            f"and pinned in {lock}; nothing to do",
         )
         return 0
     if plan.default_changed:
         say(args, f"default weights file of {args.model} is now {plan.weights_path}")
+    done = result.published
+    assert done is not None
+    revision = f", {_revision_word(plan)} {_short(done.revision)}" if done.revision else ""
+    mounted = f", {len(done.mounted)} mounted" if done.mounted else ""
+    present = f", {len(done.present)} already there" if done.present else ""
+    hub = plan.remote.remote.startswith("hf://")
+    removed = f", {len(done.deleted)} removed from the tree" if hub or done.deleted else ""
+    kept = plan.remote.named("keep")
+    again = " (already published: the tag was adopted)" if plan.remote.tag_exists else ""
     say(
         args,
-        f"published {args.model}@{args.version} to hf://{plan.repo_id} "
-        f"(tag {plan.tag}, commit {result.commit[:12]}; {len(result.uploaded)} file(s) "
-        f"uploaded, {len(plan.delete)} removed from the tree)",
+        f"published {args.model}@{plan.version} to {plan.remote.remote} (tag {plan.tag}"
+        f"{revision}; {len(done.uploaded)} file(s) uploaded{mounted}{present}{removed}){again}",
     )
-    lock = show_path(plan.lock_path)
-    say(
-        args,
-        f"pinned in {lock}: commit it with "
-        f"`git add {lock} && git commit -m 'weights: publish {args.version}'`",
-    )
+    if kept:
+        say(args, f"kept {len(kept)} file(s) cas did not write: {', '.join(kept)}")
+    if request.read_back:
+        say(args, f"read back every byte of {len(plan.files)} file(s): all as sent")
+    commit = f"commit it with `git add {lock} && git commit -m 'weights: publish {plan.version}'`"
+    if plan.place == "unchanged":
+        say(args, f"{lock} already records {plan.source}")
+    elif plan.place == "mirror":
+        say(args, f"pinned in {lock} with {plan.remote.remote} as a mirror: {commit}")
+    else:
+        say(args, f"pinned in {lock}: {commit}")
     return 0
 
 
-def _json(plan: Any, commit: str | None, *, dry_run: bool) -> None:
+def _revision_word(plan: Any) -> str:
+    return "manifest" if plan.remote.remote.startswith("oci://") else "commit"
+
+
+def _short(revision: str | None) -> str:
+    if revision is None:
+        return ""
+    return revision if revision.startswith("sha256:") else revision[:12]
+
+
+def _json(plan: Any, result: Any, *, dry_run: bool) -> None:
+    steps = {s.name: s for s in plan.remote.steps}
     emit_json(
         "publish",
         {
             "dry_run": dry_run,
             "model": plan.request.model,
-            "version": plan.request.version,
-            "repo": f"hf://{plan.repo_id}",
+            "version": plan.version,
+            "remote": plan.remote.remote,
+            "repo": plan.remote.remote,
             "tag": plan.tag,
-            "commit": commit,
+            "tag_exists": plan.remote.tag_exists,
+            "source": plan.source,
+            "commit": result.commit if result is not None else plan.remote.revision,
             "lock": show_path(plan.lock_path),
+            "place": plan.place,
             "requires": plan.requires,
             "package": plan.package,
+            "read_back": plan.request.read_back,
             "files": [
                 {
                     "name": name,
@@ -192,29 +249,54 @@ def _json(plan: Any, commit: str | None, *, dry_run: bool) -> None:
                     "size": f.digest.size,
                     "sha256": f.digest.sha256,
                     "blake3": f.digest.blake3,
-                    "upload": name not in plan.already_on_hub and plan.tag_commit is None,
+                    "action": steps[name].action if name in steps else "present",
+                    "upload": name in steps and steps[name].action == "upload",
                 }
                 for name, f in sorted(plan.files.items())
             ],
-            "delete": plan.delete,
+            "delete": plan.remote.named("delete"),
+            "prune": plan.remote.named("prune"),
+            "keep": plan.remote.named("keep"),
+            "uploaded": result.uploaded if result is not None else [],
         },
     )
 
 
+_ACTIONS = {
+    "upload": "upload",
+    "present": "already there, not sent",
+    "mount": "mounted, not sent",
+}
+
+
 def _show_plan(plan: Any) -> None:
     path = show_path(plan.lock_path)
-    print(f"dry run: nothing will be changed on the Hub or in {path}")
-    state = "exists" if plan.repo_exists else "will be created"
-    print(f"  repo     hf://{plan.repo_id} ({state})")
-    for name, f in sorted(plan.files.items()):
-        upload = "already on the Hub, not uploaded" if name in plan.already_on_hub else "upload"
-        print(
-            f"  file     {show_path(f.local)} -> {name}  {f.digest.size} bytes "
-            f"({human(f.digest.size)})  sha256:{f.digest.sha256}  [{upload}]"
+    rp = plan.remote
+    where = {"hf": "on the Hub", "oci": "in the registry"}.get(
+        rp.remote.split(":", 1)[0], "in the directory"
+    )
+    print(f"dry run: nothing will be changed {where} or in {path}")
+    state = "exists" if rp.repo_exists else "will be created"
+    print(f"  repo     {rp.remote} ({state})")
+    for step in rp.steps:
+        if step.action not in _ACTIONS:
+            continue
+        d = step.digest
+        local = plan.files.get(step.name)
+        what = f"{step.note}, not sent" if step.action == "mount" else _ACTIONS[step.action]
+        head = (
+            f"file     {show_path(local.local)} -> {step.name}"
+            if local
+            else f"blob     {step.name}"
         )
-    for name in plan.delete:
-        print(f"  delete   {name} (not part of {plan.request.version})")
-    tag_state = f"exists at {plan.tag_commit}, reused" if plan.tag_commit else "will be created"
+        print(f"  {head}  {d.size} bytes ({human(d.size)})  {d.address}  [{what}]")
+    for name in rp.named("delete"):
+        print(f"  delete   {name} (written by an earlier publish, not part of {plan.version})")
+    for name in rp.named("prune"):
+        print(f"  prune    {name} (not written by cas; removed because of --prune)")
+    for name in rp.named("keep"):
+        print(f"  keep     {name} (not written by cas; --prune would remove it)")
+    tag_state = f"exists at {_short(rp.revision)}, reused" if rp.tag_exists else "will be created"
     print(f"  tag      {plan.tag} ({tag_state})")
     print(
         f"  requires {plan.requires or 'any version'}"

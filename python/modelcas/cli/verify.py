@@ -21,7 +21,7 @@ from modelcas.cli._common import (
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
-HELP = "re-check stored objects (blake3; --deep adds sha256), or what a lockfile pins"
+HELP = "re-check stored objects, what a lockfile pins, or what a remote holds"
 DESCRIPTION = """\
 Re-hash objects and compare them with their recorded size and blake3 (--deep also
 recomputes sha256, which must equal the object's name). With --lock, check every file the
@@ -34,7 +34,14 @@ quarantine so that the next fetch replaces them.
 With --public-key, check one pinned version NAME[@VERSION]: its stored files as --lock
 does, then its signature (the pinned one, or --signature FILE) against the pinned digests,
 without hashing anything twice. A model the lockfile trusts signers for (`cas trust`) is
-checked by --lock too: each of its versions must be validly signed by one of them."""
+checked by --lock too: each of its versions must be validly signed by one of them.
+
+With --remote NAME[@VERSION], audit the version's places instead (its source and mirrors:
+the Hub, a registry, a directory, a URL): the remote's listing (sizes and digests from its
+own metadata) must match the pins; --read-data also downloads and hashes every byte, storing
+nothing (restic's check --read-data), which catches a server that keeps other bytes of the
+same size. On a directory over NFS a read may come from this client's page cache."""
+_MODES = '"mode": "store"|"lock"|"signature"|"remote"'
 EPILOG = f"""\
 examples:
   cas verify --lock               every file the nearest cas.lock pins (before a GPU run)
@@ -44,8 +51,9 @@ examples:
   cas verify --repair
   cas verify cser-detector@v1.0 --public-key release.pub
                                   its stored files, and its signature by this key
+  cas verify --remote cser-detector@v1.1 --read-data   what the Hub (or registry) holds
 
-{json_help("verify", ['"mode": "store"|"lock"', '"ok": bool', '"problems": [...]', "..."])}
+{json_help("verify", [_MODES, '"ok": bool', '"problems": [...]', "..."])}
 
 exit status: 0 all intact, 1 a problem was found, 2 usage error."""
 
@@ -73,11 +81,25 @@ def register(sub: Any) -> None:
     sig.add_argument(
         "--signature", metavar="FILE", help="check this signature instead of the pinned one"
     )
+    p.add_argument(
+        "--remote",
+        metavar="NAME[@VERSION]",
+        help="audit what the version's remotes hold against its pins",
+    )
+    p.add_argument(
+        "--read-data", action="store_true", help="(--remote) download and hash every byte"
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas verify``."""
+    if args.remote is not None:
+        if args.refs:
+            raise UsageError("give addresses or --remote, not both")
+        return _run_remote(args)
+    if args.read_data:
+        raise UsageError("--read-data goes with --remote NAME[@VERSION]")
     if args.public_key is not None or args.signature is not None:
         return _run_signed(args)
     if args.lock is not None:
@@ -220,6 +242,37 @@ def _run_signed(args: argparse.Namespace) -> int:
             f"{label}: signed by {report.signed.who}; the signature covers exactly its "
             f"{len(report.pins.pins)} pinned file(s)",
         )
+    return 0
+
+
+def _run_remote(args: argparse.Namespace) -> int:
+    from modelcas.cli._remote import audit_lines, audit_rows  # noqa: PLC0415
+    from modelcas.ops.audit import AuditRequest, audit  # noqa: PLC0415 (the remotes only here)
+
+    lock = getattr(args, "lock", None) or None
+    req = AuditRequest(args.remote, lock, read_data=args.read_data)
+    with byte_bar(None, "reading back", quiet=args.quiet) as bar:
+        audits = audit(req, open_store(args), progress=bar)
+    failed = [a for a in audits if not a.ok]
+    if args.json:
+        emit_json(
+            "verify",
+            {
+                "mode": "remote",
+                "ref": args.remote,
+                "read_data": args.read_data,
+                "ok": not failed,
+                "audits": audit_rows(audits),
+            },
+        )
+    else:
+        problems(audit_lines(audits))
+    if failed:
+        err(f"{len(failed)} of {len(audits)} place(s) of {args.remote} do not hold what is pinned")
+        return 1
+    if not args.json:
+        how = "every byte read back" if args.read_data else "by their listings"
+        say(args, f"{len(audits)} place(s) of {args.remote} hold what is pinned ({how})")
     return 0
 
 

@@ -8,30 +8,15 @@ uncompressed layer whose digest is the file's sha256 address. See ``docs/oci.md`
 - :mod:`modelcas.oci.client`: the distribution API over ``http.client`` (why not the oras
   SDK is written there).
 - :mod:`modelcas.oci.modelpack`: the artifact's manifest and config.
-- :mod:`modelcas.oci.remote`: publish, pull and fetch, as operations with typed results.
+- :mod:`modelcas.oci.remote`: the adapter to the one remote protocol (``modelcas.remotes``).
 """
 
 from modelcas.oci.reference import Reference, check_tag, is_tag, parse
-from modelcas.oci.remote import (
-    BlobStep,
-    OciRemote,
-    PublishOutcome,
-    PulledFile,
-    PullOutcome,
-    PushPlan,
-    PushResult,
-    plan_push,
-    publish_version,
-    pull_artifact,
-    push,
-)
+from modelcas.oci.remote import BlobStep, OciRemote, PushPlan, PushResult, plan_push, push
 
 __all__ = [
     "BlobStep",
     "OciRemote",
-    "PublishOutcome",
-    "PullOutcome",
-    "PulledFile",
     "PushPlan",
     "PushResult",
     "Reference",
@@ -39,7 +24,5 @@ __all__ = [
     "is_tag",
     "parse",
     "plan_push",
-    "publish_version",
-    "pull_artifact",
     "push",
 ]

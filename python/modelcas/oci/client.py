@@ -29,16 +29,17 @@ import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from modelcas import __version__
-from modelcas.errors import IntegrityError, RemoteError, UsageError
+from modelcas.errors import RemoteError, RemoteMissingError, UsageError
 from modelcas.oci.auth import Challenge, Credential, find_credential, parse_challenge
 from modelcas.oci.reference import Reference
+from modelcas.remotes import transfer
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -276,104 +277,100 @@ class Client:
             r.read()
             self.expect(r, (201,), f"upload {digest} to {repository}")
 
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of a repository (following ``Link`` pagination).
+
+        Raises:
+            RemoteMissingError: no such repository.
+            RemoteError: the registry failed or refused.
+        """
+        url: str | None = f"{self.base}/v2/{repository}/tags/list?n=1000"
+        tags: list[str] = []
+        for _ in range(1000):
+            if url is None:
+                break
+            with self.open("GET", url, (pull_scope(repository),)) as r:
+                if r.status == 404:
+                    r.read()
+                    raise RemoteMissingError(
+                        f"oci://{self.registry}/{repository} does not exist",
+                        hint="check the registry and repository",
+                    )
+                self.expect(r, (200,), f"list tags of {repository}")
+                raw = r.read(MAX_MANIFEST + 1)
+                link = r.getheader("Link")
+            try:
+                found = json.loads(raw).get("tags") or []
+            except (ValueError, AttributeError):
+                raise RemoteError(
+                    f"{self.registry}/{repository}: the tag list is not JSON"
+                ) from None
+            tags += [t for t in found if isinstance(t, str)]
+            url = _next_link(link, url)
+        return tags
+
     def open_blob(self, repository: str, digest: str, offset: int = 0) -> http.client.HTTPResponse:
         """A streaming GET of a blob (from ``offset``), following redirects; the caller closes.
 
+        The answer is 200 or 206 (a registry may ignore ``Range``); the one fetch path
+        (``modelcas.remotes.transfer``) decides what to do with either.
+
         Raises:
-            RemoteError: missing, or any other failure.
+            RemoteMissingError: the registry has no such blob.
+            RemoteError: any other failure.
         """
         url = f"{self.base}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         r = self.open("GET", url, (pull_scope(repository),), headers)
         if r.status == 404:
-            r.close()
-            raise RemoteError(
+            r.read()
+            raise RemoteMissingError(
                 f"{self.registry}/{repository} has no blob {digest}",
                 hint="it was deleted or never pushed there: push it again, or fetch elsewhere",
             )
-        self.expect(r, (206,) if offset else (200,), f"GET blob {repository}@{digest}")
+        if r.status in (200, 206) or r.status >= 500 or r.status == 429:
+            return r
+        self.expect(r, (200, 206), f"GET blob {repository}@{digest}")
         return r
+
+    def opener(self, repository: str, digest: str) -> Callable[[int], transfer.Answer]:
+        """Opens a blob from an offset, for the one fetch path."""
+
+        def open_at(offset: int) -> transfer.Answer:
+            return _BlobAnswer(self, self.open_blob(repository, digest, offset))
+
+        return open_at
 
     def read_blob(
         self,
         repository: str,
         digest: str,
         size: int,
-        sink: Callable[[memoryview], object],
+        sink: Callable[[bytes | memoryview], object],
         *,
         progress: Progress | None = None,
-        attempts: int = 4,
     ) -> None:
         """Stream exactly ``size`` bytes of a blob into ``sink``, each byte once.
 
-        A connection cut midway is resumed with a ``Range`` request, up to ``attempts`` tries
-        with backoff; the bytes already given to ``sink`` are not asked for again.
+        Through the one fetch path: a cut is resumed with ``Range``, a trickle is abandoned
+        below the low-speed limit.
 
         Raises:
-            IntegrityError: the registry serves more bytes than ``size``.
-            RemoteError: missing, refused, or still cut short after every try.
+            IntegrityError: the registry serves more or fewer bytes than ``size``.
+            RemoteError: missing, refused, too slow, or still cut short after every try.
         """
-        done = 0
-        failures = 0
-        view = memoryview(bytearray(1 << 20))
-        while True:
-            cut: BaseException | None = None
-            try:
-                r: http.client.HTTPResponse | None = self.open_blob(repository, digest, done)
-            except _NetworkError as e:
-                if not e.transient:
-                    raise
-                r, cut = None, e
-            origin = self._live
-            complete = False
-            try:
-                if r is None:
-                    assert cut is not None
-                    raise cut
-                skip = done if r.status == 200 else 0  # the server ignored Range
-                length = r.getheader("Content-Length")
-                if length is not None and int(length) + (done - skip) != size:
-                    raise IntegrityError(
-                        f"{self.registry}/{repository}@{digest}: the registry serves "
-                        f"{int(length) + done - skip} bytes, the descriptor says {size}; "
-                        "nothing was stored",
-                        hint="the registry's copy is damaged or the manifest is wrong",
-                    )
-                while skip:
-                    n = r.readinto(view[: min(len(view), skip)])
-                    if n == 0:
-                        break
-                    skip -= n
-                while done < size and not skip:
-                    n = r.readinto(view[: min(len(view), size - done)])
-                    if n == 0:
-                        break
-                    sink(view[:n])
-                    done += n
-                    if progress is not None:
-                        progress(n)
-                if done == size:
-                    if r.read(1):
-                        raise IntegrityError(
-                            f"{self.registry}/{repository}@{digest}: the registry serves "
-                            f"more than the {size} bytes the descriptor says; nothing was stored"
-                        )
-                    complete = True
-                    return
-                cut = RemoteError(f"cut after {done} of {size} bytes")
-            except (OSError, http.client.HTTPException, _NetworkError) as e:
-                cut = e
-            finally:
-                if not complete and origin is not None:
-                    self._drop(origin)
-            failures += 1
-            if failures >= attempts:
-                raise RemoteError(
-                    f"{self.registry}/{repository}@{digest}: download failed after "
-                    f"{done} of {size} bytes and {failures} tries ({type(cut).__name__}: {cut})",
-                    hint="run the command again; nothing incomplete was stored",
-                )
-            time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
+        transfer.copy(
+            self.opener(repository, digest),
+            size,
+            sink,
+            where=f"{self.registry}/{repository}@{digest}",
+            progress=progress,
+        )
+
+    def discard(self) -> None:
+        """Close the connection of an answer that was not read to its end."""
+        if self._live is not None:
+            self._drop(self._live)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -704,3 +701,37 @@ def plain_http_allowed(reference: Reference, flag: bool = False) -> bool:
         return True
     listed = os.environ.get("MODELCAS_PLAIN_HTTP", "")
     return reference.registry.lower() in {s.strip().lower() for s in listed.split(",") if s}
+
+
+class _BlobAnswer:
+    """A blob GET as :class:`modelcas.remotes.transfer.Answer`."""
+
+    def __init__(self, client: Client, response: http.client.HTTPResponse) -> None:
+        self._client = client
+        self._r = response
+        self.status = response.status
+        self._done = False
+
+    def header(self, name: str) -> str | None:
+        return self._r.getheader(name)
+
+    def pieces(self) -> Iterator[bytes]:
+        # read1: what the socket has now (readinto would wait to fill the whole buffer, and a
+        # trickle would look like silence to the low-speed limit).
+        while data := self._r.read1(1 << 20):
+            yield data
+        self._done = True
+
+    def close(self) -> None:
+        if not self._done:
+            # What is left of the body would poison the pooled connection's next answer.
+            self._client.discard()
+        self._r.close()
+
+
+def _next_link(link: str | None, url: str) -> str | None:
+    """The next page of a tag list (``Link: </v2/…?last=x>; rel="next"``)."""
+    if not link or 'rel="next"' not in link:
+        return None
+    target = link.split(";", 1)[0].strip().removeprefix("<").removesuffix(">")
+    return urljoin(url, target)

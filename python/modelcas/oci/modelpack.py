@@ -1,11 +1,13 @@
 """A version of a model as a CNCF ModelPack artifact: build its manifest, read one back.
 
-One artifact per version. Each file is one uncompressed layer (``...weight.v1.raw``) whose
-digest is the file's sha256, so the registry, the lockfile and the store name the same bytes
-the same way; the file's name is the layer's ``org.cncf.model.filepath`` annotation. The
-config blob (``...model.config.v1+json``) holds ``descriptor`` (name, version), ``config``
-and ``modelfs`` (``type: layers``, ``diffIds``: for raw layers, the layers' digests). See
-``docs/spec.md`` and ``docs/config.md`` of ``modelpack/model-spec``.
+One artifact per version. Each file is one uncompressed layer whose media type is its role's
+(``weight.v1.raw``; ``weight.config.v1.raw`` for configs and tokenizers; ``doc.v1.raw`` for
+README and LICENSE) and whose digest is the file's sha256, so the registry, the lockfile and
+the store name the same bytes the same way; the file's name is the layer's
+``org.cncf.model.filepath`` annotation. The config blob (``...model.config.v1+json``) holds
+``descriptor`` (name, version), ``config`` and ``modelfs`` (``type: layers``, ``diffIds``:
+for raw layers, the layers' digests). See ``docs/spec.md`` and ``docs/config.md``
+of ``modelpack/model-spec``.
 
 What is built is deterministic (no timestamps): the same files give the same manifest digest,
 so a rerun after a failure recognises its own tag.
@@ -16,22 +18,24 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelcas.digest import Digest, is_hex64
-from modelcas.errors import IntegrityError, RemoteError
+from modelcas.errors import IntegrityError, RemoteError, UsageError
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
 WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
+WEIGHT_CONFIG_RAW = "application/vnd.cncf.model.weight.config.v1.raw"
+DOC_RAW = "application/vnd.cncf.model.doc.v1.raw"
 # Other one-file-per-layer ModelPack types a pull accepts (tar layers are archives, not files).
 RAW_LAYER_TYPES = frozenset(
     {
         WEIGHT_RAW,
-        "application/vnd.cncf.model.weight.config.v1.raw",
-        "application/vnd.cncf.model.doc.v1.raw",
+        WEIGHT_CONFIG_RAW,
+        DOC_RAW,
         "application/vnd.cncf.model.code.v1.raw",
         "application/vnd.cncf.model.dataset.v1.raw",
     }
@@ -40,6 +44,31 @@ FILEPATH = "org.cncf.model.filepath"
 TITLE = "org.opencontainers.image.title"  # what `oras pull` names a file by
 VERSION = "org.opencontainers.image.version"
 REQUIRES = "io.modelcas.requires"  # the version's `requires` range, for `cas pull`
+PACKAGE = "io.modelcas.package"  # whose version `requires` is checked against
+_CONFIG_NAMES = ("config.json", "generation_config.json", "preprocessor_config.json")
+_DOC_STEMS = ("readme", "license", "licence", "notice", "model_card", "modelcard")
+
+
+def role_media_type(path: str) -> str:
+    """The ModelPack layer type of a file by its role (a raw layer: one file each).
+
+    ``weight.config`` for configs and tokenizers (``config.json``, ``tokenizer*``,
+    ``*.yaml``/``*.yml``, ``classes.json``-like JSON next to weights is a config too), ``doc``
+    for README and LICENSE files, and ``weight`` for everything else.
+    """
+    base = path.rsplit("/", 1)[-1].lower()
+    stem = base.split(".", 1)[0]
+    if stem in _DOC_STEMS or base.endswith((".md", ".rst")):
+        return DOC_RAW
+    if (
+        base in _CONFIG_NAMES
+        or base.startswith(("tokenizer", "special_tokens_map", "vocab", "merges"))
+        or base.endswith((".yaml", ".yml", ".json", ".txt"))
+    ):
+        return WEIGHT_CONFIG_RAW
+    return WEIGHT_RAW
+
+
 MAX_CONFIG = 1 << 20
 
 
@@ -71,6 +100,7 @@ class Artifact:
     files: dict[str, Digest]  # file path -> digest, in layer order
     config: Blob
     manifest: bytes
+    media_types: dict[str, str] = field(default_factory=dict)  # file path -> layer type
 
     @property
     def digest(self) -> str:
@@ -79,7 +109,7 @@ class Artifact:
 
     def blobs(self) -> list[tuple[str, Blob]]:
         """Every blob to push, named for messages: the layers, then the config."""
-        layers = [(f, Blob(WEIGHT_RAW, d)) for f, d in self.files.items()]
+        layers = [(f, Blob(self.media_types.get(f, WEIGHT_RAW), d)) for f, d in self.files.items()]
         return [*layers, ("(config)", self.config)]
 
 
@@ -87,9 +117,38 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def build(name: str, version: str, files: dict[str, Digest], requires: str | None) -> Artifact:
-    """The ModelPack artifact of a version (layers sorted by file name)."""
+def build(
+    name: str,
+    version: str,
+    files: dict[str, Digest],
+    requires: str | None,
+    *,
+    package: str | None = None,
+    media_types: dict[str, str] | None = None,
+) -> Artifact:
+    """The ModelPack artifact of a version (layers sorted by file name).
+
+    Each layer's media type is its role's (:func:`role_media_type`) unless ``media_types``
+    names another; ``requires`` and ``package`` travel as manifest annotations.
+
+    Raises:
+        UsageError: ``media_types`` names a file the version does not have, or a type that
+            is not a raw ModelPack layer.
+    """
     ordered = dict(sorted(files.items()))
+    chosen = {f: role_media_type(f) for f in ordered}
+    for f, t in (media_types or {}).items():
+        if f not in ordered:
+            raise UsageError(
+                f"--media-type {f}={t}: {name}@{version} has no file {f!r}",
+                hint=f"its files: {', '.join(ordered)}",
+            )
+        if t not in RAW_LAYER_TYPES:
+            raise UsageError(
+                f"--media-type {f}={t}: not a raw ModelPack layer type",
+                hint="one of: " + ", ".join(sorted(RAW_LAYER_TYPES)),
+            )
+        chosen[f] = t
     config = _dumps(
         {
             "descriptor": {"name": name, "version": version},
@@ -103,6 +162,8 @@ def build(name: str, version: str, files: dict[str, Digest], requires: str | Non
     annotations = {VERSION: version}
     if requires:
         annotations[REQUIRES] = requires
+    if package:
+        annotations[PACKAGE] = package
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
@@ -110,14 +171,14 @@ def build(name: str, version: str, files: dict[str, Digest], requires: str | Non
         "config": config_blob.descriptor,
         "layers": [
             {
-                **Blob(WEIGHT_RAW, d).descriptor,
+                **Blob(chosen[f], d).descriptor,
                 "annotations": {FILEPATH: f, TITLE: f},
             }
             for f, d in ordered.items()
         ],
         "annotations": annotations,
     }
-    return Artifact(name, version, requires, ordered, config_blob, _dumps(manifest))
+    return Artifact(name, version, requires, ordered, config_blob, _dumps(manifest), chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +189,7 @@ class Manifest:
     config: Blob
     files: dict[str, Digest]
     annotations: dict[str, str]
+    media_types: dict[str, str] = field(default_factory=dict)
 
 
 def parse_manifest(body: bytes, where: str) -> Manifest:
@@ -164,6 +226,7 @@ def parse_manifest(body: bytes, where: str) -> Manifest:
     if not isinstance(layers, list) or not layers:
         raise RemoteError(f"{where}: the manifest has no layers")
     files: dict[str, Digest] = {}
+    types: dict[str, str] = {}
     for i, layer in enumerate(layers):
         blob = _descriptor(layer, where, f"layers[{i}]")
         if blob.media_type not in RAW_LAYER_TYPES:
@@ -180,11 +243,12 @@ def parse_manifest(body: bytes, where: str) -> Manifest:
         if path in files:
             raise RemoteError(f"{where}: two layers are named {path!r}")
         files[path] = blob.digest
+        types[path] = blob.media_type
     notes = raw.get("annotations") or {}
     annotations = (
         {k: v for k, v in notes.items() if isinstance(v, str)} if isinstance(notes, dict) else {}
     )
-    return Manifest(digest, config, files, annotations)
+    return Manifest(digest, config, files, annotations, types)
 
 
 def _descriptor(value: object, where: str, what: str) -> Blob:

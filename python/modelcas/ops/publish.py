@@ -1,27 +1,42 @@
-"""``cas publish``: publish a version of a model's weights to the Hugging Face Hub.
+"""``cas publish``: publish a version of a model's weights to the Hub, a registry or a directory.
 
-One step, as the seed's ``publish_weights.py`` did, but failing closed: hash and store the
-files, create the repo if missing, commit exactly the version's files (deleting what the
-version does not pin), read back what the Hub recorded for every file, and only then tag
-``weights-VERSION`` and pin the version. A tag holds exactly its version's files and is never
-moved; a mismatch creates no tag and no pin.
+One step, as the seed's ``publish_weights.py`` did, but failing closed and planned first
+(restic's ``PlanPrune``, then execute): hash and store the files, look at the remote (which
+files are there already, whether the tag exists), compute the lockfile after the publish, and
+only then send what is missing, read back what the remote recorded (every byte with
+``read_back``), tag, and pin. A tag is never moved; a mismatch creates no tag and no pin.
+
+The remote is picked once: ``--to`` (``hf://ORG/NAME``, ``oci://HOST/REPO``, a directory), else
+``--repo ORG/NAME`` (the Hub), else the model's ``repo:`` in the lockfile, else its latest
+Hub source.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from modelcas import hub, lockfile
+from modelcas import lockfile
 from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, RemoteError, UsageError
+from modelcas.errors import IntegrityError, LockfileError, UsageError
 from modelcas.hashing import Progress, hash_file
 from modelcas.lockfile import LockedModel, Lockfile
 from modelcas.ops.add import refuse_lfs_pointer
 from modelcas.pinning import write_pins
-from modelcas.remotes import parse_source
+from modelcas.remotes import (
+    Outgoing,
+    Published,
+    Ref,
+    RemotePlan,
+    RemoteVersion,
+    Writable,
+    parse,
+    writable,
+)
 from modelcas.store import Store
+
+Place = Literal["source", "mirror", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +46,8 @@ class PublishRequest:
     model: str
     version: str
     files: tuple[Path, ...] = ()  # this publish only; default: the model's weights-path
-    names: tuple[str, ...] = ()  # names on the Hub and in the lockfile (--as)
-    repo: str | None = None  # ORG/NAME; default: the model's repo
+    names: tuple[str, ...] = ()  # names at the remote and in the lockfile (--as)
+    repo: str | None = None  # ORG/NAME on the Hub; default: the model's repo
     requires: str | None = None  # default: the previous version's range
     package: str | None = None  # default: the lockfile's, else the nearest pyproject's
     lock: Path | None = None
@@ -41,6 +56,11 @@ class PublishRequest:
     pre: bool = False  # let a pre-release become latest
     private: bool = False
     allow_lfs_pointer: bool = False
+    to: str | None = None  # hf://ORG/NAME, oci://HOST[:PORT]/REPO, or a directory
+    prune: bool = False  # (Hub) also remove files of main that cas never wrote
+    read_back: bool = False  # download and hash every byte before tagging
+    media_types: tuple[tuple[str, str], ...] = ()  # (OCI) NAME=TYPE overrides
+    plain_http: bool = False  # (OCI) the registry speaks HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,30 +73,32 @@ class PlannedFile:
 
 @dataclass
 class PublishPlan:
-    """Everything a publish will do, computed without changing the Hub or the lockfile."""
+    """Everything a publish will do, computed without changing the remote or the lockfile."""
 
     request: PublishRequest
     lock_path: Path
-    repo_id: str
-    tag: str
-    files: dict[str, PlannedFile]  # name on the Hub -> file
+    remote: RemotePlan
+    files: dict[str, PlannedFile]  # name at the remote -> file
     requires: str | None
     package: str | None
-    repo_exists: bool
-    already_on_hub: set[str] = field(default_factory=set)
-    delete: list[str] = field(default_factory=list)  # files of main the version does not pin
-    tag_commit: str | None = None  # the tag exists and holds exactly these files
+    version: str  # as it will be pinned (an equal spelling already pinned wins)
     weights_path: str | None = None
     default_changed: bool = False
-    up_to_date: bool = False
+    up_to_date: bool = False  # already published there and pinned: nothing to do
+    place: Place = "source"  # how the lockfile records the remote
     latest: str | None = None  # the model's latest version after the publish
     before: str = ""  # the lockfile's text now
-    after: str = ""  # and after the publish (with a placeholder commit)
+    after: str = ""  # and after the publish (with a placeholder revision)
 
     @property
     def source(self) -> str:
         """The lock entry's source."""
-        return f"hf://{self.repo_id}@{self.tag}"
+        return self.remote.source
+
+    @property
+    def tag(self) -> str:
+        """The version's tag at the remote."""
+        return self.remote.tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,57 +106,151 @@ class PublishResult:
     """What a publish did."""
 
     plan: PublishPlan
-    commit: str
+    published: Published | None  # None: nothing to do
     latest: str | None
-    uploaded: list[str]
+
+    @property
+    def commit(self) -> str | None:
+        """The Hub commit, or the OCI manifest digest."""
+        if self.published is not None:
+            return self.published.revision
+        return self.plan.remote.revision
+
+    @property
+    def uploaded(self) -> list[str]:
+        """The files sent."""
+        return self.published.uploaded if self.published else []
+
+
+_PLACEHOLDER = "0" * 40
 
 
 def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> PublishPlan:
-    """Decide what publishing would do: read the lockfile, hash the files, look at the Hub.
+    """Decide what publishing would do: read the lockfile, hash the files, look at the remote.
 
     A real run also stores the files (one pass), so that the pin is valid locally once
     written; a dry run only hashes them and changes nothing, not even the store.
 
     Raises:
         UsageError: a bad name, version, range, file, or a missing repo/package.
+        LockfileError: the version is pinned to other files.
         TagConflictError: the tag exists with other files (tags are never moved).
-        RemoteError: the Hub failed.
+        RemoteError: the remote failed.
     """
     req = request
     lockfile.check_name(req.model)
     lock_path = lockfile.locate(req.lock, must_exist=False)
     lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
     model = lock.models.get(req.model)
-    repo_id = _repo(req, model)
+    target = _target(req, model)
+    remote = writable(target, plain_http=req.plain_http)
     local = prepare(req, store, dry_run=dry_run)
-    files = local.files
-    p = PublishPlan(
-        req,
-        lock_path,
-        repo_id,
-        hub.tag_for(req.version),
-        files,
-        local.requires,
-        local.package,
-        hub.repo_exists(repo_id),
-    )
+    pinned_as = model.find(req.version) if model else None
+    version = pinned_as or req.version  # the tag keeps the spelling that was pinned
+    requires = local.requires
+    existing = model.versions[pinned_as] if model and pinned_as else None
+    if existing is not None:
+        if req.requires is not None and req.requires != existing.requires:
+            raise LockfileError(
+                f"{lock_path}: {req.model}@{version} is pinned with requires "
+                f"{existing.requires!r}, not {req.requires!r}",
+                hint="a published version keeps its range: drop --requires, or publish a new "
+                "version",
+            )
+        requires = existing.requires
+    out = _outgoing(req, version, local, requires, lock)
+    remote_plan = remote.plan_publish(out, prune=req.prune)  # a moved tag is refused first
+    if existing is not None:
+        _same_files(lock_path, req.model, version, existing.files, local.files)
+    p = PublishPlan(req, lock_path, remote_plan, local.files, requires, local.package, version)
     p.weights_path, p.default_changed = _default_file(req, model)
-    if p.repo_exists:
-        _look_at_hub(p)
-    existing = model.versions.get(req.version) if model else None
-    p.up_to_date = (
-        existing is not None
-        and p.tag_commit is not None
-        and existing.commit == p.tag_commit
-        and existing.files == {n: f.digest for n, f in files.items()}
-    )
     p.before = lock.dumps() if lock_path.exists() else ""
     after = Lockfile.loads(p.before, lock_path) if p.before else Lockfile(path=lock_path)
-    if not p.up_to_date:
-        _pin(after, p, "0" * 40)  # refuses a version pinned to other content, before any upload
+    p.place = _record(after, p, _PLACEHOLDER, target.kind == "hf")
+    p.up_to_date = remote_plan.tag_exists and p.place == "unchanged"
     p.latest = after.models[req.model].latest
-    p.after = after.dumps().replace("0" * 40, "<commit of the upload>")
+    p.after = after.dumps().replace(_PLACEHOLDER, "<commit of the upload>")
     return p
+
+
+def _target(req: PublishRequest, model: LockedModel | None) -> Ref:
+    """The remote, picked once: --to, --repo, the model's repo, its latest Hub source."""
+    if req.to is not None:
+        if req.repo is not None:
+            raise UsageError("--repo names a Hub repo; with --to the target says where")
+        return _repository(parse(req.to), req.version)
+    if req.plain_http:
+        raise UsageError("--plain-http goes with --to oci://...")
+    if req.repo is not None:
+        return _repository(parse(f"hf://{req.repo}"), req.version)
+    if model is not None:
+        known = [model.repo, *(model.versions[v].source for v in reversed(model.ordered()))]
+        for place in known:
+            if place and place.startswith(("hf://", "oci://")):
+                return _repository(parse(place.split("@")[0]), req.version)
+    raise UsageError(
+        f"{req.model} has no Hub repo yet",
+        hint=f"a new model needs --repo ORG/NAME (or --to oci://HOST/REPO or a directory): "
+        f"cas publish {req.model} --version {req.version} --repo ORG/NAME --file PATH",
+    )
+
+
+def _repository(ref: Ref, version: str) -> Ref:
+    """A remote as a place to publish to: a repository, not a version in it."""
+    if ref.kind == "oci":
+        if ref.revision is not None:
+            raise UsageError(
+                f"--to {ref.text}: name the repository only; the version {version} becomes the tag",
+                hint=f"--to {ref.location}",
+            )
+        return ref
+    if ref.kind == "hf" and ref.revision is not None:
+        raise UsageError(
+            f"{ref.text}: name the repo only (hf://ORG/NAME); the tag is weights-{version}"
+        )
+    return ref
+
+
+def _outgoing(
+    req: PublishRequest,
+    version: str,
+    local: LocalVersion,
+    requires: str | None,
+    lock: Lockfile,
+) -> Outgoing:
+    media = dict(req.media_types)
+    places = tuple(
+        place
+        for m in lock.models.values()
+        for e in m.versions.values()
+        for place in (e.source, *e.mirrors)
+        if place
+    )
+    return Outgoing(
+        req.model,
+        version,
+        {n: (f.local, f.digest) for n, f in local.files.items()},
+        requires,
+        local.package,
+        media,
+        places,
+        private=req.private,
+    )
+
+
+def _same_files(
+    lock_path: Path,
+    model: str,
+    version: str,
+    pinned: dict[str, Digest],
+    files: dict[str, PlannedFile],
+) -> None:
+    if {n: d.sha256 for n, d in pinned.items()} != {n: f.digest.sha256 for n, f in files.items()}:
+        raise LockfileError(
+            f"{lock_path}: {model}@{version} is already pinned to other content "
+            f"({', '.join(f'{n} sha256:{d.sha256[:12]}' for n, d in pinned.items())})",
+            hint="publish a new version, or pass the files the version pins",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +266,7 @@ class LocalVersion:
 def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> LocalVersion:
     """The files to publish, named and hashed (stored, unless ``dry_run``), and the range.
 
-    The same for every place a version is published to (the Hub, an OCI registry).
+    The same for every place a version is published to.
 
     Raises:
         UsageError: a bad name, version, range or file, or no package for the range.
@@ -181,70 +297,65 @@ def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> Loca
 
 
 def publish(p: PublishPlan, store: Store, *, progress: Progress | None = None) -> PublishResult:
-    """Carry out a plan: commit, read back what the Hub recorded, tag, pin.
+    """Carry out a plan: send, read back (every byte with ``read_back``), tag, pin.
 
-    Safe to run again after a failure at any point: uploaded bytes are not sent again, and a
-    tag that already holds exactly these files is adopted.
+    Safe to run again after a failure at any point: bytes already sent are not sent again,
+    and a tag that already holds exactly these files is adopted.
 
     Raises:
-        IntegrityError: the Hub recorded other bytes or other files than were sent; no tag
-            was created and nothing was pinned.
-        TagConflictError: the tag appeared meanwhile, at another commit.
-        RemoteError: the Hub refused or failed; the lockfile is unchanged.
+        IntegrityError: the remote recorded other bytes or files than were sent (with
+            ``read_back``: any byte differs); no tag was created and nothing was pinned.
+        TagConflictError: the tag appeared meanwhile, elsewhere.
+        RemoteError: the remote refused or failed; the lockfile is unchanged.
     """
+    req = p.request
     if p.up_to_date:
-        return PublishResult(p, p.tag_commit or "", p.latest, [])
-    uploads = [
-        hub.Upload(name, store.object_path(f.digest.sha256), f.digest)
-        for name, f in sorted(p.files.items())
-    ]
-    sent = [u.path_in_repo for u in uploads if u.path_in_repo not in p.already_on_hub]
-    commit = p.tag_commit or hub.commit_version(
-        p.repo_id,
-        uploads,
-        _metadata(p),
-        p.delete,
-        f"weights: publish {p.request.model} {p.request.version}",
-        private=p.request.private,
-        progress=progress,
+        return PublishResult(p, None, p.latest)
+    remote: Writable = writable(_target_of(p), plain_http=req.plain_http)
+    out = _outgoing(req, p.version, _local(p), p.requires, Lockfile(path=p.lock_path))
+    pins = {n: f.digest for n, f in p.files.items()}
+
+    def read_back(at: RemoteVersion) -> None:
+        from modelcas.ops.audit import audit_version  # noqa: PLC0415
+
+        found = audit_version(remote, at, pins, req.model, p.version, read_data=True)
+        if not found.ok:
+            raise IntegrityError(
+                f"read-back of {req.model}@{p.version} from {at.source}: "
+                f"{'; '.join(found.problems)}; no tag was created and nothing was pinned",
+                hint="the remote stores other bytes than were sent: check its storage, then "
+                "publish again",
+            )
+
+    done = remote.publish(
+        p.remote, out, store, progress=progress, read_back=read_back if req.read_back else None
     )
-    _check_recorded(p, commit, store)
-    hub.tag(p.repo_id, p.tag, commit)
     by_digest = {f.digest: f.local for f in p.files.values()}
+    is_hub = parse(p.remote.remote).kind == "hf"
     write_pins(
         store,
         p.lock_path,
-        lambda lock: _pin(lock, p, commit),
+        lambda lock: _record(lock, p, done.revision or "", is_hub),
         list(by_digest),
         lambda d: store.add_file(by_digest[d], expected=d),
     )
-    return PublishResult(p, commit, p.latest, sent if not p.tag_commit else [])
+    return PublishResult(p, done, p.latest)
+
+
+def _target_of(p: PublishPlan) -> Ref:
+    return parse(p.remote.remote)
+
+
+def _local(p: PublishPlan) -> LocalVersion:
+    return LocalVersion(p.lock_path, p.files, p.requires, p.package)
 
 
 def upload_bytes(p: PublishPlan) -> int:
     """How many bytes a publish will send (for a progress bar)."""
-    if p.tag_commit or p.up_to_date:
-        return 0
-    return sum(f.digest.size for n, f in p.files.items() if n not in p.already_on_hub)
+    return 0 if p.up_to_date else p.remote.upload_bytes
 
 
 # -- planning ----------------------------------------------------------------------------------
-
-
-def _repo(req: PublishRequest, model: LockedModel | None) -> str:
-    repo_id = req.repo
-    if repo_id is None and model is not None:
-        known = [model.repo, *(model.versions[v].source for v in reversed(model.ordered()))]
-        hf = [c for c in known if c and c.startswith("hf://")]
-        repo_id = parse_source(hf[0].split("@")[0])[1] if hf else model.repo
-    if repo_id is None:
-        raise UsageError(
-            f"{req.model} has no Hub repo yet",
-            hint=f"a new model needs --repo ORG/NAME: cas publish {req.model} "
-            f"--version {req.version} --repo ORG/NAME --file PATH",
-        )
-    parse_source(f"hf://{repo_id}")  # refuses a malformed ORG/NAME
-    return repo_id
 
 
 def _local_files(req: PublishRequest, model: LockedModel | None) -> list[Path]:
@@ -266,7 +377,7 @@ def _local_files(req: PublishRequest, model: LockedModel | None) -> list[Path]:
 
 
 def _names(req: PublishRequest, model: LockedModel | None, local: list[Path]) -> list[str]:
-    """Names on the Hub: --as, else the model's established name, else the local names."""
+    """Names at the remote: --as, else the model's established name, else the local names."""
     if req.names:
         if len(req.names) != len(local):
             raise UsageError(f"--as names {len(req.names)} file(s), but {len(local)} are given")
@@ -308,95 +419,39 @@ def _default_file(req: PublishRequest, model: LockedModel | None) -> tuple[str |
     return current, False
 
 
-def _look_at_hub(p: PublishPlan) -> None:
-    tags = hub.weight_tags(p.repo_id)
-    main = hub.tree(p.repo_id, "main")
-    p.already_on_hub = {
-        n for n, f in p.files.items() if n in main and main[n].sha256 == f.digest.sha256
-    }
-    p.delete = sorted(n for n in main if n not in p.files and n not in hub.NOT_WEIGHTS)
-    if p.request.version in tags:
-        commit = tags[p.request.version]
-        if not _differences(p, hub.tree(p.repo_id, commit), None):
-            p.tag_commit = commit  # a rerun after a failure: adopt it
-        else:
-            raise RemoteError(
-                f"tag {p.tag} already exists on hf://{p.repo_id} at commit {commit} with other "
-                f"files; refusing to move it",
-                hint=f"publish a new version instead of {p.request.version}",
-            )
-
-
-# -- after the commit ----------------------------------------------------------------------
-
-
-def _differences(
-    p: PublishPlan, recorded: dict[str, hub.HubFile], store: Store | None
-) -> list[str]:
-    """How the Hub's record of a commit differs from the version's files (empty: exactly)."""
-    out = []
-    for name, f in sorted(p.files.items()):
-        got = recorded.get(name)
-        if got is None:
-            out.append(f"{name} is missing")
-        elif got.size != f.digest.size:
-            out.append(f"{name} is {got.size} bytes, not {f.digest.size}")
-        elif got.sha256 is not None and got.sha256 != f.digest.sha256:
-            out.append(f"{name} is sha256:{got.sha256}, not sha256:{f.digest.sha256}")
-        elif got.sha256 is None and store is not None:
-            blob = _git_blob_id(store.object_path(f.digest.sha256))
-            if got.blob_id != blob:
-                out.append(f"{name} has git blob {got.blob_id}, not {blob}")
-    out += [f"{n} is not part of the version" for n in sorted(recorded) if _extra(n, p)]
-    return out
-
-
-def _extra(name: str, p: PublishPlan) -> bool:
-    return name not in p.files and name not in hub.NOT_WEIGHTS
-
-
-def _check_recorded(p: PublishPlan, commit: str, store: Store) -> None:
-    recorded = hub.tree(p.repo_id, commit)
-    recorded.update(hub.HubRemote(p.repo_id).files(commit, list(p.files)))
-    if diffs := _differences(p, recorded, store):
-        raise IntegrityError(
-            f"hf://{p.repo_id} commit {commit} does not hold exactly {p.request.model}@"
-            f"{p.request.version}: {'; '.join(diffs)}; no tag was created and nothing was pinned",
-            hint="the Hub stored something else than was sent: check the repo, then publish again",
+def _record(lock: Lockfile, p: PublishPlan, revision: str, is_hub: bool) -> Place:
+    """Pin the version with the remote as source, or list the remote as a mirror."""
+    req = p.request
+    files = {n: f.digest for n, f in p.files.items()}
+    model = lock.models.get(req.model)
+    found = model.find(p.version) if model else None
+    commit = revision if is_hub and revision else None
+    place: Place
+    if model is None or found is None:
+        lock.pin(
+            req.model,
+            p.version,
+            files,
+            requires=p.requires,
+            source=p.source,
+            commit=commit,
+            set_latest=req.set_latest,
+            pre=req.pre,
         )
-
-
-def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
-
-
-def _metadata(p: PublishPlan) -> dict[str, object]:
-    return {
-        "model": p.request.model,
-        "version": p.request.version,
-        "requires": p.requires,
-        "package": p.package,
-        "files": {
-            n: {"size": f.digest.size, "sha256": f.digest.sha256, "blake3": f.digest.blake3}
-            for n, f in sorted(p.files.items())
-        },
-    }
-
-
-def _pin(lock: Lockfile, p: PublishPlan, commit: str) -> None:
-    lock.pin(
-        p.request.model,
-        p.request.version,
-        {n: f.digest for n, f in p.files.items()},
-        requires=p.requires,
-        source=p.source,
-        commit=commit,
-        set_latest=p.request.set_latest,
-        pre=p.request.pre,
-    )
+        place = "source"
+    else:
+        entry = model.versions[found]
+        if {f: d.sha256 for f, d in entry.files.items()} != {f: d.sha256 for f, d in files.items()}:
+            raise IntegrityError(f"{lock.path}: {req.model}@{found} changed during the publish")
+        if entry.source is None or (entry.source == p.source and entry.commit in (None, commit)):
+            place = "unchanged" if entry.source == p.source and entry.commit == commit else "source"
+            entry.source, entry.commit = p.source, commit or entry.commit
+        else:
+            place = "mirror" if lock.add_mirror(req.model, found, p.source) else "unchanged"
     if p.package is not None:
         lock.package = p.package
-    m = lock.models[p.request.model]
-    m.repo = f"hf://{p.repo_id}"
+    m = lock.models[req.model]
+    if m.repo is None and parse(p.remote.remote).kind in ("hf", "oci"):
+        m.repo = p.remote.remote
     m.weights_path = p.weights_path
+    return place

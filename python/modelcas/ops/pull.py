@@ -1,53 +1,51 @@
-"""``cas pull`` and ``cas push``: fetch a Hub version and pin it, or share a directory remote.
+"""``cas pull`` and ``cas push``: fetch a version from any remote and pin it, or share a directory.
 
-Every byte is verified against the pin (when the lockfile has one) and against the remote's
-own record (the Hub's LFS sha256, or its git blob id) before it enters the store.
+The remote is picked once, from the one reference parser (``modelcas.remotes``): the Hub, an
+OCI registry, a shared directory or a plain URL all go through the same steps: resolve the
+reference to a version that cannot move, list its files, refuse before downloading anything
+that disagrees with the lockfile, fetch (verified while streaming), then pin the version with
+its source, ``requires`` and ``package`` as the remote's metadata gives them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from modelcas import hub, lockfile
-from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, RemoteError, UsageError
+from modelcas import lockfile
+from modelcas.digest import Digest, is_hex64
+from modelcas.errors import IntegrityError, RemoteMissingError, UsageError
 from modelcas.hashing import Progress
 from modelcas.lockfile import LockedVersion, Lockfile
 from modelcas.pinning import write_pins
-from modelcas.remotes import DirRemote, parse_source
+from modelcas.remotes import DirRemote, Fetched, Listed, Remote, RemoteVersion, open_remote, parse
+from modelcas.remotes.reference import Ref, file_name
 from modelcas.store import Store
 
 Total = Callable[[int], object]  # told how many bytes will move, once that is known
+PulledFile = Fetched  # one file: its name (or label), digest, and where its bytes came from
+Place = Literal["pinned", "already", "mirror"]
 
 
 @dataclass(frozen=True, slots=True)
 class PullRequest:
     """What to pull, and how to pin it."""
 
-    source: str  # hf://ORG/NAME@REVISION, or a directory remote
-    name: str | None = None  # model to pin; default the repo's name
-    version: str | None = None  # default: from the weights-VERSION tag
+    source: str  # hf://ORG/NAME@REV, oci://HOST/REPO:TAG, a directory, https://HOST/PATH/FILE
+    name: str | None = None  # model to pin; default from the remote (repo name, artifact name)
+    version: str | None = None  # default: from the tag or the remote's metadata
     files: tuple[str, ...] = ()  # only these files
     addresses: tuple[str, ...] = ()  # directory remotes: these objects
     lock: Path | None = None
     pin: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class PulledFile:
-    """One file: its name (or label), digest, and where its bytes came from."""
-
-    name: str
-    digest: Digest
-    origin: Literal["store", "download", "hf-cache"]
-
-    @property
-    def downloaded(self) -> bool:
-        """Whether the bytes came over the network."""
-        return self.origin == "download"
+    include: tuple[str, ...] = ()  # globs: only files matching one of them
+    exclude: tuple[str, ...] = ()  # globs: not files matching one of them
+    expect: str | None = None  # (plain URLs) sha256:<hex> the bytes must have
+    plain_http: bool = False  # (OCI, URLs) allow HTTP to a host that is not loopback
+    pre: bool = False  # let a pre-release become latest
 
 
 @dataclass
@@ -55,12 +53,17 @@ class PullResult:
     """What a pull did."""
 
     source: str
-    files: list[PulledFile] = field(default_factory=list)
-    commit: str | None = None
+    files: list[Fetched] = field(default_factory=list)
+    commit: str | None = None  # the pinned revision: a Hub commit, an OCI manifest digest
     model: str | None = None
     version: str | None = None
     lock_path: Path | None = None
     changed: bool = False  # the lockfile was changed
+    place: Place | None = None  # how the lockfile records the source
+    requires: str | None = None
+    package: str | None = None
+    remote: str | None = None
+    validator: str | None = None
 
     @property
     def downloaded(self) -> int:
@@ -75,130 +78,260 @@ def pull(
     progress: Progress | None = None,
     total: Total | None = None,
 ) -> PullResult:
-    """Fetch a Hub version or a directory remote's objects, verified, and pin (Hub).
+    """Fetch a version from a remote, verified, and pin it (see the module docstring).
+
+    A directory remote without ``--name`` (or with addresses) fetches objects instead: every
+    pin of the lockfile that is missing here, or the addresses given.
 
     Raises:
-        UsageError: a malformed source, or files the revision does not have.
+        UsageError: a malformed source, or files the version does not have.
         IntegrityError: the remote has other bytes than the pin, or served other bytes.
-        RemoteError: the remote failed or is unreachable.
+        RemoteMissingError: no such repository, tag or version there.
+        RemoteError: the remote failed, or is unreachable.
     """
-    scheme, location, revision = parse_source(req.source)
-    if scheme == "file":
-        return _pull_dir(req, location, store, progress, total)
+    ref = parse(req.source)
+    if not ref.is_remote:
+        raise UsageError(
+            f"{req.source!r} is not a remote",
+            hint="pull from hf://ORG/NAME@REV, oci://HOST/REPO:TAG, a directory or https://…",
+        )
+    remote = open_remote(ref, plain_http=req.plain_http)
+    if ref.kind == "dir" and (req.addresses or req.name is None):
+        assert isinstance(remote, DirRemote)
+        return _pull_objects(req, remote, store, progress, total)
     if req.addresses:
-        raise UsageError("addresses apply to directory remotes; for the Hub use --file")
-    return _pull_hub(req, (location, revision), store, progress, total)
-
-
-def _pull_hub(
-    req: PullRequest,
-    where: tuple[str, str | None],
-    store: Store,
-    progress: Progress | None,
-    total: Total | None,
-) -> PullResult:
-    repo_id, revision = where
-    if revision is None:
-        raise UsageError(f"name a revision: hf://{repo_id}@weights-VERSION")
-    version = req.version or hub.version_of(revision)
-    if version is None and req.pin:
+        raise UsageError("addresses apply to directory remotes; to pick files use --file")
+    if ref.kind == "url" and req.pin and (req.name is None or req.version is None):
         raise UsageError(
-            f"{revision!r} is not a weights-VERSION tag: pass --version",
-            hint="or --no-pin to fetch without pinning",
+            "a URL says no model name or version: pass --name and --version",
+            hint=f"cas pull {req.source} --name MODEL --version v1 [--expect sha256:…]",
         )
-    name = req.name or repo_id.split("/")[1]
+    if req.expect is not None and ref.kind != "url":
+        raise UsageError("--expect goes with a plain URL (other remotes list their digests)")
+    version = remote.resolve(_ask(ref, req))
+    name = req.name or _default_name(ref, version)
+    chosen = req.version or version.version
     if req.pin:
-        lockfile.check_name(name)
-        lockfile.parse_version(version or "", f"{name}@{version}")
-    lock_path = lockfile.locate(req.lock, must_exist=False)
-    lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
-    pinned: dict[str, Digest] = {}
-    if version is not None and name in lock.models and version in lock.models[name].versions:
-        pinned = lock.models[name].versions[version].files
-    if req.pin and version is not None and lock.trusted(name):
-        # Signatures do not travel with Hub versions yet: only a version already pinned with
-        # a trusted signature may be pulled (docs/signing.md).
-        from modelcas.signing import check_trusted  # noqa: PLC0415
-
-        entry = lock.models[name].versions.get(version) if name in lock.models else None
-        check_trusted(lock, name, version, store, entry=entry or LockedVersion({}))
-    remote = hub.HubRemote(repo_id, revision)
-    commit = remote.resolve()
-    if commit is None:
-        raise RemoteError(
-            f"HF_HUB_OFFLINE is set and the Hugging Face cache has no {revision} of {repo_id}",
-            hint="pull it once online, or `hf download` it; after that it works offline",
-        )
-    listing = remote.files(commit)
-    meta = hub.read_metadata(repo_id, commit) or {}
-    wanted = list(req.files) or sorted(
-        meta.get("files") or (p for p in listing if p not in hub.NOT_WEIGHTS)
-    )
-    missing = [f for f in wanted if f not in listing]
-    if missing:
-        raise UsageError(
-            f"hf://{repo_id}@{revision} (commit {commit[:12]}) has no {', '.join(missing)}",
-            hint=f"files there: {', '.join(listing) or 'none'}",
-        )
-    result = PullResult(req.source, commit=commit, lock_path=lock_path)
-    todo = [listing[w] for w in wanted]
-    for f in todo:
-        expected = pinned.get(f.path)
-        if expected and f.sha256 and expected.sha256 != f.sha256:
-            raise IntegrityError(
-                f"{lock_path}: {name}@{version} pins {f.path} as sha256:{expected.sha256}, but "
-                f"hf://{repo_id}@{revision} (commit {commit}) has sha256:{f.sha256}",
-                hint="the tag moved or the pin is wrong; nothing was downloaded",
+        if chosen is None:
+            raise UsageError(
+                f"{version.source} says no version: pass --version",
+                hint="or --no-pin to fetch without pinning",
             )
+        lockfile.check_name(name)
+        lockfile.parse_version(chosen, f"{name}@{chosen}")
+    lock_path = lockfile.locate(req.lock, must_exist=False)
+    if req.pin and chosen is not None:
+        _check_trust(lock_path, name, chosen, store)
+    pinned = _pinned(lock_path, name, chosen) if req.pin or req.lock else {}
+    listing = remote.listing(version)
+    wanted = _select(req, version, listing)
+    expect = _expected(req, listing, wanted)
+    _check(lock_path, name, chosen, version, listing, wanted, pinned)
+    want = {n: pinned.get(n) or expect.get(n) or listing[n].digest for n in wanted}
     if total is not None:
-        total(sum(f.size for f in todo if not (f.sha256 and store.has(f.sha256))))
-    for f in todo:
-        if f.sha256 and store.has(f.sha256):
-            result.files.append(PulledFile(f.path, store.info(f.sha256).digest, "store"))
-            continue
-        info = remote.download(f, commit, store, pinned.get(f.path), progress=progress)
-        cached = f.path in remote.from_hf_cache
-        result.files.append(PulledFile(f.path, info.digest, "hf-cache" if cached else "download"))
-    if not req.pin or version is None:
-        return result
-    got = {f.name: f.digest for f in result.files}
-    by_digest = {f.digest: listing[f.name] for f in result.files}
-
-    def change(fresh: Lockfile) -> bool:
-        changed = fresh.pin(
-            name,
-            version,
-            got,
-            requires=meta.get("requires"),
-            source=f"hf://{repo_id}@{revision}",
-            commit=commit,
-        )
-        model = fresh.models[name]
-        model.repo = model.repo or f"hf://{repo_id}"
-        package = meta.get("package")
-        if fresh.package is None and isinstance(package, str) and meta.get("requires"):
-            fresh.package = package
-        return changed
-
-    result.changed = write_pins(
-        store,
-        lock_path,
-        change,
-        list(got.values()),
-        lambda d: remote.download(by_digest[d], commit, store, d),
+        total(sum(listing[n].size for n in wanted if not _present(store, want[n])))
+    result = PullResult(
+        version.source,
+        commit=version.revision,
+        lock_path=lock_path,
+        requires=version.requires,
+        package=version.package,
+        remote=remote.url,
+        validator=version.validator,
     )
-    result.model, result.version = name, version
+    result.files = remote.fetch(version, want, store, progress=progress)
+    if not req.pin or chosen is None:
+        return result
+    result.model, result.version = name, chosen
+    result.place = _pin(req, ref, remote, version, result, store, lock_path)
+    result.changed = result.place != "already"
     return result
 
 
-def _pull_dir(
+def _ask(ref: Ref, req: PullRequest) -> str | None:
+    """What to ask the remote to resolve."""
+    if ref.kind == "dir":
+        return f"{req.name}@{req.version}" if req.version else req.name
+    return ref.revision
+
+
+def _default_name(ref: Ref, version: RemoteVersion) -> str:
+    if ref.kind == "hf":
+        return ref.location.split("/")[1]
+    if version.model:
+        return version.model
+    return file_name(ref.location).split(".", 1)[0] or "model"
+
+
+def _check_trust(lock_path: Path, name: str, version: str, store: Store) -> None:
+    """Refuse, before any byte moves, a version of a trusted model that no trusted key signed.
+
+    Until signatures travel with remotes, only a version already pinned with a trusted
+    signature passes (docs/signing.md).
+    """
+    if not lock_path.exists():
+        return
+    lock = Lockfile.load(lock_path)
+    if not lock.trusted(name):
+        return
+    from modelcas.signing import check_trusted  # noqa: PLC0415 (signing only when trusted)
+
+    model = lock.models.get(name)
+    found = model.find(version) if model else None
+    entry = model.versions[found] if model is not None and found is not None else None
+    check_trusted(lock, name, found or version, store, entry=entry or LockedVersion({}))
+
+
+def _pinned(lock_path: Path, name: str, version: str | None) -> dict[str, Digest]:
+    if version is None or not lock_path.exists():
+        return {}
+    model = Lockfile.load(lock_path).models.get(name)
+    found = model.find(version) if model else None
+    return dict(model.versions[found].files) if model and found else {}
+
+
+def _select(req: PullRequest, version: RemoteVersion, listing: dict[str, Listed]) -> list[str]:
+    """The files to pull: --file, else the version's own (metadata), filtered by the globs."""
+    if req.files:
+        names = list(req.files)
+    elif version.files is not None:
+        names = list(version.files)
+    else:
+        names = list(listing)
+    missing = [n for n in names if n not in listing]
+    if missing:
+        raise RemoteMissingError(
+            f"{version.source}"
+            + (f" (revision {version.revision[:19]})" if version.revision else "")
+            + f" has no {', '.join(missing)}",
+            hint=f"files there: {', '.join(listing) or 'none'}",
+        )
+    if req.include:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in req.include)]
+    names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in req.exclude)]
+    if not names:
+        raise UsageError(
+            f"no file of {version.source} matches --include/--exclude",
+            hint=f"files there: {', '.join(listing) or 'none'}",
+        )
+    return names
+
+
+def _expected(req: PullRequest, listing: dict[str, Listed], wanted: list[str]) -> dict[str, Digest]:
+    """(plain URLs) ``--expect sha256:…``: the digest the one file must have."""
+    if req.expect is None:
+        return {}
+    hexpart = req.expect.removeprefix("sha256:").lower()
+    if not req.expect.startswith("sha256:") or not is_hex64(hexpart):
+        raise UsageError(f"--expect {req.expect!r}: expected sha256:<64 hex digits>")
+    return {n: Digest(hexpart, listing[n].size) for n in wanted}
+
+
+def _check(  # noqa: PLR0917 (the facts one check compares)
+    lock_path: Path,
+    name: str,
+    version: str | None,
+    at: RemoteVersion,
+    listing: dict[str, Listed],
+    wanted: list[str],
+    pinned: dict[str, Digest],
+) -> None:
+    """Refuse, before downloading, a remote whose listing disagrees with the pin."""
+    for n in wanted:
+        listed, want = listing[n], pinned.get(n)
+        if want is not None and (
+            (listed.sha256 is not None and listed.sha256 != want.sha256) or listed.size != want.size
+        ):
+            found = f"sha256:{listed.sha256}" if listed.sha256 else f"{listed.size} bytes"
+            raise IntegrityError(
+                f"{lock_path}: {name}@{version} pins {n} as {want.address} ({want.size} "
+                f"bytes), but {at.source}"
+                + (f" (revision {at.revision})" if at.revision else "")
+                + f" has {found}; nothing was downloaded",
+                hint="the tag moved or the pin is wrong: pin another --version, or fix the pin",
+            )
+    extra = sorted(n for n in wanted if n not in pinned)
+    if pinned and extra:
+        raise IntegrityError(
+            f"{lock_path}: {name}@{version} pins {', '.join(sorted(pinned))}, but {at.source} "
+            f"also holds {', '.join(extra)}; nothing was downloaded",
+            hint="the version there is not the one pinned: pin another --version, or pick the "
+            "pinned files with --file",
+        )
+    if pinned and not set(pinned) <= set(listing):
+        gone = sorted(set(pinned) - set(listing))
+        raise IntegrityError(
+            f"{lock_path}: {name}@{version} pins {', '.join(gone)}, which {at.source} does not "
+            "hold; nothing was downloaded",
+            hint="the version there is not the one pinned: pin another --version",
+        )
+
+
+def _present(store: Store, d: Digest | None) -> bool:
+    return d is not None and store.has(d.sha256)
+
+
+def _pin(  # noqa: PLR0917 (what a pin records, from one pull)
     req: PullRequest,
-    location: str,
+    ref: Ref,
+    remote: Remote,
+    version: RemoteVersion,
+    result: PullResult,
+    store: Store,
+    lock_path: Path,
+) -> Place:
+    name, chosen = result.model, result.version
+    assert name is not None and chosen is not None
+    got = {f.name: f.digest for f in result.files}
+    by_digest = {f.digest: f.name for f in result.files}
+    commit = version.revision if ref.kind == "hf" else None
+    repo = remote.url if ref.kind in ("hf", "oci") else None
+
+    def change(fresh: Lockfile) -> Place:
+        model = fresh.models.get(name)
+        found = model.find(chosen) if model else None
+        if model is not None and found is not None:
+            entry = model.versions[found]
+            if {f: d.sha256 for f, d in entry.files.items()} == {
+                f: d.sha256 for f, d in got.items()
+            }:
+                if entry.source == version.source and (commit is None or entry.commit == commit):
+                    return "already"
+                if entry.source is None:
+                    entry.source, entry.commit = version.source, commit
+                    entry.validator = version.validator
+                    return "pinned"
+                return "mirror" if fresh.add_mirror(name, found, version.source) else "already"
+        fresh.pin(
+            name,
+            chosen,
+            got,
+            requires=version.requires,
+            source=version.source,
+            commit=commit,
+            validator=version.validator,
+            pre=req.pre,
+        )
+        m = fresh.models[name]
+        m.repo = m.repo or repo
+        if fresh.package is None and version.package and version.requires:
+            fresh.package = version.package
+        return "pinned"
+
+    def refill(d: Digest) -> None:  # gc took it before the pin was seen: fetch again
+        remote.fetch(version, {by_digest[d]: d}, store)
+
+    return write_pins(store, lock_path, change, list(got.values()), refill)
+
+
+def _pull_objects(
+    req: PullRequest,
+    remote: DirRemote,
     store: Store,
     progress: Progress | None,
     total: Total | None,
 ) -> PullResult:
-    remote = DirRemote(location)
+    """A directory's objects: the addresses given, else every pin of the lockfile."""
     remote.check_reachable()
     if req.addresses:
         shared = remote.store()
@@ -211,15 +344,12 @@ def _pull_dir(
         registry.register()  # first: gc must see the pins before their objects arrive
         check_lock(registry.lock, store)  # nothing a trusted model's lock refuses is fetched
         pins = [(p.label, p.digest) for p in registry.pins()]
-    result = PullResult(req.source)
+    result = PullResult(req.source, remote=remote.url)
     if total is not None:
         total(sum(d.size for _, d in pins if not store.has(d.sha256)))
+    version = RemoteVersion(remote.url, remote.url)
     for label, digest in pins:
-        if store.has(digest.sha256):
-            result.files.append(PulledFile(label, digest, "store"))
-            continue
-        remote.fetch(label, digest, store, progress=progress)
-        result.files.append(PulledFile(label, digest, "download"))
+        result.files += remote.fetch(version, {label: digest}, store, progress=progress)
     return result
 
 
@@ -230,6 +360,9 @@ class PushResult:
     url: str
     sent: list[Digest] = field(default_factory=list)
     present: list[Digest] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # MODEL@VERSION added to the catalog
+    lock_path: Path | None = None
+    mirrored: list[str] = field(default_factory=list)  # MODEL@VERSION given the directory
 
 
 def push(
@@ -241,26 +374,57 @@ def push(
     progress: Progress | None = None,
     total: Total | None = None,
 ) -> PushResult:
-    """Copy objects (the given addresses, else every pin) to a directory remote, verified.
+    """Copy objects to a directory remote, verified, and say there what they are.
+
+    Without addresses: every pin of the lockfile; each version is recorded in the directory's
+    catalog (so ``cas pull``, ``cas update`` and ``cas verify --remote`` find it), and the
+    lockfile lists the directory as a source or mirror of every version pushed.
 
     Raises:
         UsageError: ``dest`` is not a directory remote.
+        TagConflictError: the directory's catalog holds a version with other files.
         RemoteError: it is not reachable.
     """
-    scheme, location, _ = parse_source(dest)
-    if scheme != "file":
+    ref = parse(dest)
+    if ref.kind != "dir":
         raise UsageError(
             "cas push takes a directory remote",
             hint="to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
         )
-    remote = DirRemote(location)
+    remote = DirRemote(ref.location)
+    result = PushResult(remote.url)
     if addresses:
         digests = [store.info(store.resolve(a)).digest for a in addresses]
+        versions: list[tuple[str, str, dict[str, Digest], str | None]] = []
+        package = None
     else:
-        digests = [d for *_, d in Lockfile.load(lockfile.locate(lock)).entries()]
+        path = lockfile.locate(lock)
+        loaded = Lockfile.load(path)
+        result.lock_path, package = path, loaded.package
+        digests = [d for *_, d in loaded.entries()]
+        versions = [
+            (name, v, dict(m.versions[v].files), m.versions[v].requires)
+            for name, m in sorted(loaded.models.items())
+            for v in m.ordered()
+        ]
+    for name, v, files, _ in versions:
+        remote.check(name, v, files)  # a version is never changed: refuse before sending
     if total is not None:
         total(sum(d.size for d in digests))
-    result = PushResult(remote.url)
-    for d in digests:
+    for d in dict.fromkeys(digests):
         (result.sent if remote.push(d, store, progress=progress) else result.present).append(d)
+    for name, v, files, requires in versions:
+        if remote.record(name, v, files, requires=requires, package=package):
+            result.recorded.append(f"{name}@{v}")
+    if result.lock_path is not None and versions:
+
+        def change(fresh: Lockfile) -> list[str]:
+            done = []
+            for name, v, _, _ in versions:
+                model = fresh.models.get(name)
+                if model is not None and model.find(v) and fresh.add_mirror(name, v, remote.url):
+                    done.append(f"{name}@{v}")
+            return done
+
+        result.mirrored = write_pins(store, result.lock_path, change, [], lambda _: None)
     return result

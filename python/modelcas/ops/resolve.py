@@ -1,12 +1,13 @@
 """The one resolver: every way of naming weights ends in a stored, verified object.
 
-A reference is one of:
+A reference is one of (``modelcas.remotes.reference`` tells them apart, for everyone):
 
 - ``sha256:<hex>``, or a unique prefix of at least 4 hex digits: an object in the store;
 - ``NAME[@VERSION]``: a pin in a lockfile (a project's ``cas.lock`` or a package registry);
 - ``hf://ORG/REPO@REVISION``: a file of a Hub commit, downloaded and verified on first use;
 - ``oci://HOST[:PORT]/REPO:TAG`` (or ``@sha256:...``): a file of a ModelPack artifact, pulled
   and verified on first use;
+- ``https://HOST/PATH/FILE``: a file of a web server, downloaded and hashed on first use;
 - ``BUNDLE.zip#KEY``, or ``PIPELINE.yml#KEY``: a model of a bundle (opened, verified and
   ingested once), directly or through a pipeline config's ``models: model_collection:``;
 - from Python, also ``(bundle, key)``.
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from modelcas.digest import Digest
 from modelcas.errors import NotPinnedError, UsageError
 from modelcas.hashing import Progress
+from modelcas.remotes.reference import Ref, parse
 from modelcas.store import ObjectInfo, Store
 
 if TYPE_CHECKING:
@@ -86,24 +88,27 @@ def resolve(
         return _bundle_key(ref[0], ref[1], s)
     if not isinstance(ref, str) or not ref:
         raise UsageError(f"cannot resolve {ref!r}: expected a name, an address or a bundle key")
-    if ref.startswith("sha256:"):
+    r = parse(ref)
+    if r.kind == "object":
         sha256 = s.resolve(ref)
         path = s.path(sha256, verify=verify, progress=progress)
         return Resolved(path, s.info(sha256).digest, f"sha256:{sha256}", file or "")
-    if ref.startswith("hf://"):
-        return _hub(ref, s, file, progress)
-    if ref.startswith("oci://"):
-        return _oci(ref, s, file)
-    source, sep, key = ref.rpartition("#")
-    if sep and source.endswith((".zip", *_PIPELINE_SUFFIXES)):
-        return _bundle_key(source, key, s)
-    from modelcas.lockfile import split_ref  # noqa: PLC0415 (YAML only for names)
-    from modelcas.registry import open_lock  # noqa: PLC0415
+    if r.kind in ("hf", "oci", "url"):
+        return _remote(r, s, file, verify=verify, progress=progress)
+    if r.kind == "bundle":
+        return _bundle_key(r.location, r.revision or "", s)
+    if r.kind == "dir":
+        raise UsageError(
+            f"{ref} is a directory remote: it holds objects, not one file",
+            hint="name a model (NAME@VERSION) or an address (sha256:…); `cas pull` fetches "
+            "from a directory",
+        )
+    from modelcas.registry import open_lock  # noqa: PLC0415 (YAML only for names)
 
     reg = registry if registry is not None else open_lock(lock, store=s)
     if not check_requires:
         reg.check_requires = False
-    pin = reg.pin(*split_ref(ref), file)
+    pin = reg.pin(r.name, r.version, file)
     path = reg.fetch(pin, verify=verify, progress=progress)
     known = reg.store.info(pin.digest.sha256).digest
     digest = Digest(pin.digest.sha256, pin.digest.size, pin.digest.blake3 or known.blake3)
@@ -130,55 +135,29 @@ def _bundle_key(source: Any, key: str, store: Store) -> Resolved:
     return Resolved(model.stored, model.digest, label, model.member_name, model.path)
 
 
-def _hub(ref: str, store: Store, file: str | None, progress: Progress | None) -> Resolved:
-    from modelcas.hub import METADATA_FILE, HubRemote  # noqa: PLC0415 (the Hub client)
-    from modelcas.remotes import parse_source  # noqa: PLC0415
+def _remote(
+    r: Ref, store: Store, file: str | None, *, verify: bool, progress: Progress | None
+) -> Resolved:
+    """A file of a remote version (Hub, registry, URL), downloaded and verified on first use."""
+    from modelcas.remotes import open_remote  # noqa: PLC0415 (the remotes only for them)
 
-    _, repo_id, revision = parse_source(ref)
-    if revision is None:
-        raise UsageError(f"{ref}: name a revision, e.g. hf://{repo_id}@weights-v1.1")
-    remote = HubRemote(repo_id, revision)
-    commit = remote.resolve()
-    if commit is None:
-        raise UsageError(
-            f"{ref}: HF_HUB_OFFLINE is set, and resolving a Hub reference needs the Hub",
-            hint="pin it once online (`cas pull`), then use its name",
-        )
-    listing = remote.files(commit)
-    weights = sorted(p for p in listing if p not in (METADATA_FILE, ".gitattributes", "README.md"))
-    if file is None:
-        if len(weights) != 1:
-            raise UsageError(
-                f"{ref} has {len(weights)} files ({', '.join(weights)}); say which one (--file)"
-            )
-        file = weights[0]
-    if file not in listing:
-        raise NotPinnedError(f"{ref} (commit {commit[:12]}) has no file {file!r}")
-    f = listing[file]
-    if f.sha256 is not None and store.has(f.sha256):
-        info = store.info(f.sha256)
-        store.path(f.sha256)
-    else:
-        info = remote.download(f, commit, store, None, progress=progress)
-    label = f"hf://{repo_id}@{revision} {file}"
-    return Resolved(info.path, info.digest, label, Path(file).name, _named(store, file, info))
-
-
-def _oci(ref: str, store: Store, file: str | None) -> Resolved:
-    from modelcas import oci  # noqa: PLC0415 (the registry client only for oci://)
-
-    pulled = oci.pull_artifact(ref, store)  # every layer verified against its digest
-    names = sorted(f.path for f in pulled.files)
+    remote = open_remote(r)
+    version = remote.resolve(r.revision)
+    listing = remote.listing(version)
+    names = sorted(version.files if version.files is not None else listing)
     if file is None:
         if len(names) != 1:
-            raise UsageError(f"{ref} has {len(names)} files ({', '.join(names)}); say which one")
+            raise UsageError(
+                f"{r.text} has {len(names)} files ({', '.join(names)}); say which one (--file)"
+            )
         file = names[0]
-    found = next((f for f in pulled.files if f.path == file), None)
-    if found is None:
-        raise NotPinnedError(f"{ref} has no file {file!r} (files: {', '.join(names)})")
-    info = store.info(found.digest.sha256)
-    named = _named(store, file, info)
-    return Resolved(info.path, found.digest, f"{ref} {file}", Path(file).name, named)
+    if file not in listing:
+        at = f" (revision {version.revision[:19]})" if version.revision else ""
+        raise NotPinnedError(f"{r.text}{at} has no file {file!r} (files: {', '.join(names)})")
+    got = remote.fetch(version, {file: listing[file].digest}, store, progress=progress)[0]
+    path = store.path(got.digest.sha256, verify=verify and got.origin == "store")
+    named = _named(store, file, store.info(got.digest.sha256))
+    return Resolved(path, got.digest, f"{r.text} {file}", Path(file).name, named)
 
 
 def _named(store: Store, file: str, info: ObjectInfo) -> Path:

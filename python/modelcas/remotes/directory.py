@@ -1,0 +1,399 @@
+"""A shared directory as a remote: the store's own layout, plus a small catalog of versions.
+
+``/lab/shared/cas`` (or ``file:///lab/shared/cas``) holds objects exactly as a store does,
+written by rename, so several machines can push at once (NFS, SMB, a mounted bucket). Its
+``catalog/MODEL/VERSION.json`` files say which versions were pushed or published there (name,
+version, requires, package, and every file's size, sha256 and blake3), so that ``cas pull``,
+``cas update`` and ``cas verify --remote`` work with a directory as with the Hub. A catalog
+entry is created once, atomically (written aside, then hard-linked into place: the link fails
+if another machine was first), and never changed: a version is never moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from modelcas.digest import Digest, is_hex64
+from modelcas.errors import IntegrityError, RemoteError, TagConflictError, UsageError
+from modelcas.hashing import Progress
+from modelcas.remotes.base import (
+    Fetched,
+    Listed,
+    Outgoing,
+    Published,
+    ReadBack,
+    RemotePlan,
+    RemoteVersion,
+    Sink,
+    Step,
+)
+from modelcas.store import Store
+
+CATALOG = "catalog"
+# A catalog entry is a few hundred bytes; a cap, so that a planted file cannot eat memory.
+_MAX_ENTRY = 4 << 20
+
+
+class DirRemote:
+    """A directory with the store's layout, shared by several machines."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.url = self.path.resolve().as_uri()
+        self._pending: dict[tuple[str, str], dict[str, Digest]] = {}
+
+    def store(self, *, create: bool = False) -> Store:
+        """The remote as a store (the same layout); ``create`` makes a new one (a first push).
+
+        Raises:
+            RemoteError: the directory does not exist (and ``create`` is false).
+        """
+        if not create:
+            self.check_reachable()
+        return Store(self.path)
+
+    def check_reachable(self) -> None:
+        """Refuse a remote that is not a directory (unmounted share, typo).
+
+        Raises:
+            RemoteError: no such directory.
+        """
+        if not self.path.is_dir():
+            raise RemoteError(
+                f"remote {self.url} is not reachable (no such directory)",
+                hint="mount the shared storage, or fix the path (or the lockfile's source)",
+            )
+
+    # -- the catalog -----------------------------------------------------------------------
+
+    def _entry_path(self, model: str, version: str) -> Path:
+        return self.path / CATALOG / model / f"{version}.json"
+
+    def catalog(self, model: str) -> dict[str, dict[str, Any]]:
+        """``{version: entry}`` for every version of ``model`` the catalog records."""
+        folder = self.path / CATALOG / model
+        out: dict[str, dict[str, Any]] = {}
+        if not folder.is_dir():
+            return out
+        for p in sorted(folder.iterdir()):
+            if p.suffix != ".json" or p.is_symlink() or not p.is_file():
+                continue
+            entry = _read_entry(p)
+            if entry is not None and entry.get("model") == model:
+                out[p.stem] = entry
+        return out
+
+    def record(
+        self,
+        model: str,
+        version: str,
+        files: Mapping[str, Digest],
+        *,
+        requires: str | None,
+        package: str | None,
+    ) -> bool:
+        """Add a version to the catalog; False when it is there already with these files.
+
+        Raises:
+            TagConflictError: the catalog holds the version (in any PEP 440 spelling) with
+                other files; it is never changed.
+        """
+        existing = self._find(model, version)
+        body = _entry(model, version, files, requires, package)
+        if existing is not None:
+            _, entry = existing
+            self._same_or_conflict(model, version, entry, files)
+            return False
+        final = self._entry_path(model, version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store(create=True).temp_path()
+        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.link(tmp, final)  # fails if another machine recorded it first
+        except FileExistsError:
+            entry = _read_entry(final) or {}
+            self._same_or_conflict(model, version, entry, files)
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return True
+
+    def check(self, model: str, version: str, files: Mapping[str, Digest]) -> None:
+        """Refuse, before anything is copied, a version the catalog holds with other files.
+
+        Raises:
+            TagConflictError: it does.
+        """
+        if self.path.is_dir():
+            found = self._find(model, version)
+            if found is not None:
+                self._same_or_conflict(model, version, found[1], files)
+
+    def _same_or_conflict(
+        self, model: str, version: str, entry: dict[str, Any], files: Mapping[str, Digest]
+    ) -> None:
+        theirs = {n: d.sha256 for n, d in _files(entry).items()}
+        if theirs != {n: d.sha256 for n, d in files.items()}:
+            raise TagConflictError(
+                f"{self.url} already holds {model}@{entry.get('version', version)} with other "
+                f"files ({', '.join(sorted(theirs)) or 'none'}); a version is never changed",
+                hint=f"publish a new version instead of {version}",
+            )
+
+    def _find(self, model: str, version: str) -> tuple[str, dict[str, Any]] | None:
+        from modelcas.lockfile import same_version  # noqa: PLC0415 (packaging, on use)
+
+        for name, entry in self.catalog(model).items():
+            if same_version(name, version):
+                return name, entry
+        return None
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def resolve(self, ref: str | None) -> RemoteVersion:
+        """A version the catalog records: ``NAME@VERSION``, or ``NAME`` for the newest.
+
+        Raises:
+            UsageError: no model named.
+            RemoteError: unreachable, or no such version (the message lists the versions).
+        """
+        from modelcas.lockfile import is_prerelease, parse_version  # noqa: PLC0415
+
+        self.check_reachable()
+        if not ref:
+            raise UsageError(
+                f"{self.url}: name the model to pull from the directory's catalog",
+                hint="--name MODEL (and --version VERSION), or pass the addresses to fetch",
+            )
+        model, _, version = ref.partition("@")
+        catalog = self.catalog(model)
+        if version:
+            found = self._find(model, version)
+        else:
+            ordered = sorted(catalog, key=parse_version)
+            final = [v for v in ordered if not is_prerelease(v)] or ordered
+            found = (final[-1], catalog[final[-1]]) if final else None
+        if found is None:
+            have = ", ".join(sorted(catalog, key=parse_version)) or "none"
+            raise RemoteError(
+                f"{self.url} has no {model}{'@' + version if version else ''} in its catalog "
+                f"(versions: {have})",
+                hint="`cas push` or `cas publish --to DIR` records versions there",
+            )
+        name, entry = found
+        return RemoteVersion(
+            self.url,
+            self.url,
+            ref=f"{model}@{name}",
+            version=name,
+            model=model,
+            requires=_opt_str(entry.get("requires")),
+            package=_opt_str(entry.get("package")),
+            files=tuple(sorted(_files(entry))),
+        )
+
+    def listing(self, version: RemoteVersion) -> dict[str, Listed]:
+        """The files of a catalog entry (empty for a version the catalog does not record)."""
+        if version.model is None or version.version is None:
+            return {}
+        pending = self._pending.get((version.model, version.version))
+        if pending is not None:
+            # Being published (a read-back before the catalog entry is written): the
+            # objects themselves, as the directory holds them.
+            out = {}
+            for n, d in sorted(pending.items()):
+                obj = self.store().object_path(d.sha256)
+                if obj.is_file() and not obj.is_symlink():
+                    out[n] = Listed(n, obj.stat().st_size, d.sha256)
+            return out
+        found = self._find(version.model, version.version)
+        if found is None:
+            return {}
+        return {n: Listed(n, d.size, d.sha256) for n, d in sorted(_files(found[1]).items())}
+
+    def fetch(
+        self,
+        version: RemoteVersion,
+        want: Mapping[str, Digest | None],
+        store: Store,
+        *,
+        progress: Progress | None = None,
+    ) -> list[Fetched]:
+        """Copy objects from the shared directory, each verified (see ``Remote.fetch``)."""
+        listed = self.listing(version) if any(d is None for d in want.values()) else {}
+        out = []
+        for name, pinned in want.items():
+            digest = pinned or (listed[name].digest if name in listed else None)
+            if digest is None:
+                raise RemoteError(f"{self.url}: {version.ref} has no file {name!r}")
+            if store.has(digest.sha256):
+                out.append(Fetched(name, store.info(digest.sha256).digest, "store"))
+                continue
+            obj = self._object(digest, name)
+            info = store.add_file(obj, expected=digest, progress=progress).info
+            out.append(Fetched(name, info.digest, "download"))
+        return out
+
+    def _object(self, digest: Digest, name: str) -> Path:
+        obj = self.store().object_path(digest.sha256)
+        if not obj.is_file() or obj.is_symlink():
+            raise RemoteError(
+                f"remote {self.url} has no object sha256:{digest.sha256} ({name})",
+                hint="push it there first: `cas push " + self.url + "`",
+            )
+        return obj
+
+    def stream(self, version: RemoteVersion, listed: Listed, sink: Sink) -> None:  # noqa: ARG002
+        """Read an object's bytes (over NFS they may come from this client's page cache)."""
+        digest = listed.digest
+        if digest is None:
+            raise RemoteError(f"{self.url}: {listed.name} has no digest to read by")
+        fd = os.open(self._object(digest, listed.name), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            while data := f.read(8 << 20):
+                sink(memoryview(data))
+
+    def versions(self, model: str) -> dict[str, str]:
+        """``{version: "MODEL@VERSION"}`` from the catalog."""
+        self.check_reachable()
+        return {v: f"{model}@{v}" for v in self.catalog(model)}
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def push(self, digest: Digest, store: Store, *, progress: Progress | None = None) -> bool:
+        """Copy a local object to the shared directory; False when it was already there.
+
+        The local copy is verified on the way out (the copy is hashed and must match).
+        """
+        local = store.path(digest.sha256)
+        shared = self.store(create=True)
+        return not shared.add_file(local, expected=digest, progress=progress).existed
+
+    def plan_publish(self, out: Outgoing, *, prune: bool = False) -> RemotePlan:  # noqa: ARG002
+        """Which objects are missing there, and whether the catalog has the version.
+
+        Raises:
+            TagConflictError: the catalog holds the version with other files.
+        """
+        files = {n: d for n, (_, d) in out.files.items()}
+        exists = self.path.is_dir()
+        found = self._find(out.model, out.version) if exists else None
+        if found is not None:
+            self._same_or_conflict(out.model, out.version, found[1], files)
+        shared = Store(self.path) if exists and (self.path / "store.json").exists() else None
+        steps = [
+            Step(n, "present" if shared and shared.has(d.sha256) else "upload", d)
+            for n, d in sorted(files.items())
+        ]
+        tag = f"{out.model}@{found[0] if found else out.version}"
+        return RemotePlan(
+            self.url, tag, self.url, steps, tag_exists=found is not None, repo_exists=exists
+        )
+
+    def publish(
+        self,
+        plan: RemotePlan,
+        out: Outgoing,
+        store: Store,
+        *,
+        progress: Progress | None = None,
+        read_back: ReadBack | None = None,
+    ) -> Published:
+        """Copy the objects, read them back if asked, then record the catalog entry."""
+        uploaded: list[str] = []
+        present: list[str] = []
+        for step in plan.steps:
+            assert step.digest is not None
+            sent = self.push(step.digest, store, progress=progress)
+            (uploaded if sent else present).append(step.name)
+        if read_back is not None:
+            self._pending[(out.model, out.version)] = {n: d for n, (_, d) in out.files.items()}
+            read_back(
+                RemoteVersion(
+                    self.url,
+                    self.url,
+                    ref=plan.tag,
+                    version=out.version,
+                    model=out.model,
+                    files=tuple(sorted(out.files)),
+                )
+            )
+        self.record(
+            out.model,
+            out.version,
+            {n: d for n, (_, d) in out.files.items()},
+            requires=out.requires,
+            package=out.package,
+        )
+        return Published(self.url, None, uploaded, [], present, [])
+
+
+def _entry(
+    model: str,
+    version: str,
+    files: Mapping[str, Digest],
+    requires: str | None,
+    package: str | None,
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "version": version,
+        "requires": requires,
+        "package": package,
+        "files": {
+            n: {"size": d.size, "sha256": d.sha256, "blake3": d.blake3}
+            for n, d in sorted(files.items())
+        },
+    }
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # a FIFO or device planted in the catalog is never read
+            raw = json.loads(f.read(_MAX_ENTRY))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _files(entry: Mapping[str, Any]) -> dict[str, Digest]:
+    """The files of a catalog entry; a malformed one is an error, not an empty version.
+
+    Raises:
+        IntegrityError: a file's record is not size + sha256.
+    """
+    raw = entry.get("files")
+    out = {}
+    for name, rec in (raw or {}).items() if isinstance(raw, dict) else ():
+        size = rec.get("size") if isinstance(rec, dict) else None
+        sha = rec.get("sha256") if isinstance(rec, dict) else None
+        b3 = rec.get("blake3") if isinstance(rec, dict) else None
+        if not isinstance(size, int) or not isinstance(sha, str) or not is_hex64(sha):
+            raise IntegrityError(
+                f"catalog entry {entry.get('model')}@{entry.get('version')}: file {name!r} "
+                "has no valid size and sha256",
+                hint="the catalog was edited by hand: remove the entry and push again",
+            )
+        out[str(name)] = Digest(sha, size, b3 if isinstance(b3, str) and is_hex64(b3) else None)
+    return out
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
