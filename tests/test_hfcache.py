@@ -24,6 +24,7 @@ from modelcas.store import Store
 from tests.conftest import HUB_TOKEN
 from tests.hubserver import HubServer
 from tests.refs import ref_sha256
+from tests.users import AS_NOBODY
 
 TOKEN = HUB_TOKEN
 REPO = "sidxz/structflo-cser-detector"
@@ -314,7 +315,7 @@ def test_as_a_normal_user_giving_to_the_hf_cache_hard_links(
         for d in ("store", "hf-home", "consumer"):
             (base / d).mkdir()
             os.chown(base / d, 65534, 65534)
-        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        as_nobody = AS_NOBODY
         child_env = {
             **os.environ,
             **env,

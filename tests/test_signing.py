@@ -750,3 +750,20 @@ def test_cas_add_signature_of_an_empty_folder_pins_nothing_and_keeps_the_lockfil
     lock = Lockfile.load(tmp_path / "cas.lock")
     with pytest.raises(UsageError, match="at least one file"):
         lock.pin("e", "v1", {})
+
+
+@pytest.mark.parametrize("where", [[], ["--model", "det"]], ids=["file", "model"])
+def test_trusting_keys_in_any_order_writes_the_lockfile(
+    cas: Cas, tmp_path: Path, where: list[str]
+) -> None:
+    """The writer sorts `trust:` entries; the lockfile's read-back check must agree (it once
+    refused half of all second keys, by the order their random fingerprints fell in)."""
+    _pinned(cas, tmp_path)
+    a, b = _key(tmp_path / "a.pem"), _key(tmp_path / "b.pem")
+    first, second = sorted([a, b], key=lambda k: _fingerprint(k.with_suffix(".pub")), reverse=True)
+    for key in (first, second):
+        r = cas("trust", "add", key.with_suffix(".pub"), *where)
+        assert r.returncode == 0, r.stderr
+    listed = cas("trust", "ls")
+    assert listed.returncode == 0
+    assert all(_fingerprint(k.with_suffix(".pub")) in listed.stdout.decode() for k in (a, b))

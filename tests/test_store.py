@@ -18,6 +18,7 @@ import modelcas
 from modelcas.digest import Digest
 from modelcas.store import Store
 from tests.refs import ref_blake3, ref_sha256
+from tests.users import AS_NOBODY
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
 MiB = 1 << 20
@@ -222,10 +223,7 @@ def test_linked_objects_resist_writes_by_a_normal_user() -> None:
             store.place(d.sha256, dest, link=mode)  # type: ignore[arg-type]
             r = subprocess.run(
                 [
-                    "setpriv",
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
+                    *AS_NOBODY,
                     "/bin/sh",
                     "-c",
                     'cat "$1" >/dev/null || exit 9; printf x >> "$1"',
@@ -384,7 +382,7 @@ print(s.place(sha, {str(base / "mine" / "own.bin")!r}),
       s.place(sha, {str(base / "roots" / "foreign.bin")!r}))
 """
         r = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+            [*AS_NOBODY, sys.executable,
              "-c", code],
             capture_output=True, text=True, check=False,
         )  # fmt: skip

@@ -23,6 +23,7 @@ from modelcas.ops.gc import collect
 from modelcas.registry import Registry, open_lock
 from modelcas.store import Store, views
 from tests.refs import ref_sha256
+from tests.users import AS_NOBODY
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
 
@@ -241,7 +242,7 @@ def test_a_write_through_the_path_as_another_user_fails_and_changes_nothing() ->
         }
         for what, argv in attempts.items():
             r = subprocess.run(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                [*AS_NOBODY, *argv],
                 capture_output=True,
                 check=False,
                 env={**os.environ, "HOME": str(base)},

@@ -365,6 +365,10 @@ class Lockfile:
 
     def _write(self, target: Path, held: owner.Held) -> None:
         """Check the text reads back as this lockfile, then put it in place (lock held)."""
+        # Lists the text keeps sorted are sorted here too, so that reading back compares equal.
+        self.trust.sort(key=TrustedSigner.sort_key)
+        for model in self.models.values():
+            model.trust.sort(key=TrustedSigner.sort_key)
         text = self.dumps()
         try:
             back = Lockfile.loads(text, target)
@@ -373,7 +377,7 @@ class Lockfile:
                 f"{target}: the new text does not read back ({e.message}); nothing was written",
                 hint="this is a bug in modelcas: please report it with the command you ran",
             ) from None
-        if back.models != self.models or back.package != self.package:
+        if (back.models, back.package, back.trust) != (self.models, self.package, self.trust):
             raise LockfileError(
                 f"{target}: the new text reads back as other pins than were written; nothing "
                 f"was written",
