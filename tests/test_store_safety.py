@@ -252,6 +252,27 @@ def test_move_refused_by_the_lockfile_gives_every_file_back(tmp_path: Path) -> N
     assert store.verify(deep=True) == []
 
 
+def test_move_under_an_equal_spelling_of_a_pinned_version_is_that_version(
+    tmp_path: Path,
+) -> None:
+    """PEP 440: 1.0.0 is the pinned v1.0; the read-back before the unlink must find it there."""
+    store = Store(tmp_path / "store")
+    data = os.urandom(MiB)
+    (tmp_path / "w.bin").write_bytes(data)
+    add([tmp_path / "w.bin"], store, pin=PinRequest("det", "v1.0", lock=tmp_path / "cas.lock"))
+    again = tmp_path / "new" / "w.bin"
+    again.parent.mkdir()
+    again.write_bytes(data)
+    r = _run(
+        _cas(store.root, "add", "--move", again, "--name", "det", "--version", "1.0.0"), tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert not again.exists()
+    assert list(
+        yaml.safe_load((tmp_path / "cas.lock").read_text())["models"]["det"]["versions"]
+    ) == ["v1.0"]
+
+
 def test_move_without_a_pin_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "w.bin"
     src.write_bytes(b"weights")
