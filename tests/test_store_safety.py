@@ -545,6 +545,41 @@ def test_a_killed_gc_is_rolled_back_by_the_next(tmp_path: Path) -> None:
     assert store.verify([sha256], deep=True) == [] and not staging.exists()
 
 
+def test_gc_putting_back_another_hosts_staging_never_deletes_what_lands_there(
+    tmp_path: Path,
+) -> None:
+    """A gc on another machine of a shared store is running: its staging folder is not dead.
+
+    Putting its objects back is safe; removing the folder with everything in it is not: an
+    object that gc renames into it meanwhile (and would put back once it sees it pinned) was
+    deleted with the folder.
+    """
+    store = Store(tmp_path / "store")
+    lock = tmp_path / "cas.lock"
+    digests = []
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / name).write_bytes(os.urandom(4096))
+    out = add([tmp_path / "a.bin", tmp_path / "b.bin"], store, pin=PinRequest("m", "v1", lock=lock))
+    digests = [f.digest.sha256 for f in out.files]
+    # The other machine's gc (another boot id) moved the first object aside, and is alive.
+    staging = store.tmp_dir / f"gc-00000000-4242-{'ab' * 16}"
+    staging.mkdir()
+    os.rename(store.object_path(digests[0]), staging / digests[0])
+    ours = subprocess.Popen(
+        strace_inject(
+            "rename,renameat,renameat2", "delay_enter=1500000", 1, _cas(store.root, "gc")
+        ),
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(0.9)  # ours listed the folder and waits in its first put-back
+    os.rename(store.object_path(digests[1]), staging / digests[1])  # theirs moves another
+    _, err = ours.communicate(timeout=120)
+    assert ours.returncode == 0, err
+    for sha256 in digests:
+        store.rescue(sha256)  # a reader takes an object back from a staging folder
+        assert store.verify([sha256], deep=True) == [], f"pinned sha256:{sha256} was lost"
+
+
 # -- a source that changes during add --------------------------------------------------------
 
 

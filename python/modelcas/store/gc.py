@@ -322,8 +322,10 @@ class Collecting(Remembering):
                     with contextlib.suppress(FileNotFoundError):
                         self.put_back(entry, entry.name)
                         restored += 1
+            # Only if empty: a gc on another machine (not provably dead) may still be moving
+            # objects into it, which it puts back if they are pinned meanwhile.
             with contextlib.suppress(OSError):
-                shutil.rmtree(d)
+                d.rmdir()
         return restored
 
     def _leftovers(self, roots: list[Root], cutoff: float, dry_run: bool) -> list[Path]:
