@@ -580,6 +580,38 @@ def test_gc_putting_back_another_hosts_staging_never_deletes_what_lands_there(
         assert store.verify([sha256], deep=True) == [], f"pinned sha256:{sha256} was lost"
 
 
+def test_gc_in_another_pid_namespace_keeps_a_live_writers_claim(tmp_path: Path) -> None:
+    """Containers on one machine share its boot id but not their pids: a claim made in one
+    names a pid that a gc in another cannot see, which is no proof that the writer is gone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a pid namespace (CI runs as root)")
+    store = Store(tmp_path / "store")
+    (tmp_path / "w.bin").write_bytes(os.urandom(4096))
+    sha256 = store.add_file(tmp_path / "w.bin").info.digest.sha256
+    _old(store.object_path(sha256))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from modelcas.store import Store
+            with Store({str(store.root)!r}).claim([{sha256!r}]):
+                print("claimed", flush=True)
+                time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, env=_env(),
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"claimed\n"
+        r = _run(
+            ["unshare", "--pid", "--fork", "--mount-proc", *_cas(store.root, "gc", "--grace", "0")],
+            tmp_path,
+        )
+        assert r.returncode == 0, r.stderr
+        assert store.has(sha256), "a live writer's claimed object was deleted"
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 # -- a source that changes during add --------------------------------------------------------
 
 

@@ -30,12 +30,20 @@ _OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-(?:[0-9a-f]{32}|[A-Za-z0-9_]{
 
 @functools.cache
 def _node() -> str:
-    """The machine and its current boot: a process id means something only within it."""
+    """The machine, its current boot and this pid namespace: where a process id means something.
+
+    Containers on one machine share its boot id but not their pids, so the pid namespace
+    counts too (the Rust core's ``fsio::owner_tag`` computes the same value).
+    """
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_bytes()
     except OSError:
         boot = socket.gethostname().encode()
-    return hashlib.sha256(boot).hexdigest()[:8]
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid").encode()
+    except OSError:
+        pid_ns = b""
+    return hashlib.sha256(boot + pid_ns).hexdigest()[:8]
 
 
 def owned_name() -> str:
