@@ -906,6 +906,47 @@ def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
     assert list(store.tmp_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("syscall", MOVE_SYSCALLS)
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "already-stored"])
+def test_a_recovery_killed_anywhere_is_finished_by_the_next_once(
+    tmp_path: Path, stored: bool, syscall: str
+) -> None:
+    """A journal recovered twice: the first recoverer gave the file back and died before it
+    removed the journal; the next must see the file is back (not copy it out again as
+    `w.bin.cas-restored`, nor warn on every command that it cannot finish)."""
+    kills = 0
+    for when in range(1, 40):
+        work = tmp_path / str(when)
+        work.mkdir()
+        store = Store(work / "store")
+        src = work / "w.bin"
+        data = os.urandom(MiB)
+        src.write_bytes(data)
+        if stored:
+            store.add_bytes(data)
+        code = textwrap.dedent(f"""
+            import os
+            from modelcas.store import Store
+            Store({str(store.root)!r}).ingest({str(src)!r}, take=True)
+            os._exit(0)
+        """)
+        subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+        argv = strace_inject(syscall, "signal=KILL", when, _cas(store.root, "ls"))
+        first = _run(argv, work)
+        again = _run(_cas(store.root, "ls"), work)
+        assert again.returncode == 0, again.stderr
+        assert b"cannot finish" not in again.stderr, again.stderr
+        assert src.read_bytes() == data and src.lstat().st_nlink == 1
+        assert [p.name for p in work.iterdir() if p.name.startswith("w.bin")] == ["w.bin"]
+        assert list(store.tmp_dir.iterdir()) == []
+        if first.returncode == 0:
+            break
+        kills += 1
+    else:
+        pytest.fail("the recovery never completed")
+    assert kills >= (0 if syscall.startswith("link") else 1)
+
+
 def test_verify_finds_a_pinned_object_where_a_running_gc_staged_it(tmp_path: Path) -> None:
     """gc moves candidates aside before it reads the roots again (G2); a verify meanwhile
     finds the object there and puts it back: never CORRUPT, never MISSING."""
