@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -372,6 +373,39 @@ def test_a_cut_download_resumes_with_range(place: Place, cas: Run, tmp_path: Pat
         assert place.nginx is not None
         (resumed,) = [q for q in place.nginx.requests() if q.range]
         assert resumed.status == 206 and resumed.if_range and resumed.if_range.startswith('"')
+
+
+@only("url")
+def test_a_file_changed_on_the_server_between_cut_and_resume_restarts_from_zero(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """If-Range with the validator seen first: the server's file changed after the cut (same
+    size, new ETag), so nginx answers 200 with the whole new file. Never a join of the two;
+    the pin names the bytes it holds and the validator they came with."""
+    assert place.nginx is not None
+    nginx = place.nginx
+    old, new = _bytes(4 * MiB, 3), _bytes(4 * MiB, 8)
+    nginx.put("v1.0/best.pt", old)
+
+    def replace() -> None:
+        nginx.put("v1.0/best.pt", new)
+        later = time.time() + 10  # another mtime: another ETag
+        os.utime(nginx.www / "v1.0" / "best.pt", (later, later))
+
+    consumer = _project(tmp_path / "consumer")
+    with Cutter(nginx.port, "/v1.0/best.pt", keep=MiB, on_cut=replace) as cutter:
+        url = f"http://127.0.0.1:{cutter.port}/files/v1.0/best.pt"
+        r = cas("pull", url, "--name", "det", "--version", "v1.0", cwd=consumer)
+        assert r.returncode == 0, r.stderr
+        head = urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+        audit = cas("verify", "--remote", "det@v1.0", cwd=consumer)
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+    (resumed,) = [q for q in nginx.requests() if q.range]
+    assert resumed.if_range and resumed.status == 200, "If-Range refused the stale resume"
+    entry = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.files["best.pt"].sha256 == ref_sha256(new), "never a join of two files"
+    assert Store(tmp_path / "store").path(ref_sha256(new)).read_bytes() == new
+    assert entry.validator == head.headers["ETag"], "the validator of the bytes pinned"
 
 
 @only("hub", "oci", "url")  # a directory is read, not downloaded

@@ -9,6 +9,7 @@ its source, ``requires`` and ``package`` as the remote's metadata gives them.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,6 +141,11 @@ def pull(
         validator=version.validator,
     )
     result.files = remote.fetch(version, want, store, progress=progress)
+    delivered = next((f.validator for f in result.files if f.validator), None)
+    if delivered is not None and delivered != version.validator:
+        # (URLs) the file changed on the server during the download and came again whole.
+        version = dataclasses.replace(version, validator=delivered)
+        result.validator = delivered
     if not req.pin or chosen is None:
         return result
     result.model, result.version = name, chosen
