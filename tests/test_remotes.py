@@ -292,6 +292,33 @@ def test_corrupt_bytes_at_the_remote_are_refused(place: Place, cas: Run, tmp_pat
     assert len(r.stderr.strip().splitlines()) <= 2
 
 
+def test_sync_repairs_a_corrupt_stored_copy_from_the_remote(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """`cas verify` names a stored object whose bytes rotted; `cas sync` sets it aside and
+    fetches the pinned bytes again from the version's source."""
+    versions = _published(place, cas, tmp_path, "v1.0")
+    consumer = _project(tmp_path / "consumer")
+    store = tmp_path / "consumer-store"
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer, store=store).returncode == 0
+    obj = Store(store).object_path(ref_sha256(versions["v1.0"]))
+    obj.chmod(0o644)
+    with open(obj, "r+b") as f:
+        f.seek(100)
+        flipped = f.read(1)[0] ^ 0xFF
+        f.seek(100)
+        f.write(bytes([flipped]))
+    obj.chmod(0o444)
+    named = cas("verify", "--lock", cwd=consumer, store=store)
+    assert named.returncode == 1 and "CORRUPT" in named.stdout, named.stdout + named.stderr
+    r = cas("sync", cwd=consumer, store=store)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "repaired" in r.stdout and "quarantine" in r.stdout, r.stdout
+    assert obj.read_bytes() == versions["v1.0"]
+    assert len(list((store / "quarantine").iterdir())) == 1, "the bad copy is kept aside"
+    assert cas("verify", "--lock", cwd=consumer, store=store).returncode == 0
+
+
 def test_audit_with_and_without_read_data(place: Place, cas: Run, tmp_path: Path) -> None:
     versions = _published(place, cas, tmp_path, "v1.0")
     pkg = tmp_path / "pkg"
