@@ -663,3 +663,30 @@ def test_include_and_exclude_pick_the_files(place: Place, cas: Run, tmp_path: Pa
     assert [f["name"] for f in json.loads(r.stdout)["files"]] == ["model.safetensors"]
     none = cas("pull", *place.ref("v1.0"), "--include", "*.onnx", cwd=consumer)
     assert none.returncode == 2 and "no file of" in none.stderr
+
+
+@only("hub", "oci", "dir")  # a URL is one file
+def test_include_of_a_pinned_version_fetches_those_files_against_the_pins(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """A version pinned whole, pulled again with --include into another store: the chosen
+    files are fetched and checked against their pins; the lockfile keeps the whole version
+    (it was refused as 'already pinned to other content', after the download)."""
+    pkg = _project(tmp_path / "pkg")
+    names = ["model.safetensors", "config.json"]
+    for i, n in enumerate(names):
+        (pkg / n).write_bytes(_bytes(64 << 10, 30 + i))
+    files = [a for n in names for a in ("--file", n)]
+    assert (
+        cas("publish", "det", "--version", "v1.0", *files, *place.target(), cwd=pkg).returncode == 0
+    )
+    consumer = _project(tmp_path / "consumer")
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer).returncode == 0
+    before = (consumer / "cas.lock").read_bytes()
+    other = tmp_path / "other-store"
+    r = cas("pull", *place.ref("v1.0"), "--include", "*.safetensors", cwd=consumer, store=other)
+    assert r.returncode == 0, r.stderr
+    assert (consumer / "cas.lock").read_bytes() == before
+    assert [o.digest.sha256 for o in Store(other).objects()] == [
+        ref_sha256((pkg / "model.safetensors").read_bytes())
+    ]

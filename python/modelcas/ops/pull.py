@@ -242,8 +242,12 @@ def _check(  # noqa: PLR0917 (the facts one check compares)
     wanted: list[str],
     pinned: dict[str, Digest],
 ) -> None:
-    """Refuse, before downloading, a remote whose listing disagrees with the pin."""
-    for n in wanted:
+    """Refuse, before downloading, a remote whose listing disagrees with the pin.
+
+    Every pinned file the remote lists is compared, not only those picked (``--include``):
+    the remote becomes a place of the whole version.
+    """
+    for n in sorted(set(wanted) | (set(pinned) & set(listing))):
         listed, want = listing[n], pinned.get(n)
         if want is not None and (
             (listed.sha256 is not None and listed.sha256 != want.sha256) or listed.size != want.size
@@ -298,9 +302,8 @@ def _pin(  # noqa: PLR0917 (what a pin records, from one pull)
         found = model.find(chosen) if model else None
         if model is not None and found is not None:
             entry = model.versions[found]
-            if {f: d.sha256 for f, d in entry.files.items()} == {
-                f: d.sha256 for f, d in got.items()
-            }:
+            # The pinned files, or some of them (--include), with the pinned bytes.
+            if all(f in entry.files and entry.files[f].sha256 == d.sha256 for f, d in got.items()):
                 if entry.source == version.source and (commit is None or entry.commit == commit):
                     return "already"
                 if entry.source is None:
