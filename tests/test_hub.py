@@ -752,3 +752,20 @@ def test_a_hub_answering_500_gives_one_error_and_no_client_logs(
     assert json.loads(r.stdout)["schema"] == "cas.error/1"
     loud = cas("-v", "pull", f"hf://{REPO}@weights-v1.0", cwd=consumer)
     assert loud.returncode == 2
+
+
+def test_a_weights_tag_that_is_no_version_is_not_a_candidate(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """Someone tags `weights-latest` (or `weights-best`): update lists the versions it can
+    compare and leaves that tag out (it stopped with "'latest' is not a version")."""
+    from huggingface_hub import HfApi
+
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    HfApi(endpoint=hub.url, token=TOKEN).create_tag(REPO, tag="weights-latest")
+    r = cas("update", "--dry-run", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert "up to date" in r.stdout, r.stdout
