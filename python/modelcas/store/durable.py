@@ -55,18 +55,17 @@ def owned_name() -> str:
     return f"{_node()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def writer_alive(name: str) -> bool:
-    """Whether the process named in a temporary file's name still runs on this machine.
+def _writer_runs(name: str) -> bool | None:
+    """Whether the process named in a temporary file's name runs; None when it cannot be told.
 
-    False for names without an owner, or owned by another machine or an earlier boot: their
-    age alone decides (the grace period).
+    None for names without an owner, or owned by another machine, container or boot.
     """
     m = _OWNED.search(name)
     if m is None:
-        return False
+        return None
     node, _, pid = m.group(1).partition("-")
     if node != _node():
-        return False
+        return None
     try:
         os.kill(int(pid), 0)
     except PermissionError:
@@ -76,25 +75,22 @@ def writer_alive(name: str) -> bool:
     return True
 
 
+def writer_alive(name: str) -> bool:
+    """Whether the process named in a temporary file's name still runs on this machine.
+
+    False for names without an owner, or owned by another machine or an earlier boot: their
+    age alone decides (the grace period).
+    """
+    return _writer_runs(name) is True
+
+
 def writer_dead(name: str) -> bool:
     """Whether the process named in a temporary file's name provably no longer runs.
 
     True only for a name owned by this machine's current boot whose pid runs nothing; an
     owner on another machine or boot cannot be checked, so it is never dead by this test.
     """
-    m = _OWNED.search(name)
-    if m is None:
-        return False
-    node, _, pid = m.group(1).partition("-")
-    if node != _node():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return False
-    except (ProcessLookupError, OverflowError):
-        return True
-    return False
+    return _writer_runs(name) is False
 
 
 def same_node(name: str) -> bool:
