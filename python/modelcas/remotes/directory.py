@@ -11,7 +11,6 @@ if another machine was first), and never changed: a version is never moved.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -34,6 +33,7 @@ from modelcas.remotes.base import (
     Step,
 )
 from modelcas.store import Store
+from modelcas.store.durable import fsync_dir, fsync_file
 
 CATALOG = "catalog"
 # A catalog entry is a few hundred bytes; a cap, so that a planted file cannot eat memory.
@@ -115,8 +115,7 @@ class DirRemote:
         tmp = self.store(create=True).temp_path()
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         try:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            fsync_file(tmp)
             os.link(tmp, final)  # fails if another machine recorded it first
         except FileExistsError:
             entry = _read_entry(final) or {}
@@ -124,12 +123,7 @@ class DirRemote:
             return False
         finally:
             tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_dir(final.parent)
         return True
 
     def check(self, model: str, version: str, files: Mapping[str, Digest]) -> None:

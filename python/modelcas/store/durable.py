@@ -120,6 +120,16 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make a file's bytes durable (one that is renamed, not rewritten, afterwards)."""
+    with named(path):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: readers see the old or the new file, never a mix.
 

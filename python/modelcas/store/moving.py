@@ -33,7 +33,14 @@ from modelcas import hashing
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, StoreError
 from modelcas.store import intent, owner
-from modelcas.store.durable import atomic_write, fsync_dir, named, owned_name, writer_dead
+from modelcas.store.durable import (
+    atomic_write,
+    fsync_dir,
+    fsync_file,
+    named,
+    owned_name,
+    writer_dead,
+)
 from modelcas.store.intent import MoveJournal
 from modelcas.store.records import AddResult, ObjectInfo
 from modelcas.store.write import SourceChangedError, Writing, _check_expected
@@ -108,12 +115,7 @@ class Moving(Writing):
         found, healed = self._present(digest, expected, str(src), check=True)
         if found is not None:
             return AddResult(src, found, True, journal=result.journal, staged=staged)
-        with named(staged):
-            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_file(staged)
         info = self.publish(staged, digest, expected, str(src))
         return AddResult(src, info, False, journal=result.journal, healed=healed)
 
@@ -199,12 +201,7 @@ class Moving(Writing):
             # Stored before, and pinned: the waiting copy goes only once the object checks out.
             found, _ = self._present(digest, None, journal.source, check=True)
             if found is None:
-                with named(staged):
-                    fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                fsync_file(staged)
                 self.publish(staged, digest, None, journal.source)
             staged.unlink(missing_ok=True)
             return None
