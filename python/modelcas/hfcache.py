@@ -124,6 +124,11 @@ def snapshot(repo_id: str, commit: str) -> dict[str, SnapshotFile]:
     return out
 
 
+def git_blob_id(data: bytes) -> str:
+    """Git's id of a blob: how the Hub names a file it keeps in git (not LFS)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
+
+
 def git_blob_digest(repo_id: str, commit: str, path: str, blob_id: str, size: int) -> Digest | None:
     """The digest of a small non-LFS file in the HF cache, if its git blob id checks out.
 
@@ -137,9 +142,7 @@ def git_blob_digest(repo_id: str, commit: str, path: str, blob_id: str, size: in
         data = pointer.read_bytes()
     except OSError:
         return None
-    git = hashlib.sha1(f"blob {len(data)}\0".encode())  # noqa: S324 (git's own blob id)
-    git.update(data)
-    if len(data) != size or git.hexdigest() != blob_id:
+    if len(data) != size or git_blob_id(data) != blob_id:
         return None
     return Digest(hashlib.sha256(data).hexdigest(), size)
 

@@ -616,15 +616,10 @@ def _differences(
         elif got.xet:
             out.append(f"{name} is listed with no LFS sha256 (Xet), so its bytes cannot be checked")
         elif got.sha256 is None:
-            blob = _git_blob_id(local[name])
+            blob = hfcache.git_blob_id(local[name].read_bytes())
             if got.blob_id != blob:
                 out.append(f"{name} has git blob {got.blob_id}, not {blob}")
     return out
-
-
-def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
 
 
 def _git_blob_check(
