@@ -876,6 +876,41 @@ def test_a_moved_project_keeps_its_local_only_objects_until_forgotten(tmp_path: 
     assert all(root.path != lock for root in store.roots())
 
 
+def test_a_pin_written_while_gc_reads_its_lockfile_is_remembered(tmp_path: Path) -> None:
+    """gc reads a lockfile, a writer pins a local-only object into it and remembers it, then
+    gc writes what it read as the root's memory: the new pin must not be forgotten (the
+    project is moved next, and its only copy would go with the next gc)."""
+    from modelcas.ops.gc import READERS
+    from modelcas.pinning import write_pins
+
+    store = Store(tmp_path / "store")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    lock = proj / "cas.lock"
+    (proj / "a.bin").write_bytes(os.urandom(4096))
+    add([proj / "a.bin"], store, pin=PinRequest("a", "v1", lock=lock))
+    late = os.urandom(MiB)
+    late_digest = store.add_bytes(late).digest
+    raced = []
+
+    def reader_with_a_writer_in_between(path: Path) -> object:
+        pinned = READERS["lockfile"](path)
+        if not raced:  # the writer pins right after gc has read the lockfile
+            raced.append(path)
+            write_pins(
+                store, lock, lambda lf: lf.pin("b", "v1", {"b.bin": late_digest}), [late_digest],
+                lambda _: None,
+            )  # fmt: skip
+        return pinned
+
+    store.gc({**READERS, "lockfile": reader_with_a_writer_in_between}, grace=0)
+    assert raced and store.has(late_digest.sha256)
+    os.rename(proj, tmp_path / "moved")
+    r = _run(_cas(store.root, "gc", "--grace", "0"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert store.has(late_digest.sha256), "the only copy of a pin made during gc was deleted"
+
+
 @pytest.mark.parametrize("stored", [False, True], ids=["new", "already-stored"])
 def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
     tmp_path: Path, stored: bool
