@@ -690,3 +690,22 @@ def test_include_of_a_pinned_version_fetches_those_files_against_the_pins(
     assert [o.digest.sha256 for o in Store(other).objects()] == [
         ref_sha256((pkg / "model.safetensors").read_bytes())
     ]
+
+
+@only("hub", "oci", "dir")
+def test_an_equal_spelling_published_elsewhere_is_a_tag_conflict(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """Another publisher's lockfile does not know v1.0: their 1.0.0 is still that version at
+    the remote (PEP 440), so other bytes are a conflict (exit 1), never a second tag."""
+    _published(place, cas, tmp_path, "v1.0")
+    other = _project(tmp_path / "other")
+    (other / "best.pt").write_bytes(_bytes(MiB, 40))
+    r = cas("publish", "det", "--version", "1.0.0", "--file", "best.pt", *place.target(), cwd=other)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert not (other / "cas.lock").exists()
+    consumer = _project(tmp_path / "consumer")
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer).returncode == 0
+    r = cas("update", "--dry-run", "--json", cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["models"][0]["newer"] == []
