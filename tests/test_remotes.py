@@ -709,3 +709,17 @@ def test_an_equal_spelling_published_elsewhere_is_a_tag_conflict(
     r = cas("update", "--dry-run", "--json", cwd=consumer)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["models"][0]["newer"] == []
+
+
+@only("dir")
+def test_the_audit_of_a_directory_sees_an_object_gone_from_it(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """The catalog still names the version, its object is gone (deleted by hand, or by a gc
+    of the directory): the listing audit must say so, not pass on the catalog alone."""
+    versions = _published(place, cas, tmp_path, "v1.0")
+    pkg = tmp_path / "pkg"
+    place.stored(versions["v1.0"]).unlink()
+    r = cas("verify", "--remote", "det@v1.0", cwd=pkg)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "best.pt" in r.stdout and "missing" in r.stdout, r.stdout
