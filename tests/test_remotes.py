@@ -625,6 +625,9 @@ def test_push_records_the_directory_for_sync_elsewhere(
     data = _bytes(MiB, 15)
     (pkg / "best.pt").write_bytes(data)
     assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+    (pkg / "shared").mkdir()
+    bare = cas("push", "shared", cwd=pkg)  # a bare word reads as a model name
+    assert bare.returncode == 2 and "./shared" in bare.stderr, bare.stderr
     r = cas("push", place.shared, "--json", cwd=pkg)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

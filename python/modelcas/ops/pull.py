@@ -396,9 +396,13 @@ def push(
     """
     ref = parse(dest)
     if ref.kind != "dir":
+        # A bare word reads as a model name, even where a folder of that name exists.
+        bare = ref.kind == "pin" and Path(dest).is_dir()
         raise UsageError(
-            "cas push takes a directory remote",
-            hint="to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
+            f"cas push takes a directory remote, not {dest!r}",
+            hint=f"write it as a path: ./{dest}"
+            if bare
+            else "to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
         )
     remote = DirRemote(ref.location)
     result = PushResult(remote.url)
