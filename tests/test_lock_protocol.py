@@ -183,6 +183,37 @@ def test_another_users_live_lock_is_not_broken_where_proc_hides_it(tmp_path: Pat
         shutil.rmtree(shared)
 
 
+def test_a_lockfile_that_is_a_symlink_is_written_and_locked_at_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proj/cas.lock -> ../shared/cas.lock: a pin through the link lands in the shared file
+    (the link was replaced by a file of its own), and a writer of the shared file excludes
+    a writer through the link (they took two different locks)."""
+    shared, proj = tmp_path / "shared", tmp_path / "proj"
+    shared.mkdir()
+    proj.mkdir()
+    Lockfile(package="shared").save(shared / "cas.lock")
+    (proj / "cas.lock").symlink_to("../shared/cas.lock")
+    store = Store(tmp_path / "store")
+    (proj / "w.bin").write_bytes(b"weights")
+    add([proj / "w.bin"], store, pin=PinRequest("m", "v1", lock=proj / "cas.lock"))
+    assert (proj / "cas.lock").is_symlink(), "the link stays a link"
+    assert "m" in Lockfile.load(shared / "cas.lock").models
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        lock_path(shared / "cas.lock").write_bytes(
+            _record(pid=sleeper.pid, start=owner._start_time(sleeper.pid))
+        )
+        monkeypatch.setenv("MODELCAS_LOCK_TIMEOUT", "0.5")
+        with pytest.raises(LockHeldError), edit(proj / "cas.lock") as lf:
+            lf.package = "through the link"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert Lockfile.load(shared / "cas.lock").package == "shared"
+
+
 def test_a_slow_live_writer_is_waited_for_not_overwritten(tmp_path: Path) -> None:
     """Another process holds the lock for a second; our edit waits, and both edits land."""
     lock = tmp_path / "cas.lock"
