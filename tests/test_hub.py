@@ -769,3 +769,22 @@ def test_a_weights_tag_that_is_no_version_is_not_a_candidate(
     r = cas("update", "--dry-run", cwd=pkg)
     assert r.returncode == 0, r.stderr
     assert "up to date" in r.stdout, r.stdout
+
+
+def test_a_hub_failing_on_modelcas_json_fails_the_pull(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """modelcas.json says which files are the version's and what package range it requires.
+    A 500 while reading it is a failure, not "a repo cas did not publish": the pull pinned
+    the version without its `requires` (so nothing checked compatibility afterwards)."""
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt", "--requires", ">=0.1")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    hub.fail(r"modelcas\.json", status=500, times=None)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", f"hf://{REPO}@weights-v1.0", cwd=consumer, store=tmp_path / "s2")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "modelcas.json" in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert not (consumer / "cas.lock").exists()

@@ -687,16 +687,33 @@ def _str(value: object) -> str | None:
 
 
 def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
-    """The ``modelcas.json`` a publish wrote into a commit, or None."""
-    from huggingface_hub import hf_hub_download
+    """The ``modelcas.json`` a publish wrote into a commit; None when the commit has none.
 
+    It says which files are the version's and what it ``requires``: a Hub that fails to
+    answer is an error, never "a repo cas did not publish" (that would pin the version
+    without its range).
+
+    Raises:
+        RemoteError: the Hub failed, or the file is not JSON.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    where = f"hf://{repo_id} at {commit}: {METADATA_FILE}"
     try:
         path = hf_hub_download(
             repo_id, METADATA_FILE, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
         )
+    except EntryNotFoundError as e:
+        if isinstance(e, LocalEntryNotFoundError) and not _offline():
+            raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
+        return None  # not there (offline: not in the HF cache, where a download leaves it)
+    except Exception as e:
+        raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
+    try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except Exception:
-        return None
+    except (OSError, ValueError) as e:
+        raise RemoteError(f"{where} is not JSON ({e})") from None
     return raw if isinstance(raw, dict) else None
 
 
