@@ -122,10 +122,12 @@ pub(crate) fn parent_of(path: &Path) -> PathBuf {
 
 /// Who writes a temporary file, as the store names it (`store/durable.py`, `owned_name`):
 /// `NODE-PID`, where NODE is the first 8 hex digits of the sha256 of this boot's id (the host
-/// name where there is none). `cas gc` never removes a file whose owner still runs here.
+/// name where there is none) followed by the link `/proc/self/ns/pid` (containers on one
+/// machine share its boot but not their pids). `cas gc` never removes a file whose owner
+/// still runs here.
 pub(crate) fn owner_tag() -> String {
     use sha2::Digest;
-    let node = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_else(|_| {
+    let mut node = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_else(|_| {
         let mut buf = [0u8; 256];
         // SAFETY: `buf` is writable for its whole length, which is what we pass.
         let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -136,6 +138,9 @@ pub(crate) fn owner_tag() -> String {
         };
         buf[..len].to_vec()
     });
+    if let Ok(ns) = std::fs::read_link("/proc/self/ns/pid") {
+        node.extend_from_slice(ns.as_os_str().as_encoded_bytes());
+    }
     let digest = sha2::Sha256::digest(&node);
     let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}-{}", std::process::id())

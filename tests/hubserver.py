@@ -161,6 +161,7 @@ class HubServer:
         self._faults: list[_Fault] = []
         self._tag_moves: list[_TagMove] = []
         self._misrecords: list[re.Pattern[str]] = []
+        self._xet_only: list[re.Pattern[str]] = []
         self._connections: set[socket.socket] = set()
         self._nonce = itertools.count()
         self._httpd: _HTTPServer | None = None
@@ -250,10 +251,17 @@ class HubServer:
         with self._lock:
             self._misrecords.append(re.compile(pattern))
 
+    def xet_only(self, pattern: str) -> None:
+        """List matching LFS files with a ``xetHash`` and no ``lfs`` (no sha256), as the Hub
+        may list a file it keeps in Xet storage; the bytes are served as before."""
+        with self._lock:
+            self._xet_only.append(re.compile(pattern))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._tag_moves.clear()
+            self._xet_only.clear()
 
     def _add_fault(self, fault: _Fault) -> None:
         if fault.remaining is not None and fault.remaining < 1:
@@ -729,8 +737,17 @@ class _Handler(BaseHTTPRequestHandler):
             return p.startswith(base) and (recursive or "/" not in p[len(base) :])
 
         entries = [_dir_json(d, files) for d in sorted(dirs) if listed(d)]
-        entries += [_file_json(p, e) for p, e in sorted(files.items()) if listed(p)]
+        entries += [self._file_json(p, e) for p, e in sorted(files.items()) if listed(p)]
         self._send_json(200, entries)
+
+    def _file_json(self, path: str, entry: dict[str, Any]) -> dict[str, Any]:
+        item = _file_json(path, entry)
+        with self.hub._lock:
+            xet = entry["lfs"] and any(p.search(path) for p in self.hub._xet_only)
+        if xet:
+            del item["lfs"]
+            item["xetHash"] = hashlib.sha256(entry["sha256"].encode()).hexdigest()
+        return item
 
     def _paths_info(self, key: RepoKey, rev: str) -> None:
         form = parse_qs(self.body.read().decode())
@@ -739,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
         entries = []
         for path in (p.strip("/") for p in form.get("paths", [])):
             if path in files:
-                entries.append(_file_json(path, files[path]))
+                entries.append(self._file_json(path, files[path]))
             elif path in dirs:
                 entries.append(_dir_json(path, files))
         self._send_json(200, entries)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -183,11 +184,20 @@ class Cutter:
     """A TCP relay that cuts the first `times` answers to requests for `path` after `keep`
     bytes of the answer (headers included), and relays everything else untouched."""
 
-    def __init__(self, target_port: int, path: str, *, keep: int, times: int = 1) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        path: str,
+        *,
+        keep: int,
+        times: int = 1,
+        on_cut: Callable[[], object] | None = None,
+    ) -> None:
         self.target_port = target_port
         self.path = path.encode()
         self.keep = keep
         self.left = times
+        self.on_cut = on_cut  # runs once a cut answer was sent, before the connection closes
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
@@ -236,6 +246,8 @@ class Cutter:
                 cut_at = state["cut_at"]
                 if cut_at is not None and state["sent"] + len(data) >= cut_at:
                     client.sendall(data[: cut_at - state["sent"]])
+                    if self.on_cut is not None:
+                        self.on_cut()
                     break
                 client.sendall(data)
                 state["sent"] += len(data)

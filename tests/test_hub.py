@@ -140,6 +140,34 @@ def test_publish_new_model_then_retrain_then_pull(hub: HubServer, cas: Run, tmp_
     assert cas("lock", "check", cwd=consumer).returncode == 0
 
 
+def test_a_file_the_hub_lists_without_an_lfs_sha256_is_never_pinned_unverified(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """The Hub may list a file it keeps in Xet with no LFS sha256: its blob id is then the
+    pointer's, which says nothing of the bytes. A pull must refuse with a hint, not pin what
+    arrived; a sync against a pin checks the pin (and is not refused for the pointer's id)."""
+    pkg = _package(tmp_path)
+    w = _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    hub.xet_only(r"best\.pt")
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    store = tmp_path / "consumer-store"
+    pull = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, store=store)
+    assert pull.returncode == 1, pull.stderr
+    lines = pull.stderr.strip().splitlines()
+    assert "best.pt" in lines[0] and "no LFS sha256" in lines[0], lines
+    assert lines[1].startswith("  hint:"), lines
+    assert not (consumer / "cas.lock").exists(), "nothing pinned"
+    assert not Store(store).objects(), "nothing stored"
+    # A pin made while the Hub listed the sha256 is what a sync checks the bytes against.
+    (consumer / "cas.lock").write_bytes((pkg / "cas.lock").read_bytes())
+    sync = cas("sync", cwd=consumer, store=store)
+    assert sync.returncode == 0, sync.stderr
+    assert Store(store).has(ref_sha256(w.read_bytes()))
+
+
 def test_dry_run_changes_nothing_anywhere(hub: HubServer, cas: Run, tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     _weights(pkg, seed=3)
@@ -204,6 +232,26 @@ def test_existing_tag_is_never_moved(hub: HubServer, cas: Run, tmp_path: Path) -
     _weights(pkg, seed=11)
     again = cas("publish", "cser-detector", "--version", "v1.0", cwd=pkg)
     assert again.returncode == 1 and "refusing to move it" in again.stderr
+
+
+def test_a_tag_whose_small_git_file_differs_in_bytes_only_is_a_conflict(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """A small file the Hub keeps in git (no LFS sha256) with the same size and other bytes:
+    the existing tag holds another version; adopting it would pin bytes the tag does not hold."""
+    args = ("--repo", REPO, "--file", "best.pt", "--file", "classes.json")
+    for who, classes in (("first", b'{"names": ["cat"]}'), ("second", b'{"names": ["dog"]}')):
+        d = tmp_path / who
+        d.mkdir()
+        (d / "best.pt").write_bytes(b"\0" * (3 << 20))
+        (d / "classes.json").write_bytes(classes)
+    first = cas("publish", "det", "--version", "v1.0", *args, cwd=tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    for dry in (("--dry-run",), ()):
+        r = cas("publish", "det", "--version", "v1.0", *args, *dry, cwd=tmp_path / "second")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "refusing to move it" in r.stderr and "classes.json" in r.stderr
+    assert not (tmp_path / "second" / "cas.lock").exists()
 
 
 def test_failure_midway_leaves_lock_unchanged_and_rerun_finishes(
@@ -704,3 +752,39 @@ def test_a_hub_answering_500_gives_one_error_and_no_client_logs(
     assert json.loads(r.stdout)["schema"] == "cas.error/1"
     loud = cas("-v", "pull", f"hf://{REPO}@weights-v1.0", cwd=consumer)
     assert loud.returncode == 2
+
+
+def test_a_weights_tag_that_is_no_version_is_not_a_candidate(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """Someone tags `weights-latest` (or `weights-best`): update lists the versions it can
+    compare and leaves that tag out (it stopped with "'latest' is not a version")."""
+    from huggingface_hub import HfApi
+
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    HfApi(endpoint=hub.url, token=TOKEN).create_tag(REPO, tag="weights-latest")
+    r = cas("update", "--dry-run", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert "up to date" in r.stdout, r.stdout
+
+
+def test_a_hub_failing_on_modelcas_json_fails_the_pull(
+    hub: HubServer, cas: Run, tmp_path: Path
+) -> None:
+    """modelcas.json says which files are the version's and what package range it requires.
+    A 500 while reading it is a failure, not "a repo cas did not publish": the pull pinned
+    the version without its `requires` (so nothing checked compatibility afterwards)."""
+    pkg = _package(tmp_path)
+    _weights(pkg, seed=3)
+    args = ("--repo", REPO, "--file", "runs/labels_detect/weights/best.pt", "--requires", ">=0.1")
+    assert cas("publish", "cser-detector", "--version", "v1.0", *args, cwd=pkg).returncode == 0
+    hub.fail(r"modelcas\.json", status=500, times=None)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", f"hf://{REPO}@weights-v1.0", cwd=consumer, store=tmp_path / "s2")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "modelcas.json" in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert not (consumer / "cas.lock").exists()

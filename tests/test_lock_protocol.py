@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -138,6 +140,78 @@ def test_a_lock_that_cannot_be_proved_stale_is_waited_for_then_refused(
         if sleeper is not None:
             sleeper.kill()
             sleeper.wait()
+
+
+def test_another_users_live_lock_is_not_broken_where_proc_hides_it(tmp_path: Path) -> None:
+    """/proc mounted hidepid=2 (hardened shared machines): another user's live process has no
+    /proc entry, which is not proof that it is gone (kill(pid, 0) says EPERM, not ESRCH)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a private /proc and to drop to nobody (CI runs as root)")
+    shared = Path(tempfile.mkdtemp(prefix="modelcas-hidepid-"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env=_env(PYTHONPATH=str(ROOT))
+    )
+    try:
+        shared.chmod(0o777)
+        lock = shared / "cas.lock"
+        time.sleep(0.2)
+        record = _record(pid=holder.pid, start=owner._start_time(holder.pid))
+        lock_path(lock).write_bytes(record)
+        code = textwrap.dedent(f"""
+            import sys
+            from modelcas.errors import LockHeldError
+            from modelcas.store import owner
+            try:
+                owner.acquire(owner.Path({str(lock_path(lock))!r}), "cas.lock", wait=0.5)
+            except LockHeldError:
+                sys.exit(0)
+            sys.exit("broke a live owner's lock")
+        """)
+        script = (
+            "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 "
+            '--regid=65534 --clear-groups "$0" -c "$1"'
+        )
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, sys.executable, code],
+            capture_output=True, text=True, env=_env(PYTHONPATH=str(ROOT)), check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert lock_path(lock).read_bytes() == record
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(shared)
+
+
+def test_a_lockfile_that_is_a_symlink_is_written_and_locked_at_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proj/cas.lock -> ../shared/cas.lock: a pin through the link lands in the shared file
+    (the link was replaced by a file of its own), and a writer of the shared file excludes
+    a writer through the link (they took two different locks)."""
+    shared, proj = tmp_path / "shared", tmp_path / "proj"
+    shared.mkdir()
+    proj.mkdir()
+    Lockfile(package="shared").save(shared / "cas.lock")
+    (proj / "cas.lock").symlink_to("../shared/cas.lock")
+    store = Store(tmp_path / "store")
+    (proj / "w.bin").write_bytes(b"weights")
+    add([proj / "w.bin"], store, pin=PinRequest("m", "v1", lock=proj / "cas.lock"))
+    assert (proj / "cas.lock").is_symlink(), "the link stays a link"
+    assert "m" in Lockfile.load(shared / "cas.lock").models
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        lock_path(shared / "cas.lock").write_bytes(
+            _record(pid=sleeper.pid, start=owner._start_time(sleeper.pid))
+        )
+        monkeypatch.setenv("MODELCAS_LOCK_TIMEOUT", "0.5")
+        with pytest.raises(LockHeldError), edit(proj / "cas.lock") as lf:
+            lf.package = "through the link"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert Lockfile.load(shared / "cas.lock").package == "shared"
 
 
 def test_a_slow_live_writer_is_waited_for_not_overwritten(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -746,3 +747,37 @@ def test_the_oras_sdk_reads_what_cas_writes_and_cas_reads_what_it_writes(
     assert r.returncode == 0, r.stderr
     entry = Lockfile.load(consumer / "cas.lock").models["pushed"].versions["v3"]
     assert entry.files["model.safetensors"].sha256 == digest.removeprefix("sha256:")
+
+
+def test_skopeo_copies_what_cas_publishes_and_cas_pulls_the_copy(
+    registry: Registry, cas: Run, tmp_path: Path
+) -> None:
+    """Interop with another client we did not write: skopeo (containers/image) copies a
+    published artifact to an OCI layout, byte-identical, and into another repository, from
+    which `cas pull` gets the same pins."""
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is not installed (.ci/run installs it)")
+    best, classes = _bytes(MiB, 51), b'{"0": "cell"}\n'
+    pkg = _project(tmp_path / "pkg", {"best.pt": best, "classes.json": classes})
+    assert (
+        _publish(cas, pkg, "v1.0", registry.url("lab/skopeo"), "best.pt", "classes.json").returncode
+        == 0
+    )
+    src = f"docker://{registry.host}/lab/skopeo:v1.0"
+    layout = tmp_path / "layout"
+    for dest in (f"oci:{layout}:v1.0", f"docker://{registry.host}/lab/copied:v1.0"):
+        r = subprocess.run(
+            ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", src, dest],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    for data in (best, classes):
+        blob = layout / "blobs" / "sha256" / hashlib.sha256(data).hexdigest()
+        assert blob.read_bytes() == data
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    r = cas("pull", registry.url("lab/copied:v1.0"), "--name", "det", cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    theirs = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"].files
+    ours = Lockfile.load(pkg / "cas.lock").models["cser-detector"].versions["v1.0"].files
+    assert theirs == ours

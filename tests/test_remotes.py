@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -291,6 +292,33 @@ def test_corrupt_bytes_at_the_remote_are_refused(place: Place, cas: Run, tmp_pat
     assert len(r.stderr.strip().splitlines()) <= 2
 
 
+def test_sync_repairs_a_corrupt_stored_copy_from_the_remote(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """`cas verify` names a stored object whose bytes rotted; `cas sync` sets it aside and
+    fetches the pinned bytes again from the version's source."""
+    versions = _published(place, cas, tmp_path, "v1.0")
+    consumer = _project(tmp_path / "consumer")
+    store = tmp_path / "consumer-store"
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer, store=store).returncode == 0
+    obj = Store(store).object_path(ref_sha256(versions["v1.0"]))
+    obj.chmod(0o644)
+    with open(obj, "r+b") as f:
+        f.seek(100)
+        flipped = f.read(1)[0] ^ 0xFF
+        f.seek(100)
+        f.write(bytes([flipped]))
+    obj.chmod(0o444)
+    named = cas("verify", "--lock", cwd=consumer, store=store)
+    assert named.returncode == 1 and "CORRUPT" in named.stdout, named.stdout + named.stderr
+    r = cas("sync", cwd=consumer, store=store)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "repaired" in r.stdout and "quarantine" in r.stdout, r.stdout
+    assert obj.read_bytes() == versions["v1.0"]
+    assert len(list((store / "quarantine").iterdir())) == 1, "the bad copy is kept aside"
+    assert cas("verify", "--lock", cwd=consumer, store=store).returncode == 0
+
+
 def test_audit_with_and_without_read_data(place: Place, cas: Run, tmp_path: Path) -> None:
     versions = _published(place, cas, tmp_path, "v1.0")
     pkg = tmp_path / "pkg"
@@ -372,6 +400,39 @@ def test_a_cut_download_resumes_with_range(place: Place, cas: Run, tmp_path: Pat
         assert place.nginx is not None
         (resumed,) = [q for q in place.nginx.requests() if q.range]
         assert resumed.status == 206 and resumed.if_range and resumed.if_range.startswith('"')
+
+
+@only("url")
+def test_a_file_changed_on_the_server_between_cut_and_resume_restarts_from_zero(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """If-Range with the validator seen first: the server's file changed after the cut (same
+    size, new ETag), so nginx answers 200 with the whole new file. Never a join of the two;
+    the pin names the bytes it holds and the validator they came with."""
+    assert place.nginx is not None
+    nginx = place.nginx
+    old, new = _bytes(4 * MiB, 3), _bytes(4 * MiB, 8)
+    nginx.put("v1.0/best.pt", old)
+
+    def replace() -> None:
+        nginx.put("v1.0/best.pt", new)
+        later = time.time() + 10  # another mtime: another ETag
+        os.utime(nginx.www / "v1.0" / "best.pt", (later, later))
+
+    consumer = _project(tmp_path / "consumer")
+    with Cutter(nginx.port, "/v1.0/best.pt", keep=MiB, on_cut=replace) as cutter:
+        url = f"http://127.0.0.1:{cutter.port}/files/v1.0/best.pt"
+        r = cas("pull", url, "--name", "det", "--version", "v1.0", cwd=consumer)
+        assert r.returncode == 0, r.stderr
+        head = urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+        audit = cas("verify", "--remote", "det@v1.0", cwd=consumer)
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+    (resumed,) = [q for q in nginx.requests() if q.range]
+    assert resumed.if_range and resumed.status == 200, "If-Range refused the stale resume"
+    entry = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.files["best.pt"].sha256 == ref_sha256(new), "never a join of two files"
+    assert Store(tmp_path / "store").path(ref_sha256(new)).read_bytes() == new
+    assert entry.validator == head.headers["ETag"], "the validator of the bytes pinned"
 
 
 @only("hub", "oci", "url")  # a directory is read, not downloaded
@@ -564,6 +625,9 @@ def test_push_records_the_directory_for_sync_elsewhere(
     data = _bytes(MiB, 15)
     (pkg / "best.pt").write_bytes(data)
     assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+    (pkg / "shared").mkdir()
+    bare = cas("push", "shared", cwd=pkg)  # a bare word reads as a model name
+    assert bare.returncode == 2 and "./shared" in bare.stderr, bare.stderr
     r = cas("push", place.shared, "--json", cwd=pkg)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -602,3 +666,63 @@ def test_include_and_exclude_pick_the_files(place: Place, cas: Run, tmp_path: Pa
     assert [f["name"] for f in json.loads(r.stdout)["files"]] == ["model.safetensors"]
     none = cas("pull", *place.ref("v1.0"), "--include", "*.onnx", cwd=consumer)
     assert none.returncode == 2 and "no file of" in none.stderr
+
+
+@only("hub", "oci", "dir")  # a URL is one file
+def test_include_of_a_pinned_version_fetches_those_files_against_the_pins(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """A version pinned whole, pulled again with --include into another store: the chosen
+    files are fetched and checked against their pins; the lockfile keeps the whole version
+    (it was refused as 'already pinned to other content', after the download)."""
+    pkg = _project(tmp_path / "pkg")
+    names = ["model.safetensors", "config.json"]
+    for i, n in enumerate(names):
+        (pkg / n).write_bytes(_bytes(64 << 10, 30 + i))
+    files = [a for n in names for a in ("--file", n)]
+    assert (
+        cas("publish", "det", "--version", "v1.0", *files, *place.target(), cwd=pkg).returncode == 0
+    )
+    consumer = _project(tmp_path / "consumer")
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer).returncode == 0
+    before = (consumer / "cas.lock").read_bytes()
+    other = tmp_path / "other-store"
+    r = cas("pull", *place.ref("v1.0"), "--include", "*.safetensors", cwd=consumer, store=other)
+    assert r.returncode == 0, r.stderr
+    assert (consumer / "cas.lock").read_bytes() == before
+    assert [o.digest.sha256 for o in Store(other).objects()] == [
+        ref_sha256((pkg / "model.safetensors").read_bytes())
+    ]
+
+
+@only("hub", "oci", "dir")
+def test_an_equal_spelling_published_elsewhere_is_a_tag_conflict(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """Another publisher's lockfile does not know v1.0: their 1.0.0 is still that version at
+    the remote (PEP 440), so other bytes are a conflict (exit 1), never a second tag."""
+    _published(place, cas, tmp_path, "v1.0")
+    other = _project(tmp_path / "other")
+    (other / "best.pt").write_bytes(_bytes(MiB, 40))
+    r = cas("publish", "det", "--version", "1.0.0", "--file", "best.pt", *place.target(), cwd=other)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert not (other / "cas.lock").exists()
+    consumer = _project(tmp_path / "consumer")
+    assert cas("pull", *place.ref("v1.0"), cwd=consumer).returncode == 0
+    r = cas("update", "--dry-run", "--json", cwd=consumer)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["models"][0]["newer"] == []
+
+
+@only("dir")
+def test_the_audit_of_a_directory_sees_an_object_gone_from_it(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    """The catalog still names the version, its object is gone (deleted by hand, or by a gc
+    of the directory): the listing audit must say so, not pass on the catalog alone."""
+    versions = _published(place, cas, tmp_path, "v1.0")
+    pkg = tmp_path / "pkg"
+    place.stored(versions["v1.0"]).unlink()
+    r = cas("verify", "--remote", "det@v1.0", cwd=pkg)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "best.pt" in r.stdout and "missing" in r.stdout, r.stdout

@@ -293,6 +293,24 @@ def test_cas_add_pins_a_folder_model_signing_signed(cas: Cas, tmp_path: Path) ->
     assert cas("verify", "det@v2", "--public-key", key.with_suffix(".pub")).returncode == 0
 
 
+def test_cas_add_signature_under_an_equal_spelling_of_a_pinned_version(
+    cas: Cas, tmp_path: Path
+) -> None:
+    """PEP 440: --version 2.0 is the pinned v2; the signature is recorded on that entry (a
+    lookup by the new spelling crashed: 'unexpected error')."""
+    key = _key(tmp_path / "release.pem")
+    folder = _folder(tmp_path)
+    signed = _model_signing("sign", "key", "--private_key", key, "--signature",
+                            tmp_path / "model.sig", folder)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    assert cas("add", folder, "--name", "det", "--version", "v2").returncode == 0
+    r = cas("add", folder, "--signature", tmp_path / "model.sig", "--public-key",
+            key.with_suffix(".pub"), "--name", "det", "--version", "2.0")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    model = Lockfile.load(tmp_path / "cas.lock").models["det"]
+    assert list(model.versions) == ["v2"] and model.versions["v2"].signature is not None
+
+
 @pytest.mark.parametrize("change", ["byte", "rename", "extra", "stray-sig", "key"])
 def test_cas_add_pins_nothing_unless_the_signature_covers_exactly_the_folder(
     cas: Cas, tmp_path: Path, change: str

@@ -163,6 +163,23 @@ def test_repair_quarantines_and_readd_restores(store: Store, tmp_path: Path, cas
     assert store.verify() == []
 
 
+def test_sync_of_a_corrupt_object_with_no_source_fails_and_keeps_it(
+    store: Store, tmp_path: Path, cas: Cas
+) -> None:
+    """Nothing to fetch it from: sync says so (exit 1) and leaves the object where verify
+    names it; it does not quarantine the only copy into a missing pin."""
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(4096))
+    assert cas("add", src, "--name", "m", "--version", "v1", cwd=tmp_path).returncode == 0
+    obj = store.object_path(ref_sha256(src.read_bytes()))
+    obj.chmod(0o644)
+    obj.write_bytes(b"x" * 4096)
+    r = cas("sync", cwd=tmp_path)
+    assert r.returncode == 1 and b"no source" in r.stderr, r.stderr
+    assert obj.read_bytes() == b"x" * 4096
+    assert not list(store.quarantine_dir.glob("*")), "the only copy stays where verify names it"
+
+
 @pytest.mark.parametrize("plant", ["symlink", "fifo", "directory"])
 def test_planted_non_regular_objects_are_refused(store: Store, tmp_path: Path, plant: str) -> None:
     src = _weights(tmp_path)

@@ -252,6 +252,27 @@ def test_move_refused_by_the_lockfile_gives_every_file_back(tmp_path: Path) -> N
     assert store.verify(deep=True) == []
 
 
+def test_move_under_an_equal_spelling_of_a_pinned_version_is_that_version(
+    tmp_path: Path,
+) -> None:
+    """PEP 440: 1.0.0 is the pinned v1.0; the read-back before the unlink must find it there."""
+    store = Store(tmp_path / "store")
+    data = os.urandom(MiB)
+    (tmp_path / "w.bin").write_bytes(data)
+    add([tmp_path / "w.bin"], store, pin=PinRequest("det", "v1.0", lock=tmp_path / "cas.lock"))
+    again = tmp_path / "new" / "w.bin"
+    again.parent.mkdir()
+    again.write_bytes(data)
+    r = _run(
+        _cas(store.root, "add", "--move", again, "--name", "det", "--version", "1.0.0"), tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert not again.exists()
+    assert list(
+        yaml.safe_load((tmp_path / "cas.lock").read_text())["models"]["det"]["versions"]
+    ) == ["v1.0"]
+
+
 def test_move_without_a_pin_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "w.bin"
     src.write_bytes(b"weights")
@@ -524,6 +545,73 @@ def test_a_killed_gc_is_rolled_back_by_the_next(tmp_path: Path) -> None:
     assert store.verify([sha256], deep=True) == [] and not staging.exists()
 
 
+def test_gc_putting_back_another_hosts_staging_never_deletes_what_lands_there(
+    tmp_path: Path,
+) -> None:
+    """A gc on another machine of a shared store is running: its staging folder is not dead.
+
+    Putting its objects back is safe; removing the folder with everything in it is not: an
+    object that gc renames into it meanwhile (and would put back once it sees it pinned) was
+    deleted with the folder.
+    """
+    store = Store(tmp_path / "store")
+    lock = tmp_path / "cas.lock"
+    digests = []
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / name).write_bytes(os.urandom(4096))
+    out = add([tmp_path / "a.bin", tmp_path / "b.bin"], store, pin=PinRequest("m", "v1", lock=lock))
+    digests = [f.digest.sha256 for f in out.files]
+    # The other machine's gc (another boot id) moved the first object aside, and is alive.
+    staging = store.tmp_dir / f"gc-00000000-4242-{'ab' * 16}"
+    staging.mkdir()
+    os.rename(store.object_path(digests[0]), staging / digests[0])
+    ours = subprocess.Popen(
+        strace_inject(
+            "rename,renameat,renameat2", "delay_enter=1500000", 1, _cas(store.root, "gc")
+        ),
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(0.9)  # ours listed the folder and waits in its first put-back
+    os.rename(store.object_path(digests[1]), staging / digests[1])  # theirs moves another
+    _, err = ours.communicate(timeout=120)
+    assert ours.returncode == 0, err
+    for sha256 in digests:
+        store.rescue(sha256)  # a reader takes an object back from a staging folder
+        assert store.verify([sha256], deep=True) == [], f"pinned sha256:{sha256} was lost"
+
+
+def test_gc_in_another_pid_namespace_keeps_a_live_writers_claim(tmp_path: Path) -> None:
+    """Containers on one machine share its boot id but not their pids: a claim made in one
+    names a pid that a gc in another cannot see, which is no proof that the writer is gone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a pid namespace (CI runs as root)")
+    store = Store(tmp_path / "store")
+    (tmp_path / "w.bin").write_bytes(os.urandom(4096))
+    sha256 = store.add_file(tmp_path / "w.bin").info.digest.sha256
+    _old(store.object_path(sha256))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from modelcas.store import Store
+            with Store({str(store.root)!r}).claim([{sha256!r}]):
+                print("claimed", flush=True)
+                time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, env=_env(),
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"claimed\n"
+        r = _run(
+            ["unshare", "--pid", "--fork", "--mount-proc", *_cas(store.root, "gc", "--grace", "0")],
+            tmp_path,
+        )
+        assert r.returncode == 0, r.stderr
+        assert store.has(sha256), "a live writer's claimed object was deleted"
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 # -- a source that changes during add --------------------------------------------------------
 
 
@@ -788,6 +876,41 @@ def test_a_moved_project_keeps_its_local_only_objects_until_forgotten(tmp_path: 
     assert all(root.path != lock for root in store.roots())
 
 
+def test_a_pin_written_while_gc_reads_its_lockfile_is_remembered(tmp_path: Path) -> None:
+    """gc reads a lockfile, a writer pins a local-only object into it and remembers it, then
+    gc writes what it read as the root's memory: the new pin must not be forgotten (the
+    project is moved next, and its only copy would go with the next gc)."""
+    from modelcas.ops.gc import READERS
+    from modelcas.pinning import write_pins
+
+    store = Store(tmp_path / "store")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    lock = proj / "cas.lock"
+    (proj / "a.bin").write_bytes(os.urandom(4096))
+    add([proj / "a.bin"], store, pin=PinRequest("a", "v1", lock=lock))
+    late = os.urandom(MiB)
+    late_digest = store.add_bytes(late).digest
+    raced = []
+
+    def reader_with_a_writer_in_between(path: Path) -> object:
+        pinned = READERS["lockfile"](path)
+        if not raced:  # the writer pins right after gc has read the lockfile
+            raced.append(path)
+            write_pins(
+                store, lock, lambda lf: lf.pin("b", "v1", {"b.bin": late_digest}), [late_digest],
+                lambda _: None,
+            )  # fmt: skip
+        return pinned
+
+    store.gc({**READERS, "lockfile": reader_with_a_writer_in_between}, grace=0)
+    assert raced and store.has(late_digest.sha256)
+    os.rename(proj, tmp_path / "moved")
+    r = _run(_cas(store.root, "gc", "--grace", "0"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert store.has(late_digest.sha256), "the only copy of a pin made during gc was deleted"
+
+
 @pytest.mark.parametrize("stored", [False, True], ids=["new", "already-stored"])
 def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
     tmp_path: Path, stored: bool
@@ -816,6 +939,47 @@ def test_commands_racing_to_recover_a_dead_move_give_it_back_once(
     assert src.read_bytes() == data and src.lstat().st_nlink == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("w.bin")] == ["w.bin"]
     assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("syscall", MOVE_SYSCALLS)
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "already-stored"])
+def test_a_recovery_killed_anywhere_is_finished_by_the_next_once(
+    tmp_path: Path, stored: bool, syscall: str
+) -> None:
+    """A journal recovered twice: the first recoverer gave the file back and died before it
+    removed the journal; the next must see the file is back (not copy it out again as
+    `w.bin.cas-restored`, nor warn on every command that it cannot finish)."""
+    kills = 0
+    for when in range(1, 40):
+        work = tmp_path / str(when)
+        work.mkdir()
+        store = Store(work / "store")
+        src = work / "w.bin"
+        data = os.urandom(MiB)
+        src.write_bytes(data)
+        if stored:
+            store.add_bytes(data)
+        code = textwrap.dedent(f"""
+            import os
+            from modelcas.store import Store
+            Store({str(store.root)!r}).ingest({str(src)!r}, take=True)
+            os._exit(0)
+        """)
+        subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+        argv = strace_inject(syscall, "signal=KILL", when, _cas(store.root, "ls"))
+        first = _run(argv, work)
+        again = _run(_cas(store.root, "ls"), work)
+        assert again.returncode == 0, again.stderr
+        assert b"cannot finish" not in again.stderr, again.stderr
+        assert src.read_bytes() == data and src.lstat().st_nlink == 1
+        assert [p.name for p in work.iterdir() if p.name.startswith("w.bin")] == ["w.bin"]
+        assert list(store.tmp_dir.iterdir()) == []
+        if first.returncode == 0:
+            break
+        kills += 1
+    else:
+        pytest.fail("the recovery never completed")
+    assert kills >= (0 if syscall.startswith("link") else 1)
 
 
 def test_verify_finds_a_pinned_object_where_a_running_gc_staged_it(tmp_path: Path) -> None:

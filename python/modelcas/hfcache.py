@@ -30,8 +30,6 @@ Nothing here imports ``huggingface_hub``; the layout is the documented one.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import re
@@ -47,13 +45,11 @@ from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, UsageError
 from modelcas.hashing import Progress
 from modelcas.store import ObjectInfo, Store, fsync_dir, linking
-from modelcas.store.durable import owned_name
+from modelcas.store.durable import fsync_file, owned_name
 
-_FICLONE = 0x40049409
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_GIT_BLOB = 64 << 20  # the Hub stores larger files in LFS
-_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
 Placed = Literal["hardlink", "reflink", "copy", "present", "skipped"]
 SETTING = "MODELCAS_HF_CACHE"  # auto (default), copy, off
 _said: list[str] = []  # the opt-in is named once per process
@@ -124,6 +120,11 @@ def snapshot(repo_id: str, commit: str) -> dict[str, SnapshotFile]:
     return out
 
 
+def git_blob_id(data: bytes) -> str:
+    """Git's id of a blob: how the Hub names a file it keeps in git (not LFS)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
+
+
 def git_blob_digest(repo_id: str, commit: str, path: str, blob_id: str, size: int) -> Digest | None:
     """The digest of a small non-LFS file in the HF cache, if its git blob id checks out.
 
@@ -137,9 +138,7 @@ def git_blob_digest(repo_id: str, commit: str, path: str, blob_id: str, size: in
         data = pointer.read_bytes()
     except OSError:
         return None
-    git = hashlib.sha1(f"blob {len(data)}\0".encode())  # noqa: S324 (git's own blob id)
-    git.update(data)
-    if len(data) != size or git.hexdigest() != blob_id:
+    if len(data) != size or git_blob_id(data) != blob_id:
         return None
     return Digest(hashlib.sha256(data).hexdigest(), size)
 
@@ -234,13 +233,12 @@ def _ingest_by_reflink(
     tmp = store.temp_path()
     try:
         try:
-            with open(source, "rb") as s, open(tmp, "xb") as d:
-                fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
-                os.fsync(d.fileno())
+            linking.reflink(source, tmp)
         except OSError as e:
-            if e.errno in _NO_REFLINK:
+            if e.errno in linking.NO_REFLINK:
                 return None
             raise
+        fsync_file(tmp)
         got = hashing.hash_file(tmp, progress=progress).digest()
         if (
             got.sha256 != digest.sha256

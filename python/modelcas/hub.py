@@ -106,6 +106,8 @@ class HubFile:
     size: int
     sha256: str | None
     blob_id: str
+    # Listed with a Xet hash and no LFS sha256: its blob id is its pointer's, not its bytes'.
+    xet: bool = False
 
 
 @dataclass
@@ -249,7 +251,9 @@ class HubRemote:
                 if not hasattr(e, "blob_id"):
                     continue  # a folder
                 lfs = getattr(e, "lfs", None)
-                out[e.path] = HubFile(e.path, int(e.size), lfs.sha256 if lfs else None, e.blob_id)
+                xet = lfs is None and bool(getattr(e, "xet_hash", None))
+                sha256 = lfs.sha256 if lfs else None
+                out[e.path] = HubFile(e.path, int(e.size), sha256, e.blob_id, xet)
         except Exception as e:
             raise _remote_error(f"cannot list files of {self.url} at {commit}", e) from e
         if paths is None and len(commit) == 40:
@@ -347,6 +351,15 @@ class HubRemote:
                 f"sha256:{expected.sha256}; nothing was downloaded",
                 hint="the repo changed under the pin: check who moved it, then re-pin or fix",
             )
+        if f.xet and expected is None:
+            # Nothing the Hub says checks these bytes (the blob id is the Xet pointer's):
+            # never pin what merely arrived.
+            raise IntegrityError(
+                f"{where}: the Hub lists no LFS sha256 for it (it keeps the file in Xet "
+                "storage), so its bytes cannot be checked; nothing was downloaded",
+                hint="pin it from a sha256 you trust: download it, check it against that "
+                "digest, then `cas add` it (or ask the repo's owner to publish it with cas)",
+            )
         want = expected or (Digest(f.sha256, f.size) if f.sha256 else None)
         if want is None and f.blob_id:
             want = hfcache.git_blob_digest(self.repo_id, commit, f.path, f.blob_id, f.size)
@@ -372,7 +385,7 @@ class HubRemote:
             where=where,
             key=key,
             progress=progress,
-            extra=_git_blob_check(f, where) if f.sha256 is None else None,
+            extra=_git_blob_check(f, where) if f.sha256 is None and not f.xet else None,
         )
         self._give(store, info, f, commit)
         return info
@@ -465,7 +478,8 @@ class HubRemote:
             at = tags[tagged_as] if tagged_as is not None else None
             if tagged_as is not None and at is not None:
                 tag_name = tag_for(tagged_as)  # the tag keeps the spelling it was made with
-                problems = _differences(files, self.files(at), None)
+                here = {n: p for n, (p, _) in out.files.items()}
+                problems = _differences(files, self.files(at), here)
                 tagged = _written(read_metadata(self.repo_id, at))
                 if problems or (tagged and tagged != set(files)):
                     raise TagConflictError(
@@ -530,7 +544,8 @@ class HubRemote:
         )
         recorded = tree(self.repo_id, commit)
         recorded.update(self.files(commit, list(files)))
-        diffs = _differences(files, recorded, store)
+        stored = {n: store.object_path(d.sha256) for n, d in files.items()}
+        diffs = _differences(files, recorded, stored)
         diffs += [f"{n} was not removed" for n in removed if n in recorded]
         if diffs:
             raise IntegrityError(
@@ -582,9 +597,13 @@ def _metadata(out: Outgoing) -> dict[str, object]:
 
 
 def _differences(
-    files: Mapping[str, Digest], recorded: Mapping[str, HubFile], store: Store | None
+    files: Mapping[str, Digest], recorded: Mapping[str, HubFile], local: Mapping[str, Path]
 ) -> list[str]:
-    """How the Hub's record of a commit differs from the version's files (empty: it holds them)."""
+    """How the Hub's record of a commit differs from the version's files (empty: it holds them).
+
+    A file the Hub keeps in git (no LFS sha256) is compared by its git blob id, computed from
+    its bytes here (``local``).
+    """
     out = []
     for name, d in sorted(files.items()):
         got = recorded.get(name)
@@ -594,16 +613,13 @@ def _differences(
             out.append(f"{name} is {got.size} bytes, not {d.size}")
         elif got.sha256 is not None and got.sha256 != d.sha256:
             out.append(f"{name} is sha256:{got.sha256}, not sha256:{d.sha256}")
-        elif got.sha256 is None and store is not None:
-            blob = _git_blob_id(store.object_path(d.sha256))
+        elif got.xet:
+            out.append(f"{name} is listed with no LFS sha256 (Xet), so its bytes cannot be checked")
+        elif got.sha256 is None:
+            blob = hfcache.git_blob_id(local[name].read_bytes())
             if got.blob_id != blob:
                 out.append(f"{name} has git blob {got.blob_id}, not {blob}")
     return out
-
-
-def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
 
 
 def _git_blob_check(
@@ -671,16 +687,33 @@ def _str(value: object) -> str | None:
 
 
 def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
-    """The ``modelcas.json`` a publish wrote into a commit, or None."""
-    from huggingface_hub import hf_hub_download
+    """The ``modelcas.json`` a publish wrote into a commit; None when the commit has none.
 
+    It says which files are the version's and what it ``requires``: a Hub that fails to
+    answer is an error, never "a repo cas did not publish" (that would pin the version
+    without its range).
+
+    Raises:
+        RemoteError: the Hub failed, or the file is not JSON.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    where = f"hf://{repo_id} at {commit}: {METADATA_FILE}"
     try:
         path = hf_hub_download(
             repo_id, METADATA_FILE, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
         )
+    except EntryNotFoundError as e:
+        if isinstance(e, LocalEntryNotFoundError) and not _offline():
+            raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
+        return None  # not there (offline: not in the HF cache, where a download leaves it)
+    except Exception as e:
+        raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
+    try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except Exception:
-        return None
+    except (OSError, ValueError) as e:
+        raise RemoteError(f"{where} is not JSON ({e})") from None
     return raw if isinstance(raw, dict) else None
 
 

@@ -359,8 +359,10 @@ class Lockfile:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise UsageError("this lockfile has no path to save to")
-        with owner.hold(lock_path(target), str(target)) as held:
-            self._write(target, held)
+        real = _through_link(target)
+        with owner.hold(lock_path(real), str(target)) as held:
+            self._write(real, held)
+        self.path = target
         return target
 
     def _write(self, target: Path, held: owner.Held) -> None:
@@ -686,14 +688,26 @@ def edit(path: str | os.PathLike[str]) -> Iterator[Lockfile]:
         LockHeldError: another process holds the lock.
         LockfileError: the lockfile is malformed, or the new text would not read back.
     """
-    p = Path(path)
+    given = Path(path)
+    p = _through_link(given)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with owner.hold(lock_path(p), str(p)) as held:
+    with owner.hold(lock_path(p), str(given)) as held:
         lock = Lockfile.load(p) if p.exists() else Lockfile(path=p)
         before = lock.dumps() if p.exists() else None
         yield lock
         if lock.dumps() != before:
             lock._write(p, held)  # the one writer, under the lock it took
+        lock.path = given
+
+
+def _through_link(path: Path) -> Path:
+    """The file a lockfile path names: a symlink's target, where the lock and the text go.
+
+    A project's ``cas.lock`` may link to a shared one. Replacing the link by a file of its
+    own would fork the lockfile, and writers through the link and to the target would hold
+    two different locks.
+    """
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 # -- parsing -------------------------------------------------------------------------------

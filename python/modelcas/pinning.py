@@ -44,7 +44,11 @@ def write_pins(
     Returns:
         What ``change`` returned.
     """
-    from modelcas.lockfile import edit, pinned_sources  # noqa: PLC0415 (YAML only when pinning)
+    from modelcas.lockfile import (  # noqa: PLC0415 (YAML only when pinning)
+        Lockfile,
+        edit,
+        pinned_sources,
+    )
 
     lock_path = Path(path)
     digests = list(objects)
@@ -56,11 +60,10 @@ def write_pins(
         store.register_root(lock_path, "lockfile")
         with edit(lock_path) as lock:
             result = change(lock)
-            local = {s for s, remote in pinned_sources(lock).items() if not remote}
         # Again, now that the file exists: a gc that found it missing may have forgotten it.
         store.register_root(lock_path, "lockfile")
         # What has no remote is the only copy: kept even if this lockfile's path vanishes.
-        store.remember(lock_path, local)
+        store.remember(lock_path, lambda p: pinned_sources(Lockfile.load(p)))
         for digest in digests:
             store.ensure_present(digest, functools.partial(refill, digest))
     return result

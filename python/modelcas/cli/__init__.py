@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The Hub client logs its retries (13 lines for one failing request); cas says what
         # failed once, in its own error line. -v lets them through.
         logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
+        # ... and the client sets its own level when it is imported (later, on first use).
+        os.environ.setdefault("HF_HUB_VERBOSITY", "critical")
 
     def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
         _error(message, hint, details)

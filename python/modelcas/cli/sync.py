@@ -19,16 +19,18 @@ HELP = "fetch and verify every file the lockfile pins"
 DESCRIPTION = """\
 Make every file pinned in the lockfile present and verified in the store, fetching missing
 ones from their source (a shared directory or the Hugging Face Hub) and checking every byte
-against the pin. The lockfile is registered as a gc root first, so `cas gc` keeps its
-objects. Only bytes move: `requires` is not read, so a cache can be warmed on a login node
-or in CI without the package installed."""
+against the pin. A stored copy that is corrupt (as `cas verify` reports it) is moved to the
+store's quarantine/ and fetched again, where its version has a source. The lockfile is
+registered as a gc root first, so `cas gc` keeps its objects. Only bytes move: `requires`
+is not read, so a cache can be warmed on a login node or in CI without the package
+installed."""
 EPILOG = f"""\
 examples:
   cas sync
   cas sync --lock analysis/cas.lock
   HF_HUB_OFFLINE=1 cas sync           only what is already stored
 
-{json_help("sync", ['"lock": PATH', '"present": [...]', '"fetched": [...]'])}
+{json_help("sync", ['"lock": PATH', '"present": [...]', '"fetched": [...]', '"repaired": [...]'])}
 
 exit status: 0 all present and verified; 1 a file is missing or corrupt and cannot be
 fetched; 2 usage error or a remote failed."""
@@ -58,17 +60,22 @@ def run(args: argparse.Namespace) -> int:
                 for p in pins
             ]
 
-        emit_json(
-            "sync", {"lock": path, "present": rows(report.present), "fetched": rows(report.fetched)}
-        )
+        repaired = rows([p for p, _ in report.repaired])
+        for row, (_, moved) in zip(repaired, report.repaired, strict=True):
+            row["quarantined"] = show_path(moved)
+        doc = {"lock": path, "present": rows(report.present), "fetched": rows(report.fetched)}
+        emit_json("sync", {**doc, "repaired": repaired})
         return 0
+    for pin, moved in report.repaired:
+        say(args, f"repaired {pin.label}  the corrupt copy is in quarantine: {show_path(moved)}")
     for pin in report.fetched:
         say(args, f"fetched  {pin.label}  sha256:{pin.digest.sha256[:16]}…")
     for pin in report.present:
         detail(args, f"present  {pin.label}")
+    fetched = len(report.fetched) + len(report.repaired)
     say(
         args,
-        f"{len(report.present) + len(report.fetched)} pinned file(s) present and verified "
-        f"({len(report.fetched)} fetched) for {path}",
+        f"{len(report.present) + fetched} pinned file(s) present and verified "
+        f"({fetched} fetched) for {path}",
     )
     return 0

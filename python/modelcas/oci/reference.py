@@ -99,10 +99,6 @@ class Reference:
         """The same repository at a tag (no digest)."""
         return replace(self, tag=tag, digest=None)
 
-    def in_repository(self, repository: str) -> Reference:
-        """Another repository of the same registry."""
-        return Reference(self.host, self.port, repository)
-
     def __str__(self) -> str:
         return self.url
 

@@ -249,16 +249,17 @@ class OciRemote:
             RemoteError: the registry failed or refused.
         """
         check_tag(out.version, f"{out.model}@{out.version}")
+        tag = self._tag_of(out.version)  # the spelling an equal version was tagged with
         artifact = modelpack.build(
             out.model,
-            out.version,
+            tag,
             {n: d for n, (_, d) in out.files.items()},
             out.requires,
             package=out.package,
             media_types=out.media_types,
         )
         native = plan_push(
-            self.reference.with_tag(out.version),
+            self.reference.with_tag(tag),
             artifact,
             mount_from=_repositories(out.known_places, self.reference),
             plain_http=self.plain_http,
@@ -274,7 +275,7 @@ class OciRemote:
         ]
         return RemotePlan(
             self.url,
-            out.version,
+            tag,
             native.source,
             steps,
             tag_exists=native.done,
@@ -282,6 +283,25 @@ class OciRemote:
             revision=artifact.digest,
             native=native,
         )
+
+    def _tag_of(self, version: str) -> str:
+        """The tag a version has here: itself, or the tag PEP 440 calls equal to it.
+
+        ``1.0.0`` is ``v1.0``'s tag when that exists; else the version is a new tag.
+
+        Raises:
+            RemoteError: the registry failed or refused to list the tags.
+        """
+        from modelcas.lockfile import same_version  # noqa: PLC0415 (packaging, on use)
+
+        try:
+            with self.client() as client:
+                tags = client.list_tags(self.reference.repository)
+        except RemoteMissingError:
+            return version  # a new repository
+        if version in tags:
+            return version
+        return next((t for t in sorted(tags) if same_version(t, version)), version)
 
     def _has_tags(self) -> bool:
         """Whether the repository exists (has a tag); one that cannot be listed counts as yes."""

@@ -265,7 +265,9 @@ def _see_pins(lock_path: Path, pin: PinRequest, results: list[AddResult], names:
 
     lock = Lockfile.load(lock_path)
     model = lock.models.get(pin.name)
-    entry = model.versions.get(pin.version) if model is not None else None
+    # The pin may sit under an equal spelling pinned before (PEP 440: 1.0.0 is v1.0).
+    found = model.find(pin.version) if model is not None else None
+    entry = model.versions[found] if model is not None and found is not None else None
     files = entry.files if entry is not None else {}
     for r, name in zip(results, names, strict=True):
         if files.get(name) != r.info.digest:

@@ -10,7 +10,6 @@ tags. A directory over NFS may answer a read from this client's page cache, not 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from modelcas import lockfile
 from modelcas.digest import Digest, mismatch
 from modelcas.errors import ModelcasError
 from modelcas.hashing import Hasher, Progress
+from modelcas.hfcache import git_blob_id
 from modelcas.lockfile import Lockfile
 from modelcas.remotes import Audit, Remote, RemoteVersion, pinned
 from modelcas.store import Store
@@ -142,7 +142,7 @@ def audit_version(
             continue
         if listed.sha256 is None and not read_data:
             local = store.object_path(want.sha256) if store and store.has(want.sha256) else None
-            if local is None or listed.git_blob != _git_blob_id(local):
+            if local is None or listed.git_blob != git_blob_id(local.read_bytes()):
                 result.problems.append(
                     f"{name}: the remote records no sha256 for it"
                     + (" and its git blob id differs" if local is not None else "")
@@ -173,8 +173,3 @@ def audit_version(
                     f"{name}: the remote serves {m.actual}, the pin says {m.expected}"
                 )
     return result
-
-
-def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)

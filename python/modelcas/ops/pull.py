@@ -9,6 +9,7 @@ its source, ``requires`` and ``package`` as the remote's metadata gives them.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,6 +141,11 @@ def pull(
         validator=version.validator,
     )
     result.files = remote.fetch(version, want, store, progress=progress)
+    delivered = next((f.validator for f in result.files if f.validator), None)
+    if delivered is not None and delivered != version.validator:
+        # (URLs) the file changed on the server during the download and came again whole.
+        version = dataclasses.replace(version, validator=delivered)
+        result.validator = delivered
     if not req.pin or chosen is None:
         return result
     result.model, result.version = name, chosen
@@ -236,8 +242,12 @@ def _check(  # noqa: PLR0917 (the facts one check compares)
     wanted: list[str],
     pinned: dict[str, Digest],
 ) -> None:
-    """Refuse, before downloading, a remote whose listing disagrees with the pin."""
-    for n in wanted:
+    """Refuse, before downloading, a remote whose listing disagrees with the pin.
+
+    Every pinned file the remote lists is compared, not only those picked (``--include``):
+    the remote becomes a place of the whole version.
+    """
+    for n in sorted(set(wanted) | (set(pinned) & set(listing))):
         listed, want = listing[n], pinned.get(n)
         if want is not None and (
             (listed.sha256 is not None and listed.sha256 != want.sha256) or listed.size != want.size
@@ -292,9 +302,8 @@ def _pin(  # noqa: PLR0917 (what a pin records, from one pull)
         found = model.find(chosen) if model else None
         if model is not None and found is not None:
             entry = model.versions[found]
-            if {f: d.sha256 for f, d in entry.files.items()} == {
-                f: d.sha256 for f, d in got.items()
-            }:
+            # The pinned files, or some of them (--include), with the pinned bytes.
+            if all(f in entry.files and entry.files[f].sha256 == d.sha256 for f, d in got.items()):
                 if entry.source == version.source and (commit is None or entry.commit == commit):
                     return "already"
                 if entry.source is None:
@@ -387,9 +396,13 @@ def push(
     """
     ref = parse(dest)
     if ref.kind != "dir":
+        # A bare word reads as a model name, even where a folder of that name exists.
+        bare = ref.kind == "pin" and Path(dest).is_dir()
         raise UsageError(
-            "cas push takes a directory remote",
-            hint="to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
+            f"cas push takes a directory remote, not {dest!r}",
+            hint=f"write it as a path: ./{dest}"
+            if bare
+            else "to publish to the Hub or an OCI registry use `cas publish` (`--to oci://…`)",
         )
     remote = DirRemote(ref.location)
     result = PushResult(remote.url)

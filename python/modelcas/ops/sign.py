@@ -297,7 +297,7 @@ def add_signed(
             force=pin.force,
             pre=pin.pre,
         )
-        entry = lock.models[pin.name].versions[pin.version]
+        _, entry = lock.version(pin.name, pin.version)  # an equal spelling pinned before
         if entry.signature != pinned:
             entry.signature, changed = pinned, True
         if package is not None and lock.package != package:

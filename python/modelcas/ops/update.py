@@ -134,7 +134,9 @@ def _update_one(  # noqa: PLR0917 (one model of update's loop)
     ref = parse(place)
     remote: Remote = open_remote(ref)
     registry = Registry(lock, store, check_requires=req.check_requires)
-    listed = remote.versions(name)
+    # A tag that reads as no version (`weights-latest`, a catalog file named by hand) is no
+    # candidate: it cannot be compared.
+    listed = {v: r for v, r in remote.versions(name).items() if _is_version(v)}
     result = UpdateResult(name, remote.url, "none", model.latest)
     current = lockfile.parse_version(model.latest) if model.latest else None
     chosen: tuple[str, str] | None = None
@@ -196,6 +198,14 @@ def _update_one(  # noqa: PLR0917 (one model of update's loop)
         _make_latest(store, path, name, version)
     result.status = "updated"
     return result
+
+
+def _is_version(text: str) -> bool:
+    try:
+        lockfile.parse_version(text)
+    except UsageError:
+        return False
+    return True
 
 
 def _source_for(ref: object, tag: str) -> str:

@@ -81,6 +81,9 @@ class Fetched:
     name: str
     digest: Digest
     origin: Origin
+    # (URLs) the validator of the answer the bytes came in: a file that changed on the
+    # server during the download was fetched again whole, under its new validator.
+    validator: str | None = None
 
     @property
     def downloaded(self) -> bool:

@@ -11,7 +11,6 @@ if another machine was first), and never changed: a version is never moved.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -34,6 +33,7 @@ from modelcas.remotes.base import (
     Step,
 )
 from modelcas.store import Store
+from modelcas.store.durable import fsync_dir, fsync_file
 
 CATALOG = "catalog"
 # A catalog entry is a few hundred bytes; a cap, so that a planted file cannot eat memory.
@@ -115,8 +115,7 @@ class DirRemote:
         tmp = self.store(create=True).temp_path()
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         try:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            fsync_file(tmp)
             os.link(tmp, final)  # fails if another machine recorded it first
         except FileExistsError:
             entry = _read_entry(final) or {}
@@ -124,12 +123,7 @@ class DirRemote:
             return False
         finally:
             tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_dir(final.parent)
         return True
 
     def check(self, model: str, version: str, files: Mapping[str, Digest]) -> None:
@@ -207,23 +201,31 @@ class DirRemote:
         )
 
     def listing(self, version: RemoteVersion) -> dict[str, Listed]:
-        """The files of a catalog entry (empty for a version the catalog does not record)."""
+        """The files of a catalog entry that the directory holds, with their objects' sizes.
+
+        A file whose object is gone (deleted by hand, or by a gc of the directory) is not
+        listed: the catalog alone does not hold bytes. Empty for a version the catalog does
+        not record.
+        """
         if version.model is None or version.version is None:
             return {}
-        pending = self._pending.get((version.model, version.version))
-        if pending is not None:
-            # Being published (a read-back before the catalog entry is written): the
-            # objects themselves, as the directory holds them.
-            out = {}
-            for n, d in sorted(pending.items()):
-                obj = self.store().object_path(d.sha256)
-                if obj.is_file() and not obj.is_symlink():
-                    out[n] = Listed(n, obj.stat().st_size, d.sha256)
-            return out
-        found = self._find(version.model, version.version)
-        if found is None:
-            return {}
-        return {n: Listed(n, d.size, d.sha256) for n, d in sorted(_files(found[1]).items())}
+        # Being published (a read-back before the catalog entry is written): the objects.
+        files = self._pending.get((version.model, version.version))
+        if files is None:
+            found = self._find(version.model, version.version)
+            if found is None:
+                return {}
+            files = _files(found[1])
+        out = {}
+        shared = self.store()
+        for n, d in sorted(files.items()):
+            try:
+                st = shared.object_path(d.sha256).lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out[n] = Listed(n, st.st_size, d.sha256)
+        return out
 
     def fetch(
         self,

@@ -26,8 +26,6 @@ import contextlib
 import hashlib
 import math
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from modelcas import hashing
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, RemoteError
 from modelcas.hashing import Progress
@@ -47,7 +44,6 @@ DEFAULT_LIMIT = 1024.0  # bytes per second
 DEFAULT_TIME = 60.0  # seconds
 RETRIES = 5  # cuts resumed within one run
 BACKOFF = 0.25  # seconds, doubled per try, at most 8
-_PIECE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,15 +316,13 @@ def resume_key(*parts: str) -> str:
 class Partial:
     """One object being downloaded into the store's ``tmp/``, resumable across runs.
 
-    Bytes are batched and handed to two worker threads, one hashing and one writing (both
-    release the GIL), so the socket keeps receiving meanwhile. On entry a partial file left by
-    an earlier run under the same key is claimed (renamed) and its bytes hashed; on an exit
-    without :meth:`commit` the bytes so far are left for the next run, unless the failure was
-    about the bytes themselves (then they are thrown away).
+    The bytes go through the store's :class:`~modelcas.store.ObjectWriter` (written and hashed
+    by two worker threads while the socket keeps receiving). On entry a partial file left by
+    an earlier run under the same key is claimed (renamed) and handed to the writer, which
+    hashes its bytes first; on an exit without :meth:`commit` the bytes so far are left for
+    the next run, unless the failure was about the bytes themselves (then they are thrown
+    away).
     """
-
-    _BATCH = 8 << 20
-    _SYNC_EVERY = 32 << 20  # flush as it goes, so the fsync at commit finds little left
 
     def __init__(
         self,
@@ -337,118 +331,41 @@ class Partial:
         what: str,
         key: str,
         *,
-        extra: Callable[[bytes | memoryview], object] | None = None,
+        extra: Sink | None = None,
     ) -> None:
-        self.store = store
-        self.expected = expected
-        self.what = what
-        self.also = extra
         self.keep_path = store.tmp_dir / f"resume-{key}.partial"
-        self.tmp = store.temp_path()
-        self.offset = 0
-        self._claim()
-        self._file = open(self.tmp, "ab")  # noqa: SIM115 (closed in commit/__exit__)
-        self._hasher = hashing.Hasher()
-        if self.offset:
-            self._hash_prefix()
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._error: BaseException | None = None
-        self._queues: list[queue.Queue[bytes | None]] = []
-        self._workers: list[threading.Thread] = []
-        self._committed = False
-        self._unsynced = 0
-        self._start_workers()
+        self._writer = store.writer(
+            expected, what, partial=self._claim(store, expected), extra=extra
+        )
+        self._committing = False
 
-    def _claim(self) -> None:
+    @property
+    def offset(self) -> int:
+        """The bytes an earlier run left, taken over (0 after a restart)."""
+        return self._writer.offset
+
+    def _claim(self, store: Store, expected: Digest | None) -> Path | None:
+        """The earlier run's bytes, renamed to a name of our own; None when there are none."""
+        tmp = store.temp_path()
         try:
-            os.rename(self.keep_path, self.tmp)
-        except FileNotFoundError:
-            return
+            os.rename(self.keep_path, tmp)
         except OSError:
-            return  # cannot claim it: start fresh
+            return None  # none, or it cannot be claimed: start fresh
         with contextlib.suppress(OSError):
-            self.offset = self.tmp.stat().st_size
-        if self.expected is not None and self.offset > self.expected.size:
-            os.truncate(self.tmp, 0)
-            self.offset = 0
-
-    def _hash_prefix(self) -> None:
-        with open(self.tmp, "rb") as f:
-            while data := f.read(_PIECE * 8):
-                view = memoryview(data)
-                self._hasher.update(view)
-                if self.also is not None:
-                    self.also(view)
-
-    def _start_workers(self) -> None:
-        self._queues, self._workers = [], []
-        for name, consume in (("hash", self._hasher.update), ("write", self._write_out)):
-            q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
-            worker = threading.Thread(
-                target=self._drain, args=(q, consume), name=f"modelcas-{name}", daemon=True
-            )
-            worker.start()
-            self._queues.append(q)
-            self._workers.append(worker)
+            if expected is not None and tmp.stat().st_size > expected.size:
+                os.truncate(tmp, 0)
+        return tmp
 
     def __enter__(self) -> Self:
         return self
 
-    def _write_out(self, data: bytes) -> None:
-        self._file.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= self._SYNC_EVERY:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._unsynced = 0
-
-    def _drain(self, q: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
-        while (data := q.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                consume(data)
-            except BaseException as e:
-                self._error = e
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending, self._pending_size = [], 0
-            for q in self._queues:
-                q.put(data)
-        if self._error is not None:
-            raise self._error
-
     def write(self, data: bytes | memoryview) -> None:
         """Append bytes (hashed and written by the workers)."""
-        self._pending.append(data if isinstance(data, bytes) else bytes(data))
-        self._pending_size += len(data)
-        if self.also is not None:
-            self.also(data)
-        if self._pending_size >= self._BATCH:
-            self._flush()
+        self._writer.write(data)
 
-    def _stop(self) -> None:
-        for q, worker in zip(self._queues, self._workers, strict=True):
-            if worker.is_alive():
-                q.put(None)
-        for worker in self._workers:
-            worker.join()
-
-    def restart(self, extra: Callable[[bytes | memoryview], object] | None = None) -> None:
+    def restart(self, extra: Sink | None = None) -> None:
         """Forget every byte so far (the server sends the file from its start)."""
-        self._pending, self._pending_size = [], 0
-        self._stop()
-        self._error = None
-        self._file.seek(0)
-        self._file.truncate(0)
-        self._hasher = hashing.Hasher()
-        self.offset = 0
-        if extra is not None:
-            self.also = extra
-        self._start_workers()
+        self._writer.restart(extra)
 
     def commit(self) -> ObjectInfo:
         """Check the bytes against the expected digest and publish the object.
@@ -456,19 +373,8 @@ class Partial:
         Raises:
             IntegrityError: other bytes than expected; nothing is stored or kept.
         """
-        self._flush()
-        self._stop()
-        if self._error is not None:
-            raise self._error
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        digest = self._hasher.hashes().digest()
-        self._committed = True  # whatever happens now, these bytes are not kept for a resume
-        try:
-            return self.store.publish(self.tmp, digest, self.expected, self.what)
-        finally:
-            self.tmp.unlink(missing_ok=True)
+        self._committing = True  # whatever happens now, these bytes are not kept for a resume
+        return self._writer.commit()
 
     def __exit__(
         self,
@@ -476,29 +382,9 @@ class Partial:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._flush_quietly()
-        self._stop()
-        if not self._file.closed:
-            self._file.close()
-        if self._committed:
-            return
-        keep = exc is not None and not isinstance(exc, IntegrityError) and self._error is None
-        if keep and _size(self.tmp) > 0:
-            with contextlib.suppress(OSError):
-                os.replace(self.tmp, self.keep_path)
-                return
-        self.tmp.unlink(missing_ok=True)
-
-    def _flush_quietly(self) -> None:
-        with contextlib.suppress(BaseException):
-            self._flush()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+        if exc is not None and not self._committing and not isinstance(exc, IntegrityError):
+            self._writer.set_aside(self.keep_path)
+        self._writer.__exit__(exc_type, exc, tb)
 
 
 def download(

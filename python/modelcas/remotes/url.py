@@ -227,12 +227,18 @@ class UrlRemote:
             hint="pull a new version from its own URL with `cas pull URL --version V`",
         )
 
-    def _opener(self, validator: str | None) -> transfer.Opener:
+    def _opener(
+        self, validator: str | None, seen: list[str | None] | None = None
+    ) -> transfer.Opener:
+        """Opens the file from an offset; ``seen`` gets each whole answer's validator."""
+
         def open_at(offset: int) -> transfer.Answer:
             headers = {"Accept-Encoding": "identity"}
             if offset and validator:
                 headers |= {"Range": f"bytes={offset}-", "If-Range": validator}
             answer = _Answer(self._open("GET", headers))
+            if answer.status == 200 and seen is not None:
+                seen.append(validator_of({k: answer.header(k) for k in ("ETag", "Last-Modified")}))
             if answer.status in (200, 206) or answer.status >= 500 or answer.status == 429:
                 return answer
             answer.close()
@@ -269,10 +275,11 @@ class UrlRemote:
                     hint="the file at that URL is not the one pinned: pin the new one as a new "
                     "version (cas pull URL --version V), or find the old one",
                 )
+            seen: list[str | None] = []
             try:
                 info = transfer.download(
                     store,
-                    self._opener(now),
+                    self._opener(now, seen),
                     size=size,
                     expected=pinned,
                     where=self.url,
@@ -289,7 +296,8 @@ class UrlRemote:
                     hint="the file at that URL is not the one pinned or expected (it changed, or "
                     "the digest is wrong): pin the new one as a new version, or find the old one",
                 ) from None
-            out.append(Fetched(name, info.digest, "download"))
+            # A 206 continues the file `now` names; a 200 sent it whole, under its own.
+            out.append(Fetched(name, info.digest, "download", seen[-1] if seen else now))
         return out
 
     def stream(self, version: RemoteVersion, listed: Listed, sink: Sink) -> None:

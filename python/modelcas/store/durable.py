@@ -30,12 +30,20 @@ _OWNED = re.compile(r"(?:^|[.\-])(" + _OWNER + r")-(?:[0-9a-f]{32}|[A-Za-z0-9_]{
 
 @functools.cache
 def _node() -> str:
-    """The machine and its current boot: a process id means something only within it."""
+    """The machine, its current boot and this pid namespace: where a process id means something.
+
+    Containers on one machine share its boot id but not their pids, so the pid namespace
+    counts too (the Rust core's ``fsio::owner_tag`` computes the same value).
+    """
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_bytes()
     except OSError:
         boot = socket.gethostname().encode()
-    return hashlib.sha256(boot).hexdigest()[:8]
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid").encode()
+    except OSError:
+        pid_ns = b""
+    return hashlib.sha256(boot + pid_ns).hexdigest()[:8]
 
 
 def owned_name() -> str:
@@ -47,18 +55,17 @@ def owned_name() -> str:
     return f"{_node()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def writer_alive(name: str) -> bool:
-    """Whether the process named in a temporary file's name still runs on this machine.
+def _writer_runs(name: str) -> bool | None:
+    """Whether the process named in a temporary file's name runs; None when it cannot be told.
 
-    False for names without an owner, or owned by another machine or an earlier boot: their
-    age alone decides (the grace period).
+    None for names without an owner, or owned by another machine, container or boot.
     """
     m = _OWNED.search(name)
     if m is None:
-        return False
+        return None
     node, _, pid = m.group(1).partition("-")
     if node != _node():
-        return False
+        return None
     try:
         os.kill(int(pid), 0)
     except PermissionError:
@@ -68,25 +75,22 @@ def writer_alive(name: str) -> bool:
     return True
 
 
+def writer_alive(name: str) -> bool:
+    """Whether the process named in a temporary file's name still runs on this machine.
+
+    False for names without an owner, or owned by another machine or an earlier boot: their
+    age alone decides (the grace period).
+    """
+    return _writer_runs(name) is True
+
+
 def writer_dead(name: str) -> bool:
     """Whether the process named in a temporary file's name provably no longer runs.
 
     True only for a name owned by this machine's current boot whose pid runs nothing; an
     owner on another machine or boot cannot be checked, so it is never dead by this test.
     """
-    m = _OWNED.search(name)
-    if m is None:
-        return False
-    node, _, pid = m.group(1).partition("-")
-    if node != _node():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return False
-    except (ProcessLookupError, OverflowError):
-        return True
-    return False
+    return _writer_runs(name) is False
 
 
 def same_node(name: str) -> bool:
@@ -110,6 +114,16 @@ def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in ``path`` durable."""
     with named(path):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a file's bytes durable (one that is renamed, not rewritten, afterwards)."""
+    with named(path):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:

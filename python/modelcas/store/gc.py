@@ -37,7 +37,7 @@ from modelcas.store.durable import (
     writer_alive,
 )
 from modelcas.store.layout import kind_of
-from modelcas.store.memory import MEMORY, Remembering
+from modelcas.store.memory import MEMORY, Pinned, Remembering
 from modelcas.store.read import STAGING
 from modelcas.store.records import GcReport, ObjectInfo, Root, VanishedRoot
 from modelcas.store.views import collect as collect_views
@@ -46,7 +46,7 @@ from modelcas.store.views import collect as collect_views
 # write in flight, or to a plain `cas add` whose user has not pinned it yet.
 DEFAULT_GRACE = 3600.0
 # A root's pinned sha256s: a set (none has a remote source), or each with whether it has one.
-RootReader = Callable[[Path], "set[str] | Mapping[str, bool]"]
+RootReader = Callable[[Path], Pinned]
 OUTPUT = "output"  # a file being written (a bundle): gc cleans its leftovers, keeps nothing
 _RECORD_CAP = 64 << 10
 
@@ -163,15 +163,11 @@ class Collecting(Remembering):
                     hint="upgrade modelcas, or remove the file if it is no longer used",
                 )
             try:
-                pinned = reader(root.path)
-                keep |= set(pinned)
                 if remember:
-                    local = (
-                        {s for s, remote in pinned.items() if not remote}
-                        if isinstance(pinned, Mapping)
-                        else set(pinned)
-                    )
-                    self._remember(root.record, root.path, local)
+                    pinned = self._read_and_remember(root.record, root.path, reader)
+                else:
+                    pinned = reader(root.path)
+                keep |= set(pinned)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
             except (ModelcasError, OSError, ValueError, RecursionError) as e:
@@ -322,8 +318,10 @@ class Collecting(Remembering):
                     with contextlib.suppress(FileNotFoundError):
                         self.put_back(entry, entry.name)
                         restored += 1
+            # Only if empty: a gc on another machine (not provably dead) may still be moving
+            # objects into it, which it puts back if they are pinned meanwhile.
             with contextlib.suppress(OSError):
-                shutil.rmtree(d)
+                d.rmdir()
         return restored
 
     def _leftovers(self, roots: list[Root], cutoff: float, dry_run: bool) -> list[Path]:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from modelcas.digest import is_hex64
@@ -25,6 +25,26 @@ from modelcas.store.records import Root
 
 MEMORY = ".seen"
 _CAP = 256 << 20
+# A root that changes while it is read is read again; one that never holds still this many
+# times is refused (its writers each record what they wrote, after they wrote it).
+_TRIES = 20
+Pinned = set[str] | Mapping[str, bool]  # as RootReader returns: sha256s, or with "has a remote"
+
+
+def local_of(pinned: Pinned) -> set[str]:
+    """The sha256s a root pins that have no remote source."""
+    if isinstance(pinned, Mapping):
+        return {s for s, remote in pinned.items() if not remote}
+    return set(pinned)
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or written (None: it is gone)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Remembering(Moving):
@@ -37,14 +57,37 @@ class Remembering(Moving):
     def _memory_path(self, record: Path) -> Path:
         return record.with_suffix(MEMORY)
 
-    def remember(self, path: str | os.PathLike[str], local: Iterable[str]) -> None:
-        """Record the sha256s the root at ``path`` pins that have no remote source.
+    def remember(self, path: str | os.PathLike[str], reader: Callable[[Path], Pinned]) -> Pinned:
+        """Read the root at ``path`` and record what it pins without a remote source.
 
-        Written only when it changed. Called when a pin is written and each time gc reads
-        the root.
+        Called once a pin is written, and each time gc reads the root. Another writer may
+        replace the file between this read and this record (which would then name an older
+        pin list, and outlive the newer one's record): so the file's identity is compared
+        before the read and after the record, and it is read again until it held still.
+
+        Returns:
+            What ``reader`` read.
+
+        Raises:
+            StoreError: the file changed during each of many reads.
+            as ``reader``.
         """
         absolute = Path(path).resolve()
-        self._remember(self._record_path(absolute), absolute, local)
+        return self._read_and_remember(self._record_path(absolute), absolute, reader)
+
+    def _read_and_remember(
+        self, record: Path, absolute: Path, reader: Callable[[Path], Pinned]
+    ) -> Pinned:
+        for _ in range(_TRIES):
+            before = _identity(absolute)
+            pinned = reader(absolute)
+            self._remember(record, absolute, local_of(pinned))
+            if _identity(absolute) == before:
+                return pinned
+        raise StoreError(
+            f"{absolute} changed during each of {_TRIES} reads; what it pins was not recorded",
+            hint="run the command again once nothing else writes that file",
+        )
 
     def _remember(self, record: Path, absolute: Path, local: Iterable[str]) -> None:
         memory = self._memory_path(record)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import stat
 import warnings
@@ -32,7 +33,14 @@ from modelcas import hashing
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, StoreError
 from modelcas.store import intent, owner
-from modelcas.store.durable import atomic_write, fsync_dir, named, owned_name, writer_dead
+from modelcas.store.durable import (
+    atomic_write,
+    fsync_dir,
+    fsync_file,
+    named,
+    owned_name,
+    writer_dead,
+)
 from modelcas.store.intent import MoveJournal
 from modelcas.store.records import AddResult, ObjectInfo
 from modelcas.store.write import SourceChangedError, Writing, _check_expected
@@ -107,12 +115,7 @@ class Moving(Writing):
         found, healed = self._present(digest, expected, str(src), check=True)
         if found is not None:
             return AddResult(src, found, True, journal=result.journal, staged=staged)
-        with named(staged):
-            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_file(staged)
         info = self.publish(staged, digest, expected, str(src))
         return AddResult(src, info, False, journal=result.journal, healed=healed)
 
@@ -198,12 +201,7 @@ class Moving(Writing):
             # Stored before, and pinned: the waiting copy goes only once the object checks out.
             found, _ = self._present(digest, None, journal.source, check=True)
             if found is None:
-                with named(staged):
-                    fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                fsync_file(staged)
                 self.publish(staged, digest, None, journal.source)
             staged.unlink(missing_ok=True)
             return None
@@ -227,12 +225,13 @@ class Moving(Writing):
             with named(staged):
                 os.chmod(staged, journal.mode, follow_symlinks=False)
                 os.rename(staged, target)
-        elif journal.sha256 is not None and self._in_place(
-            Digest(journal.sha256, journal.size, journal.blake3)
-        ):
-            self._copy_out(Digest(journal.sha256, journal.size, journal.blake3), target, journal)
         elif journal.sha256 is None:
             return None  # killed before the rename: nothing was taken
+        elif (back := _already_back(journal)) is not None:
+            # A recoverer gave it back, then died before it removed the journal.
+            target = back
+        elif self._in_place(Digest(journal.sha256, journal.size, journal.blake3)):
+            self._copy_out(Digest(journal.sha256, journal.size, journal.blake3), target, journal)
         else:
             raise FileNotFoundError(
                 errno.ENOENT, "neither waiting in tmp/ nor stored", journal.source
@@ -261,6 +260,24 @@ class Moving(Writing):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _already_back(journal: MoveJournal) -> Path | None:
+    """Where a file of ``journal`` was given back already, as its own inode; else None."""
+    source = Path(journal.source)
+    pattern = glob.escape(source.name) + ".cas-restored*"
+    for candidate in (source, *sorted(source.parent.glob(pattern))):
+        try:
+            st = os.lstat(candidate)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != journal.size:
+                continue
+            if hashing.hash_file(candidate, ("sha256",), regular_only=True).sha256 == (
+                journal.sha256
+            ):
+                return candidate
+        except OSError:
+            continue
+    return None
 
 
 def _free_path(path: Path) -> Path:

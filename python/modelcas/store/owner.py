@@ -135,7 +135,36 @@ def provably_dead(owner: Owner) -> bool:
     if not boot or not ns or (owner.host, owner.boot, owner.ns) != (host, boot, ns):
         return False
     started = _start_time(owner.pid)
-    return started is None or owner.start not in (0, started)
+    if started is None:
+        return _no_such_pid(owner.pid)
+    return owner.start not in (0, started)
+
+
+def _no_such_pid(pid: int) -> bool:
+    """Whether the kernel says no process has ``pid``.
+
+    A missing ``/proc/PID`` alone proves nothing: ``/proc`` mounted ``hidepid=2`` (hardened
+    shared machines) hides other users' processes, and there ``kill(pid, 0)`` still says
+    EPERM for a live one.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # It runs, but /proc did not show it running: a zombie (gone), or hidden from us.
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read(4096)
+    except OSError:
+        return False  # hidden: nothing can be proved
+    fields = data[data.rfind(b")") + 2 :].split()
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 def read_owner(path: Path) -> Owner | None:

@@ -34,6 +34,9 @@ class SourceChangedError(IntegrityError):
     """The file being added changed while it was read; nothing was stored."""
 
 
+Sink = Callable[[bytes | memoryview], object]
+
+
 class ObjectWriter:
     """Write one object from streamed bytes (a download), hashing while writing.
 
@@ -42,25 +45,55 @@ class ObjectWriter:
     receiving meanwhile. The writer flushes to disk every ``_SYNC_EVERY`` bytes, so the disk
     works during the download and the fsync in :meth:`commit` finds little left to do.
     Nothing is visible in the store until :meth:`commit`; leaving the ``with`` block without
-    committing removes the temporary file.
+    committing removes the temporary file, unless :meth:`set_aside` kept it for a resume.
+
+    A download that resumes hands over what an earlier run left (``partial``, a file of this
+    process's own in ``tmp/``): its bytes are hashed first and the new ones appended.
+    ``extra`` sees every byte too (a second digest a remote records, such as a git blob id).
     """
 
     _BATCH = 8 << 20
     _SYNC_EVERY = 32 << 20
 
-    def __init__(self, store: Writing, expected: Digest | None, what: str) -> None:
+    def __init__(
+        self,
+        store: Writing,
+        expected: Digest | None,
+        what: str,
+        *,
+        partial: Path | None = None,
+        extra: Sink | None = None,
+    ) -> None:
         self._store = store
         self._expected = expected
         self._what = what
+        self._extra = extra
         self._hasher = hashing.Hasher()
-        self._tmp = store.temp_path()
-        self._file = open(self._tmp, "xb")  # noqa: SIM115 (closed in commit/__exit__)
+        self._tmp = partial or store.temp_path()
+        with named(self._tmp):
+            self._file = open(self._tmp, "ab" if partial else "xb")  # noqa: SIM115 (closed in commit/__exit__)
+        self.offset = os.fstat(self._file.fileno()).st_size  # handed over by an earlier run
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._unsynced = 0
         self._error: BaseException | None = None
         self._queues: list[queue.Queue[bytes | None]] = []
         self._workers: list[threading.Thread] = []
+        self._done = False
+        if self.offset:
+            self._hash_prefix()
+        self._start_workers()
+
+    def _hash_prefix(self) -> None:
+        with named(self._tmp), open(self._tmp, "rb") as f:
+            while data := f.read(8 << 20):
+                view = memoryview(data)
+                self._hasher.update(view)
+                if self._extra is not None:
+                    self._extra(view)
+
+    def _start_workers(self) -> None:
+        self._queues, self._workers = [], []
         for name, consume in (("hash", self._hasher.update), ("write", self._write_out)):
             q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
             worker = threading.Thread(
@@ -69,7 +102,6 @@ class ObjectWriter:
             worker.start()
             self._queues.append(q)
             self._workers.append(worker)
-        self._done = False
 
     def __enter__(self) -> Self:
         return self
@@ -103,8 +135,11 @@ class ObjectWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes to the object being written."""
-        self._pending.append(bytes(data))
-        self._pending_size += len(data)
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._extra is not None:
+            self._extra(chunk)
         if self._pending_size >= self._BATCH:
             self._flush()
 
@@ -114,6 +149,28 @@ class ObjectWriter:
                 q.put(None)
         for worker in self._workers:
             worker.join()
+
+    @property
+    def failed(self) -> bool:
+        """Whether writing or hashing failed (what arrived is then worth nothing)."""
+        return self._error is not None
+
+    def restart(self, extra: Sink | None = None) -> None:
+        """Forget every byte so far (the source sends the object from its start again).
+
+        ``extra``, when given, replaces the second digest's sink (a fresh one).
+        """
+        self._pending, self._pending_size = [], 0
+        self._stop()
+        self._error = None
+        with named(self._tmp):
+            self._file.seek(0)
+            self._file.truncate(0)
+        self._hasher = hashing.Hasher()
+        self.offset = 0
+        if extra is not None:
+            self._extra = extra
+        self._start_workers()
 
     def commit(self) -> ObjectInfo:
         """Check the bytes against the expected digest and publish the object.
@@ -141,6 +198,26 @@ class ObjectWriter:
         self._done = True
         return info
 
+    def set_aside(self, keep: Path) -> bool:
+        """Instead of committing, keep what arrived at ``keep`` for a later run to resume.
+
+        Returns:
+            Whether anything was kept (nothing is, after a failure to write or hash).
+        """
+        with contextlib.suppress(BaseException):
+            self._flush()
+        self._stop()
+        if not self._file.closed:
+            self._file.close()
+        if self._done or self._error is not None or _size(self._tmp) == 0:
+            return False
+        try:
+            os.replace(self._tmp, keep)
+        except OSError:
+            return False
+        self._done = True  # nothing left to remove
+        return True
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -152,6 +229,13 @@ class ObjectWriter:
             self._file.close()
         if not self._done:
             self._tmp.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class Writing(Reading):
@@ -357,9 +441,20 @@ class Writing(Reading):
         """
         return intent.claim(self.checked_dir(self.tmp_dir, create=True), sha256s)
 
-    def writer(self, expected: Digest | None = None, what: str = "stream") -> ObjectWriter:
-        """An :class:`ObjectWriter` for streamed bytes; ``what`` names the source in errors."""
-        return ObjectWriter(self, expected, what)
+    def writer(
+        self,
+        expected: Digest | None = None,
+        what: str = "stream",
+        *,
+        partial: Path | None = None,
+        extra: Sink | None = None,
+    ) -> ObjectWriter:
+        """An :class:`ObjectWriter` for streamed bytes; ``what`` names the source in errors.
+
+        ``partial``: a file of this process in ``tmp/`` holding the first bytes (a resume);
+        ``extra``: sees every byte too.
+        """
+        return ObjectWriter(self, expected, what, partial=partial, extra=extra)
 
     def add_bytes(self, data: bytes, *, expected: Digest | None = None) -> ObjectInfo:
         """Store a buffer (small metadata files, tests)."""
