@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::control::{pool, Control};
 use crate::error::{IoContext, Result};
-use crate::fsio::open_checked;
+use crate::fsio::{open_checked, Open};
 use crate::sha256::{state_bytes, Sha256};
 
 /// Bytes hashed between checks for cancellation.
@@ -27,7 +27,7 @@ pub fn sha256_chained(
     midstates: &[[u32; 8]],
     ctl: &Control,
 ) -> Result<Option<[u8; 32]>> {
-    let (file, meta) = open_checked(path, false)?;
+    let (file, meta) = open_checked(path, Open::Any)?;
     if !meta.is_file() {
         return Ok(None);
     }

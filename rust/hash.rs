@@ -6,7 +6,6 @@
 //! wanted, blake3 spreads its tree over the whole pool.
 
 use std::fs::File;
-use std::io;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::{open_checked, read_full, sync_range, PageBuf};
+use crate::fsio::{open_checked, read_full, sync_range, Open, PageBuf};
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -209,6 +208,19 @@ pub struct ReadMode {
     /// Refuse symlinks (not followed) and anything but a regular file: for store objects,
     /// where a planted link or device must never be read as content.
     pub regular_only: bool,
+    /// With `regular_only`, follow symlinks to a regular file instead of refusing them: for a
+    /// user's source (an HF cache snapshot entry is a link), still never a FIFO or device.
+    pub follow: bool,
+}
+
+impl ReadMode {
+    fn open(&self) -> Open {
+        match (self.regular_only, self.follow) {
+            (false, _) => Open::Any,
+            (true, true) => Open::Regular,
+            (true, false) => Open::Object,
+        }
+    }
 }
 
 /// Hash one file in a single read pass.
@@ -225,7 +237,7 @@ fn hash_file_split(
     split_min: u64,
     ctl: &Control,
 ) -> Result<Digests> {
-    let (file, meta) = open_checked(path, mode.regular_only)?;
+    let (file, meta) = open_checked(path, mode.open())?;
     let size = meta.len();
     let regular = meta.file_type().is_file();
     if regular && size < split_min && mode.mmap != Some(true) {
@@ -344,14 +356,7 @@ pub fn copy_file(
     sync: bool,
     ctl: &Control,
 ) -> Result<Digests> {
-    let (file, _) = open_checked(src, false)?;
-    if !file.metadata().at(src, "stat")?.file_type().is_file() {
-        return Err(Error::io(
-            src,
-            "copy",
-            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
+    let (file, _) = open_checked(src, Open::Regular)?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -613,7 +618,7 @@ fn pipeline<'a>(
 #[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{self, Write};
 
     fn reference(data: &[u8]) -> Digests {
         let mut h = Hasher::new(Algos {
@@ -696,7 +701,8 @@ mod tests {
                     all,
                     ReadMode {
                         mmap,
-                        regular_only: false
+                        regular_only: false,
+                        follow: false,
                     },
                     &ctl
                 )
@@ -722,6 +728,7 @@ mod tests {
                 ReadMode {
                     mmap: Some(false),
                     regular_only: false,
+                    follow: false,
                 },
                 &ctl,
             )
@@ -763,6 +770,7 @@ mod tests {
             let mode = ReadMode {
                 mmap: Some(false),
                 regular_only: false,
+                follow: false,
             };
             let got = hash_files(&two, b3, mode, &Control::default()).unwrap();
             let _ = tx.send(
@@ -807,5 +815,36 @@ mod tests {
         assert!(
             matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::IsADirectory)
         );
+    }
+
+    #[test]
+    fn sources_never_hang_on_a_fifo_and_follow_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a plain syscall with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let ctl = Control::default();
+        // No writer ever opens the FIFO: a blocking open would hang here.
+        let copied = copy_file(&fifo, &dir.path().join("out"), Algos::SHA256_BLAKE3, false, &ctl);
+        assert!(copied.is_err());
+        let source = ReadMode {
+            mmap: Some(false),
+            regular_only: true,
+            follow: true,
+        };
+        assert!(hash_file(&fifo, Algos::SHA256_BLAKE3, source, &ctl).is_err());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"abc").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let got = hash_file(&link, Algos::SHA256_BLAKE3, source, &ctl).unwrap();
+        let want = reference(b"abc");
+        assert_eq!((got.sha256, got.blake3), (want.sha256, want.blake3));
+        let object = ReadMode {
+            follow: false,
+            ..source
+        };
+        assert!(hash_file(&link, Algos::SHA256_BLAKE3, object, &ctl).is_err());
     }
 }

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelcas import hfcache
+from modelcas import hfcache, untrusted
 from modelcas.digest import Digest
 from modelcas.errors import (
     IntegrityError,
@@ -678,7 +678,7 @@ def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
         path = hf_hub_download(
             repo_id, METADATA_FILE, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
         )
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(untrusted.read_text(path, "modelcas.json", cap=1 << 20))
     except Exception:
         return None
     return raw if isinstance(raw, dict) else None

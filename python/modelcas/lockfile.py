@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tomllib
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from modelcas import untrusted
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import (
     LockfileError,
@@ -590,15 +590,7 @@ def read_text(path: Path, what: str) -> str:
         LockfileError: not a regular file (a directory, FIFO or device is refused without
             being opened for reading), too large, or not UTF-8.
     """
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise LockfileError(f"{path}: is {kind}; expected a {what}")
-    if st.st_size > MAX_BYTES:
-        raise LockfileError(f"{path}: {st.st_size} bytes is too large for a {what}")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
+    data = untrusted.read_file(path, f"a {what}", cap=MAX_BYTES, error=LockfileError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -6,16 +6,14 @@ import argparse
 import contextlib
 import errno
 import os
-import stat
 import sys
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelcas import hashing, sumfile
+from modelcas import hashing, sumfile, untrusted
 from modelcas.cli._common import add_command, emit_json, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
-from modelcas.errors import ChecksumFileError, UsageError
+from modelcas.errors import ChecksumFileError, ModelcasError, UsageError
 
 HELP = "print or check sha256/blake3 digests (sha256sum/b3sum compatible)"
 DESCRIPTION = """\
@@ -57,6 +55,8 @@ had no properly formatted line; 2 usage error."""
 
 STDIN = "-"
 _CHUNK = 1 << 20
+# A checksum file is read whole; a bound, so that a wrong path cannot eat memory.
+MAX_SUMFILE = 256 << 20
 _BLAKE3_SUFFIXES = (".b3", ".blake3", ".b3sum", ".b3sums")
 
 
@@ -103,7 +103,10 @@ def register(sub: Any) -> None:
         "--ignore-missing", action="store_true", help="with --check: skip files that do not exist"
     )
     p.add_argument(
-        "--no-mmap", action="store_true", help="read with bounded buffers instead of mapping files"
+        "--no-mmap",
+        action="store_true",
+        help="accepted for compatibility: files are always read with bounded buffers, never "
+        "mapped (a file truncated under a mapping kills the reader)",
     )
     p.set_defaults(run=run)
 
@@ -148,16 +151,27 @@ def _hash_stdin(algos: tuple[hashing.Algo, ...]) -> Hashes:
 
 
 def _hash_all(
-    files: list[str], algos: tuple[hashing.Algo, ...], args: argparse.Namespace
+    files: list[str],
+    algos: tuple[hashing.Algo, ...],
+    args: argparse.Namespace,
+    *,
+    listed: bool = False,
 ) -> list[Hashes | OSError]:
-    mmap = False if args.no_mmap else None
+    """Hash files named on the command line, or with ``listed`` by a checksum file.
+
+    A file named on the command line is read as `sha256sum` reads it (a pipe too); one a
+    checksum file names is someone else's choice, so only a regular file is read (a FIFO or
+    device it names is "FAILED open or read", never waited on).
+    """
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
         with contextlib.suppress(OSError):
             total += os.stat(f).st_size
     with byte_bar(total, "hashing", quiet=args.quiet or args.status) as bar:
-        results = iter(hashing.hash_files(on_disk, algos, mmap=mmap, progress=bar))
+        results = iter(
+            hashing.hash_files(on_disk, algos, regular_only=listed, follow=True, progress=bar)
+        )
     return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
 
 
@@ -231,12 +245,12 @@ def _read_sumfile(sumpath: str) -> bytes:
     """A checksum file's bytes (a directory, FIFO or device is refused, not read)."""
     if sumpath == STDIN:
         return sys.stdin.buffer.read()
-    st = os.stat(sumpath)
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", sumpath)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", sumpath)
-    return Path(sumpath).read_bytes()
+    if os.path.isdir(sumpath):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", sumpath)  # as GNU says it
+    try:
+        return untrusted.read_file(sumpath, "a checksum file", cap=MAX_SUMFILE)
+    except ModelcasError as e:
+        raise OSError(errno.EINVAL, e.message.removeprefix(f"{sumpath}: "), sumpath) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -286,7 +300,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
     results = dict(
         zip(
             (e.lineno for e, _, _ in jobs),
-            _hash_all([p for _, p, _ in jobs], wanted, args),
+            _hash_all([p for _, p, _ in jobs], wanted, args, listed=True),
             strict=True,
         )
     )
