@@ -222,6 +222,8 @@ def _check_pin(pin: PinRequest, files: list[tuple[Path, str]]) -> tuple[Path, st
     lockfile.parse_version(pin.version, f"{pin.name}@{pin.version}")
     if pin.requires is not None:
         lockfile.parse_requires(pin.requires, "--requires")
+    if pin.package is not None:
+        lockfile.check_package(pin.package, "--package")
     seen: dict[str, Path] = {}
     for f, name in files:
         if name in seen:
