@@ -54,8 +54,7 @@ MAX_PART = 255  # one part of that path, in UTF-8 bytes (a file name on disk)
 # terminal, bidirectional overrides that show text in another order than it is, and code
 # points that are not text (lone surrogates from undecodable file names, U+FFFE, U+FFFF).
 _NOT_TEXT = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-    "\ud800-\udfff\ufffe\uffff]"
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
 )
 
 
@@ -87,8 +86,7 @@ def parse_version(version: str, where: str = "version") -> Version:
     """
     if len(version) > MAX_NAME:
         raise UsageError(
-            f"{_shown(where)}: a version of {len(version)} characters is longer than "
-            f"{MAX_NAME}",
+            f"{_shown(where)}: a version of {len(version)} characters is longer than {MAX_NAME}",
             hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
         )
     try:
@@ -130,8 +128,7 @@ def check_name(name: str) -> None:
         UsageError: not a model name.
     """
     hint = (
-        f"use at most {MAX_NAME} letters, digits, '.', '_' and '-', starting with a letter or "
-        "digit"
+        f"use at most {MAX_NAME} letters, digits, '.', '_' and '-', starting with a letter or digit"
     )
     if len(name) > MAX_NAME:
         raise UsageError(

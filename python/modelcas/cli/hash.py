@@ -10,7 +10,7 @@ import sys
 from typing import Any, BinaryIO
 
 from modelcas import hashing, sumfile, untrusted
-from modelcas.cli._common import add_command, emit_json, show_path
+from modelcas.cli._common import add_command, emit_json, quote, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
 from modelcas.errors import ChecksumFileError, ModelcasError, UsageError
@@ -216,7 +216,7 @@ def _print(args: argparse.Namespace) -> int:
         emit_json("hash", {"files": records, "errors": errors})
     out.flush()
     for e in errors:
-        print(f"cas: {e}", file=sys.stderr)
+        print(quote(f"cas: {e}"), file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -278,10 +278,10 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
         data = _read_sumfile(sumpath)
         entries, bad_lines = sumfile.parse(data, shown_file)
     except OSError as e:
-        print(f"cas: {shown_file}: {e.strerror or e}", file=sys.stderr)
+        print(quote(f"cas: {shown_file}: {e.strerror or e}"), file=sys.stderr)
         return True
     except ChecksumFileError as e:
-        print(f"cas: {e.message}", file=sys.stderr)
+        print(quote(f"cas: {e.message}"), file=sys.stderr)
         return True
     algos = [_algo_for(e, sumpath, args.algo) for e in entries]
     # b3sum wrote U+FFFD for bytes that are not UTF-8: such a line names no file (b3sum -c
@@ -314,7 +314,9 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
             if args.warn and not args.status:
                 out.flush()
                 print(
-                    f"cas: {shown_file}: {lineno}: improperly formatted {kind} checksum line",
+                    quote(
+                        f"cas: {shown_file}: {lineno}: improperly formatted {kind} checksum line"
+                    ),
                     file=sys.stderr,
                 )
             continue
@@ -323,8 +325,10 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
         if lineno in refused:
             out.flush()
             print(
-                f"cas: {shown_file}: {lineno}: the name holds U+FFFD, which b3sum writes for "
-                "bytes that are not UTF-8: it names no file",
+                quote(
+                    f"cas: {shown_file}: {lineno}: the name holds U+FFFD, which b3sum writes "
+                    "for bytes that are not UTF-8: it names no file"
+                ),
                 file=sys.stderr,
             )
             lossy += 1
@@ -351,7 +355,9 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
                 out.write(name + b": FAILED\n")
     out.flush()
     if not entries:
-        print(f"cas: {shown_file}: no properly formatted checksum lines found", file=sys.stderr)
+        print(
+            quote(f"cas: {shown_file}: no properly formatted checksum lines found"), file=sys.stderr
+        )
         return True
     if not args.status:
         if bad_lines:
@@ -366,7 +372,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
             print(f"cas: WARNING: {sums} did NOT match", file=sys.stderr)
         if args.ignore_missing and not matched:
             # Every listed file was missing (or differed): nothing vouches for anything.
-            print(f"cas: {shown_file}: no file was verified", file=sys.stderr)
+            print(quote(f"cas: {shown_file}: no file was verified"), file=sys.stderr)
     return bool(
         mismatched
         or unreadable
