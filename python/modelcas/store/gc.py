@@ -174,8 +174,12 @@ class Collecting(Remembering):
                     self._remember(root.record, root.path, local)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
-            except (ModelcasError, OSError, ValueError, RecursionError) as e:
-                raise _unreadable(root, str(e).splitlines()[0]) from e
+            except OSError as e:
+                raise _unreadable(root, e.strerror or type(e).__name__) from e
+            except (ModelcasError, ValueError, RecursionError) as e:
+                # Never the reader's message: it may quote the file, and a root record can name
+                # any file the gc runner may read (/etc/shadow, ~/.aws/credentials).
+                raise _unreadable(root, f"it is not a valid {root.kind}") from e
         return keep, stale
 
     # -- gc --------------------------------------------------------------------------------
@@ -394,9 +398,12 @@ class Collecting(Remembering):
 
 
 def _unreadable(root: Root, why: str) -> StoreError:
+    """The error for a root gc cannot read: the path and what was expected, never its bytes."""
+    check = {"lockfile": "cas lock check --lock", "bundle": "cas bundle verify"}.get(root.kind)
+    see = f"`{check} {root.path}` says why; " if check else ""
     return StoreError(
         f"cannot read gc root {root.path} ({root.kind}): {why}; nothing was deleted",
-        hint="fix that file or delete it, then run gc again",
+        hint=f"{see}fix that file, or remove its record {root.record}, then run gc again",
     )
 
 
