@@ -190,6 +190,7 @@ class Collecting(Remembering):
         *,
         grace: float = DEFAULT_GRACE,
         dry_run: bool = False,
+        also: Callable[[], set[str]] | None = None,
     ) -> GcReport:
         """Delete unreferenced objects and old leftovers of interrupted writes.
 
@@ -201,6 +202,8 @@ class Collecting(Remembering):
             readers: how to list the sha256s a root references, by root kind.
             grace: age in seconds below which nothing is deleted (>= 0).
             dry_run: report only.
+            also: sha256s referenced from outside ``roots/`` (a directory remote's catalog),
+                read again at the second pass as the roots are.
 
         Returns:
             What was (or would be) removed.
@@ -218,6 +221,8 @@ class Collecting(Remembering):
         roots = self.roots()
         live, stale = self.referenced(readers, roots, remember=not dry_run)
         live |= intent.in_flight(self.tmp_dir)
+        if also is not None:
+            live |= also()
         memories = self._memories(stale)
         keep = live.union(*memories.values())
         candidates: list[ObjectInfo] = []
@@ -236,7 +241,7 @@ class Collecting(Remembering):
         if dry_run:
             report.objects = candidates
         else:
-            report.objects = self._collect(candidates, readers, cutoff, report)
+            report.objects = self._collect(candidates, readers, cutoff, report, also)
         report.temp_files = self._leftovers(roots, cutoff, dry_run)
         # Views are derived, never roots: those naming a removed object go (rebuilt on use).
         report.views = collect_views(self, cutoff, dry_run=dry_run)
@@ -261,6 +266,7 @@ class Collecting(Remembering):
         readers: Mapping[str, RootReader],
         cutoff: float,
         report: GcReport,
+        also: Callable[[], set[str]] | None = None,
     ) -> list[ObjectInfo]:
         """Move candidates aside, read the roots again, put back, then delete."""
         if not candidates:
@@ -284,6 +290,8 @@ class Collecting(Remembering):
                         report.kept_young += 1
             keep, stale = self.referenced(readers)
             keep |= intent.in_flight(self.tmp_dir)
+            if also is not None:
+                keep |= also()
             keep = keep.union(*self._memories(stale).values())
             doomed = []
             for info in moved:
