@@ -43,6 +43,7 @@ _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.+\-/]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _HEX = re.compile(r"[0-9a-f]{7,}")
+_VERSION_CHARS = re.compile(r"[A-Za-z0-9._+!-]+", re.ASCII)
 # Limits on what becomes a YAML key (docs/lockfile.md): a key over 1024 characters is not a
 # plain YAML key any more, and names this long are mistakes, not names. A tag on the Hub or a
 # registry (`weights-<version>`) is 128 characters at most, too.
@@ -84,6 +85,13 @@ def parse_version(version: str, where: str = "version") -> Version:
     Raises:
         UsageError: not a PEP 440 version.
     """
+    if not _VERSION_CHARS.fullmatch(version):
+        # PEP 440's parser forgives surrounding whitespace, and to Python's regular
+        # expressions U+0085 and U+2028 are whitespace: a version is only what it can hold.
+        raise UsageError(
+            f"{_shown(where)}: {_shown(version)!r} is not a version",
+            hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
+        )
     if len(version) > MAX_NAME:
         raise UsageError(
             f"{_shown(where)}: a version of {len(version)} characters is longer than {MAX_NAME}",
@@ -150,7 +158,7 @@ def check_package(name: str, where: str) -> None:
     """
     if len(name) > MAX_NAME or not _DISTRIBUTION.fullmatch(name):
         raise UsageError(
-            f"{where}: {name!r} is not a distribution name",
+            f"{where}: {_shown(name)!r} is not a distribution name",
             hint="the name pip installs, e.g. structflo-cser",
         )
 
@@ -411,10 +419,10 @@ class Lockfile:
 
     def _write(self, target: Path, held: owner.Held) -> None:
         """Check the text reads back as this lockfile, then put it in place (lock held)."""
-        text = self.dumps()
         try:
+            text = self.dumps()
             back = Lockfile.loads(text, target)
-        except LockfileError as e:
+        except (LockfileError, UsageError) as e:
             raise LockfileError(
                 f"{target}: the new text does not read back ({e.message}); nothing was written",
                 hint="this is a bug in modelcas: please report it with the command you ran",

@@ -339,7 +339,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
                 continue
             unreadable += 1
             out.flush()
-            why = os.strerror(r.errno) if r.errno else str(r)
+            why = os.strerror(r.errno) if r.errno else (r.strerror or str(r))
             print(f"cas: {show_path(os.fsdecode(entry.name))}: {why}", file=sys.stderr)
             if not args.status:
                 out.write(name + b": FAILED open or read\n")
