@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
 use crate::fsio::{open_checked, read_full, sync_range, Open, PageBuf};
+use crate::mapped::Mapped;
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -248,12 +249,11 @@ fn hash_file_split(
     }
     let map = mode.mmap.unwrap_or(size >= PARALLEL_MIN) && regular && size > 0;
     if map {
-        // SAFETY: the map is read-only and dropped before we return. If another process
-        // truncates the file meanwhile, reads fault; that is the same trade-off `b3sum` makes
-        // for its speed, and callers that cannot accept it pass `mmap: Some(false)`.
-        let mapped = unsafe { memmap2::Mmap::map(&file) }.at(path, "map")?;
-        let _ = mapped.advise(memmap2::Advice::Sequential);
-        return hash_bytes(&mapped, algos, ctl);
+        // A file truncated meanwhile is an error, not a SIGBUS (`mapped.rs`).
+        let mapped = Mapped::map(&file, path)?;
+        let digests = hash_bytes(&mapped, algos, ctl)?;
+        mapped.check()?;
+        return Ok(digests);
     }
     if regular && size < PARALLEL_MIN {
         return hash_sequential(file, path, algos, size, ctl);
@@ -268,17 +268,15 @@ fn hash_file_split(
 /// files of 100 MiB, that copy was a third of `cas verify`'s CPU time (0.5 of 1.2 s, all of it
 /// system time), where `b3sum`, which maps, spends 0.03 s.
 fn hash_mapped_here(file: &File, path: &Path, algos: Algos, ctl: &Control) -> Result<Digests> {
-    // SAFETY: the map is read-only and dropped before we return. If another process truncates
-    // the file meanwhile, reads fault; the trade-off `hash_file` (and `b3sum`) make for large
-    // files, and callers that cannot accept it pass `mmap: Some(false)`.
-    let mapped = unsafe { memmap2::Mmap::map(file) }.at(path, "map")?;
-    let _ = mapped.advise(memmap2::Advice::Sequential);
+    // A file truncated meanwhile is an error, not a SIGBUS (`mapped.rs`).
+    let mapped = Mapped::map(file, path)?;
     let mut h = Hasher::new(algos);
     for piece in mapped.chunks(PIECE) {
         ctl.check()?;
         h.update(piece);
         ctl.advance(piece.len() as u64);
     }
+    mapped.check()?;
     Ok(h.finalize())
 }
 

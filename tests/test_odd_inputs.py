@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -117,6 +118,43 @@ def test_a_gc_root_that_is_a_fifo_or_a_device_stops_gc_unread(
         record.unlink()
         (tmp_path / "a-fifo").unlink(missing_ok=True)
         odd.unlink()
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_credential_files_that_are_fifos_or_devices_are_refused_unread(
+    project: Project, tmp_path: Path, kind: str
+) -> None:
+    """The docker/podman credential files (read when a registry asks for a login) and the Hub
+    token file (read by the Hub client when HF_TOKEN is not set)."""
+    proj, env = project
+    login = _Shouting(401, b"{}", {"WWW-Authenticate": 'Basic realm="lab"'})
+    hub = _Shouting(404, b'{"error": "no"}', {})
+    try:
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        odd = _special(kind, tmp_path)
+        (docker / "config.json").symlink_to(odd)
+        base = {k: v for k, v in env.items() if k not in ("HF_TOKEN", "REGISTRY_AUTH_FILE")}
+        cases = [
+            (["pull", f"oci://{login.host}/lab/m:v1", "--name", "m"],
+             {**base, "DOCKER_CONFIG": str(docker)}),
+            (["pull", f"oci://{login.host}/lab/m:v1", "--name", "m"],
+             {**base, "DOCKER_CONFIG": str(tmp_path / "none"), "REGISTRY_AUTH_FILE": str(odd)}),
+        ]  # fmt: skip
+        hf_home = tmp_path / "hf-home"
+        hf_home.mkdir()
+        (hf_home / "token").symlink_to(odd)
+        hub_env = {**base, "HF_ENDPOINT": f"http://{hub.host}", "HF_HOME": str(hf_home)}
+        cases.append((["pull", "hf://lab/m@weights-v1", "--name", "m"], hub_env))
+        for argv, run_env in cases:
+            started = time.monotonic()
+            r = _check_contract(argv, proj, run_env, tmp_path / "store")
+            _clean(r)
+            assert "not a regular file" in r.stderr, r.stderr
+            assert time.monotonic() - started < 30
+    finally:
+        login.shutdown()
+        hub.shutdown()
 
 
 # -- the Hugging Face cache, with entries that are not regular files ----------------------------
@@ -260,6 +298,47 @@ def test_a_source_that_shrinks_while_read_is_refused_never_a_sigbus(
         if hits >= 2:
             break
     assert hits, "the source was never cut while it was read"
+
+
+def test_a_bundle_that_shrinks_while_it_is_verified_is_an_error_never_a_sigbus(
+    project: Project, tmp_path: Path
+) -> None:
+    """`cas bundle verify` maps the bundle (a user's file) for speed; a bundle cut meanwhile
+    is an error naming it (rust/mapped.rs), never exit 135."""
+    proj, env = project
+    (proj / "big.bin").write_bytes(os.urandom(64 * MiB))
+    (proj / "big.yml").write_text("big:\n  model_path: big.bin\n")
+    made = _cas(["bundle", "-i", "big.yml", "-o", "made.zip", "--no-auto-date"], proj, env)
+    assert made.returncode == 0, made.stderr
+    hits = 0
+    for _ in range(6):
+        bundle = proj / "v.zip"
+        shutil.copyfile(proj / "made.zip", bundle)
+        fd = os.open(bundle, os.O_RDWR)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "modelcas", "bundle", "verify", "v.zip"],
+                cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            cut = False
+            while proc.poll() is None and not cut:
+                with contextlib.suppress(OSError):
+                    if str(bundle) in Path(f"/proc/{proc.pid}/maps").read_text():
+                        os.ftruncate(fd, 8 * MiB)
+                        cut = True
+                time.sleep(0.0002)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            os.close(fd)
+        assert proc.returncode in (0, 1, 2), (proc.returncode, err)  # -7 or 135: SIGBUS
+        assert "Traceback" not in err
+        if cut and proc.returncode:
+            hits += 1
+            lines = err.strip().splitlines()
+            assert 1 <= len(lines) <= 2 and "v.zip" in lines[0], err
+            if "shrank" in lines[0]:
+                break
+    assert hits, "the bundle was never cut while it was mapped"
 
 
 # -- gc never echoes a file that is not its own --------------------------------------------------
