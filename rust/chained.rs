@@ -13,8 +13,9 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::control::{pool, Control};
-use crate::error::{IoContext, Result};
-use crate::fsio::open_checked;
+use crate::error::Result;
+use crate::fsio::{open_checked, Open};
+use crate::mapped::Mapped;
 use crate::sha256::{state_bytes, Sha256};
 
 /// Bytes hashed between checks for cancellation.
@@ -27,18 +28,18 @@ pub fn sha256_chained(
     midstates: &[[u32; 8]],
     ctl: &Control,
 ) -> Result<Option<[u8; 32]>> {
-    let (file, meta) = open_checked(path, false)?;
+    let (file, meta) = open_checked(path, Open::Any)?;
     if !meta.is_file() {
         return Ok(None);
     }
     if meta.len() == 0 {
         return chained(&[], step, midstates, ctl);
     }
-    // SAFETY: the map is read-only and dropped before we return. If another process truncates
-    // the file meanwhile, reads fault; the same trade-off `hash_file` makes for large files.
-    let map = unsafe { memmap2::Mmap::map(&file) }.at(path, "map")?;
-    let _ = map.advise(memmap2::Advice::Sequential);
-    chained(&map, step, midstates, ctl)
+    // A file truncated meanwhile is an error, not a SIGBUS (`mapped.rs`).
+    let map = Mapped::map(&file, path)?;
+    let digest = chained(&map, step, midstates, ctl)?;
+    map.check()?;
+    Ok(digest)
 }
 
 /// The sha256 of `data` from its midstates, on the pool; `None` when they do not chain.

@@ -78,15 +78,35 @@ pub(crate) fn sync_range(file: &File, from: u64, to: u64, flags: libc::c_uint) {
     unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
 }
 
-/// Open a file to read; a directory is an error. With `regular_only`, symlinks are not followed
-/// and anything but a regular file is refused: for store objects, where a planted link or
-/// device must never be read as content.
-pub(crate) fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std::fs::Metadata)> {
+/// How `open_checked` treats what it finds at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Open {
+    /// Anything readable but a directory, symlinks followed: a file a user named to hash, which
+    /// may be a pipe (`cas hash <(...)`), read as a stream as `sha256sum` does.
+    Any,
+    /// A regular file only, symlinks to one followed: a user's source. Opened with
+    /// `O_NONBLOCK`, so that a FIFO put there cannot hang the open before it is refused.
+    Regular,
+    /// A regular file only, symlinks refused (not followed): a store object, where a planted
+    /// link or device must never be read as content.
+    Object,
+}
+
+/// Open a file to read; a directory is an error, and so is anything but a regular file unless
+/// `how` is `Open::Any`.
+pub(crate) fn open_checked(path: &Path, how: Open) -> Result<(File, std::fs::Metadata)> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
-    if regular_only {
-        // O_NONBLOCK so that opening a planted FIFO cannot hang before we refuse it.
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    match how {
+        Open::Any => {}
+        // O_NONBLOCK so that opening a planted FIFO cannot hang before we refuse it (it has no
+        // effect on reads of regular files).
+        Open::Regular => {
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        Open::Object => {
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
     }
     let file = options.open(path).at(path, "open")?;
     let meta = file.metadata().at(path, "stat")?;
@@ -97,7 +117,7 @@ pub(crate) fn open_checked(path: &Path, regular_only: bool) -> Result<(File, std
             io::Error::from_raw_os_error(libc::EISDIR),
         ));
     }
-    if regular_only && !meta.file_type().is_file() {
+    if how != Open::Any && !meta.file_type().is_file() {
         return Err(Error::io(
             path,
             "read",

@@ -6,7 +6,6 @@
 //! wanted, blake3 spreads its tree over the whole pool.
 
 use std::fs::File;
-use std::io;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -16,7 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::{open_checked, read_full, sync_range, PageBuf};
+use crate::fsio::{open_checked, read_full, sync_range, Open, PageBuf};
+use crate::mapped::Mapped;
 
 /// Below this, work stays on one thread: splitting it costs more than it saves.
 pub const PARALLEL_MIN: u64 = 16 << 20;
@@ -209,6 +209,19 @@ pub struct ReadMode {
     /// Refuse symlinks (not followed) and anything but a regular file: for store objects,
     /// where a planted link or device must never be read as content.
     pub regular_only: bool,
+    /// With `regular_only`, follow symlinks to a regular file instead of refusing them: for a
+    /// user's source (an HF cache snapshot entry is a link), still never a FIFO or device.
+    pub follow: bool,
+}
+
+impl ReadMode {
+    fn open(&self) -> Open {
+        match (self.regular_only, self.follow) {
+            (false, _) => Open::Any,
+            (true, true) => Open::Regular,
+            (true, false) => Open::Object,
+        }
+    }
 }
 
 /// Hash one file in a single read pass.
@@ -225,7 +238,7 @@ fn hash_file_split(
     split_min: u64,
     ctl: &Control,
 ) -> Result<Digests> {
-    let (file, meta) = open_checked(path, mode.regular_only)?;
+    let (file, meta) = open_checked(path, mode.open())?;
     let size = meta.len();
     let regular = meta.file_type().is_file();
     if regular && size < split_min && mode.mmap != Some(true) {
@@ -236,12 +249,11 @@ fn hash_file_split(
     }
     let map = mode.mmap.unwrap_or(size >= PARALLEL_MIN) && regular && size > 0;
     if map {
-        // SAFETY: the map is read-only and dropped before we return. If another process
-        // truncates the file meanwhile, reads fault; that is the same trade-off `b3sum` makes
-        // for its speed, and callers that cannot accept it pass `mmap: Some(false)`.
-        let mapped = unsafe { memmap2::Mmap::map(&file) }.at(path, "map")?;
-        let _ = mapped.advise(memmap2::Advice::Sequential);
-        return hash_bytes(&mapped, algos, ctl);
+        // A file truncated meanwhile is an error, not a SIGBUS (`mapped.rs`).
+        let mapped = Mapped::map(&file, path)?;
+        let digests = hash_bytes(&mapped, algos, ctl)?;
+        mapped.check()?;
+        return Ok(digests);
     }
     if regular && size < PARALLEL_MIN {
         return hash_sequential(file, path, algos, size, ctl);
@@ -256,17 +268,15 @@ fn hash_file_split(
 /// files of 100 MiB, that copy was a third of `cas verify`'s CPU time (0.5 of 1.2 s, all of it
 /// system time), where `b3sum`, which maps, spends 0.03 s.
 fn hash_mapped_here(file: &File, path: &Path, algos: Algos, ctl: &Control) -> Result<Digests> {
-    // SAFETY: the map is read-only and dropped before we return. If another process truncates
-    // the file meanwhile, reads fault; the trade-off `hash_file` (and `b3sum`) make for large
-    // files, and callers that cannot accept it pass `mmap: Some(false)`.
-    let mapped = unsafe { memmap2::Mmap::map(file) }.at(path, "map")?;
-    let _ = mapped.advise(memmap2::Advice::Sequential);
+    // A file truncated meanwhile is an error, not a SIGBUS (`mapped.rs`).
+    let mapped = Mapped::map(file, path)?;
     let mut h = Hasher::new(algos);
     for piece in mapped.chunks(PIECE) {
         ctl.check()?;
         h.update(piece);
         ctl.advance(piece.len() as u64);
     }
+    mapped.check()?;
     Ok(h.finalize())
 }
 
@@ -344,14 +354,7 @@ pub fn copy_file(
     sync: bool,
     ctl: &Control,
 ) -> Result<Digests> {
-    let (file, _) = open_checked(src, false)?;
-    if !file.metadata().at(src, "stat")?.file_type().is_file() {
-        return Err(Error::io(
-            src,
-            "copy",
-            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
+    let (file, _) = open_checked(src, Open::Regular)?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -613,7 +616,7 @@ fn pipeline<'a>(
 #[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{self, Write};
 
     fn reference(data: &[u8]) -> Digests {
         let mut h = Hasher::new(Algos {
@@ -696,7 +699,8 @@ mod tests {
                     all,
                     ReadMode {
                         mmap,
-                        regular_only: false
+                        regular_only: false,
+                        follow: false,
                     },
                     &ctl
                 )
@@ -722,6 +726,7 @@ mod tests {
                 ReadMode {
                     mmap: Some(false),
                     regular_only: false,
+                    follow: false,
                 },
                 &ctl,
             )
@@ -763,6 +768,7 @@ mod tests {
             let mode = ReadMode {
                 mmap: Some(false),
                 regular_only: false,
+                follow: false,
             };
             let got = hash_files(&two, b3, mode, &Control::default()).unwrap();
             let _ = tx.send(
@@ -807,5 +813,36 @@ mod tests {
         assert!(
             matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::IsADirectory)
         );
+    }
+
+    #[test]
+    fn sources_never_hang_on_a_fifo_and_follow_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a plain syscall with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let ctl = Control::default();
+        // No writer ever opens the FIFO: a blocking open would hang here.
+        let copied = copy_file(&fifo, &dir.path().join("out"), Algos::SHA256_BLAKE3, false, &ctl);
+        assert!(copied.is_err());
+        let source = ReadMode {
+            mmap: Some(false),
+            regular_only: true,
+            follow: true,
+        };
+        assert!(hash_file(&fifo, Algos::SHA256_BLAKE3, source, &ctl).is_err());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"abc").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let got = hash_file(&link, Algos::SHA256_BLAKE3, source, &ctl).unwrap();
+        let want = reference(b"abc");
+        assert_eq!((got.sha256, got.blake3), (want.sha256, want.blake3));
+        let object = ReadMode {
+            follow: false,
+            ..source
+        };
+        assert!(hash_file(&link, Algos::SHA256_BLAKE3, object, &ctl).is_err());
     }
 }

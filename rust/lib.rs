@@ -11,6 +11,7 @@ pub mod hash;
 pub mod json;
 pub mod load;
 pub mod manifest;
+mod mapped;
 pub mod sha256;
 pub mod zip;
 

@@ -21,7 +21,7 @@ use blake3::hazmat::{
 
 use crate::control::{pool, Control};
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::open_checked;
+use crate::fsio::{open_checked, Open};
 
 /// A subtree at most this long is read and hashed by one thread.
 const LEAF: u64 = 4 << 20;
@@ -65,7 +65,7 @@ impl FileReader {
     /// `piece` (a power of two, at least 1 KiB) is how much each `read_into` reads; `None`
     /// reads the whole file in one call.
     pub fn open(path: &Path, size: u64, piece: Option<u64>) -> Result<FileReader> {
-        let (file, _) = open_checked(path, true)?;
+        let (file, _) = open_checked(path, Open::Object)?;
         FileReader::from_file(file, path, size, piece)
     }
 

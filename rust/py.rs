@@ -201,17 +201,22 @@ fn bytes_of_mut(buf: &PyUntypedBuffer) -> PyResult<&mut [u8]> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, algos, *, mmap = None, regular_only = false, progress = None))]
+#[pyo3(signature = (path, algos, *, mmap = None, regular_only = false, follow = false, progress = None))]
 fn hash_file(
     py: Python<'_>,
     path: PathBuf,
     algos: Vec<String>,
     mmap: Option<bool>,
     regular_only: bool,
+    follow: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyDigests> {
     let algos = parse_algos(algos)?;
-    let mode = ReadMode { mmap, regular_only };
+    let mode = ReadMode {
+            mmap,
+            regular_only,
+            follow,
+        };
     run(py, progress.as_ref(), |ctl| {
         hash::hash_file(&path, algos, mode, ctl)
     })
@@ -219,18 +224,23 @@ fn hash_file(
 }
 
 #[pyfunction]
-#[pyo3(signature = (paths, algos, *, mmap = None, regular_only = false, progress = None))]
+#[pyo3(signature = (paths, algos, *, mmap = None, regular_only = false, follow = false, progress = None))]
 fn hash_files(
     py: Python<'_>,
     paths: Vec<PathBuf>,
     algos: Vec<String>,
     mmap: Option<bool>,
     regular_only: bool,
+    follow: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Py<PyAny>>> {
     let algos = parse_algos(algos)?;
     let results = run(py, progress.as_ref(), |ctl| {
-        let mode = ReadMode { mmap, regular_only };
+        let mode = ReadMode {
+            mmap,
+            regular_only,
+            follow,
+        };
         hash::hash_files(&paths, algos, mode, ctl)
     })?;
     results

@@ -15,8 +15,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "python" / "modelcas"
 LAYERS = [
-    ("core", ["modelcas._core", "modelcas.errors", "modelcas.warning"]),
-    ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile"]),
+    ("core", ["modelcas._core", "modelcas.errors", "modelcas.warning", "modelcas.untrusted"]),
+    ("digest/hashing", ["modelcas.digest", "modelcas.hashing", "modelcas.sumfile", "modelcas.lfs"]),
     ("store", ["modelcas.store"]),
     ("lockfile", ["modelcas.lockfile", "modelcas.pinning", "modelcas.migrate"]),
     ("signing", ["modelcas.signing"]),

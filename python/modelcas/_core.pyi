@@ -61,6 +61,7 @@ def hash_file(
     *,
     mmap: bool | None = None,
     regular_only: bool = False,
+    follow: bool = False,
     progress: _Progress | None = None,
 ) -> Digests: ...
 def hash_files(
@@ -69,6 +70,7 @@ def hash_files(
     *,
     mmap: bool | None = None,
     regular_only: bool = False,
+    follow: bool = False,
     progress: _Progress | None = None,
 ) -> list[Digests | OSError]: ...
 def hash_buffer(data: Buffer, algos: Sequence[str]) -> Digests: ...

@@ -24,8 +24,9 @@ def hash_file(
     path: PathLike,
     algos: Sequence[Algo] = BOTH,
     *,
-    mmap: bool | None = None,
+    mmap: bool | None = False,
     regular_only: bool = False,
+    follow: bool = False,
     progress: Progress | None = None,
 ) -> Hashes:
     """Hash one file in one read pass.
@@ -33,8 +34,13 @@ def hash_file(
     Args:
         path: the file.
         algos: digests to compute.
-        mmap: ``False`` never memory-maps (bounded memory); ``None`` maps large files.
-        regular_only: refuse symlinks (not followed), devices and FIFOs.
+        mmap: ``False`` (the default) reads with ``read()``; ``None`` maps large files. Map
+            only files that nobody truncates while they are read (store objects): a file that
+            shrinks under a mapping kills the process with SIGBUS, where a read simply ends
+            early and the caller's size check says the file changed.
+        regular_only: refuse devices and FIFOs (opened without blocking), and symlinks.
+        follow: with ``regular_only``, follow symlinks to a regular file (a user's source)
+            instead of refusing them.
         progress: called with the number of bytes done since the last call.
 
     Returns:
@@ -45,7 +51,9 @@ def hash_file(
         KeyboardInterrupt: on Ctrl-C.
 
     """
-    raw = _core.hash_file(path, algos, mmap=mmap, regular_only=regular_only, progress=progress)
+    raw = _core.hash_file(
+        path, algos, mmap=mmap, regular_only=regular_only, follow=follow, progress=progress
+    )
     return Hashes.from_core(raw)
 
 
@@ -53,8 +61,9 @@ def hash_files(
     paths: Sequence[PathLike],
     algos: Sequence[Algo] = BOTH,
     *,
-    mmap: bool | None = None,
+    mmap: bool | None = False,
     regular_only: bool = False,
+    follow: bool = False,
     progress: Progress | None = None,
 ) -> list[Hashes | OSError]:
     """Hash many files in parallel across cores.
@@ -64,6 +73,7 @@ def hash_files(
         algos: digests to compute.
         mmap: as for :func:`hash_file`.
         regular_only: as for :func:`hash_file`.
+        follow: as for :func:`hash_file`.
         progress: called with the number of bytes done since the last call.
 
     Returns:
@@ -74,7 +84,9 @@ def hash_files(
         KeyboardInterrupt: on Ctrl-C.
 
     """
-    raw = _core.hash_files(paths, algos, mmap=mmap, regular_only=regular_only, progress=progress)
+    raw = _core.hash_files(
+        paths, algos, mmap=mmap, regular_only=regular_only, follow=follow, progress=progress
+    )
     return [r if isinstance(r, OSError) else Hashes.from_core(r) for r in raw]
 
 

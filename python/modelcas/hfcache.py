@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from modelcas import hashing
+from modelcas import hashing, untrusted
 from modelcas.digest import Digest
-from modelcas.errors import IntegrityError, UsageError
+from modelcas.errors import IntegrityError, ModelcasError, UsageError
 from modelcas.hashing import Progress
 from modelcas.store import ObjectInfo, Store, fsync_dir, linking
 from modelcas.store.durable import fsync_file, owned_name
@@ -50,6 +50,7 @@ from modelcas.store.durable import fsync_file, owned_name
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_GIT_BLOB = 64 << 20  # the Hub stores larger files in LFS
+_MAX_REF = 4096  # a ref file holds one commit hash
 Placed = Literal["hardlink", "reflink", "copy", "present", "skipped"]
 SETTING = "MODELCAS_HF_CACHE"  # auto (default), copy, off
 _said: list[str] = []  # the opt-in is named once per process
@@ -80,8 +81,8 @@ def cached_commit(repo_id: str, revision: str | None) -> str | None:
         return revision
     ref = cache_dir() / repo_folder(repo_id) / "refs" / revision
     try:
-        commit = ref.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        commit = untrusted.read_text(ref, "a ref file", cap=_MAX_REF).strip()
+    except (OSError, ModelcasError):
         return None
     return commit if _HEX40.fullmatch(commit) else None
 
@@ -135,8 +136,8 @@ def git_blob_digest(repo_id: str, commit: str, path: str, blob_id: str, size: in
         return None
     pointer = cache_dir() / repo_folder(repo_id) / "snapshots" / commit / path
     try:
-        data = pointer.read_bytes()
-    except OSError:
+        data = untrusted.read_file(pointer, "a cached file", cap=_MAX_GIT_BLOB)
+    except (OSError, ModelcasError):
         return None
     if len(data) != size or git_blob_id(data) != blob_id:
         return None
@@ -224,6 +225,9 @@ def take(
         return None
     except OSError as e:
         warnings.warn(f"{what} could not be read ({e.strerror or e}); not used", stacklevel=2)
+        return None
+    except UsageError as e:  # not a regular file (a FIFO or device put in the cache)
+        warnings.warn(f"{what} could not be used: {e.message}", stacklevel=2)
         return None
 
 
@@ -383,8 +387,8 @@ def _atomic_symlink(target: str, link: Path) -> None:
 
 
 def _write_ref(ref: Path, commit: str) -> None:
-    with contextlib.suppress(OSError):
-        if ref.read_text(encoding="utf-8") == commit:
+    with contextlib.suppress(OSError, ModelcasError):
+        if untrusted.read_text(ref, "a ref file", cap=_MAX_REF) == commit:
             return
     ref.parent.mkdir(parents=True, exist_ok=True)
     tmp = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelcas import hfcache
+from modelcas import hfcache, untrusted
 from modelcas.digest import Digest
 from modelcas.errors import (
     IntegrityError,
@@ -66,6 +66,9 @@ def version_of(tag: str) -> str | None:
     return tag.removeprefix(TAG_PREFIX) if tag.startswith(TAG_PREFIX) else None
 
 
+_MAX_TOKEN_FILE = 1 << 20  # a token is a few dozen bytes
+
+
 def scrub(text: str) -> str:
     """Remove the Hub token from text that may reach a user or a log."""
     token = _token()
@@ -77,6 +80,7 @@ def scrub(text: str) -> str:
 def _token() -> str | None:
     from huggingface_hub import get_token
 
+    check_token_file()
     return os.environ.get("HF_TOKEN") or get_token()
 
 
@@ -91,7 +95,33 @@ def api() -> Any:
 
     # cas draws its own bars, on a terminal only; the client's would clutter logs.
     disable_progress_bars()
+    check_token_file()
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+def check_token_file() -> None:
+    """Refuse a Hub token file that is not a regular file, before the client reads it.
+
+    The client reads its token file (``HF_TOKEN_PATH``, ``$HF_HOME/token``) whole with a
+    plain read, unless ``HF_TOKEN`` is set: a FIFO there would hang it and ``/dev/zero`` fill
+    its memory.
+
+    Raises:
+        UsageError: the token file exists and is not a regular file (or is far too large).
+    """
+    if os.environ.get("HF_TOKEN"):
+        return
+    from huggingface_hub import constants
+
+    path = constants.HF_TOKEN_PATH
+    try:
+        with untrusted.opened(path, "the Hub token file") as (_, st):
+            if st.st_size > _MAX_TOKEN_FILE:
+                raise UsageError(f"{path}: {st.st_size} bytes is too large for a token file")
+    except FileNotFoundError:
+        return
+    except UsageError as e:
+        raise UsageError(e.message, hint="remove it and log in again, or set HF_TOKEN") from None
 
 
 def _remote_error(what: str, e: BaseException, hint: str | None = None) -> RemoteError:
@@ -711,8 +741,8 @@ def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
     except Exception as e:
         raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        raw = json.loads(untrusted.read_text(path, "modelcas.json", cap=1 << 20))
+    except (OSError, ValueError, ModelcasError) as e:
         raise RemoteError(f"{where} is not JSON ({e})") from None
     return raw if isinstance(raw, dict) else None
 

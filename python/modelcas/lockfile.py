@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tomllib
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from modelcas import untrusted
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import (
     LockfileError,
@@ -43,6 +43,40 @@ _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.+\-/]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _HEX = re.compile(r"[0-9a-f]{7,}")
+_VERSION_CHARS = re.compile(r"[A-Za-z0-9._+!-]+", re.ASCII)
+# Limits on what becomes a YAML key (docs/lockfile.md): a key over 1024 characters is not a
+# plain YAML key any more, and names this long are mistakes, not names. A tag on the Hub or a
+# registry (`weights-<version>`) is 128 characters at most, too.
+MAX_NAME = 128  # a model name, a version, a package
+MAX_FILE_NAME = 500  # a pinned file's path in its version (quoted, under the 1024 of a key)
+MAX_PART = 255  # one part of that path, in UTF-8 bytes (a file name on disk)
+# Characters refused in every name and in every string written to a lockfile: they are line
+# breaks to YAML (U+0085, U+2028, U+2029), control characters (C0, DEL, C1) that rewrite a
+# terminal, bidirectional overrides that show text in another order than it is, and code
+# points that are not text (lone surrogates from undecodable file names, U+FFFE, U+FFFF).
+_NOT_TEXT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+)
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written in a lockfile as a name, or None.
+
+    Returns "contains ..." naming the first refused character by its code point (never the
+    character itself: it may be a terminal escape).
+    """
+    if (m := _NOT_TEXT.search(text)) is None:
+        return None
+    c = ord(m.group())
+    if c in (0x85, 0x2028, 0x2029):
+        what = "a line break"
+    elif 0x202A <= c <= 0x202E or 0x2066 <= c <= 0x2069:
+        what = "a bidirectional override"
+    elif 0xD800 <= c <= 0xDFFF or c in (0xFFFE, 0xFFFF):
+        what = "a code point that is not text (a name that is not UTF-8?)"
+    else:
+        what = "a control character"
+    return f"contains {what} (U+{c:04X})"
 
 
 def parse_version(version: str, where: str = "version") -> Version:
@@ -51,11 +85,23 @@ def parse_version(version: str, where: str = "version") -> Version:
     Raises:
         UsageError: not a PEP 440 version.
     """
+    if not _VERSION_CHARS.fullmatch(version):
+        # PEP 440's parser forgives surrounding whitespace, and to Python's regular
+        # expressions U+0085 and U+2028 are whitespace: a version is only what it can hold.
+        raise UsageError(
+            f"{_shown(where)}: {_shown(version)!r} is not a version",
+            hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
+        )
+    if len(version) > MAX_NAME:
+        raise UsageError(
+            f"{_shown(where)}: a version of {len(version)} characters is longer than {MAX_NAME}",
+            hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
+        )
     try:
         return Version(version.removeprefix("v").removeprefix("V"))
     except InvalidVersion:
         raise UsageError(
-            f"{where}: {version!r} is not a version",
+            f"{_shown(where)}: {version!r} is not a version",
             hint="use PEP 440 versions, optionally with a v prefix: v1.0, v1.1, v2.0rc1",
         ) from None
 
@@ -89,11 +135,15 @@ def check_name(name: str) -> None:
     Raises:
         UsageError: not a model name.
     """
-    if not _NAME.fullmatch(name):
+    hint = (
+        f"use at most {MAX_NAME} letters, digits, '.', '_' and '-', starting with a letter or digit"
+    )
+    if len(name) > MAX_NAME:
         raise UsageError(
-            f"{name!r} is not a model name",
-            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            f"a model name of {len(name)} characters is longer than {MAX_NAME}", hint=hint
         )
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not a model name", hint=hint)
 
 
 # PEP 508's distribution name: what pip and importlib.metadata take.
@@ -106,9 +156,9 @@ def check_package(name: str, where: str) -> None:
     Raises:
         UsageError: naming ``where``.
     """
-    if not _DISTRIBUTION.fullmatch(name):
+    if len(name) > MAX_NAME or not _DISTRIBUTION.fullmatch(name):
         raise UsageError(
-            f"{where}: {name!r} is not a distribution name",
+            f"{where}: {_shown(name)!r} is not a distribution name",
             hint="the name pip installs, e.g. structflo-cser",
         )
 
@@ -117,14 +167,18 @@ def file_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a pinned file name (a relative POSIX path), or None."""
     if not name:
         return "is empty"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        return "contains a control character"
+    if len(name) > MAX_FILE_NAME:
+        return f"is {len(name)} characters long, more than {MAX_FILE_NAME}"
+    if (problem := text_problem(name)) is not None:
+        return problem
     if "\\" in name:
         return "contains a backslash (use '/' between folders)"
     if name.startswith("/"):
         return "is absolute (it must be relative to the version)"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "has an empty, '.' or '..' part"
+    if any(len(part.encode()) > MAX_PART for part in name.split("/")):
+        return f"has a part longer than {MAX_PART} bytes"
     return None
 
 
@@ -135,7 +189,7 @@ def check_file_name(name: str, where: str) -> None:
         UsageError: naming ``where`` and the problem.
     """
     if (problem := file_name_problem(name)) is not None:
-        raise UsageError(f"{where}: file name {name!r} {problem}")
+        raise UsageError(f"{where}: file name {_shown(name)!r} {problem}")
 
 
 def is_prerelease(version: str) -> bool:
@@ -371,10 +425,10 @@ class Lockfile:
         self.trust.sort(key=TrustedSigner.sort_key)
         for model in self.models.values():
             model.trust.sort(key=TrustedSigner.sort_key)
-        text = self.dumps()
         try:
+            text = self.dumps()
             back = Lockfile.loads(text, target)
-        except LockfileError as e:
+        except (LockfileError, UsageError) as e:
             raise LockfileError(
                 f"{target}: the new text does not read back ({e.message}); nothing was written",
                 hint="this is a bug in modelcas: please report it with the command you ran",
@@ -596,15 +650,7 @@ def read_text(path: Path, what: str) -> str:
         LockfileError: not a regular file (a directory, FIFO or device is refused without
             being opened for reading), too large, or not UTF-8.
     """
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise LockfileError(f"{path}: is {kind}; expected a {what}")
-    if st.st_size > MAX_BYTES:
-        raise LockfileError(f"{path}: {st.st_size} bytes is too large for a {what}")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
+    data = untrusted.read_file(path, f"a {what}", cap=MAX_BYTES, error=LockfileError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -775,15 +821,21 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             )
         raise _fail(where, "lock-version", f"expected {LOCK_VERSION}, found {version!r}")
     package = top.get("package")
+    if package is not None:
+        try:
+            check_package(_string(package, where, "package"), f"{where}: package")
+        except UsageError as e:
+            raise LockfileError(e.message, hint=e.hint) from None
     lock = Lockfile(
-        package=_string(package, where, "package") if package is not None else None,
+        package=package,
         path=path,
         trust=_trust(top.get("trust"), where, "trust"),
     )
-    models = _mapping(top.get("models") or {}, where, "models", set())
+    # `models: []` (or any other non-mapping) is a mistake, not an empty lockfile.
+    models = _mapping(_or_empty(top, "models"), where, "models", set())
     for name, body in models.items():
-        mpath = f"models.{name}"
-        if not _NAME.fullmatch(name):
+        mpath = f"models.{_shown(name)}"
+        if len(name) > MAX_NAME or not _NAME.fullmatch(name):
             raise _fail(where, mpath, "not a valid model name")
         m = _mapping(body, where, mpath, {"latest", "repo", "weights-path", "trust", "versions"})
         model = LockedModel(
@@ -792,9 +844,9 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             weights_path=_opt_string(m, "weights-path", where, mpath),
             trust=_trust(m.get("trust"), where, f"{mpath}.trust"),
         )
-        versions = _mapping(m.get("versions") or {}, where, f"{mpath}.versions", set())
+        versions = _mapping(_or_empty(m, "versions"), where, f"{mpath}.versions", set())
         for vname, vbody in versions.items():
-            vpath = f"{mpath}.versions.{vname}"
+            vpath = f"{mpath}.versions.{_shown(vname)}"
             try:
                 parse_version(vname)
             except UsageError:
@@ -821,7 +873,7 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
                 raise _fail(where, f"{vpath}.files", "a version pins at least one file")
             for fname in files_raw:
                 if (problem := file_name_problem(fname)) is not None:
-                    raise _fail(where, f"{vpath}.files.{fname}", f"the file name {problem}")
+                    raise _fail(where, f"{vpath}.files.{_shown(fname)}", f"the file name {problem}")
             files = {
                 fname: _digest(fbody, where, f"{vpath}.files.{fname}")
                 for fname, fbody in files_raw.items()
@@ -846,6 +898,17 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
             )
         lock.models[name] = model
     return lock
+
+
+def _or_empty(m: dict[str, Any], key: str) -> object:
+    """``m[key]``, with a key that is missing or has no value (``models:``) as no entries."""
+    value = m.get(key)
+    return {} if value is None else value
+
+
+def _shown(name: str) -> str:
+    """A key as messages show it: at most 80 characters of it."""
+    return name if len(name) <= 80 else f"{name[:77]}..."
 
 
 def _mirrors(value: object, where: str, keypath: str) -> list[str]:
@@ -973,7 +1036,11 @@ def _scalar(text: str) -> str:
     # they start with.
     if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS and not _HEX.fullmatch(text):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    # JSON escapes C0 controls; YAML also folds U+0085/U+2028/U+2029 inside double quotes and
+    # refuses DEL, C1 and non-characters unescaped: those are written as \uXXXX escapes, which
+    # a double-quoted YAML scalar reads back as the same character.
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _NOT_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
 def references(path: Path) -> set[str]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelcas import _core, hashing, sumfile
+from modelcas import _core, hashing, sumfile, untrusted
 from modelcas.bundle import models as _models
 from modelcas.bundle import yamldoc
 from modelcas.bundle.plan import CONFIG, MANIFEST, BundlePlan
 from modelcas.digest import Digest
-from modelcas.errors import BundleError, ChecksumFileError, IntegrityError, UsageError
+from modelcas.errors import BundleError, IntegrityError, ModelcasError, UsageError
 
 if TYPE_CHECKING:
     from modelcas.store import Store
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 COMPRESSIONS = ("stored", "deflate", "zstd")
 LEVELS = {"deflate": (0, 9), "zstd": (1, 22)}
 SMALL = 64 << 20  # cap for members read into memory (config, metadata)
+_MAX_SIDECAR = 1 << 20  # a sidecar is one checksum line
 _RESERVED = {"_bundle_metadata", "tracker"}
 # Types of the config.yml entry fields that readers use, checked when a bundle is read.
 _ENTRY_TYPES: dict[str, type] = {
@@ -433,8 +434,9 @@ class Bundle:
 def _sidecar_digest(path: Path, sidecar: Path) -> tuple[str | None, Problem | None]:
     """The digest the sidecar records for ``path``, or the problem with the sidecar."""
     try:
-        entries, _ = sumfile.parse(sidecar.read_bytes(), str(sidecar))
-    except (OSError, ChecksumFileError) as e:
+        data = untrusted.read_file(sidecar, "a sidecar (sha256sum format)", cap=_MAX_SIDECAR)
+        entries, _ = sumfile.parse(data, str(sidecar))
+    except (OSError, ModelcasError) as e:
         return None, Problem(None, "sidecar", f"{sidecar} cannot be read: {e}")
     mine = [e for e in entries if os.fsdecode(e.name) in (path.name, str(path))]
     if not mine:

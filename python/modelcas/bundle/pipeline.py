@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from modelcas import hashing
+from modelcas import hashing, untrusted
 from modelcas.bundle import paths, yamldoc
 from modelcas.bundle.archive import Bundle
 from modelcas.bundle.models import BundleModel, BundleTracker
+from modelcas.bundle.plan import MAX_CONFIG
 from modelcas.errors import UsageError
 from modelcas.store import Store, atomic_write
 
@@ -124,8 +125,8 @@ def resolve_pipeline_config(
     if not isinstance(config, Mapping):
         cfg = Path(config)
         try:
-            data = cfg.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            data = untrusted.read_file(cfg, "a pipeline config (YAML)", cap=MAX_CONFIG)
+        except FileNotFoundError:
             raise UsageError(f"pipeline config {cfg} is not a readable file") from None
         base = cfg.resolve().parent
         config = yamldoc.load(data, str(cfg), UsageError)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelcas import __version__, _core
+from modelcas import __version__, _core, lfs, untrusted
 from modelcas.bundle import names, paths, yamldoc
 from modelcas.digest import Digest
 from modelcas.errors import ModelcasError, UsageError
@@ -32,6 +32,8 @@ FORMAT = 1
 _RESERVED = {"_bundle_metadata", "tracker"}
 # Keys of a config entry that modelcas consumes; every other key is carried as given.
 _CONSUMED = ("model_path", "model_metadata", "model_type", "original_name")
+# Configs, metadata and trackers are small; a bound, so that a wrong path cannot eat memory.
+MAX_CONFIG = 16 << 20
 _HINT = (
     "a relative path is taken from the working directory, else from the config's folder; a "
     "model can also be NAME@VERSION from cas.lock or a sha256:<hex> address"
@@ -142,11 +144,9 @@ def read_config(path: Path) -> dict[Any, Any]:
         UsageError: missing, a directory, not UTF-8, not YAML, or not such a mapping.
     """
     try:
-        data = path.read_bytes()
+        data = untrusted.read_file(path, "a bundle config (YAML)", cap=MAX_CONFIG)
     except FileNotFoundError:
         raise UsageError(f"bundle config {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"bundle config {path} is a directory, not a YAML file") from None
     raw = yamldoc.load(data, str(path), UsageError)
     if not isinstance(raw, dict) or not raw:
         raise UsageError(f"{path}: expected a mapping of model keys to model settings")
@@ -194,13 +194,14 @@ def plan_bundle(
     members = [m.member for m in plan.models]
     for dup in sorted({n for n in members if members.count(n) > 1}):
         problems.append(f"two models would be stored as {dup}: rename one of their keys")
+    hint = lfs.HINT if planner.pointers else _HINT
     if len(problems) == 1:
-        raise UsageError(f"{cfg_path}: {problems[0]}; nothing was written", hint=_HINT)
+        raise UsageError(f"{cfg_path}: {problems[0]}; nothing was written", hint=hint)
     if problems:
         # The count, then one problem per line (the documented exception to one line).
         raise UsageError(
             f"{cfg_path}: {len(problems)} problems, nothing was written",
-            hint=_HINT,
+            hint=hint,
             details=problems,
         )
     return plan
@@ -222,6 +223,7 @@ class _Planner:
         self._lock = Path(lock) if lock else None
         self._registry: Registry | None = None
         self.problems: list[str] = []
+        self.pointers = False  # a git-lfs pointer was named as a model: the hint says so
 
     @property
     def store(self) -> Store:
@@ -291,6 +293,10 @@ class _Planner:
                 return None
             model.source, model.found = found.path, found.base
             model.original_name = original or Path(str(ref)).name
+            if lfs.file_is_pointer(found.path):
+                self.pointers = True
+                self.problems.append(f"{key}.model_path: {lfs.pointer_error(ref).message}")
+                return None
             return model
         try:
             parsed = parse(ref)
@@ -311,6 +317,12 @@ class _Planner:
                     model.fetch = pin
         except ModelcasError as e:
             self.problems.append(f"{key}.model_path: {ref}: {e.message}")
+            return None
+        if model.source is not None and lfs.file_is_pointer(model.source):
+            # Stored with --allow-lfs-pointer: still not weights to bundle.
+            self.pointers = True
+            what = f"{ref} (stored object {model.source.name[:12]})"
+            self.problems.append(f"{key}.model_path: {lfs.pointer_error(what).message}")
             return None
         return model
 
@@ -359,7 +371,10 @@ class _Planner:
             return None
         path = found.path
         try:
-            loaded = json.loads(path.read_bytes())
+            loaded = json.loads(untrusted.read_file(path, "a JSON file", cap=MAX_CONFIG))
+        except ModelcasError as e:
+            self.problems.append(f"{key}.model_metadata: {e.message}")
+            return None
         except (ValueError, RecursionError) as e:
             self.problems.append(f"{key}.model_metadata: {path} is not JSON: {e}")
             return None
@@ -377,7 +392,8 @@ class _Planner:
             return
         path = found.path
         try:
-            yamldoc.load(path.read_bytes(), str(path), UsageError)
+            data = untrusted.read_file(path, "a YAML file", cap=MAX_CONFIG)
+            yamldoc.load(data, str(path), UsageError)
         except UsageError as e:
             self.problems.append(f"tracker.config_path: {e.message}")
             return

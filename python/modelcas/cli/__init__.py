@@ -111,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("CAS_DEBUG", "") not in ("", "0")
     if not getattr(args, "verbose", 0):
         # The Hub client logs its retries (13 lines for one failing request); cas says what
-        # failed once, in its own error line. -v lets them through.
+        # failed once, in its own error line. -v lets them through. Importing the client
+        # resets its logger's level from HF_HUB_VERBOSITY, so that is set too (unless the
+        # user set it): the command imports the client only later.
+        os.environ.setdefault("HF_HUB_VERBOSITY", "critical")
         logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
         # ... and the client sets its own level when it is imported (later, on first use).
         os.environ.setdefault("HF_HUB_VERBOSITY", "critical")

@@ -151,9 +151,40 @@ def add_ref_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# What a terminal acts on instead of showing: C0 and C1 controls (ESC starts a sequence that can
+# clear the screen or retitle the window; 0x9B is a one-byte CSI), DEL, the Unicode line and
+# paragraph separators, bidirectional overrides and isolates (which show text in another order
+# than it is, "Trojan Source"), and lone surrogates (bytes of a name that is not UTF-8).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def quote(text: str) -> str:
+    r"""Text that came from a remote, a file name or a lockfile, safe to print on a terminal.
+
+    Control characters are escaped as ``ls -b`` and git's ``quote_c_style`` escape them
+    (``\n``, ``\x1b``, ``\x9b``), and so are bidirectional overrides (``\u202e``) and
+    bytes that are not UTF-8 (``\xff``); everything else is shown as it is. Every line the CLI
+    prints goes through this (:func:`say`, :func:`out`, the error line of ``main``); checksum
+    lines in sha256sum format keep GNU's own escaping instead (``modelcas.sumfile``).
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
 def one_line(text: str) -> str:
-    """Text on one line: an error is one line, whatever the message held."""
-    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+    """Text on one line, safe to print: an error is one line, whatever the message held."""
+    parts = (part.strip() for part in text.strip().split("\n"))
+    return quote(" ".join(part for part in parts if part))
 
 
 def seconds(text: str) -> float:
@@ -204,8 +235,8 @@ def human(n: int) -> str:
 
 
 def show_path(p: str | os.PathLike[str]) -> str:
-    """A path as text, with undecodable bytes kept visible."""
-    return os.fsdecode(p).encode("utf-8", "backslashreplace").decode()
+    """A path as text, undecodable bytes and control characters escaped (:func:`quote`)."""
+    return quote(os.fsdecode(p))
 
 
 def err(message: str) -> None:
@@ -213,25 +244,29 @@ def err(message: str) -> None:
     print(f"cas: {one_line(message)}", file=sys.stderr)
 
 
+def out(message: str, *, file: Any = None) -> None:
+    """A line of a command's output on stdout (or ``file``), control characters escaped."""
+    print(quote(message), file=file or sys.stdout)
+
+
 def say(args: argparse.Namespace, message: str) -> None:
     """A line of information on stdout, unless --quiet."""
     if not args.quiet:
-        print(message)
+        out(message)
 
 
 def detail(args: argparse.Namespace, message: str) -> None:
     """A line printed only with -v."""
     if args.verbose and not args.quiet:
-        print(message)
+        out(message)
 
 
 def problems(lines: Sequence[str], *, file: Any = None) -> None:
     """One line per problem found, capped at MAX_PROBLEMS with "... and N more"."""
-    out = file or sys.stdout
     for line in lines[:MAX_PROBLEMS]:
-        print(line, file=out)
+        out(line, file=file)
     if len(lines) > MAX_PROBLEMS:
-        print(f"... and {len(lines) - MAX_PROBLEMS} more", file=out)
+        out(f"... and {len(lines) - MAX_PROBLEMS} more", file=file)
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelcas.cli._common import add_command, emit_json, human, open_store, say, show_path
+from modelcas.cli._common import add_command, emit_json, human, open_store, out, say, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.errors import UsageError
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for f in outcome.files:
         note = "  (already stored)" if f.existed else ""
-        print(f"{f.digest.address}  {human(f.digest.size):>10}  {show_path(f.source)}{note}")
+        out(f"{f.digest.address}  {human(f.digest.size):>10}  {show_path(f.source)}{note}")
     if outcome.lock is not None:
         state = "pinned" if outcome.changed else "already pinned"
         say(
@@ -178,7 +178,7 @@ def _run_signed(args: argparse.Namespace, pin: Any) -> int:
         return 0
     for n, d, existed in outcome.files:
         note = "  (already stored)" if existed else ""
-        print(f"{d.address}  {human(d.size):>10}  {n}{note}")
+        out(f"{d.address}  {human(d.size):>10}  {n}{note}")
     state = "pinned" if outcome.changed else "already pinned"
     say(
         args,

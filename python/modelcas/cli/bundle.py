@@ -18,6 +18,7 @@ from modelcas.cli._common import (
     human,
     one_line,
     open_store,
+    out,
     problems,
     say,
     show_path,
@@ -231,18 +232,18 @@ def _create(args: argparse.Namespace) -> int:
         if args.json:
             emit_json("bundle", _created_json(plan, None, dry_run=True))
             return 0
-        print(
+        out(
             f"dry run: would write {show_path(plan.output)} ({args.compression}), "
             f"{len(plan.models)} model(s), {human(total)}"
         )
         for m in plan.models:
             origin = f"fetch {m.fetch.label}" if m.fetch is not None else show_path(m.source or "")
-            print(
+            out(
                 f"  {m.key:<20} {origin} -> {m.member}  "
                 f"({m.model_type or 'no model type'}; from {m.found})"
             )
         if plan.tracker:
-            print(f"  tracker              {show_path(plan.tracker)} -> {bundles.TRACKER}")
+            out(f"  tracker              {show_path(plan.tracker)} -> {bundles.TRACKER}")
         return 0
     if plan.output.exists() and not args.force:
         raise UsageError(
@@ -318,20 +319,20 @@ def _ls(args: argparse.Namespace) -> int:
         # YAML values JSON has no type for (dates) are given as text.
         emit_json("bundle-ls", json.loads(json.dumps(doc, default=str)))
         return 0
-    print(
+    out(
         f"{show_path(b.path)}: created {meta.get('creation_date', '?')} from "
         f"{meta.get('source_config', '?')}"
     )
     for r in rows:
-        print(
+        out(
             f"  {r['key']:<20} {r['model_type'] or '-':<12} {r['member']:<48} "
             f"{human(r['size'] or 0):>10}  sha256:{(r['sha256'] or '?')[:16]}…"
         )
         for name in ("inferer_args", "model_args"):
             if r[name]:
-                print(f"      {name}: {json.dumps(r[name], default=str)}")
+                out(f"      {name}: {json.dumps(r[name], default=str)}")
     if td:
-        print(f"  {'tracker':<20} {'-':<12} {tname:<48} {human(td.size):>10}")
+        out(f"  {'tracker':<20} {'-':<12} {tname:<48} {human(td.size):>10}")
     return 0
 
 

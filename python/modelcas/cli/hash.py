@@ -6,16 +6,14 @@ import argparse
 import contextlib
 import errno
 import os
-import stat
 import sys
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelcas import hashing, sumfile
-from modelcas.cli._common import add_command, emit_json, show_path
+from modelcas import hashing, sumfile, untrusted
+from modelcas.cli._common import add_command, emit_json, quote, show_path
 from modelcas.cli._progress import byte_bar
 from modelcas.digest import Hashes
-from modelcas.errors import ChecksumFileError, UsageError
+from modelcas.errors import ChecksumFileError, ModelcasError, UsageError
 
 HELP = "print or check sha256/blake3 digests (sha256sum/b3sum compatible)"
 DESCRIPTION = """\
@@ -57,6 +55,8 @@ had no properly formatted line; 2 usage error."""
 
 STDIN = "-"
 _CHUNK = 1 << 20
+# A checksum file is read whole; a bound, so that a wrong path cannot eat memory.
+MAX_SUMFILE = 256 << 20
 _BLAKE3_SUFFIXES = (".b3", ".blake3", ".b3sum", ".b3sums")
 
 
@@ -103,7 +103,10 @@ def register(sub: Any) -> None:
         "--ignore-missing", action="store_true", help="with --check: skip files that do not exist"
     )
     p.add_argument(
-        "--no-mmap", action="store_true", help="read with bounded buffers instead of mapping files"
+        "--no-mmap",
+        action="store_true",
+        help="accepted for compatibility: files are always read with bounded buffers, never "
+        "mapped (a file truncated under a mapping kills the reader)",
     )
     p.set_defaults(run=run)
 
@@ -148,16 +151,27 @@ def _hash_stdin(algos: tuple[hashing.Algo, ...]) -> Hashes:
 
 
 def _hash_all(
-    files: list[str], algos: tuple[hashing.Algo, ...], args: argparse.Namespace
+    files: list[str],
+    algos: tuple[hashing.Algo, ...],
+    args: argparse.Namespace,
+    *,
+    listed: bool = False,
 ) -> list[Hashes | OSError]:
-    mmap = False if args.no_mmap else None
+    """Hash files named on the command line, or with ``listed`` by a checksum file.
+
+    A file named on the command line is read as `sha256sum` reads it (a pipe too); one a
+    checksum file names is someone else's choice, so only a regular file is read (a FIFO or
+    device it names is "FAILED open or read", never waited on).
+    """
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
         with contextlib.suppress(OSError):
             total += os.stat(f).st_size
     with byte_bar(total, "hashing", quiet=args.quiet or args.status) as bar:
-        results = iter(hashing.hash_files(on_disk, algos, mmap=mmap, progress=bar))
+        results = iter(
+            hashing.hash_files(on_disk, algos, regular_only=listed, follow=True, progress=bar)
+        )
     return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
 
 
@@ -202,7 +216,7 @@ def _print(args: argparse.Namespace) -> int:
         emit_json("hash", {"files": records, "errors": errors})
     out.flush()
     for e in errors:
-        print(f"cas: {e}", file=sys.stderr)
+        print(quote(f"cas: {e}"), file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -231,12 +245,12 @@ def _read_sumfile(sumpath: str) -> bytes:
     """A checksum file's bytes (a directory, FIFO or device is refused, not read)."""
     if sumpath == STDIN:
         return sys.stdin.buffer.read()
-    st = os.stat(sumpath)
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", sumpath)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", sumpath)
-    return Path(sumpath).read_bytes()
+    if os.path.isdir(sumpath):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", sumpath)  # as GNU says it
+    try:
+        return untrusted.read_file(sumpath, "a checksum file", cap=MAX_SUMFILE)
+    except ModelcasError as e:
+        raise OSError(errno.EINVAL, e.message.removeprefix(f"{sumpath}: "), sumpath) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -264,10 +278,10 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
         data = _read_sumfile(sumpath)
         entries, bad_lines = sumfile.parse(data, shown_file)
     except OSError as e:
-        print(f"cas: {shown_file}: {e.strerror or e}", file=sys.stderr)
+        print(quote(f"cas: {shown_file}: {e.strerror or e}"), file=sys.stderr)
         return True
     except ChecksumFileError as e:
-        print(f"cas: {e.message}", file=sys.stderr)
+        print(quote(f"cas: {e.message}"), file=sys.stderr)
         return True
     algos = [_algo_for(e, sumpath, args.algo) for e in entries]
     # b3sum wrote U+FFFD for bytes that are not UTF-8: such a line names no file (b3sum -c
@@ -286,7 +300,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
     results = dict(
         zip(
             (e.lineno for e, _, _ in jobs),
-            _hash_all([p for _, p, _ in jobs], wanted, args),
+            _hash_all([p for _, p, _ in jobs], wanted, args, listed=True),
             strict=True,
         )
     )
@@ -300,7 +314,9 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
             if args.warn and not args.status:
                 out.flush()
                 print(
-                    f"cas: {shown_file}: {lineno}: improperly formatted {kind} checksum line",
+                    quote(
+                        f"cas: {shown_file}: {lineno}: improperly formatted {kind} checksum line"
+                    ),
                     file=sys.stderr,
                 )
             continue
@@ -309,8 +325,10 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
         if lineno in refused:
             out.flush()
             print(
-                f"cas: {shown_file}: {lineno}: the name holds U+FFFD, which b3sum writes for "
-                "bytes that are not UTF-8: it names no file",
+                quote(
+                    f"cas: {shown_file}: {lineno}: the name holds U+FFFD, which b3sum writes "
+                    "for bytes that are not UTF-8: it names no file"
+                ),
                 file=sys.stderr,
             )
             lossy += 1
@@ -321,7 +339,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
                 continue
             unreadable += 1
             out.flush()
-            why = os.strerror(r.errno) if r.errno else str(r)
+            why = os.strerror(r.errno) if r.errno else (r.strerror or str(r))
             print(f"cas: {show_path(os.fsdecode(entry.name))}: {why}", file=sys.stderr)
             if not args.status:
                 out.write(name + b": FAILED open or read\n")
@@ -337,7 +355,9 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
                 out.write(name + b": FAILED\n")
     out.flush()
     if not entries:
-        print(f"cas: {shown_file}: no properly formatted checksum lines found", file=sys.stderr)
+        print(
+            quote(f"cas: {shown_file}: no properly formatted checksum lines found"), file=sys.stderr
+        )
         return True
     if not args.status:
         if bad_lines:
@@ -352,7 +372,7 @@ def _check_file(args: argparse.Namespace, sumpath: str) -> bool:
             print(f"cas: WARNING: {sums} did NOT match", file=sys.stderr)
         if args.ignore_missing and not matched:
             # Every listed file was missing (or differed): nothing vouches for anything.
-            print(f"cas: {shown_file}: no file was verified", file=sys.stderr)
+            print(quote(f"cas: {shown_file}: no file was verified"), file=sys.stderr)
     return bool(
         mismatched
         or unreadable

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from modelcas import lockfile
-from modelcas.cli._common import add_action, add_command, emit_json, err, human, show_path
+from modelcas.cli._common import add_action, add_command, emit_json, err, human, out, show_path
 from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
 from modelcas.remotes import pinned
@@ -153,7 +153,7 @@ def run_ls(args: argparse.Namespace) -> int:
         emit_json("lock-ls", {"lock": show_path(lock.path or ""), **_as_json(lock)})
         return 0
     if not lock.models:
-        print(f"{show_path(lock.path or '')}: no models pinned")
+        out(f"{show_path(lock.path or '')}: no models pinned")
         return 0
     rows = [
         (name, v, model.versions[v], v == model.latest)
@@ -165,12 +165,12 @@ def run_ls(args: argparse.Namespace) -> int:
     for name, v, entry, latest in rows:
         size = sum(d.size for d in entry.files.values())
         ref = f"{name}@{v}"
-        print(
+        out(
             f"{'*' if latest else ' '} {ref:<{width}}  {len(entry.files)} file(s) "
             f"{human(size):>10}  requires {entry.requires or 'any':<{spec_width}}  "
             f"{entry.source or '(no source)'}"
         )
-    print("(* = latest)")
+    out("(* = latest)")
     return 0
 
 
@@ -185,27 +185,27 @@ def run_show(args: argparse.Namespace) -> int:
         whole["versions"] = {v: whole["versions"][v] for v in versions}
         emit_json("lock-show", {"lock": show_path(lock.path or ""), "model": name, **whole})
         return 0
-    print(f"{name}")
-    print(f"  latest:       {model.latest}")
+    out(f"{name}")
+    out(f"  latest:       {model.latest}")
     if model.repo:
-        print(f"  repo:         {model.repo}")
+        out(f"  repo:         {model.repo}")
     if model.weights_path:
-        print(f"  weights-path: {model.weights_path}")
+        out(f"  weights-path: {model.weights_path}")
     for v in versions:
         entry = model.versions[v]
-        print(f"  {v}{'  (latest)' if v == model.latest else ''}")
-        print(f"    requires: {entry.requires or 'any version'}")
-        print(f"    source:   {entry.source or '(none)'}")
+        out(f"  {v}{'  (latest)' if v == model.latest else ''}")
+        out(f"    requires: {entry.requires or 'any version'}")
+        out(f"    source:   {entry.source or '(none)'}")
         if entry.commit:
-            print(f"    commit:   {entry.commit}")
+            out(f"    commit:   {entry.commit}")
         if entry.signature:
-            print(f"    signed:   by key {entry.signature.signer} ({entry.signature.digest})")
+            out(f"    signed:   by key {entry.signature.signer} ({entry.signature.digest})")
         if entry.validator:
-            print(f"    validator: {entry.validator}")
+            out(f"    validator: {entry.validator}")
         for fname, d in entry.files.items():
-            print(f"    {fname}: {d.size} bytes ({human(d.size)})")
-            print(f"      sha256: {d.sha256}")
-            print(f"      blake3: {d.blake3 or '(not recorded)'}")
+            out(f"    {fname}: {d.size} bytes ({human(d.size)})")
+            out(f"      sha256: {d.sha256}")
+            out(f"      blake3: {d.blake3 or '(not recorded)'}")
     return 0
 
 
@@ -222,7 +222,7 @@ def run_rm(args: argparse.Namespace) -> int:
         doc = {"lock": show_path(path), "model": name, "version": version, "latest": latest}
         emit_json("lock-rm", doc)
         return 0
-    print(f"removed {name}@{version} from {show_path(path)} (latest: {latest})")
+    out(f"removed {name}@{version} from {show_path(path)} (latest: {latest})")
     return 0
 
 
@@ -264,11 +264,11 @@ def run_check(args: argparse.Namespace) -> int:
         emit_json("lock-check", doc)
         return 1 if changes else 0
     for change in changes:
-        print(f"would change: {change}")
+        out(f"would change: {change}")
     if changes:
         err(f"{show_path(path)} is out of date ({len(changes)} change(s))")
         return 1
-    print(f"{show_path(path)} is up to date")
+    out(f"{show_path(path)} is up to date")
     return 0
 
 
@@ -316,9 +316,9 @@ def run_set(args: argparse.Namespace) -> int:
         emit_json("lock-set", {"lock": show_path(path), "changes": result.changes})
         return 0
     for change in result.changes:
-        print(f"set {change}")
+        out(f"set {change}")
     if not result.changed:
-        print(f"{show_path(path)}: already so, nothing changed")
+        out(f"{show_path(path)}: already so, nothing changed")
     return 0
 
 
@@ -367,15 +367,15 @@ def run_import(args: argparse.Namespace) -> int:
         return 0
     for v in result.versions:
         check = "sha256 matches weights.py" if v.checked else "no sha256 recorded"
-        print(
+        out(
             f"pinned {v.model}@{v.version} {v.file} from {v.source} "
             f"(commit {(v.commit or '')[:12]}; {check})"
         )
     for note in result.notes:
-        print(f"note: {note}")
+        out(f"note: {note}")
     for key in result.unused:
-        print(f"not used: {key}")
+        out(f"not used: {key}")
     latest = ", ".join(f"{m} {v}" for m, v in result.latest.items())
     state = "wrote" if result.changed else "already up to date:"
-    print(f"{state} {show_path(result.lock)} (package {result.package}; latest: {latest})")
+    out(f"{state} {show_path(result.lock)} (package {result.package}; latest: {latest})")
     return 0

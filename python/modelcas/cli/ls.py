@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from modelcas.cli._common import add_command, emit_json, human, open_store
+from modelcas.cli._common import add_command, emit_json, human, open_store, out
 
 HELP = "list the objects in the store"
 DESCRIPTION = "List every object: address, size, blake3 and when it was added."
@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     for o in objects:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(o.added))
         b3 = (o.digest.blake3 or "?")[:16]
-        print(f"{o.digest.address}  {human(o.digest.size):>10}  blake3:{b3}…  {added}")
+        out(f"{o.digest.address}  {human(o.digest.size):>10}  blake3:{b3}…  {added}")
     return 0

@@ -11,6 +11,7 @@ from modelcas.cli._common import (
     emit_json,
     json_help,
     open_store,
+    out,
     show_path,
 )
 from modelcas.cli._progress import byte_bar
@@ -96,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
             },
         )
         return 0
-    print(show_path(found.path))
+    out(show_path(found.path))
     return 0

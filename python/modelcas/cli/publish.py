@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from modelcas.cli._common import (
     human,
     json_help,
     open_store,
+    out,
     say,
     show_path,
 )
@@ -275,9 +275,9 @@ def _show_plan(plan: Any) -> None:
     where = {"hf": "on the Hub", "oci": "in the registry"}.get(
         rp.remote.split(":", 1)[0], "in the directory"
     )
-    print(f"dry run: nothing will be changed {where} or in {path}")
+    out(f"dry run: nothing will be changed {where} or in {path}")
     state = "exists" if rp.repo_exists else "will be created"
-    print(f"  repo     {rp.remote} ({state})")
+    out(f"  repo     {rp.remote} ({state})")
     for step in rp.steps:
         if step.action not in _ACTIONS:
             continue
@@ -289,26 +289,27 @@ def _show_plan(plan: Any) -> None:
             if local
             else f"blob     {step.name}"
         )
-        print(f"  {head}  {d.size} bytes ({human(d.size)})  {d.address}  [{what}]")
+        out(f"  {head}  {d.size} bytes ({human(d.size)})  {d.address}  [{what}]")
     for name in rp.named("delete"):
-        print(f"  delete   {name} (written by an earlier publish, not part of {plan.version})")
+        out(f"  delete   {name} (written by an earlier publish, not part of {plan.version})")
     for name in rp.named("prune"):
-        print(f"  prune    {name} (not written by cas; removed because of --prune)")
+        out(f"  prune    {name} (not written by cas; removed because of --prune)")
     for name in rp.named("keep"):
-        print(f"  keep     {name} (not written by cas; --prune would remove it)")
+        out(f"  keep     {name} (not written by cas; --prune would remove it)")
     tag_state = f"exists at {_short(rp.revision)}, reused" if rp.tag_exists else "will be created"
-    print(f"  tag      {plan.tag} ({tag_state})")
-    print(
+    out(f"  tag      {plan.tag} ({tag_state})")
+    out(
         f"  requires {plan.requires or 'any version'}"
         + (f" of {plan.package}" if plan.package else "")
     )
     if plan.default_changed:
-        print(f"  default  {plan.weights_path} becomes the model's default weights file")
+        out(f"  default  {plan.weights_path} becomes the model's default weights file")
     diff = difflib.unified_diff(
         plan.before.splitlines(keepends=True),
         plan.after.splitlines(keepends=True),
         fromfile=f"{path} (now)",
         tofile=f"{path} (after publish)",
     )
-    print("  lockfile diff:")
-    sys.stdout.writelines(diff)
+    out("  lockfile diff:")
+    for line in diff:
+        out(line.removesuffix("\n"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelcas.cli._common import add_command, emit_json, human, json_help, say, show_path
+from modelcas.cli._common import add_command, emit_json, human, json_help, out, say, show_path
 from modelcas.errors import UsageError
 
 HELP = "sign a pinned version (OpenSSF model_signing format) and pin the signature"
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         open_store(args),
     )
     if outcome.trusted is False:
-        print(
+        out(
             f"cas: warning: {show_path(outcome.lock)} does not trust key {outcome.signer} for "
             f"{outcome.model}: add it (cas trust add PUB.pem), or sync and loads refuse "
             f"{outcome.model}@{outcome.version}",

@@ -7,7 +7,15 @@ import dataclasses
 import os
 from typing import Any
 
-from modelcas.cli._common import add_action, add_command, emit_json, human, open_store, show_path
+from modelcas.cli._common import (
+    add_action,
+    add_command,
+    emit_json,
+    human,
+    open_store,
+    out,
+    show_path,
+)
 from modelcas.store import FORMAT
 
 HELP = "show the store's location, format and size"
@@ -60,7 +68,7 @@ def run_init(args: argparse.Namespace) -> int:
         doc = {"root": os.fsdecode(store.root), "format": FORMAT, "shared": store.shared}
         emit_json("store-init", doc)
         return 0
-    print(f"store at {show_path(store.root)}: format {FORMAT}, {kind}")
+    out(f"store at {show_path(store.root)}: format {FORMAT}, {kind}")
     return 0
 
 
@@ -70,10 +78,10 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         emit_json("store-info", {**dataclasses.asdict(s), "root": os.fsdecode(s.root)})
         return 0
-    print(f"location     {show_path(s.root)}")
-    print(f"format       {s.format}{' (shared)' if s.shared else ''}")
-    print(f"objects      {s.objects} ({human(s.bytes)}, {s.bytes} bytes)")
-    print(f"roots        {s.roots} lockfile(s)/bundle(s) pinning objects")
-    print(f"temporary    {s.temp_files} file(s) from writes in flight or interrupted")
-    print(f"quarantined  {s.quarantined} object(s)")
+    out(f"location     {show_path(s.root)}")
+    out(f"format       {s.format}{' (shared)' if s.shared else ''}")
+    out(f"objects      {s.objects} ({human(s.bytes)}, {s.bytes} bytes)")
+    out(f"roots        {s.roots} lockfile(s)/bundle(s) pinning objects")
+    out(f"temporary    {s.temp_files} file(s) from writes in flight or interrupted")
+    out(f"quarantined  {s.quarantined} object(s)")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from modelcas.cli._common import add_action, add_command, emit_json, say, show_path
+from modelcas.cli._common import add_action, add_command, emit_json, out, say, show_path
 from modelcas.errors import UsageError
 
 HELP = "list, add and remove the signers a lockfile trusts (trust:)"
@@ -130,7 +130,7 @@ def run_ls(args: argparse.Namespace) -> int:
     if not found:
         say(args, f"{show_path(lock_path)} trusts no signer: versions need no signature")
     for model, t in found:
-        print(f"{model or '*':<20} {t.label}")
+        out(f"{model or '*':<20} {t.label}")
     return 0
 
 

@@ -14,6 +14,7 @@ from modelcas.cli._common import (
     human,
     json_help,
     open_store,
+    out,
     problems,
     say,
     show_path,
@@ -152,7 +153,7 @@ def _run_lock(args: argparse.Namespace) -> int:
     else:
         if not args.quiet:
             for pin in report.ok:
-                print(f"OK      {pin.label}")
+                out(f"OK      {pin.label}")
         lines = []
         for problem in report.problems:
             where = moved.get(problem.pin.digest.sha256)
@@ -228,7 +229,7 @@ def _run_signed(args: argparse.Namespace) -> int:
     else:
         if not args.quiet:
             for pin in report.pins.ok:
-                print(f"OK      {pin.label}")
+                out(f"OK      {pin.label}")
         problems([str(p) for p in report.pins.problems])
     if report.pins.problems:
         err(f"{label}: {len(report.pins.problems)} pinned file(s) failed; the signature is moot")

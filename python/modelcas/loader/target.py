@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from modelcas import lfs
 from modelcas.ops.resolve import Resolved
 
 if TYPE_CHECKING:
@@ -37,13 +38,23 @@ def resolve(
     """Turn a reference into a stored object to load (see :mod:`modelcas.ops.resolve`).
 
     Raises:
-        UsageError: the reference has no known form.
+        UsageError: the reference has no known form, or names a git-lfs pointer file.
         NotPinnedError, WeightsCompatibilityError, ObjectNotFoundError: it cannot resolve.
     """
     from modelcas.ops.resolve import resolve as resolve_ref  # noqa: PLC0415
 
     if isinstance(ref, Resolved):
-        return ref
-    if hasattr(ref, "member_name") and hasattr(ref, "digest"):  # bundle.BundleModel
-        return Resolved(ref.stored, ref.digest, f"bundle key {ref.key}", ref.member_name, ref.path)
-    return resolve_ref(ref, store=store, registry=registry, lock=lock, file=file, verify=False)
+        target = ref
+    elif hasattr(ref, "member_name") and hasattr(ref, "digest"):  # bundle.BundleModel
+        target = Resolved(
+            ref.stored, ref.digest, f"bundle key {ref.key}", ref.member_name, ref.path
+        )
+    else:
+        target = resolve_ref(
+            ref, store=store, registry=registry, lock=lock, file=file, verify=False
+        )
+    # Stored with --allow-lfs-pointer, or pinned from a repo whose LFS files were not pulled:
+    # the same refusal as at `cas add`, before any decoder sees the text.
+    if target.digest.size < lfs.MAX_POINTER and lfs.file_is_pointer(target.path):
+        raise lfs.pointer_error(f"{target.label} ({target.path})")
+    return target

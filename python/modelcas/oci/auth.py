@@ -29,7 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelcas.errors import RemoteError, UsageError
+from modelcas import untrusted
+from modelcas.errors import ModelcasError, RemoteError, UsageError
+
+# A docker config is a few kilobytes; a bound, so that a wrong path cannot eat memory.
+_MAX_CONFIG = 16 << 20
 
 # The username docker files an identity token under (not a secret).
 IDENTITY_TOKEN_USER = "<token>"  # noqa: S105
@@ -115,9 +119,13 @@ def find_credential(registry: str) -> Credential | None:
 
 def _read_config(path: Path) -> dict[str, Any] | None:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(untrusted.read_text(path, "a credential file (JSON)", cap=_MAX_CONFIG))
     except FileNotFoundError:
         return None
+    except ModelcasError as e:  # a FIFO, device or huge file: refused, never read
+        raise UsageError(
+            e.message, hint="fix or remove it, or log in again (`docker login` / `podman login`)"
+        ) from None
     except (OSError, ValueError) as e:
         raise UsageError(
             f"{path}: unreadable credential file ({type(e).__name__})",

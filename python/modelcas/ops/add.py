@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelcas import lfs
 from modelcas.digest import Digest
 from modelcas.errors import LockfileError, UsageError
 from modelcas.hashing import Progress
@@ -197,24 +198,17 @@ def add(
     )
 
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/"
-
-
 def refuse_lfs_pointer(path: Path, *, allow: bool = False) -> None:
     """Refuse a git-lfs pointer file where weights are expected (forgot `git lfs pull`).
 
+    The file is read without blocking and with a bound (``modelcas.lfs``): a FIFO or device
+    named as a source is refused later, by the store, never waited on here.
+
     Raises:
-        UsageError: ``path`` is a pointer and ``allow`` is false.
+        UsageError: ``path`` is a pointer (any pointer spec version) and ``allow`` is false.
     """
-    if allow or path.stat().st_size > 1024:
-        return
-    with open(path, "rb") as f:
-        head = f.read(len(LFS_POINTER))
-    if head == LFS_POINTER:
-        raise UsageError(
-            f"{path} is a git-lfs pointer file, not the weights it points to",
-            hint="run `git lfs pull` first (or pass --allow-lfs-pointer to store the pointer)",
-        )
+    if not allow and lfs.file_is_pointer(path):
+        raise lfs.pointer_error(str(path), lfs.ADD_HINT)
 
 
 def _check_pin(pin: PinRequest, files: list[tuple[Path, str]]) -> tuple[Path, str | None]:
@@ -228,6 +222,8 @@ def _check_pin(pin: PinRequest, files: list[tuple[Path, str]]) -> tuple[Path, st
     lockfile.parse_version(pin.version, f"{pin.name}@{pin.version}")
     if pin.requires is not None:
         lockfile.parse_requires(pin.requires, "--requires")
+    if pin.package is not None:
+        lockfile.check_package(pin.package, "--package")
     seen: dict[str, Path] = {}
     for f, name in files:
         if name in seen:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from modelcas.store import DEFAULT_GRACE, GcReport, RootReader, Store
@@ -25,6 +25,15 @@ def _lockfile(path: Path) -> Mapping[str, bool]:
 READERS: Mapping[str, RootReader] = {"lockfile": _lockfile, "bundle": _bundle}
 
 
+def _catalog(store: Store) -> Callable[[], set[str]] | None:
+    """A directory remote's catalog, when the store is one (``cas push`` wrote into it)."""
+    from modelcas.remotes.directory import CATALOG, catalog_references  # noqa: PLC0415
+
+    if not (store.root / CATALOG).is_dir():
+        return None
+    return lambda: catalog_references(store.root)
+
+
 def collect(
     store: Store,
     *,
@@ -41,11 +50,13 @@ def collect(
         forget: roots whose file is gone to forget first, with what they pinned, so that
             their objects go too (``cas gc --forget PATH``).
 
+    A store that is also a directory remote keeps every object its ``catalog/`` names.
+
     Raises:
-        StoreError: a root cannot be read; nothing was deleted.
+        StoreError: a root or a catalog entry cannot be read; nothing was deleted.
         UsageError: a path to forget is not a registered root, or still exists.
     """
     forgotten = [store.forget_root(p) for p in forget] if not dry_run else []
-    report = store.gc(READERS, grace=grace, dry_run=dry_run)
+    report = store.gc(READERS, grace=grace, dry_run=dry_run, also=_catalog(store))
     report.forgotten = forgotten
     return report

@@ -275,6 +275,8 @@ def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> Loca
     lockfile.parse_version(req.version, f"{req.model}@{req.version}")
     if req.requires is not None:
         lockfile.parse_requires(req.requires, "--requires")
+    if req.package is not None:
+        lockfile.check_package(req.package, "--package")
     lock_path = lockfile.locate(req.lock, must_exist=False)
     lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
     model = lock.models.get(req.model)

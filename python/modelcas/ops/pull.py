@@ -126,6 +126,8 @@ def pull(
     pinned = _pinned(lock_path, name, chosen) if req.pin or req.lock else {}
     listing = remote.listing(version)
     wanted = _select(req, version, listing)
+    if req.pin and chosen is not None:
+        _check_names(name, chosen, version, wanted)
     expect = _expected(req, listing, wanted)
     _check(lock_path, name, chosen, version, listing, wanted, pinned)
     want = {n: pinned.get(n) or expect.get(n) or listing[n].digest for n in wanted}
@@ -152,6 +154,22 @@ def pull(
     result.place = _pin(req, ref, remote, version, result, store, lock_path)
     result.changed = result.place != "already"
     return result
+
+
+def _check_names(name: str, chosen: str, version: RemoteVersion, wanted: list[str]) -> None:
+    """Refuse, before any byte moves, what the remote says that no lockfile could hold.
+
+    File names, ``package`` and ``requires`` come from the remote (a registry's layer
+    annotations, a Hub repo's files, ``modelcas.json``); each must be a name the lockfile
+    accepts (docs/lockfile.md), or the pin would be refused after the download.
+    """
+    where = f"{name}@{chosen}"
+    for n in wanted:
+        lockfile.check_file_name(n, f"{where} from {version.source}")
+    if version.package is not None:
+        lockfile.check_package(version.package, f"{version.source}: package")
+    if version.requires is not None:
+        lockfile.parse_requires(version.requires, f"{version.source}: requires")
 
 
 def _ask(ref: Ref, req: PullRequest) -> str | None:

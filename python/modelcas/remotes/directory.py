@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from modelcas.digest import Digest, is_hex64
-from modelcas.errors import IntegrityError, RemoteError, TagConflictError, UsageError
+from modelcas.errors import (
+    IntegrityError,
+    RemoteError,
+    StoreError,
+    TagConflictError,
+    UsageError,
+)
 from modelcas.hashing import Progress
 from modelcas.remotes.base import (
     Fetched,
@@ -361,6 +367,44 @@ def _entry(
             for n, d in sorted(files.items())
         },
     }
+
+
+def catalog_references(root: Path) -> set[str]:
+    """Every sha256 the catalog of the directory remote at ``root`` names: gc's roots there.
+
+    A directory that ``cas push`` wrote into is a store whose versions live in ``catalog/``,
+    not in ``roots/``; ``cas --store DIR gc`` keeps what they name (files and signatures).
+
+    Raises:
+        StoreError: an entry cannot be read or is malformed; gc must not guess, so it stops
+            (the entry is named, never quoted).
+    """
+    found: set[str] = set()
+    folder = root / CATALOG
+    if not folder.is_dir():
+        return found
+    for model in sorted(folder.iterdir()):
+        if not model.is_dir() or model.is_symlink():
+            continue
+        for p in sorted(model.iterdir()):
+            if p.suffix != ".json":
+                continue
+            entry = _read_entry(p)
+            try:
+                if entry is None:
+                    raise IntegrityError("unreadable")
+                found |= {d.sha256 for d in _files(entry).values()}
+            except IntegrityError:
+                raise StoreError(
+                    f"catalog entry {p} is not a regular file holding a catalog entry (JSON "
+                    "with model, version and files); nothing was deleted",
+                    hint="restore it, or remove it if that version is no longer shared, then "
+                    "run gc again",
+                ) from None
+            sig = entry.get("signature")
+            if isinstance(sig, dict) and isinstance(sig.get("sha256"), str):
+                found.add(sig["sha256"])
+    return found
 
 
 def _read_entry(path: Path) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modelcas import untrusted
 from modelcas.errors import LockfileError, UsageError
 from modelcas.lockfile import TrustedSigner, fingerprint_of
 from modelcas.signing import _lib
@@ -29,11 +30,9 @@ def read_pem(path: str | os.PathLike[str], what: str) -> bytes:
     """
     p = Path(path)
     try:
-        if not p.is_file():
-            raise UsageError(f"{p}: no such file; expected {what}")
-        if p.stat().st_size > MAX_PEM:
-            raise UsageError(f"{p}: too large for {what}")
-        return p.read_bytes()
+        return untrusted.read_file(p, what, cap=MAX_PEM)
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file; expected {what}") from None
     except OSError as e:
         raise UsageError(f"{p}: cannot read {what}: {e.strerror or e}") from None
 

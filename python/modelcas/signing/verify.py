@@ -14,12 +14,12 @@ import hashlib
 import io
 import json
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcas import untrusted
 from modelcas.digest import Digest
 from modelcas.errors import SignatureError, UntrustedSignerError, UsageError
 from modelcas.lockfile import TrustedSigner
@@ -308,12 +308,8 @@ def read_signature(path: str | os.PathLike[str]) -> bytes:
     """
     p = Path(path)
     try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{p}: not a regular file; expected a signature")
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_SIGNATURE + 1)
+        with untrusted.opened(p, "a signature") as (fd, _):
+            data = os.read(fd, MAX_SIGNATURE + 1)
     except FileNotFoundError:
         raise UsageError(f"{p}: no such file; expected a signature") from None
     except OSError as e:

@@ -170,8 +170,12 @@ class Collecting(Remembering):
                 keep |= set(pinned)
             except FileNotFoundError:
                 stale.append(root)  # removed since the stat above
-            except (ModelcasError, OSError, ValueError, RecursionError) as e:
-                raise _unreadable(root, str(e).splitlines()[0]) from e
+            except OSError as e:
+                raise _unreadable(root, e.strerror or type(e).__name__) from e
+            except (ModelcasError, ValueError, RecursionError) as e:
+                # Never the reader's message: it may quote the file, and a root record can name
+                # any file the gc runner may read (/etc/shadow, ~/.aws/credentials).
+                raise _unreadable(root, f"it is not a valid {root.kind}") from e
         return keep, stale
 
     # -- gc --------------------------------------------------------------------------------
@@ -182,6 +186,7 @@ class Collecting(Remembering):
         *,
         grace: float = DEFAULT_GRACE,
         dry_run: bool = False,
+        also: Callable[[], set[str]] | None = None,
     ) -> GcReport:
         """Delete unreferenced objects and old leftovers of interrupted writes.
 
@@ -193,6 +198,8 @@ class Collecting(Remembering):
             readers: how to list the sha256s a root references, by root kind.
             grace: age in seconds below which nothing is deleted (>= 0).
             dry_run: report only.
+            also: sha256s referenced from outside ``roots/`` (a directory remote's catalog),
+                read again at the second pass as the roots are.
 
         Returns:
             What was (or would be) removed.
@@ -210,6 +217,8 @@ class Collecting(Remembering):
         roots = self.roots()
         live, stale = self.referenced(readers, roots, remember=not dry_run)
         live |= intent.in_flight(self.tmp_dir)
+        if also is not None:
+            live |= also()
         memories = self._memories(stale)
         keep = live.union(*memories.values())
         candidates: list[ObjectInfo] = []
@@ -228,7 +237,7 @@ class Collecting(Remembering):
         if dry_run:
             report.objects = candidates
         else:
-            report.objects = self._collect(candidates, readers, cutoff, report)
+            report.objects = self._collect(candidates, readers, cutoff, report, also)
         report.temp_files = self._leftovers(roots, cutoff, dry_run)
         # Views are derived, never roots: those naming a removed object go (rebuilt on use).
         report.views = collect_views(self, cutoff, dry_run=dry_run)
@@ -253,6 +262,7 @@ class Collecting(Remembering):
         readers: Mapping[str, RootReader],
         cutoff: float,
         report: GcReport,
+        also: Callable[[], set[str]] | None = None,
     ) -> list[ObjectInfo]:
         """Move candidates aside, read the roots again, put back, then delete."""
         if not candidates:
@@ -276,6 +286,8 @@ class Collecting(Remembering):
                         report.kept_young += 1
             keep, stale = self.referenced(readers)
             keep |= intent.in_flight(self.tmp_dir)
+            if also is not None:
+                keep |= also()
             keep = keep.union(*self._memories(stale).values())
             doomed = []
             for info in moved:
@@ -392,9 +404,12 @@ class Collecting(Remembering):
 
 
 def _unreadable(root: Root, why: str) -> StoreError:
+    """The error for a root gc cannot read: the path and what was expected, never its bytes."""
+    check = {"lockfile": "cas lock check --lock", "bundle": "cas bundle verify"}.get(root.kind)
+    see = f"`{check} {root.path}` says why; " if check else ""
     return StoreError(
         f"cannot read gc root {root.path} ({root.kind}): {why}; nothing was deleted",
-        hint="fix that file or delete it, then run gc again",
+        hint=f"{see}fix that file, or remove its record {root.record}, then run gc again",
     )
 
 

@@ -28,6 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from modelcas import untrusted
+
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _CAP_DAC_OVERRIDE = 1
 _CAP_FOWNER = 3
@@ -78,8 +80,8 @@ def reflink(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
             error.
     """
     try:
-        with open(src, "rb") as s, open(dst, "xb") as d:
-            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        with untrusted.opened(src, "a file to clone") as (s, _), open(dst, "xb") as d:
+            fcntl.ioctl(d.fileno(), _FICLONE, s)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(dst)
@@ -89,8 +91,10 @@ def reflink(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
 def copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Copy ``src`` into a new file ``dst`` and flush it to disk."""
     try:
-        with open(src, "rb") as s, open(dst, "xb") as d:
-            shutil.copyfileobj(s, d, 8 << 20)
+        with untrusted.opened(src, "a file to copy") as (fd, _), open(dst, "xb") as d:
+            os.set_blocking(fd, True)
+            with os.fdopen(os.dup(fd), "rb") as s:
+                shutil.copyfileobj(s, d, 8 << 20)
             os.fsync(d.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

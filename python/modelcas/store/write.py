@@ -311,7 +311,9 @@ class Writing(Reading):
             elif self._has_size(st.st_size):
                 # Maybe present: a hash decides, and a hit costs no copy. The stored bytes are
                 # hashed too only when this add will destroy the source.
-                hashes = hashing.hash_file(src, progress=progress)
+                hashes = hashing.hash_file(
+                    src, progress=progress, regular_only=True, follow=not take
+                )
                 _unchanged(src, st, hashes.size, follow=not take)
                 found, healed = self._present(hashes.digest(), expected, str(src), check=take)
                 if found is not None:

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::control::Control;
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::{persist, read_at, temp_beside};
+use crate::fsio::{open_checked, persist, read_at, temp_beside, Open};
 use crate::hash::{hex, Digests};
 use crate::zip::limits::Limits;
 use crate::zip::method::Compression;
@@ -178,16 +178,8 @@ impl Archive {
                 limits.zstd_window_log_max
             )));
         }
-        let file = File::open(path).at(path, "open")?;
-        let meta = file.metadata().at(path, "stat")?;
-        if meta.is_dir() {
-            let err = io::Error::from_raw_os_error(libc::EISDIR);
-            return Err(Error::io(path, "open", err));
-        }
-        if !meta.is_file() {
-            let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(Error::io(path, "open", err));
-        }
+        // Never blocks on a FIFO, and refuses anything but a regular file before reading.
+        let (file, meta) = open_checked(path, Open::Regular)?;
         let cx = Ctx { path };
         let len = meta.len();
         let end = end::find_end(&cx, &file, len, &limits)?;

@@ -9,9 +9,10 @@ use rayon::prelude::*;
 use super::{Archive, Problem};
 use crate::chained::chained;
 use crate::control::{pool, Control};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hash::{hex, Digests};
 use crate::manifest::{self, Manifest};
+use crate::mapped::Mapped;
 use crate::sha256::Sha256;
 use crate::zip::method::Compression;
 
@@ -49,14 +50,10 @@ impl Archive {
                 })
             })
             .collect();
-        let len = self.file.metadata().at(&self.path, "stat")?.len();
-        // SAFETY: read-only, dropped before we return. A file truncated meanwhile faults, as with
-        // `hash_file`'s maps; the archive was validated against this length when it opened.
-        let map = match len {
-            0 => None,
-            _ => Some(unsafe { memmap2::Mmap::map(&self.file) }.at(&self.path, "map")?),
-        };
-        let data: &[u8] = map.as_deref().unwrap_or_default();
+        // A bundle truncated meanwhile is an error, not a SIGBUS (`mapped.rs`); the archive was
+        // validated against its length when it opened.
+        let map = Mapped::map(&self.file, &self.path)?;
+        let data: &[u8] = &map;
         let (sha256, results) = pool()?.install(|| {
             rayon::join(
                 || {
@@ -71,6 +68,8 @@ impl Archive {
                 },
             )
         });
+        // Bytes read after the file shrank are zeros, not the file: say so, whatever they gave.
+        map.check()?;
         let results = results?;
         let checked = results.len();
         let found: Vec<Problem> = results.into_iter().flatten().collect();

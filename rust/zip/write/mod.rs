@@ -14,8 +14,8 @@ mod out;
 mod trailer;
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
@@ -356,7 +356,12 @@ fn open_source(spec: &MemberSpec) -> Result<Input<'_>> {
             path: PathBuf::from(format!("<bytes of {}>", spec.name)),
         }),
         Source::File(path) => {
-            let file = File::open(path).at(path, "open")?;
+            // O_NONBLOCK: a FIFO named as a member is refused, never waited on.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .at(path, "open")?;
             let meta = file.metadata().at(path, "stat")?;
             if !meta.is_file() {
                 return Err(Error::Invalid(format!(
