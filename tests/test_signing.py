@@ -572,7 +572,7 @@ def test_gc_keeps_pinned_signatures_and_lock_show_names_the_signer(
     assert doc["versions"]["v1.0"]["signature"]["signer"] == sig.signer
 
 
-def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
+def test_a_hub_pull_of_a_trusted_model_fails_closed_until_its_signature_travels(
     hub: object, hf_env: dict[str, str], cas: Cas, tmp_path: Path
 ) -> None:
     repo = "lab/det"
@@ -602,6 +602,11 @@ def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
     assert "v1.1" not in Lockfile.load(consumer / "cas.lock").models["det"].versions
     # In the publisher's store the signature is present: its pull is checked and passes.
     r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=pkg, extra_env=hf_env)
+    assert r.returncode == 0, r.stderr
+    # Once the publisher sends the signature (a companion tag), the consumer's pull passes.
+    r = cas("publish", "det", "--version", "v1.0", "--signature-only", cwd=pkg, extra_env=hf_env)
+    assert r.returncode == 0, r.stderr
+    r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=fresh)
     assert r.returncode == 0, r.stderr
 
 

@@ -23,7 +23,7 @@ from modelcas.lockfile import Lockfile
 from tests.conftest import HUB_TOKEN
 from tests.hubserver import HubServer
 from tests.nginxserver import Nginx, have_nginx
-from tests.ociregistry import RawClient, Registry, docker_config, have_registry
+from tests.ociregistry import RawClient, Registry, docker_config, have_registry, raw
 from tests.test_signing import _fingerprint, _key, _model_signing, _one_line
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -327,3 +327,240 @@ def test_a_pull_without_trust_pins_no_signature(
     assert r.returncode == 0, r.stderr
     assert Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"].signature
     assert cas("verify", "--lock", cwd=consumer, extra_env=hf_env).returncode == 0
+
+
+# -- OCI registries ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    if not have_registry():
+        pytest.fail("docker-registry is not installed (.ci/run installs it)")
+    with Registry(tmp_path / "registry") as reg:
+        yield reg
+
+
+@pytest.fixture
+def oci_env(tmp_path: Path) -> dict[str, str]:
+    """No docker config of the machine's: the registry is anonymous."""
+    return {"DOCKER_CONFIG": str(docker_config(tmp_path / "no-docker-config"))}
+
+
+def _oci_publish(
+    cas: Cas, pkg: Path, env: dict[str, str], url: str, version: str, *extra: str | Path
+) -> str:
+    _weights(pkg, version)
+    r = cas("publish", "det", "--version", version, "--to", url, "--file", "w/best.pt",
+            "--file", "w/config.json", *extra, cwd=pkg, extra_env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode()
+
+
+def _fallback_index(registry: Registry, subject: str) -> dict[str, object]:
+    index_type = "application/vnd.oci.image.index.v1+json"
+    url = f"http://{registry.host}/v2/lab/det/manifests/sha256-{subject[7:]}"
+    status, headers, body = raw("GET", url, headers={"Accept": index_type})
+    assert status == 200 and headers["content-type"] == index_type, body
+    index: dict[str, object] = json.loads(body)
+    return index
+
+
+def test_oci_round_trip_signature_as_a_referrer_with_the_tag_schema_fallback(
+    registry: Registry,
+    oci_env: dict[str, str],
+    cas: Cas,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    release, other = keys
+    signer = _fingerprint(release.with_suffix(".pub"))
+    url = registry.url("lab/det")
+    pkg = _project(tmp_path)
+    out = _oci_publish(cas, pkg, oci_env, url, "v1.0", "--key", release)
+    entry = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.signature is not None and entry.signature.signer == signer
+    assert entry.source is not None
+    subject = entry.source.rsplit("@", 1)[1]
+    assert f"signed by key {signer}: the signature is at {url}@sha256:" in out
+    # The version's manifest is untouched (its tag still names the pinned digest); distribution
+    # 2.8 has no referrers API, so the signature is listed under the fallback tag.
+    status, body = RawClient(registry.host).manifest("lab/det", "v1.0")
+    assert status == 200 and "sha256:" + _sha256(body) == subject
+    assert "subject" not in json.loads(body)
+    index = _fallback_index(registry, subject)
+    [referrer] = index["manifests"]  # type: ignore[misc]
+    assert referrer["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    status, body = RawClient(registry.host).manifest("lab/det", referrer["digest"])
+    manifest = json.loads(body)
+    assert manifest["subject"]["digest"] == subject
+    sig = RawClient(registry.host).blob("lab/det", manifest["layers"][0]["digest"])
+    assert _sha256(sig) == entry.signature.digest.sha256
+    log = registry.log_path.read_text()
+    assert f"GET /v2/lab/det/referrers/{subject}" in log  # asked first, then the fallback
+
+    # A trusted consumer pulls into a fresh store: checked and pinned; sync brings it back.
+    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), oci_env)
+    fresh = _fresh(tmp_path, oci_env, "fresh")
+    r = cas("pull", f"{url}:v1.0", "--name", "det", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 0, r.stderr
+    got = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
+    assert got.signature == entry.signature
+    again = _fresh(tmp_path, oci_env, "fresh2")
+    r = cas("sync", cwd=consumer, extra_env=again)
+    assert r.returncode == 0, r.stderr
+    assert cas("verify", "--lock", cwd=consumer, extra_env=again).returncode == 0
+
+    # Interop: model_signing accepts the referrer's bundle over `cas get -o DIR/`.
+    folder = tmp_path / "got"
+    assert cas("get", "det@v1.0", "-o", f"{folder}/", cwd=consumer, extra_env=again).returncode == 0
+    (tmp_path / "referrer.sig").write_bytes(sig)
+    v = _model_signing("verify", "key", "--signature", tmp_path / "referrer.sig",
+                       "--public_key", release.with_suffix(".pub"), folder)  # fmt: skip
+    assert v.returncode == 0, v.stdout + v.stderr
+
+    # Re-signed by an untrusted key (a second referrer), the publisher's lock is refused.
+    assert cas("sign", "det@v1.0", "--key", other, cwd=pkg, extra_env=oci_env).returncode == 0
+    r = cas("publish", "det", "--version", "v1.0", "--signature-only", cwd=pkg, extra_env=oci_env)
+    assert r.returncode == 0, r.stderr
+    assert len(_fallback_index(registry, subject)["manifests"]) == 2  # type: ignore[arg-type]
+    status, body = RawClient(registry.host).manifest("lab/det", "v1.0")
+    assert "sha256:" + _sha256(body) == subject  # the tag did not move
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    lock = Lockfile.load(pkg / "cas.lock")
+    lock.trust = Lockfile.load(consumer / "cas.lock").trust
+    lock.save(mirror / "cas.lock")
+    r = cas("sync", cwd=mirror, extra_env=_fresh(tmp_path, oci_env, "fresh3"))
+    other_fp = _fingerprint(other.with_suffix(".pub"))
+    assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in _one_line(r)
+    # The consumer's pins name the release key's signature: still fetched and accepted.
+    r = cas("sync", cwd=consumer, extra_env=_fresh(tmp_path, oci_env, "fresh4"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_oci_a_version_signed_after_it_was_published_gains_a_referrer(
+    registry: Registry,
+    oci_env: dict[str, str],
+    cas: Cas,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    release, _ = keys
+    url = registry.url("lab/det")
+    pkg = _project(tmp_path)
+    _oci_publish(cas, pkg, oci_env, url, "v1.1")
+    before = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"]
+    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), oci_env)
+    fresh = _fresh(tmp_path, oci_env, "fresh")
+    r = cas("pull", f"{url}:v1.1", "--name", "det", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 1 and "det@v1.1 is not signed" in _one_line(r)
+    r = cas("publish", "det", "--version", "v1.1", "--signature-only", "--key", release,
+            cwd=pkg, extra_env=oci_env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    after = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"]
+    assert (after.source, after.files) == (before.source, before.files)
+    assert after.signature is not None
+    r = cas("pull", f"{url}:v1.1", "--name", "det", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 0, r.stderr
+    assert Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.1"].signature
+    # `cas update` lists no fallback tag as a version.
+    r = cas("update", "--dry-run", cwd=consumer, extra_env=fresh)
+    assert b"sha256-" not in r.stdout + r.stderr
+
+
+# -- directories -------------------------------------------------------------------------------
+
+
+def test_directory_round_trip_signature_beside_the_catalog_entry(
+    cas: Cas, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    release, other = keys
+    shared = tmp_path / "shared"
+    pkg = _project(tmp_path)
+    _weights(pkg, "v1.0")
+    r = cas("publish", "det", "--version", "v1.0", "--to", shared, "--file", "w/best.pt",
+            "--key", release, cwd=pkg)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    entry = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.signature is not None
+    sig = shared / "catalog" / "det" / "v1.0.sig"
+    assert (shared / "catalog" / "det" / "v1.0.json").is_file()
+    assert _sha256(sig.read_bytes()) == entry.signature.digest.sha256
+    assert cas("pull", shared, "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+
+    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), {})
+    fresh = _fresh(tmp_path, {}, "fresh")
+    r = cas("pull", shared, "--name", "det", "--version", "v1.0", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 0, r.stderr
+    got = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
+    assert got.signature == entry.signature
+    # The objects mode (every pin of the lockfile) and sync bring the signature too.
+    assert cas("pull", shared, cwd=consumer, extra_env=_fresh(tmp_path, {}, "f2")).returncode == 0
+    r = cas("sync", cwd=consumer, extra_env=_fresh(tmp_path, {}, "f3"))
+    assert r.returncode == 0, r.stderr
+
+    # v1.1 pinned, signed after, and shared with `cas push`: its signature goes beside it.
+    _weights(pkg, "v1.1")
+    r = cas("add", "w/best.pt", "--name", "det", "--version", "v1.1", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert cas("sign", "det@v1.1", "--key", release, cwd=pkg).returncode == 0
+    assert cas("push", shared, cwd=pkg).returncode == 0
+    assert (shared / "catalog" / "det" / "v1.1.sig").is_file()
+    r = cas("pull", shared, "--name", "det", "--version", "v1.1", cwd=consumer, extra_env=fresh)
+    assert r.returncode == 0, r.stderr
+
+    # Re-signed by an untrusted key: a second file (none is changed); refused by sync and pull.
+    assert cas("sign", "det@v1.0", "--key", other, cwd=pkg).returncode == 0
+    r = cas("publish", "det", "--version", "v1.0", "--signature-only", "--to", shared, cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert (shared / "catalog" / "det" / "v1.0.sig.2").is_file()
+    assert _sha256(sig.read_bytes()) == entry.signature.digest.sha256
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    lock = Lockfile.load(pkg / "cas.lock")
+    lock.trust = Lockfile.load(consumer / "cas.lock").trust
+    lock.save(mirror / "cas.lock")
+    other_fp = _fingerprint(other.with_suffix(".pub"))
+    r = cas("sync", cwd=mirror, extra_env=_fresh(tmp_path, {}, "f4"))
+    assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in _one_line(r)
+    r = cas("pull", shared, cwd=mirror, extra_env=_fresh(tmp_path, {}, "f5"))
+    assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in _one_line(r)
+
+
+# -- plain URLs --------------------------------------------------------------------------------
+
+
+def test_a_url_carries_no_signature_but_pull_takes_one_with_signature_file(
+    cas: Cas, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    if not have_nginx():
+        pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
+    release, other = keys
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(WEIGHTS["v1.0"])
+    for key, name in ((release, "good.sig"), (other, "other.sig")):
+        s = _model_signing("sign", "key", "--private_key", key,
+                           "--signature", tmp_path / name, folder)  # fmt: skip
+        assert s.returncode == 0, s.stdout + s.stderr
+    with Nginx(tmp_path / "nginx") as web:
+        url = web.url("best.pt")
+        web.put("best.pt", WEIGHTS["v1.0"])
+        consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), {})
+        pull = ("pull", url, "--name", "det", "--version", "v1")
+        r = cas(*pull, cwd=consumer)
+        line = _one_line(r)
+        assert r.returncode == 1 and "det@v1 is not signed" in line and "no signature" in line
+        r = cas(*pull, "--signature", tmp_path / "other.sig", cwd=consumer)
+        assert r.returncode == 1 and "not trusted" in _one_line(r)
+        r = cas(*pull, "--signature", tmp_path / "good.sig", cwd=consumer)
+        assert r.returncode == 0, r.stderr
+        entry = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1"]
+        assert entry.signature is not None
+        assert entry.signature.digest.sha256 == _sha256((tmp_path / "good.sig").read_bytes())
+        assert cas("verify", "--lock", cwd=consumer).returncode == 0
+        # Without trust, a signature file is refused: it could not be checked.
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        r = cas(*pull, "--signature", tmp_path / "good.sig", cwd=plain)
+        assert r.returncode == 2 and "trusts no signer" in _one_line(r)
