@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,25 +73,34 @@ def _sha256(data: bytes) -> str:
 # -- the Hub -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HubRig:
+    """The local Hub: what points `cas` at it, and the real client to look at it."""
+
+    env: dict[str, str]
+    api: Any
+    url: str
+
+
 @pytest.fixture
-def hf_api(hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> object:
-    from huggingface_hub import HfApi  # noqa: PLC0415
+def rig(hub: HubServer, hf_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> HubRig:
+    from huggingface_hub import HfApi
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    return HfApi(endpoint=hub.url, token=HUB_TOKEN)
+    return HubRig(hf_env, HfApi(endpoint=hub.url, token=HUB_TOKEN), hub.url)
 
 
-def _hub_file(hub: HubServer, tmp_path: Path, revision: str, name: str = "model.sig") -> bytes:
-    from huggingface_hub import hf_hub_download  # noqa: PLC0415
+def _hub_file(rig: HubRig, tmp_path: Path, revision: str, name: str = "model.sig") -> bytes:
+    from huggingface_hub import hf_hub_download
 
     path = hf_hub_download(
-        REPO, name, revision=revision, endpoint=hub.url, cache_dir=tmp_path / "hf-raw"
+        REPO, name, revision=revision, endpoint=rig.url, cache_dir=tmp_path / "hf-raw"
     )
     return Path(path).read_bytes()
 
 
-def _tags(api: object) -> dict[str, str]:
-    refs = api.list_repo_refs(REPO)  # type: ignore[attr-defined]
+def _tags(api: Any) -> dict[str, str]:
+    refs = api.list_repo_refs(REPO)
     return {t.name: t.target_commit for t in refs.tags}
 
 
@@ -104,30 +113,28 @@ def _publish(cas: Cas, pkg: Path, env: dict[str, str], version: str, *extra: str
 
 
 def test_hub_round_trip_signed_publish_pulled_with_trust(
-    hub: HubServer,
-    hf_env: dict[str, str],
-    hf_api: object,
+    rig: HubRig,
     cas: Cas,
     keys: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
     release, _ = keys
     pkg = _project(tmp_path)
-    out = _publish(cas, pkg, hf_env, "v1.0", "--key", release)
+    out = _publish(cas, pkg, rig.env, "v1.0", "--key", release)
     signer = _fingerprint(release.with_suffix(".pub"))
     assert f"signed by key {signer}: the signature is at hf://{REPO}@weights-v1.0" in out
     pinned = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
     assert pinned.signature is not None and pinned.signature.signer == signer
     # The tag's commit holds model.sig: the very signature pinned, not a pinned file.
-    sig = _hub_file(hub, tmp_path, "weights-v1.0")
+    sig = _hub_file(rig, tmp_path, "weights-v1.0")
     assert _sha256(sig) == pinned.signature.digest.sha256
     assert set(pinned.files) == {"best.pt", "config.json"}
-    meta = json.loads(_hub_file(hub, tmp_path, "weights-v1.0", "modelcas.json"))
+    meta = json.loads(_hub_file(rig, tmp_path, "weights-v1.0", "modelcas.json"))
     assert set(meta["files"]) == {"best.pt", "config.json"} and meta["signature"] == "model.sig"
 
     # A consumer that trusts the release key pulls into a fresh store: checked, then pinned.
-    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), hf_env)
-    fresh = _fresh(tmp_path, hf_env, "fresh")
+    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), rig.env)
+    fresh = _fresh(tmp_path, rig.env, "fresh")
     r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=fresh)
     assert r.returncode == 0, r.stderr
     assert f"signed by key {signer}, trusted; the signature is pinned" in r.stdout.decode()
@@ -135,7 +142,7 @@ def test_hub_round_trip_signed_publish_pulled_with_trust(
     assert got.signature == pinned.signature and got.files == pinned.files
 
     # `cas sync` into another fresh store brings the pinned signature back, then the files.
-    again = _fresh(tmp_path, hf_env, "fresh2")
+    again = _fresh(tmp_path, rig.env, "fresh2")
     r = cas("sync", cwd=consumer, extra_env=again)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "fresh2" / "objects").exists()
@@ -162,9 +169,7 @@ def test_hub_round_trip_signed_publish_pulled_with_trust(
 
 
 def test_hub_next_version_replaces_or_drops_main_model_sig(
-    hub: HubServer,
-    hf_env: dict[str, str],
-    hf_api: object,
+    rig: HubRig,
     cas: Cas,
     keys: tuple[Path, Path],
     tmp_path: Path,
@@ -172,66 +177,64 @@ def test_hub_next_version_replaces_or_drops_main_model_sig(
     """An unsigned version never carries an earlier version's model.sig into its tag."""
     release, _ = keys
     pkg = _project(tmp_path)
-    _publish(cas, pkg, hf_env, "v1.0", "--key", release)
-    _publish(cas, pkg, hf_env, "v1.1")
-    files = hf_api.list_repo_files(REPO, revision="weights-v1.1")  # type: ignore[attr-defined]
+    _publish(cas, pkg, rig.env, "v1.0", "--key", release)
+    _publish(cas, pkg, rig.env, "v1.1")
+    files = rig.api.list_repo_files(REPO, revision="weights-v1.1")
     assert "model.sig" not in files
-    assert "model.sig" in hf_api.list_repo_files(REPO, revision="weights-v1.0")  # type: ignore[attr-defined]
+    assert "model.sig" in rig.api.list_repo_files(REPO, revision="weights-v1.0")
     assert Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"].signature is None
     # Publishing again (a rerun) changes nothing.
-    out = _publish(cas, pkg, hf_env, "v1.0", "--key", release)
+    out = _publish(cas, pkg, rig.env, "v1.0", "--key", release)
     assert "nothing to do" in out, out
 
 
 def test_hub_companion_tag_for_a_version_signed_after_it_was_published(
-    hub: HubServer,
-    hf_env: dict[str, str],
-    hf_api: object,
+    rig: HubRig,
     cas: Cas,
     keys: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
     release, _ = keys
     pkg = _project(tmp_path)
-    _publish(cas, pkg, hf_env, "v1.1")
+    _publish(cas, pkg, rig.env, "v1.1")
     before = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"]
-    tags = _tags(hf_api)
-    main = hf_api.model_info(REPO).sha  # type: ignore[attr-defined]
+    tags = _tags(rig.api)
+    main = rig.api.model_info(REPO).sha
 
     # A trusted consumer cannot pin it yet: nothing travels with it.
-    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), hf_env)
-    fresh = _fresh(tmp_path, hf_env, "fresh")
+    consumer = _consumer(tmp_path, cas, release.with_suffix(".pub"), rig.env)
+    fresh = _fresh(tmp_path, rig.env, "fresh")
     r = cas("pull", f"hf://{REPO}@weights-v1.1", "--name", "det", cwd=consumer, extra_env=fresh)
     line = _one_line(r)
     assert r.returncode == 1 and "det@v1.1 is not signed" in line and "carries no signature" in line
     assert not (tmp_path / "fresh" / "objects").exists() or not _objects(tmp_path / "fresh")
 
     r = cas("publish", "det", "--version", "v1.1", "--signature-only", "--key", release,
-            cwd=pkg, extra_env=hf_env)  # fmt: skip
+            cwd=pkg, extra_env=rig.env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"to hf://{REPO}@weights-v1.1.sig" in r.stdout.decode()
     after = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"]
     # The version's tag, main and the pinned source stay; the signature is pinned.
-    now = _tags(hf_api)
+    now = _tags(rig.api)
     assert now["weights-v1.1"] == tags["weights-v1.1"]
-    assert hf_api.model_info(REPO).sha == main  # type: ignore[attr-defined]
+    assert rig.api.model_info(REPO).sha == main
     assert set(now) == {*tags, "weights-v1.1.sig"}
     assert (after.source, after.commit, after.files) == (before.source, before.commit, before.files)
     assert after.signature is not None
     # The companion commit is the version's files plus model.sig, a commit of its own.
-    companion = hf_api.list_repo_files(REPO, revision="weights-v1.1.sig")  # type: ignore[attr-defined]
+    companion = rig.api.list_repo_files(REPO, revision="weights-v1.1.sig")
     assert {"best.pt", "config.json", "model.sig"} <= set(companion)
     assert now["weights-v1.1.sig"] != now["weights-v1.1"]
-    refs = hf_api.list_repo_refs(REPO)  # type: ignore[attr-defined]
+    refs = rig.api.list_repo_refs(REPO)
     assert [b.name for b in refs.branches] == ["main"]  # the working branch is gone
-    sig = _hub_file(hub, tmp_path, "weights-v1.1.sig")
+    sig = _hub_file(rig, tmp_path, "weights-v1.1.sig")
     assert _sha256(sig) == after.signature.digest.sha256
 
     # Again: the Hub has it; nothing is sent, no tag is made.
     r = cas("publish", "det", "--version", "v1.1", "--signature-only", "--key", release,
-            cwd=pkg, extra_env=hf_env)  # fmt: skip
+            cwd=pkg, extra_env=rig.env)  # fmt: skip
     assert r.returncode == 0 and "already holds the signature" in r.stdout.decode(), r.stderr
-    assert _tags(hf_api) == now
+    assert _tags(rig.api) == now
     assert Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"] == after
 
     # Now the consumer pins it, and `cas update --dry-run` does not take the tag for a version.
@@ -253,9 +256,7 @@ def test_hub_companion_tag_for_a_version_signed_after_it_was_published(
 
 
 def test_hub_a_version_resigned_by_an_untrusted_key_is_refused_by_sync_and_pull(
-    hub: HubServer,
-    hf_env: dict[str, str],
-    hf_api: object,
+    rig: HubRig,
     cas: Cas,
     keys: tuple[Path, Path],
     tmp_path: Path,
@@ -263,18 +264,18 @@ def test_hub_a_version_resigned_by_an_untrusted_key_is_refused_by_sync_and_pull(
     release, other = keys
     other_fp = _fingerprint(other.with_suffix(".pub"))
     pkg = _project(tmp_path)
-    _publish(cas, pkg, hf_env, "v1.0", "--key", release)
+    _publish(cas, pkg, rig.env, "v1.0", "--key", release)
     assert cas("trust", "add", release.with_suffix(".pub"), cwd=pkg).returncode == 0
     # Someone re-signs v1.0 with another key and publishes that signature (and the lock).
-    r = cas("sign", "det@v1.0", "--key", other, cwd=pkg, extra_env=hf_env)
+    r = cas("sign", "det@v1.0", "--key", other, cwd=pkg, extra_env=rig.env)
     assert r.returncode == 0 and b"does not trust key" in r.stderr
-    r = cas("publish", "det", "--version", "v1.0", "--signature-only", cwd=pkg, extra_env=hf_env)
+    r = cas("publish", "det", "--version", "v1.0", "--signature-only", cwd=pkg, extra_env=rig.env)
     assert r.returncode == 0, r.stderr
-    assert "weights-v1.0.sig" in _tags(hf_api)
+    assert "weights-v1.0.sig" in _tags(rig.api)
     consumer = tmp_path / "consumer"
     consumer.mkdir()
     (consumer / "cas.lock").write_text((pkg / "cas.lock").read_text())
-    fresh = _fresh(tmp_path, hf_env, "fresh")
+    fresh = _fresh(tmp_path, rig.env, "fresh")
     r = cas("sync", cwd=consumer, extra_env=fresh)
     line = _one_line(r)
     assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in line, line
@@ -285,48 +286,42 @@ def test_hub_a_version_resigned_by_an_untrusted_key_is_refused_by_sync_and_pull(
 
     # A version published signed by the untrusted key only is refused by a pull, before any
     # byte moves; one that travels with a trusted signature too is taken with that one.
-    _publish(cas, pkg, hf_env, "v1.1", "--key", other)
-    clean = _consumer(tmp_path, cas, release.with_suffix(".pub"), hf_env, "clean")
-    empty = _fresh(tmp_path, hf_env, "empty")
+    _publish(cas, pkg, rig.env, "v1.1", "--key", other)
+    clean = _consumer(tmp_path, cas, release.with_suffix(".pub"), rig.env, "clean")
+    empty = _fresh(tmp_path, rig.env, "empty")
     r = cas("pull", f"hf://{REPO}@weights-v1.1", "--name", "det", cwd=clean, extra_env=empty)
     line = _one_line(r)
     # The bundle names its key by model_signing's hint: the sha256 of the key's PEM.
     hint = _sha256(other.with_suffix(".pub").read_bytes())
     assert r.returncode == 1 and f"det@v1.1: signed by the key whose PEM has sha256 {hint}" in line
     assert not (tmp_path / "empty" / "objects").exists() or not _objects(tmp_path / "empty")
-    assert "v1.1" not in Lockfile.load(clean / "cas.lock").models.get("det", _no_model()).versions
+    model = Lockfile.load(clean / "cas.lock").models.get("det")
+    assert model is None or "v1.1" not in model.versions
     r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=clean, extra_env=empty)
     assert r.returncode == 0, r.stderr
     got = Lockfile.load(clean / "cas.lock").models["det"].versions["v1.0"].signature
     assert got is not None and got.signer == _fingerprint(release.with_suffix(".pub"))
 
 
-def _no_model() -> object:
-    class Empty:
-        versions: dict[str, object] = {}
-
-    return Empty()
-
-
 def test_a_pull_without_trust_pins_no_signature(
-    hub: HubServer, hf_env: dict[str, str], cas: Cas, keys: tuple[Path, Path], tmp_path: Path
+    rig: HubRig, cas: Cas, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     release, _ = keys
     pkg = _project(tmp_path)
-    _publish(cas, pkg, hf_env, "v1.0", "--key", release)
+    _publish(cas, pkg, rig.env, "v1.0", "--key", release)
     consumer = tmp_path / "consumer"
     consumer.mkdir()
-    r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=hf_env)
+    r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=rig.env)
     assert r.returncode == 0, r.stderr
     assert b"signed by" not in r.stdout
     entry = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
     assert entry.signature is None and "model.sig" not in entry.files
     # Trusting the signer, the same pull checks and pins the signature on the version.
     assert cas("trust", "add", release.with_suffix(".pub"), cwd=consumer).returncode == 0
-    r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=hf_env)
+    r = cas("pull", f"hf://{REPO}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=rig.env)
     assert r.returncode == 0, r.stderr
     assert Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"].signature
-    assert cas("verify", "--lock", cwd=consumer, extra_env=hf_env).returncode == 0
+    assert cas("verify", "--lock", cwd=consumer, extra_env=rig.env).returncode == 0
 
 
 # -- OCI registries ----------------------------------------------------------------------------
