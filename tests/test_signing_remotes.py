@@ -122,7 +122,8 @@ def test_hub_round_trip_signed_publish_pulled_with_trust(
     pkg = _project(tmp_path)
     out = _publish(cas, pkg, rig.env, "v1.0", "--key", release)
     signer = _fingerprint(release.with_suffix(".pub"))
-    assert f"signed by key {signer}: the signature is at hf://{REPO}@weights-v1.0" in out
+    travels = f"signed by key {signer}; the signature travels with it: hf://{REPO}@weights-v1.0"
+    assert f"{travels} (model.sig)" in out
     pinned = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
     assert pinned.signature is not None and pinned.signature.signer == signer
     # The tag's commit holds model.sig: the very signature pinned, not a pinned file.
@@ -212,7 +213,7 @@ def test_hub_companion_tag_for_a_version_signed_after_it_was_published(
     r = cas("publish", "det", "--version", "v1.1", "--signature-only", "--key", release,
             cwd=pkg, extra_env=rig.env)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert f"to hf://{REPO}@weights-v1.1.sig" in r.stdout.decode()
+    assert f": hf://{REPO}@weights-v1.1.sig (model.sig)" in r.stdout.decode()
     after = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.1"]
     # The version's tag, main and the pinned source stay; the signature is pinned.
     now = _tags(rig.api)
@@ -376,7 +377,7 @@ def test_oci_round_trip_signature_as_a_referrer_with_the_tag_schema_fallback(
     assert entry.signature is not None and entry.signature.signer == signer
     assert entry.source is not None
     subject = entry.source.rsplit("@", 1)[1]
-    assert f"signed by key {signer}: the signature is at {url}@sha256:" in out
+    assert f"signed by key {signer}; the signature travels with it: a referrer of {url}@" in out
     # The version's manifest is untouched (its tag still names the pinned digest); distribution
     # 2.8 has no referrers API, so the signature is listed under the fallback tag.
     status, body = RawClient(registry.host).manifest("lab/det", "v1.0")

@@ -583,11 +583,11 @@ class HubRemote:
                 )
             )
         tag(self.repo_id, plan.tag, commit)
-        signed = f"{self.url}@{plan.tag}" if signed_here else None
+        signed = f"{self.url}@{plan.tag} ({SIGNATURE_FILE})" if signed_here else None
         if out.signature is not None and not fresh:
             # The tag was there already (a rerun, or published before): a companion tag.
             at = RemoteVersion(self.url, plan.source, ref=plan.tag, revision=commit)
-            signed = self.attach_signature(at, out.signature) or f"{self.url}@{plan.tag}"
+            signed = self.attach_signature(at, out.signature) or f"{self.url} (there already)"
         sent = [s.name for s in plan.steps if s.action == "upload"] if fresh else []
         present = [n for n in sorted(files) if n not in sent]
         return Published(
@@ -718,7 +718,7 @@ class HubRemote:
         finally:
             with contextlib.suppress(Exception):
                 hub.delete_branch(self.repo_id, branch=branch)
-        return f"{self.url}@{name}"
+        return f"{self.url}@{name} ({SIGNATURE_FILE})"
 
 
 # Files a publish always writes or never touches.

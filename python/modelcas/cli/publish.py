@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.signed is not None:
         _warn_untrusted(plan.lock_path, args.model, plan.version, plan.signed.signer)
         where = done.signed or plan.remote.remote
-        say(args, f"signed by key {plan.signed.signer}: the signature is at {where}")
+        say(args, f"signed by key {plan.signed.signer}; the signature travels with it: {where}")
     commit = f"commit it with `git add {lock} && git commit -m 'weights: publish {plan.version}'`"
     if plan.place == "unchanged":
         say(args, f"{lock} already records {plan.source}")
@@ -324,7 +324,7 @@ def _signature_only(args: argparse.Namespace) -> int:
     if out.where is None:
         say(args, f"{out.source} already holds the signature of {label} by key {out.signer}")
     else:
-        say(args, f"published the signature of {label} by key {out.signer} to {out.where}")
+        say(args, f"published the signature of {label} by key {out.signer}: {out.where}")
     if out.pinned:
         say(args, f"pinned the signature in {show_path(out.lock)}")
     return 0

@@ -266,8 +266,8 @@ class OciRemote:
             head = client.head_manifest(repo, digest)
             if head is None:
                 raise RemoteMissingError(f"{self.reference.at(digest).url} does not exist")
-            pushed = referrers.push_signature(client, repo, head, data)
-        return self.reference.at(pushed).url
+            referrers.push_signature(client, repo, head, data)
+        return f"a referrer of {self.reference.at(digest).url}"
 
     # -- publishing ------------------------------------------------------------------------
 
