@@ -755,3 +755,19 @@ def test_cas_add_signature_of_an_empty_folder_pins_nothing_and_keeps_the_lockfil
     lock = Lockfile.load(tmp_path / "cas.lock")
     with pytest.raises(UsageError, match="at least one file"):
         lock.pin("e", "v1", {})
+
+
+def test_trusting_a_key_that_sorts_before_a_trusted_one_writes_the_lockfile(
+    cas: Cas, tmp_path: Path
+) -> None:
+    """The writer checks its text reads back as the same lockfile: the new list is sorted."""
+    _pinned(cas, tmp_path)
+    keys = [_key(tmp_path / "a.pem"), _key(tmp_path / "b.pem")]
+    later, earlier = sorted(keys, key=lambda k: _fingerprint(k.with_suffix(".pub")), reverse=True)
+    for where in (("--model", "det"), ()):
+        for key in (later, earlier):
+            r = cas("trust", "add", key.with_suffix(".pub"), *where)
+            assert r.returncode == 0, r.stderr
+    lock = Lockfile.load(tmp_path / "cas.lock")
+    assert [t.key for t in lock.models["det"].trust] == sorted(t.key for t in lock.trust)
+    assert len(lock.trust) == 2

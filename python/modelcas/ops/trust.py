@@ -69,6 +69,8 @@ def add(path: Path | None, signer: TrustedSigner, model: str | None) -> TrustCha
         changed = all(t.sort_key() != signer.sort_key() for t in trust)
         if changed:
             trust.append(signer)
+            # In the order the file is written in: the writer checks it reads back the same.
+            trust.sort(key=TrustedSigner.sort_key)
     return TrustChange(lock_path, model, signer, changed)
 
 
