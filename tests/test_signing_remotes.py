@@ -490,6 +490,9 @@ def test_directory_round_trip_signature_beside_the_catalog_entry(
     assert r.returncode == 0, r.stderr
     got = Lockfile.load(consumer / "cas.lock").models["det"].versions["v1.0"]
     assert got.signature == entry.signature
+    # On a fresh store `cas path` (Registry.path) fetches the signature with the files.
+    r = cas("path", "det@v1.0", cwd=consumer, extra_env=_fresh(tmp_path, {}, "f1"))
+    assert r.returncode == 0, r.stderr
     # The objects mode (every pin of the lockfile) and sync bring the signature too.
     assert cas("pull", shared, cwd=consumer, extra_env=_fresh(tmp_path, {}, "f2")).returncode == 0
     r = cas("sync", cwd=consumer, extra_env=_fresh(tmp_path, {}, "f3"))
