@@ -66,6 +66,7 @@ METADATA_FILE = "modelcas.json"
 SIGNATURE_FILE = "model.sig"
 _COMPANION = re.compile(r"(?P<tag>.+)\.sig(?:\.(?P<n>[1-9][0-9]{0,5}))?")
 _MAX_SIGNATURE = 64 << 20  # as modelcas.signing reads one
+_MAX_SIGNATURES = 32  # the newest companion tags read
 
 
 def tag_for(version: str) -> str:
@@ -606,7 +607,7 @@ class HubRemote:
         commit = self._commit_of(version)
         out = []
         if version.ref is not None and version_of(version.ref) is not None:
-            for _, _, at in self._companions(version.ref):
+            for _, _, at in self._companions(version.ref)[:_MAX_SIGNATURES]:
                 data = self._signature_at(at)
                 if data is not None:
                     out.append(data)

@@ -35,6 +35,7 @@ PREDICATE = "dev.sigstore.bundle.predicateType"
 MODEL_SIGNING = "https://model_signing/signature/v1.0"
 TITLE = "org.opencontainers.image.title"
 MAX_SIGNATURE = 64 << 20  # as modelcas.signing reads one
+MAX_SIGNATURES = 32  # the newest read; a repository anyone can push to cannot make a pull slow
 _NO_API = (404, 405, 501)  # no referrers endpoint: the spec's 404, and what proxies answer
 
 
@@ -123,7 +124,7 @@ def read_signatures(client: Client, repository: str, subject: str) -> list[bytes
         RemoteError: the registry failed.
     """
     out = []
-    for descriptor in referrers(client, repository, subject):
+    for descriptor in referrers(client, repository, subject)[:MAX_SIGNATURES]:
         digest = descriptor["digest"]
         got = client.get_manifest(repository, digest)
         if got is None:

@@ -44,6 +44,7 @@ CATALOG = "catalog"
 # A catalog entry is a few hundred bytes; a cap, so that a planted file cannot eat memory.
 _MAX_ENTRY = 4 << 20
 _MAX_SIGNATURE = 64 << 20  # as modelcas.signing reads one
+_MAX_SIGNATURES = 32  # the newest read
 
 
 class DirRemote:
@@ -308,7 +309,7 @@ class DirRemote:
         found = self._find(version.model, version.version)
         name = found[0] if found is not None else version.version
         out = []
-        for _, path in self._signature_files(version.model, name):
+        for _, path in self._signature_files(version.model, name)[:_MAX_SIGNATURES]:
             data = _read_file(path, _MAX_SIGNATURE)
             if data is not None:
                 out.append(data)
