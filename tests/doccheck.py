@@ -46,6 +46,8 @@ _VOLATILE = [
     (re.compile(r"(quarantine/[0-9a-f]{64})\.[0-9a-f]{12}\b"), r"\1.<random>"),
     # A key made on the page (openssl) has a new fingerprint on every run (docs/signing.md).
     (re.compile(r"\b(key|root) sha256:[0-9a-f]{64}\b"), r"\1 sha256:<fingerprint>"),
+    # ...and a signature names its key by model_signing's hint, the sha256 of the key's PEM.
+    (re.compile(r"\b(PEM has sha256) [0-9a-f]{64}\b"), r"\1 <hint>"),
     (re.compile(r"[ \t]+$", re.MULTILINE), ""),
 ]
 

@@ -21,6 +21,8 @@ Endpoints. ``{t}`` is ``models``, ``datasets`` or ``spaces``; ``{p}`` the matchi
   file, lfsFile, deletedFile, deletedFolder); 412 when parentCommit is not the branch head.
 - ``POST /api/{t}/{repo}/tag/{rev}`` and ``DELETE /api/{t}/{repo}/tag/{tag}``: create_tag (409
   if the tag exists, even on the same commit, as the Hub does) and delete_tag.
+- ``POST /api/{t}/{repo}/branch/{branch}`` (JSON ``startingPoint``) and ``DELETE`` of the same:
+  create_branch (409 if it exists) and delete_branch (403 for ``main``).
 - ``POST /api/validate-yaml``: README.md metadata check, always valid.
 - ``GET /api/agent-harnesses``: empty registry; the client fetches it once unless telemetry is off.
 - ``POST /{p}{repo}.git/info/lfs/objects/batch``: LFS batch API, "basic" uploads only. An object
@@ -614,6 +616,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._create_tag(key, rev)
             case ("DELETE", ["tag", tag]):
                 self._delete_tag(key, tag)
+            case ("POST", ["branch", branch]):
+                self._create_branch(key, branch)
+            case ("DELETE", ["branch", branch]):
+                self._delete_branch(key, branch)
             case (_, [action, *_]) if "xet" in action:
                 raise _HttpError(501, "hubserver does not speak Xet: set HF_HUB_DISABLE_XET=1")
             case _:
@@ -714,6 +720,31 @@ class _Handler(BaseHTTPRequestHandler):
             meta = self.hub._load_repo(key)
             if meta["tags"].pop(tag, None) is None:
                 raise _HttpError(404, f"Invalid rev id: {tag}", "RevisionNotFound")
+            self.hub._save_repo(key, meta)
+        self._send_json(200, {})
+
+    def _create_branch(self, key: RepoKey, branch: str) -> None:
+        self._require_token()
+        start = self._json_body().get("startingPoint")
+        if not _TAG.fullmatch(branch) or ".." in branch:
+            raise _HttpError(400, f"Invalid branch name {branch!r}")
+        with self.hub._lock:
+            sha = self.hub._resolve(key, start if isinstance(start, str) else _MAIN)
+            meta = self.hub._load_repo(key)
+            if branch in meta["branches"]:
+                raise _HttpError(409, f"Reference refs/heads/{branch} already exists")
+            meta["branches"][branch] = sha
+            self.hub._save_repo(key, meta)
+        self._send_json(200, {})
+
+    def _delete_branch(self, key: RepoKey, branch: str) -> None:
+        self._require_token()
+        if branch == _MAIN:
+            raise _HttpError(403, "Cannot delete the main branch")
+        with self.hub._lock:
+            meta = self.hub._load_repo(key)
+            if meta["branches"].pop(branch, None) is None:
+                raise _HttpError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
             self.hub._save_repo(key, meta)
         self._send_json(200, {})
 

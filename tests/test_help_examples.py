@@ -94,7 +94,7 @@ NEEDS: dict[str, set[str]] = {
     "lock show": {"hub-v1.1"},
     "lock rm": {"hub-v1.1"},
     "lock check": {"hub-v1.1"},
-    "publish": {"hub-v1.0", "registry"},
+    "publish": {"hub-v1.0", "registry", "keys"},
     "pull": {"hub-v1.1", "registry", "oci-v1.1", "lab", "web"},
     "push": {"pin-v1.0"},
     "update": {"hub-v1.1"},

@@ -590,7 +590,7 @@ def test_gc_keeps_pinned_signatures_and_lock_show_names_the_signer(
     assert doc["versions"]["v1.0"]["signature"]["signer"] == sig.signer
 
 
-def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
+def test_a_hub_pull_of_a_trusted_model_fails_closed_until_its_signature_travels(
     hub: object, hf_env: dict[str, str], cas: Cas, tmp_path: Path
 ) -> None:
     repo = "lab/det"
@@ -620,6 +620,11 @@ def test_a_hub_pull_of_a_trusted_model_fails_closed_until_signatures_travel(
     assert "v1.1" not in Lockfile.load(consumer / "cas.lock").models["det"].versions
     # In the publisher's store the signature is present: its pull is checked and passes.
     r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=pkg, extra_env=hf_env)
+    assert r.returncode == 0, r.stderr
+    # Once the publisher sends the signature (a companion tag), the consumer's pull passes.
+    r = cas("publish", "det", "--version", "v1.0", "--signature-only", cwd=pkg, extra_env=hf_env)
+    assert r.returncode == 0, r.stderr
+    r = cas("pull", f"hf://{repo}@weights-v1.0", "--name", "det", cwd=consumer, extra_env=fresh)
     assert r.returncode == 0, r.stderr
 
 
@@ -785,3 +790,19 @@ def test_trusting_keys_in_any_order_writes_the_lockfile(
     listed = cas("trust", "ls")
     assert listed.returncode == 0
     assert all(_fingerprint(k.with_suffix(".pub")) in listed.stdout.decode() for k in (a, b))
+
+
+def test_trusting_a_key_that_sorts_before_a_trusted_one_writes_the_lockfile(
+    cas: Cas, tmp_path: Path
+) -> None:
+    """The writer checks its text reads back as the same lockfile: the new list is sorted."""
+    _pinned(cas, tmp_path)
+    keys = [_key(tmp_path / "a.pem"), _key(tmp_path / "b.pem")]
+    later, earlier = sorted(keys, key=lambda k: _fingerprint(k.with_suffix(".pub")), reverse=True)
+    for where in (("--model", "det"), ()):
+        for key in (later, earlier):
+            r = cas("trust", "add", key.with_suffix(".pub"), *where)
+            assert r.returncode == 0, r.stderr
+    lock = Lockfile.load(tmp_path / "cas.lock")
+    assert [t.key for t in lock.models["det"].trust] == sorted(t.key for t in lock.trust)
+    assert len(lock.trust) == 2

@@ -9,16 +9,24 @@ itself checks only sizes. A publish removes only files an earlier ``cas publish`
 ``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` are honoured; a token never appears in
 any output.
 
+Signatures travel as ``model.sig`` (model_signing's own name for a folder's signature): in
+the tag's commit when the version is published signed, or, for a version signed after it was
+published, in a commit of its own under a companion tag (``weights-v1.1.sig``, then
+``weights-v1.1.sig.2``...), made on a short-lived branch from the version's commit so that it
+holds the version's files and the signature; no tag is ever moved (docs/signing.md).
+
 huggingface_hub is imported inside the functions that use it, so that commands which never
 touch the Hub do not pay for importing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +62,11 @@ from modelcas.store import ObjectInfo, Store
 TAG_PREFIX = "weights-"
 # Written into every published commit: lets `cas update` check `requires` before pulling.
 METADATA_FILE = "modelcas.json"
+# A version's signature, where model_signing puts a folder's (it skips the file when hashing).
+SIGNATURE_FILE = "model.sig"
+_COMPANION = re.compile(r"(?P<tag>.+)\.sig(?:\.(?P<n>[1-9][0-9]{0,5}))?")
+_MAX_SIGNATURE = 64 << 20  # as modelcas.signing reads one
+_MAX_SIGNATURES = 32  # the newest companion tags read
 
 
 def tag_for(version: str) -> str:
@@ -62,8 +75,15 @@ def tag_for(version: str) -> str:
 
 
 def version_of(tag: str) -> str | None:
-    """The weights version a tag names, or None for other tags."""
-    return tag.removeprefix(TAG_PREFIX) if tag.startswith(TAG_PREFIX) else None
+    """The weights version a tag names, or None for other tags (a companion tag too)."""
+    if not tag.startswith(TAG_PREFIX) or _COMPANION.fullmatch(tag):
+        return None
+    return tag.removeprefix(TAG_PREFIX)
+
+
+def signature_tag(tag: str, n: int = 1) -> str:
+    """The ``n``-th companion tag of a version's tag: ``weights-v1.1.sig``, ``….sig.2``."""
+    return f"{tag}.sig" + (f".{n}" if n > 1 else "")
 
 
 _MAX_TOKEN_FILE = 1 << 20  # a token is a few dozen bytes
@@ -492,10 +512,15 @@ class HubRemote:
             native.already = {
                 n for n, d in files.items() if n in main and main[n].sha256 == d.sha256
             }
-            written = _written(read_metadata(self.repo_id, "main"))
+            on_main = read_metadata(self.repo_id, "main")
+            written = _written(on_main)
+            if (on_main or {}).get("signature") == SIGNATURE_FILE:
+                written.add(SIGNATURE_FILE)  # an earlier signed publish wrote it
             for name in sorted(main):
                 if name in files or name in _OURS:
                     continue
+                if name == SIGNATURE_FILE and out.signature is not None:
+                    continue  # replaced by this version's signature
                 if name in written:
                     native.delete.append(name)
                 elif prune:
@@ -563,6 +588,8 @@ class HubRemote:
             Upload(name, store.object_path(d.sha256), d) for name, d in sorted(files.items())
         ]
         removed = [*native.delete, *native.prune]
+        fresh = native.tag_commit is None
+        signed_here = fresh and out.signature is not None
         commit = native.tag_commit or commit_version(
             self.repo_id,
             uploads,
@@ -571,12 +598,17 @@ class HubRemote:
             f"weights: publish {out.model} {out.version}",
             private=out.private,
             progress=progress,
+            signature=out.signature,
         )
         recorded = tree(self.repo_id, commit)
         recorded.update(self.files(commit, list(files)))
         stored = {n: store.object_path(d.sha256) for n, d in files.items()}
         diffs = _differences(files, recorded, stored)
         diffs += [f"{n} was not removed" for n in removed if n in recorded]
+        if signed_here and out.signature is not None:
+            sig = recorded.get(SIGNATURE_FILE)
+            if sig is None or not _holds(sig, out.signature):
+                diffs.append(f"{SIGNATURE_FILE} is not the signature sent")
         if diffs:
             raise IntegrityError(
                 f"{self.url} commit {commit} does not hold exactly {out.model}@{out.version}: "
@@ -597,10 +629,142 @@ class HubRemote:
                 )
             )
         tag(self.repo_id, plan.tag, commit)
-        fresh = native.tag_commit is None
+        signed = f"{self.url}@{plan.tag} ({SIGNATURE_FILE})" if signed_here else None
+        if out.signature is not None and not fresh:
+            # The tag was there already (a rerun, or published before): a companion tag.
+            at = RemoteVersion(self.url, plan.source, ref=plan.tag, revision=commit)
+            signed = self.attach_signature(at, out.signature) or f"{self.url} (there already)"
         sent = [s.name for s in plan.steps if s.action == "upload"] if fresh else []
         present = [n for n in sorted(files) if n not in sent]
-        return Published(plan.source, commit, sent, [], present, removed if fresh else [])
+        return Published(
+            plan.source, commit, sent, [], present, removed if fresh else [], signed=signed
+        )
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def signatures(self, version: RemoteVersion) -> list[bytes]:
+        """``model.sig`` of the version's companion tags (newest first), then of its commit.
+
+        Offline, none: the Hugging Face cache does not keep tags.
+        """
+        if _offline():
+            return []
+        commit = self._commit_of(version)
+        out = []
+        if version.ref is not None and version_of(version.ref) is not None:
+            for _, _, at in self._companions(version.ref)[:_MAX_SIGNATURES]:
+                data = self._signature_at(at)
+                if data is not None:
+                    out.append(data)
+        data = self._signature_at(commit)
+        if data is not None:
+            out.append(data)
+        return out
+
+    def _companions(self, tag_name: str) -> list[tuple[int, str, str]]:
+        """``(n, tag, commit)`` of the version tag's companion tags, newest first."""
+        try:
+            refs = api().list_repo_refs(self.repo_id)
+        except Exception as e:
+            raise _remote_error(f"cannot list tags of {self.url}", e, _NETWORK_HINT) from e
+        found = []
+        for t in refs.tags:
+            m = _COMPANION.fullmatch(t.name)
+            if m is not None and m["tag"] == tag_name:
+                found.append((int(m["n"] or 1), t.name, t.target_commit))
+        return sorted(found, reverse=True)
+
+    def _signature_at(self, commit: str) -> bytes | None:
+        """The ``model.sig`` of a commit, checked against the Hub's record of it (or None)."""
+        f = self.files(commit).get(SIGNATURE_FILE)
+        if f is None or f.size > _MAX_SIGNATURE:
+            return None
+        where = f"{SIGNATURE_FILE} from {self.url} at {commit}"
+        got = bytearray()
+        transfer.copy(self._opener(SIGNATURE_FILE, commit), f.size, got.extend, where=where)
+        data = bytes(got)
+        if not _holds(f, data):
+            raise IntegrityError(
+                f"{where}: the bytes served are not the ones the Hub records",
+                hint="the download was corrupted: run the command again",
+            )
+        return data
+
+    def attach_signature(self, version: RemoteVersion, data: bytes) -> str | None:
+        """Add a signature under the version's next companion tag (see the module docstring).
+
+        The commit is made on a branch started at the version's commit, which is deleted
+        once the companion tag points at the commit: the version's tag and ``main`` do not
+        move.
+
+        Raises:
+            UsageError: the version has no ``weights-*`` tag to be the companion of.
+            IntegrityError: the Hub recorded another ``model.sig`` than was sent.
+            TagConflictError: another publisher took the companion tag meanwhile.
+            RemoteError: the Hub refused or failed.
+        """
+        from huggingface_hub import CommitOperationAdd
+
+        version_tag = version.ref
+        if version_tag is None or version_of(version_tag) is None:
+            raise UsageError(
+                f"{version.source}: a signature travels with a version's tag (weights-VERSION), "
+                "and this names none",
+                hint=f"name the version by its tag: {self.url}@weights-VERSION",
+            )
+        commit = self._commit_of(version)
+        if data in self.signatures(version):
+            return None
+        companions = self._companions(version_tag)
+        name = signature_tag(version_tag, companions[0][0] + 1 if companions else 1)
+        branch = f"cas-signature-{hashlib.sha256(data).hexdigest()[:16]}"
+        hub = api()
+        try:
+            hub.create_branch(self.repo_id, branch=branch, revision=commit, exist_ok=True)
+        except Exception as e:
+            raise _remote_error(
+                f"cannot sign {version_tag} of {self.url}", e, _token_hint(e)
+            ) from e
+        try:
+            head = self.commit(branch)
+            assert head is not None  # not offline: signatures() answered
+            if self._signature_at(head) != data:
+                op = CommitOperationAdd(path_in_repo=SIGNATURE_FILE, path_or_fileobj=data)
+                try:
+                    info = hub.create_commit(
+                        self.repo_id,
+                        [op],
+                        commit_message=f"weights: signature of {version_tag}",
+                        revision=branch,
+                    )
+                except Exception as e:
+                    raise _remote_error(
+                        f"upload of the signature of {version_tag} to {self.url} failed",
+                        e,
+                        _token_hint(e),
+                    ) from e
+                head = str(info.oid)
+                if self._signature_at(head) != data:
+                    raise IntegrityError(
+                        f"{self.url} commit {head}: {SIGNATURE_FILE} is not the signature sent; "
+                        f"no tag was created",
+                        hint="check the repo, then publish the signature again",
+                    )
+            try:
+                hub.create_tag(self.repo_id, tag=name, revision=head)
+            except Exception as e:
+                now = {t: c for _, t, c in self._companions(version_tag)}.get(name)
+                if now != head:
+                    raise TagConflictError(
+                        f"tag {name} of {self.url} was created meanwhile"
+                        + (f" at {now}" if now else "")
+                        + "; nothing was moved",
+                        hint="publish the signature again: it takes the next companion tag",
+                    ) from e
+        finally:
+            with contextlib.suppress(Exception):
+                hub.delete_branch(self.repo_id, branch=branch)
+        return f"{self.url}@{name} ({SIGNATURE_FILE})"
 
 
 # Files a publish always writes or never touches.
@@ -614,7 +778,7 @@ def _written(meta: dict[str, Any] | None) -> set[str]:
 
 
 def _metadata(out: Outgoing) -> dict[str, object]:
-    return {
+    meta: dict[str, object] = {
         "model": out.model,
         "version": out.version,
         "requires": out.requires,
@@ -624,6 +788,17 @@ def _metadata(out: Outgoing) -> dict[str, object]:
             for n, (_, d) in sorted(out.files.items())
         },
     }
+    if out.signature is not None:
+        meta["signature"] = SIGNATURE_FILE  # written by cas: a later publish may replace it
+    return meta
+
+
+def _holds(f: HubFile, data: bytes) -> bool:
+    """Whether the Hub's record of a file (LFS sha256, else git blob id) is of ``data``."""
+    if f.sha256 is not None:
+        return f.size == len(data) and hashlib.sha256(data).hexdigest() == f.sha256
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 (git's id)
+    return f.blob_id == blob
 
 
 def _differences(
@@ -756,7 +931,7 @@ def weight_tags(repo_id: str) -> dict[str, str]:
     return {v: t.target_commit for t in refs.tags if (v := version_of(t.name)) is not None}
 
 
-NOT_WEIGHTS = frozenset({".gitattributes", "README.md", METADATA_FILE})
+NOT_WEIGHTS = frozenset({".gitattributes", "README.md", METADATA_FILE, SIGNATURE_FILE})
 
 
 def tree(repo_id: str, revision: str) -> dict[str, HubFile]:
@@ -799,10 +974,12 @@ def commit_version(
     *,
     private: bool,
     progress: Progress | None = None,
+    signature: bytes | None = None,
 ) -> str:
     """Create the repo if missing, and commit ``uploads`` and the metadata, deleting ``delete``.
 
-    Bytes the Hub already has are not sent again. Returns the commit.
+    Bytes the Hub already has are not sent again; ``signature`` goes in as ``model.sig``.
+    Returns the commit.
 
     Uploads read the store's read-only objects, whose sha256 is known: the client does not
     hash them a second time.
@@ -827,6 +1004,8 @@ def commit_version(
         ops.append(op)
     body = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
     ops.append(CommitOperationAdd(path_in_repo=METADATA_FILE, path_or_fileobj=body))
+    if signature is not None:
+        ops.append(CommitOperationAdd(path_in_repo=SIGNATURE_FILE, path_or_fileobj=signature))
     ops.extend(CommitOperationDelete(path_in_repo=p) for p in delete)
     try:
         info = hub.create_commit(repo_id, ops, commit_message=message)

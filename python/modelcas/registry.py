@@ -208,6 +208,11 @@ class Registry:
         if self.lock.trusted(name):
             from modelcas.signing import check_trusted  # noqa: PLC0415 (only when trusting)
 
+            if entry.signature is not None and not self.store.has(entry.signature.digest.sha256):
+                # A fresh store: the signature comes from where the version lives, as its files.
+                from modelcas.remotes.signature import fetch_signature  # noqa: PLC0415
+
+                fetch_signature(self.store, name, version, entry)
             check_trusted(self.lock, name, version, self.store, entry=entry)
         return version, entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,14 @@ modelcas.json on main says which) that this version does not pin; files cas neve
 (a README, a config.json uploaded by hand) stay, on main and in the tag, unless --prune.
 The token comes from HF_TOKEN or `hf auth login`; it is never printed.
 
+Signatures travel with the version (docs/signing.md): --key signs it before the tag is
+created (model_signing's format; the signature is pinned, as `cas sign` pins it), else the
+signature the lockfile pins goes. On the Hub it is model.sig in the tag's commit; in an
+OCI registry a referrer of the version's manifest; in a directory a file beside the
+catalog entry. --signature-only sends only the signature of a version published before
+it was signed (to its source, or --to): on the Hub a commit of its own under the companion
+tag weights-VERSION.sig; no tag is moved and the pinned source does not change.
+
 The repo and the default file come from the model's earlier versions in the lockfile, and
 --requires defaults to the previous version's range: a retrain on the same architecture is
 just `cas publish MODEL --version v1.1`. File names are the lockfile's: the first publish's
@@ -61,6 +70,9 @@ examples:
   cas publish cser-detector --version v1.1 --lock structflo/cser/weights.lock
   cas publish cser-detector --version v1.1 --to oci://registry.lab:5000/models/cser-detector
   cas publish cser-detector --version v1.1 --to /lab/shared/cas --read-back
+  cas publish cser-detector --version v1.1 --key release.pem             (signed: model.sig)
+  cas publish cser-detector --version v1.0 --signature-only --key release.pem
+                                  sign v1.0 now; its signature goes under weights-v1.0.sig
 
 {json_help("publish", ['"model"', '"version"', '"remote"', '"tag"', '"commit"', '"files": [...]'])}
 
@@ -127,6 +139,16 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--plain-http", action="store_true", help="(oci://) the registry speaks HTTP, not HTTPS"
     )
+    p.add_argument(
+        "--key",
+        metavar="PRIVATE.pem",
+        help="sign the version before tagging (an elliptic-curve private key, PEM)",
+    )
+    p.add_argument(
+        "--signature-only",
+        action="store_true",
+        help="send only the version's signature (pinned, or made with --key) to where it is",
+    )
     p.set_defaults(run=run)
 
 
@@ -141,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not media_type:
             raise UsageError(f"--media-type {item!r}: expected NAME=TYPE")
         media.append((name, media_type))
+    if args.signature_only:
+        return _signature_only(args)
     request = ops.PublishRequest(
         args.model,
         args.version,
@@ -160,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         read_back=args.read_back,
         media_types=tuple(media),
         plain_http=args.plain_http,
+        key=_key(args),
     )
     store = open_store(args)
     plan = ops.plan(request, store, dry_run=args.dry_run)
@@ -203,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"kept {len(kept)} file(s) cas did not write: {', '.join(kept)}")
     if request.read_back:
         say(args, f"read back every byte of {len(plan.files)} file(s): all as sent")
+    if plan.signed is not None:
+        _warn_untrusted(plan.lock_path, args.model, plan.version, plan.signed.signer)
+        where = done.signed or plan.remote.remote
+        say(args, f"signed by key {plan.signed.signer}; the signature travels with it: {where}")
     commit = f"commit it with `git add {lock} && git commit -m 'weights: publish {plan.version}'`"
     if plan.place == "unchanged":
         say(args, f"{lock} already records {plan.source}")
@@ -210,6 +239,95 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"pinned in {lock} with {plan.remote.remote} as a mirror: {commit}")
     else:
         say(args, f"pinned in {lock}: {commit}")
+    return 0
+
+
+def _key(args: argparse.Namespace) -> Any:
+    if args.key is None:
+        return None
+    from modelcas.signing import KeySpec  # noqa: PLC0415
+
+    return KeySpec(Path(args.key))
+
+
+def _warn_untrusted(lock: Path, model: str, version: str, signer: str) -> None:
+    """The warning `cas sign` gives: a signer the lockfile's trust list does not name."""
+    from modelcas.lockfile import Lockfile  # noqa: PLC0415
+
+    trusted = Lockfile.load(lock).trusted(model) if lock.exists() else []
+    if trusted and not any(t.key == signer for t in trusted if t.key is not None):
+        out(
+            f"cas: warning: {show_path(lock)} does not trust key {signer} for {model}: add it "
+            f"(cas trust add PUB.pem), or sync and loads refuse {model}@{version}",
+            file=sys.stderr,
+        )
+
+
+def _signature_only(args: argparse.Namespace) -> int:
+    """``--signature-only``: a published version's signature, sent to where the version is."""
+    from modelcas.ops.signatures import publish_signature  # noqa: PLC0415
+
+    extra = [
+        flag
+        for flag, given in (
+            ("--file", args.file),
+            ("--as", args.names),
+            ("--requires", args.requires),
+            ("--package", args.package),
+            ("--set-default", args.set_default),
+            ("--dry-run", args.dry_run),
+            ("--private", args.private),
+            ("--no-latest", args.no_latest),
+            ("--prune", args.prune),
+            ("--read-back", args.read_back),
+            ("--media-type", args.media_type),
+        )
+        if given
+    ]
+    if extra:
+        raise UsageError(
+            f"--signature-only sends only a signature: {', '.join(extra)} do not apply"
+        )
+    to = args.to or (f"hf://{args.repo}" if args.repo else None)
+    out = publish_signature(
+        args.model,
+        args.version,
+        open_store(args),
+        key=_key(args),
+        to=to,
+        lock=Path(args.lock) if args.lock else None,
+        plain_http=args.plain_http,
+    )
+    if out.pinned:
+        _warn_untrusted(out.lock, out.model, out.version, out.signer)
+    if args.json:
+        emit_json(
+            "publish",
+            {
+                "signature_only": True,
+                "model": out.model,
+                "version": out.version,
+                "remote": out.remote,
+                "source": out.source,
+                "signature": {
+                    "signer": out.signer,
+                    "sha256": out.signature.sha256,
+                    "size": out.signature.size,
+                    "at": out.where,
+                    "sent": out.where is not None,
+                },
+                "pinned": out.pinned,
+                "lock": show_path(out.lock),
+            },
+        )
+        return 0
+    label = f"{out.model}@{out.version}"
+    if out.where is None:
+        say(args, f"{out.source} already holds the signature of {label} by key {out.signer}")
+    else:
+        say(args, f"published the signature of {label} by key {out.signer}: {out.where}")
+    if out.pinned:
+        say(args, f"pinned the signature in {show_path(out.lock)}")
     return 0
 
 
@@ -258,6 +376,14 @@ def _json(plan: Any, result: Any, *, dry_run: bool) -> None:
             "prune": plan.remote.named("prune"),
             "keep": plan.remote.named("keep"),
             "uploaded": result.uploaded if result is not None else [],
+            "signature": {
+                "signer": plan.signed.signer,
+                "sha256": plan.signed.digest.sha256,
+                "size": plan.signed.digest.size,
+                "at": result.published.signed if result and result.published else None,
+            }
+            if plan.signed is not None
+            else None,
         },
     )
 
@@ -304,6 +430,9 @@ def _show_plan(plan: Any) -> None:
     )
     if plan.default_changed:
         out(f"  default  {plan.weights_path} becomes the model's default weights file")
+    if plan.signed is not None:
+        made = "signed now" if plan.signed_now else "as pinned"
+        out(f"  sign     key {plan.signed.signer} ({made}; the signature goes with it)")
     diff = difflib.unified_diff(
         plan.before.splitlines(keepends=True),
         plan.after.splitlines(keepends=True),

@@ -28,7 +28,14 @@ HF_HUB_OFFLINE=1; a download is left where hf_hub_download finds it); oci://HOST
 REPO:TAG or @sha256:...; a directory (a path or file:// URL) with --name (and --version)
 from its catalog, or without --name every file the lockfile pins (or the given addresses);
 https://HOST/PATH/FILE with --name and --version (http:// only for loopback or with
---plain-http; --expect sha256:... refuses other bytes)."""
+--plain-http; --expect sha256:... refuses other bytes).
+
+Signatures (docs/signing.md): when the lockfile trusts signers for the model, the signature
+that travels with the version (model.sig in a Hub tag's commit or its companion tag's, an
+OCI referrer, a file beside a directory's catalog entry) is checked before any byte moves
+and pinned with the version; no signature by a trusted signer, and nothing is pinned. A URL
+carries none: --signature FILE gives one. Without trust, no signature is pinned (one made
+with a key cannot be checked without the key): trust the signer, then pull again."""
 EPILOG = f"""\
 examples:
   cas pull hf://sidxz/structflo-cser-detector@weights-v1.1
@@ -69,6 +76,11 @@ def register(sub: Any) -> None:
     p.add_argument("--expect", metavar="sha256:HEX", help="(URLs) the digest the bytes must have")
     p.add_argument("--no-pin", action="store_true", help="fetch only; leave the lockfile alone")
     p.add_argument(
+        "--signature",
+        metavar="FILE",
+        help="check and pin this signature (model_signing's format) instead of what travels",
+    )
+    p.add_argument(
         "--plain-http",
         action="store_true",
         help="(oci://, http://) allow plain HTTP to a host that is not loopback",
@@ -94,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude or ()),
         expect=args.expect,
         plain_http=args.plain_http,
+        signature=Path(args.signature) if args.signature else None,
     )
     with byte_bar(None, "downloading", quiet=args.quiet) as bar:
         result = pull(req, open_store(args), progress=bar, total=bar.total if bar else None)
@@ -115,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
                     "lock": show_path(result.lock_path or ""),
                     "changed": result.changed,
                     "place": result.place,
+                    "signature": {
+                        "signer": result.signature.signer,
+                        "sha256": result.signature.digest.sha256,
+                        "size": result.signature.digest.size,
+                    }
+                    if result.signature is not None
+                    else None,
                 }
                 if pinned
                 else None,
@@ -143,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
             f"{state} {result.model}@{result.version} ({at}) in "
             f"{show_path(result.lock_path or '')}",
         )
+        if result.signature is not None:
+            say(
+                args,
+                f"signed by key {result.signature.signer}, trusted; the signature is pinned",
+            )
     else:
         say(args, f"fetched {result.source} (not pinned)")
     return 0

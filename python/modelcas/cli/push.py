@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 "present": [d.address for d in result.present],
                 "recorded": result.recorded,
                 "mirrored": result.mirrored,
+                "signed": result.signed,
                 "lock": show_path(result.lock_path) if result.lock_path else None,
             },
         )
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.recorded:
         say(args, f"recorded in its catalog: {', '.join(result.recorded)}")
+    if result.signed:
+        say(args, f"signatures beside their catalog entries: {', '.join(result.signed)}")
     if result.mirrored and result.lock_path is not None:
         say(
             args,

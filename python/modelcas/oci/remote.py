@@ -12,6 +12,9 @@ uncompressed layer whose digest is the file's sha256 address (``modelcas.oci.mod
   another repository of the registry holds is mounted), upload the rest from the store's
   read-only objects, PUT the manifest by digest, run the read-back if asked, then PUT the tag
   and resolve it again.
+- **signatures**: referrers of the version's manifest (``modelcas.oci.referrers``), found
+  through the referrers API or its tag-schema fallback; one sent with a publish is added
+  before the tag is created, and the version's manifest never changes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Literal
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, RemoteError, RemoteMissingError, TagConflictError
 from modelcas.hashing import Progress
-from modelcas.oci import modelpack
+from modelcas.oci import modelpack, referrers
 from modelcas.oci.client import Client, plain_http_allowed
 from modelcas.oci.modelpack import Artifact, Blob, Manifest
 from modelcas.oci.reference import Reference, check_tag, parse
@@ -238,6 +241,34 @@ class OciRemote:
                 self.reference.repository, f"sha256:{listed.sha256}", listed.size, sink
             )
 
+    # -- signatures ------------------------------------------------------------------------
+
+    def signatures(self, version: RemoteVersion) -> list[bytes]:
+        """The signatures referring to the version's manifest (see ``modelcas.oci.referrers``)."""
+        digest = version.revision or self.resolve(version.ref).revision
+        assert digest is not None
+        with self._fetch_client() as client:
+            return referrers.read_signatures(client, self.reference.repository, digest)
+
+    def attach_signature(self, version: RemoteVersion, data: bytes) -> str | None:
+        """Add a signature as a referrer of the version's manifest (no tag moves).
+
+        Raises:
+            RemoteMissingError: the registry has no such manifest.
+            RemoteError: the registry failed or refused.
+        """
+        digest = version.revision or self.resolve(version.ref).revision
+        assert digest is not None
+        if data in self.signatures(version):
+            return None
+        repo = self.reference.repository
+        with self.client() as client:
+            head = client.head_manifest(repo, digest)
+            if head is None:
+                raise RemoteMissingError(f"{self.reference.at(digest).url} does not exist")
+            referrers.push_signature(client, repo, head, data)
+        return f"a referrer of {self.reference.at(digest).url}"
+
     # -- publishing ------------------------------------------------------------------------
 
     def plan_publish(self, out: Outgoing, *, prune: bool = False) -> RemotePlan:  # noqa: ARG002
@@ -325,8 +356,14 @@ class OciRemote:
         """Carry out a plan: blobs, the manifest by digest, the read-back, then the tag."""
         native: PushPlan = plan.native
         digest = native.artifact.digest
+        signed: list[str | None] = []
 
         def check() -> None:
+            if out.signature is not None:
+                # Before the tag: a tagged version has its signature.
+                at = RemoteVersion(self.url, native.source, ref=digest, revision=digest)
+                where = self.attach_signature(at, out.signature)
+                signed.append(where or f"a referrer of {native.source} (there already)")
             if read_back is not None:
                 self._manifests[digest] = modelpack.parse_manifest(
                     native.artifact.manifest, native.source
@@ -352,6 +389,7 @@ class OciRemote:
             [n for n in result.mounted if n in files],
             [n for n in result.present if n in files],
             [],
+            signed=signed[0] if signed else None,
         )
 
 

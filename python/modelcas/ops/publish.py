@@ -9,6 +9,9 @@ only then send what is missing, read back what the remote recorded (every byte w
 The remote is picked once: ``--to`` (``hf://ORG/NAME``, ``oci://HOST/REPO``, a directory), else
 ``--repo ORG/NAME`` (the Hub), else the model's ``repo:`` in the lockfile, else its latest
 Hub source.
+
+A version's signature travels with it: made now with ``key`` (before the tag is created, so a
+Hub tag's commit holds ``model.sig``), else the one the lockfile pins (docs/signing.md).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from modelcas import lockfile
 from modelcas.digest import Digest
 from modelcas.errors import IntegrityError, LockfileError, UsageError
 from modelcas.hashing import Progress, hash_file
-from modelcas.lockfile import LockedModel, Lockfile
+from modelcas.lockfile import LockedModel, Lockfile, PinnedSignature
 from modelcas.ops.add import refuse_lfs_pointer
 from modelcas.pinning import write_pins
 from modelcas.remotes import (
@@ -34,6 +37,7 @@ from modelcas.remotes import (
     parse,
     writable,
 )
+from modelcas.signing import KeySpec
 from modelcas.store import Store
 
 Place = Literal["source", "mirror", "unchanged"]
@@ -61,6 +65,7 @@ class PublishRequest:
     read_back: bool = False  # download and hash every byte before tagging
     media_types: tuple[tuple[str, str], ...] = ()  # (OCI) NAME=TYPE overrides
     plain_http: bool = False  # (OCI) the registry speaks HTTP
+    key: KeySpec | None = None  # sign the version with it (else its pinned signature travels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class PublishPlan:
     latest: str | None = None  # the model's latest version after the publish
     before: str = ""  # the lockfile's text now
     after: str = ""  # and after the publish (with a placeholder revision)
+    signature: bytes | None = None  # travels with the version
+    signed: PinnedSignature | None = None  # and is pinned with it
+    signed_now: bool = False  # made by this publish (--key), not the one pinned before
 
     @property
     def source(self) -> str:
@@ -158,16 +166,28 @@ def plan(request: PublishRequest, store: Store, *, dry_run: bool = False) -> Pub
                 "version",
             )
         requires = existing.requires
-    out = _outgoing(req, version, local, requires, lock)
+    files = {n: f.digest for n, f in local.files.items()}
+    from modelcas.ops import signatures  # noqa: PLC0415 (the [sign] extra only when signing)
+
+    travelling = signatures.outgoing(req.model, version, files, req.key, existing, store)
+    out = _outgoing(req, version, local, requires, lock, travelling.data)
     remote_plan = remote.plan_publish(out, prune=req.prune)  # a moved tag is refused first
+    if remote_plan.tag_exists and travelling.data is not None:
+        at = signatures.planned_at(remote_plan, req.model, version)
+        label = f"{req.model}@{version}"
+        travelling = signatures.settle(remote, at, label, files, travelling, req.key)
     if existing is not None:
         _same_files(lock_path, req.model, version, existing.files, local.files)
     p = PublishPlan(req, lock_path, remote_plan, local.files, requires, local.package, version)
+    p.signature, p.signed, p.signed_now = travelling.data, travelling.pin, travelling.made
     p.weights_path, p.default_changed = _default_file(req, model)
     p.before = lock.dumps() if lock_path.exists() else ""
     after = Lockfile.loads(p.before, lock_path) if p.before else Lockfile(path=lock_path)
+    signature_before = _pinned_signature(after, req.model, version)
     p.place = _record(after, p, _PLACEHOLDER, target.kind == "hf")
     p.up_to_date = remote_plan.tag_exists and p.place == "unchanged"
+    if p.signed is not None and (signature_before != p.signed or not travelling.there):
+        p.up_to_date = False  # the signature is new here, or not at the remote yet
     p.latest = after.models[req.model].latest
     p.after = after.dumps().replace(_PLACEHOLDER, "<commit of the upload>")
     return p
@@ -211,12 +231,19 @@ def _repository(ref: Ref, version: str) -> Ref:
     return ref
 
 
-def _outgoing(
+def _pinned_signature(lock: Lockfile, model: str, version: str) -> PinnedSignature | None:
+    m = lock.models.get(model)
+    found = m.find(version) if m else None
+    return m.versions[found].signature if m is not None and found is not None else None
+
+
+def _outgoing(  # noqa: PLR0917 (what one publish sends)
     req: PublishRequest,
     version: str,
     local: LocalVersion,
     requires: str | None,
     lock: Lockfile,
+    signature: bytes | None = None,
 ) -> Outgoing:
     media = dict(req.media_types)
     places = tuple(
@@ -235,6 +262,7 @@ def _outgoing(
         media,
         places,
         private=req.private,
+        signature=signature,
     )
 
 
@@ -314,7 +342,7 @@ def publish(p: PublishPlan, store: Store, *, progress: Progress | None = None) -
     if p.up_to_date:
         return PublishResult(p, None, p.latest)
     remote: Writable = writable(_target_of(p), plain_http=req.plain_http)
-    out = _outgoing(req, p.version, _local(p), p.requires, Lockfile(path=p.lock_path))
+    out = _outgoing(req, p.version, _local(p), p.requires, Lockfile(path=p.lock_path), p.signature)
     pins = {n: f.digest for n, f in p.files.items()}
 
     def read_back(at: RemoteVersion) -> None:
@@ -334,12 +362,24 @@ def publish(p: PublishPlan, store: Store, *, progress: Progress | None = None) -
     )
     by_digest = {f.digest: f.local for f in p.files.values()}
     is_hub = parse(p.remote.remote).kind == "hf"
+    kept = list(by_digest)
+    signature = p.signature
+    if signature is not None and p.signed is not None:
+        store.add_bytes(signature, expected=p.signed.digest)
+        kept.append(p.signed.digest)
+
+    def refill(d: Digest) -> None:  # gc took it before the pin was seen: store it again
+        if p.signed is not None and signature is not None and d == p.signed.digest:
+            store.add_bytes(signature, expected=d)
+        else:
+            store.add_file(by_digest[d], expected=d)
+
     write_pins(
         store,
         p.lock_path,
         lambda lock: _record(lock, p, done.revision or "", is_hub),
-        list(by_digest),
-        lambda d: store.add_file(by_digest[d], expected=d),
+        kept,
+        refill,
     )
     return PublishResult(p, done, p.latest)
 
@@ -450,6 +490,9 @@ def _record(lock: Lockfile, p: PublishPlan, revision: str, is_hub: bool) -> Plac
             entry.source, entry.commit = p.source, commit or entry.commit
         else:
             place = "mirror" if lock.add_mirror(req.model, found, p.source) else "unchanged"
+    if p.signed is not None:
+        entry = lock.models[req.model].versions[found or p.version]
+        entry.signature = p.signed  # the signature that went with it
     if p.package is not None:
         lock.package = p.package
     m = lock.models[req.model]

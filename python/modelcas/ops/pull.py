@@ -4,7 +4,9 @@ The remote is picked once, from the one reference parser (``modelcas.remotes``):
 OCI registry, a shared directory or a plain URL all go through the same steps: resolve the
 reference to a version that cannot move, list its files, refuse before downloading anything
 that disagrees with the lockfile, fetch (verified while streaming), then pin the version with
-its source, ``requires`` and ``package`` as the remote's metadata gives them.
+its source, ``requires`` and ``package`` as the remote's metadata gives them. For a model the
+lockfile trusts signers for, the signature that travels with the version is checked before
+any byte moves and pinned with it (``modelcas.ops.signatures``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Literal
 from modelcas import lockfile
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import IntegrityError, RemoteMissingError, UsageError
-from modelcas.hashing import Progress
-from modelcas.lockfile import LockedVersion, Lockfile
+from modelcas.hashing import Progress, hash_bytes
+from modelcas.lockfile import Lockfile, PinnedSignature
 from modelcas.pinning import write_pins
 from modelcas.remotes import DirRemote, Fetched, Listed, Remote, RemoteVersion, open_remote, parse
 from modelcas.remotes.reference import Ref, file_name
@@ -47,6 +49,7 @@ class PullRequest:
     expect: str | None = None  # (plain URLs) sha256:<hex> the bytes must have
     plain_http: bool = False  # (OCI, URLs) allow HTTP to a host that is not loopback
     pre: bool = False  # let a pre-release become latest
+    signature: Path | None = None  # check and pin this signature instead of what travels
 
 
 @dataclass
@@ -65,6 +68,7 @@ class PullResult:
     package: str | None = None
     remote: str | None = None
     validator: str | None = None
+    signature: PinnedSignature | None = None  # the version's signature, checked and pinned
 
     @property
     def downloaded(self) -> int:
@@ -121,8 +125,14 @@ def pull(
         lockfile.check_name(name)
         lockfile.parse_version(chosen, f"{name}@{chosen}")
     lock_path = lockfile.locate(req.lock, must_exist=False)
+    from modelcas.ops import signatures  # noqa: PLC0415 (signing only when trusting)
+
+    if req.signature is not None and not req.pin:
+        raise UsageError("--signature is pinned with the version: drop --no-pin")
+    offer = None
     if req.pin and chosen is not None:
-        _check_trust(lock_path, name, chosen, store)
+        # Before any byte moves: a trusted model's version must come with a trusted signature.
+        offer = signatures.offered(lock_path, name, chosen, remote, version, store, req.signature)
     pinned = _pinned(lock_path, name, chosen) if req.pin or req.lock else {}
     listing = remote.listing(version)
     wanted = _select(req, version, listing)
@@ -151,8 +161,13 @@ def pull(
     if not req.pin or chosen is None:
         return result
     result.model, result.version = name, chosen
-    result.place = _pin(req, ref, remote, version, result, store, lock_path)
-    result.changed = result.place != "already"
+    data = None
+    if offer is not None:
+        data, result.signature = signatures.accept(
+            offer, {f.name: f.digest for f in result.files}, store
+        )
+    result.place, signed = _pin(req, ref, remote, version, result, store, lock_path, data)
+    result.changed = result.place != "already" or signed
     return result
 
 
@@ -185,25 +200,6 @@ def _default_name(ref: Ref, version: RemoteVersion) -> str:
     if version.model:
         return version.model
     return file_name(ref.location).split(".", 1)[0] or "model"
-
-
-def _check_trust(lock_path: Path, name: str, version: str, store: Store) -> None:
-    """Refuse, before any byte moves, a version of a trusted model that no trusted key signed.
-
-    Until signatures travel with remotes, only a version already pinned with a trusted
-    signature passes (docs/signing.md).
-    """
-    if not lock_path.exists():
-        return
-    lock = Lockfile.load(lock_path)
-    if not lock.trusted(name):
-        return
-    from modelcas.signing import check_trusted  # noqa: PLC0415 (signing only when trusted)
-
-    model = lock.models.get(name)
-    found = model.find(version) if model else None
-    entry = model.versions[found] if model is not None and found is not None else None
-    check_trusted(lock, name, found or version, store, entry=entry or LockedVersion({}))
 
 
 def _pinned(lock_path: Path, name: str, version: str | None) -> dict[str, Digest]:
@@ -307,15 +303,29 @@ def _pin(  # noqa: PLR0917 (what a pin records, from one pull)
     result: PullResult,
     store: Store,
     lock_path: Path,
-) -> Place:
+    data: bytes | None = None,
+) -> tuple[Place, bool]:
+    """Pin the pulled version (and its checked signature); True when the signature is new."""
     name, chosen = result.model, result.version
     assert name is not None and chosen is not None
     got = {f.name: f.digest for f in result.files}
     by_digest = {f.digest: f.name for f in result.files}
     commit = version.revision if ref.kind == "hf" else None
     repo = remote.url if ref.kind in ("hf", "oci") else None
+    sig = result.signature
 
-    def change(fresh: Lockfile) -> Place:
+    def change(fresh: Lockfile) -> tuple[Place, bool]:
+        place = _record(fresh)
+        if sig is None:
+            return place, False
+        model = fresh.models[name]
+        entry = model.versions[model.find(chosen) or chosen]
+        if entry.signature == sig:
+            return place, False
+        entry.signature = sig
+        return place, True
+
+    def _record(fresh: Lockfile) -> Place:
         model = fresh.models.get(name)
         found = model.find(chosen) if model else None
         if model is not None and found is not None:
@@ -346,9 +356,16 @@ def _pin(  # noqa: PLR0917 (what a pin records, from one pull)
         return "pinned"
 
     def refill(d: Digest) -> None:  # gc took it before the pin was seen: fetch again
-        remote.fetch(version, {by_digest[d]: d}, store)
+        if sig is not None and d == sig.digest and data is not None:
+            store.add_bytes(data, expected=d)
+        else:
+            remote.fetch(version, {by_digest[d]: d}, store)
 
-    return write_pins(store, lock_path, change, list(got.values()), refill)
+    pins = list(got.values())
+    if data is not None and sig is not None:  # a signature new here (else pinned already)
+        store.add_bytes(data, expected=sig.digest)
+        pins.append(sig.digest)
+    return write_pins(store, lock_path, change, pins, refill)
 
 
 def _pull_objects(
@@ -364,11 +381,14 @@ def _pull_objects(
         shared = remote.store()
         pins = [(a, shared.info(shared.resolve(a)).digest) for a in req.addresses]
     else:
+        from modelcas.ops.sync import fetch_signatures  # noqa: PLC0415
         from modelcas.registry import open_lock  # noqa: PLC0415
         from modelcas.signing import check_lock  # noqa: PLC0415
 
         registry = open_lock(req.lock, store=store)
         registry.register()  # first: gc must see the pins before their objects arrive
+        _signatures_from(remote, registry.lock, store)
+        fetch_signatures(registry)  # the rest from each version's own places
         check_lock(registry.lock, store)  # nothing a trusted model's lock refuses is fetched
         pins = [(p.label, p.digest) for p in registry.pins()]
     result = PullResult(req.source, remote=remote.url)
@@ -378,6 +398,38 @@ def _pull_objects(
     for label, digest in pins:
         result.files += remote.fetch(version, {label: digest}, store, progress=progress)
     return result
+
+
+def _push_signatures(remote: DirRemote, lock: Lockfile, store: Store) -> list[str]:
+    """Each pinned signature beside its version's catalog entry (those not there yet)."""
+    from modelcas.signing.trust import stored_signature  # noqa: PLC0415
+
+    done = []
+    for name, model in sorted(lock.models.items()):
+        for v in model.ordered():
+            sig = model.versions[v].signature
+            if sig is None:
+                continue
+            data = stored_signature(store, sig, f"{name}@{v}")
+            at = RemoteVersion(remote.url, remote.url, model=name, version=v)
+            if remote.attach_signature(at, data) is not None:
+                done.append(f"{name}@{v}")
+    return done
+
+
+def _signatures_from(remote: DirRemote, lock: Lockfile, store: Store) -> None:
+    """The pinned signatures the store lacks, from beside the directory's catalog entries."""
+    for name, model in sorted(lock.models.items()):
+        for v in model.ordered():
+            sig = model.versions[v].signature
+            if sig is None or store.has(sig.digest.sha256):
+                continue
+            at = RemoteVersion(remote.url, remote.url, model=name, version=v)
+            for data in remote.signatures(at):
+                d = hash_bytes(data)
+                if d.sha256 == sig.digest.sha256 and d.size == sig.digest.size:
+                    store.add_bytes(data, expected=sig.digest)
+                    break
 
 
 @dataclass
@@ -390,6 +442,7 @@ class PushResult:
     recorded: list[str] = field(default_factory=list)  # MODEL@VERSION added to the catalog
     lock_path: Path | None = None
     mirrored: list[str] = field(default_factory=list)  # MODEL@VERSION given the directory
+    signed: list[str] = field(default_factory=list)  # MODEL@VERSION whose signature was added
 
 
 def push(
@@ -447,6 +500,8 @@ def push(
     for name, v, files, requires in versions:
         if remote.record(name, v, files, requires=requires, package=package):
             result.recorded.append(f"{name}@{v}")
+    if not addresses:
+        result.signed = _push_signatures(remote, loaded, store)
     if result.lock_path is not None and versions:
 
         def change(fresh: Lockfile) -> list[str]:

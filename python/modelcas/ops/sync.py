@@ -37,6 +37,43 @@ def missing_bytes(registry: Registry) -> int:
     return sum(p.digest.size for p in registry.pins() if not registry.store.has(p.digest.sha256))
 
 
+def fetch_signatures(registry: Registry) -> list[str]:
+    """Bring every pinned signature missing here from where its version lives.
+
+    A signature is a pinned object like a file, and small: fetched first, so the trust check
+    runs before any weights move. For a model the lockfile trusts signers for, one that
+    cannot be fetched is an error (its versions would be refused anyway); for another it is
+    a warning, and the weights are fetched all the same.
+
+    Returns:
+        ``MODEL@VERSION`` of each signature fetched.
+
+    Raises:
+        SignatureError: a trusted model's signature is at none of its version's places.
+    """
+    from modelcas.errors import SignatureError  # noqa: PLC0415
+    from modelcas.remotes.signature import fetch_signature  # noqa: PLC0415
+    from modelcas.warning import warn  # noqa: PLC0415
+
+    lock, store = registry.lock, registry.store
+    fetched = []
+    for name in sorted(lock.models):
+        model = lock.models[name]
+        for version in model.ordered():
+            entry = model.versions[version]
+            if entry.signature is None or store.has(entry.signature.digest.sha256):
+                continue
+            try:
+                fetch_signature(store, name, version, entry)
+            except SignatureError as e:
+                if lock.trusted(name):
+                    raise
+                warn(e.message)
+                continue
+            fetched.append(f"{name}@{version}")
+    return fetched
+
+
 def sync(registry: Registry, *, progress: Progress | None = None) -> SyncReport:
     """Fetch every pinned file that is missing, and verify every one that is present.
 
@@ -46,7 +83,7 @@ def sync(registry: Registry, *, progress: Progress | None = None) -> SyncReport:
 
     Raises:
         SignatureError: a version of a model with trusted signers is not validly signed by
-            one of them (checked before anything is fetched).
+            one of them (checked once the signatures are here, before any weights move).
         IntegrityError: a stored copy is corrupt and its version has no source, or a remote
             served other bytes.
         NotPinnedError: a file is missing and its version has no source.
@@ -56,7 +93,8 @@ def sync(registry: Registry, *, progress: Progress | None = None) -> SyncReport:
 
     report = SyncReport()
     registry.register()  # first: gc must see the pins before their objects are checked
-    # Before any byte moves: a version the lockfile's `trust:` refuses is not fetched.
+    fetch_signatures(registry)
+    # Before the weights move: a version the lockfile's `trust:` refuses is not fetched.
     check_lock(registry.lock, registry.store)
     for pin in registry.pins():
         had = registry.store.has(pin.digest.sha256)

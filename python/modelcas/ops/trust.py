@@ -56,16 +56,21 @@ def certificate_signer(identity: str, root: Path) -> TrustedSigner:
 def add(path: Path | None, signer: TrustedSigner, model: str | None) -> TrustChange:
     """Trust a signer for one model, or for every model without a list of its own.
 
+    For every model, a project without a lockfile gets one (``./cas.lock``): a consumer
+    trusts its publisher's key before its first ``cas pull``.
+
     Raises:
-        LockfileError: no lockfile.
+        LockfileError: no lockfile (for one model).
         NotPinnedError: no such model.
     """
-    lock_path = lockfile.locate(path)
+    lock_path = lockfile.locate(path, must_exist=model is not None)
     with lockfile.edit(lock_path) as lock:
         trust = _list(lock, model)
         changed = all(t.sort_key() != signer.sort_key() for t in trust)
         if changed:
             trust.append(signer)
+            # In the order the file is written in: the writer checks it reads back the same.
+            trust.sort(key=TrustedSigner.sort_key)
     return TrustChange(lock_path, model, signer, changed)
 
 

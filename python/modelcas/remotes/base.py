@@ -10,11 +10,16 @@ A :class:`Remote` works at the level of versions, as restic's repository and uv'
 - ``fetch(version, want, store)`` brings files into the store, verified while they stream
   (``modelcas.remotes.transfer``: resumable, with one low-speed limit);
 - ``stream(version, listed, sink)`` reads one file's bytes without storing them (an audit);
-- ``versions(model)`` lists the versions the remote holds, where it can list them.
+- ``versions(model)`` lists the versions the remote holds, where it can list them;
+- ``signatures(version)`` reads the signatures that travel with a version (``model.sig`` in a
+  Hub tag's commit or a companion tag's, OCI referrers, files beside a directory's catalog
+  entry), newest first: unchecked bytes, for ``modelcas.signing`` to judge.
 
 Writable remotes (the Hub, OCI registries, directories) also plan and carry out a publish:
 :class:`RemotePlan` is computed without changing anything (restic's ``PlanPrune``), then
-executed. Every result is a typed record that the CLI renders the same way for every remote.
+executed; ``attach_signature`` adds a signature to a version already there, without moving
+its tag or changing what the lockfile pins (docs/signing.md). Every result is a typed record
+that the CLI renders the same way for every remote.
 """
 
 from __future__ import annotations
@@ -125,6 +130,7 @@ class Outgoing:
     media_types: dict[str, str] = field(default_factory=dict)  # OCI: name -> layer media type
     known_places: tuple[str, ...] = ()  # where the lockfile already points (OCI mounts)
     private: bool = False  # (Hub) create the repo private
+    signature: bytes | None = None  # travels with the version (model_signing's format)
 
 
 Action = Literal["upload", "present", "mount", "delete", "keep", "prune"]
@@ -179,6 +185,7 @@ class Published:
     mounted: list[str]
     present: list[str]
     deleted: list[str]
+    signed: str | None = None  # where the version's signature went (None: none was sent)
 
 
 ReadBack = Callable[[RemoteVersion], None]
@@ -247,6 +254,17 @@ class Remote(Protocol):
         """
         ...
 
+    def signatures(self, version: RemoteVersion) -> list[bytes]:
+        """The signatures that travel with a version, newest first ([] where none does).
+
+        Nothing is checked here but size (each is bounded): the caller checks them against
+        the pins and the lockfile's ``trust:`` (``modelcas.signing``).
+
+        Raises:
+            RemoteError: the remote failed.
+        """
+        ...
+
 
 class Writable(Remote, Protocol):
     """A remote that versions can be published to."""
@@ -276,6 +294,19 @@ class Writable(Remote, Protocol):
         Raises:
             IntegrityError: the remote recorded other bytes; nothing was tagged.
             TagConflictError: the tag appeared meanwhile, pointing elsewhere.
+            RemoteError: the remote failed or refused.
+        """
+        ...
+
+    def attach_signature(self, version: RemoteVersion, data: bytes) -> str | None:
+        """Add a signature to a version the remote holds, moving nothing that is there.
+
+        Returns:
+            Where it went (a companion tag, a referrer, a file), or None when the remote
+            already had these very bytes for the version.
+
+        Raises:
+            UsageError: the version is not one this remote can sign (no version tag).
             RemoteError: the remote failed or refused.
         """
         ...

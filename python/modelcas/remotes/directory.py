@@ -7,12 +7,17 @@ version, requires, package, and every file's size, sha256 and blake3), so that `
 ``cas update`` and ``cas verify --remote`` work with a directory as with the Hub. A catalog
 entry is created once, atomically (written aside, then hard-linked into place: the link fails
 if another machine was first), and never changed: a version is never moved.
+
+A version's signatures sit beside its entry: ``catalog/MODEL/VERSION.sig``, and a later one
+(a version signed again, say with a new key) ``VERSION.sig.2``, ``.sig.3``...; each is
+created the same way and never changed either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +49,8 @@ from modelcas.store.durable import fsync_dir, fsync_file
 CATALOG = "catalog"
 # A catalog entry is a few hundred bytes; a cap, so that a planted file cannot eat memory.
 _MAX_ENTRY = 4 << 20
+_MAX_SIGNATURE = 64 << 20  # as modelcas.signing reads one
+_MAX_SIGNATURES = 32  # the newest read
 
 
 class DirRemote:
@@ -117,15 +124,22 @@ class DirRemote:
             self._same_or_conflict(model, version, entry, files)
             return False
         final = self._entry_path(model, version)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store(create=True).temp_path()
-        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        try:
-            fsync_file(tmp)
-            os.link(tmp, final)  # fails if another machine recorded it first
-        except FileExistsError:
+        data = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        if not self._create(final, data):  # another machine recorded it first
             entry = _read_entry(final) or {}
             self._same_or_conflict(model, version, entry, files)
+            return False
+        return True
+
+    def _create(self, final: Path, data: bytes) -> bool:
+        """Write a catalog file once: aside, then hard-linked into place (False: it exists)."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store(create=True).temp_path()
+        tmp.write_bytes(data)
+        try:
+            fsync_file(tmp)
+            os.link(tmp, final)  # fails if another machine was first
+        except FileExistsError:
             return False
         finally:
             tmp.unlink(missing_ok=True)
@@ -280,6 +294,72 @@ class DirRemote:
         self.check_reachable()
         return {v: f"{model}@{v}" for v in self.catalog(model)}
 
+    # -- signatures ------------------------------------------------------------------------
+
+    def _signature_files(self, model: str, version: str) -> list[tuple[int, Path]]:
+        """``(n, path)`` of every ``VERSION.sig[.n]`` beside the entry, newest first."""
+        folder = self.path / CATALOG / model
+        if not folder.is_dir():
+            return []
+        pattern = re.compile(re.escape(version) + r"\.sig(?:\.([1-9][0-9]{0,5}))?")
+        found = []
+        for p in folder.iterdir():
+            m = pattern.fullmatch(p.name)
+            if m is not None:
+                found.append((int(m.group(1) or 1), p))
+        return sorted(found, reverse=True)
+
+    def signatures(self, version: RemoteVersion) -> list[bytes]:
+        """The signature files beside the version's catalog entry, newest first."""
+        if version.model is None or version.version is None:
+            return []
+        self.check_reachable()
+        found = self._find(version.model, version.version)
+        name = found[0] if found is not None else version.version
+        out = []
+        for _, path in self._signature_files(version.model, name)[:_MAX_SIGNATURES]:
+            data = _read_file(path, _MAX_SIGNATURE)
+            if data is not None:
+                out.append(data)
+        return out
+
+    def attach_signature(self, version: RemoteVersion, data: bytes) -> str | None:
+        """Write a signature beside the version's catalog entry (a new file; none is changed).
+
+        Raises:
+            RemoteError: the catalog does not record the version.
+        """
+        if version.model is None or version.version is None:
+            raise RemoteError(f"{self.url}: which version the signature is for is not known")
+        self.check_reachable()
+        found = self._find(version.model, version.version)
+        if found is None:
+            raise RemoteError(
+                f"{self.url} has no {version.model}@{version.version} in its catalog; "
+                "its signature goes beside its entry",
+                hint="publish the version there first (cas publish --to, or cas push)",
+            )
+        return self._attach(version.model, found[0], data)
+
+    def _attach(self, model: str, version: str, data: bytes) -> str | None:
+        if data in self.signatures(RemoteVersion(self.url, self.url, model=model, version=version)):
+            return None
+        folder = self.path / CATALOG / model
+        for _ in range(100):  # another machine may take a number first
+            existing = self._signature_files(model, version)
+            n = existing[0][0] + 1 if existing else 1
+            name = f"{version}.sig" + (f".{n}" if n > 1 else "")
+            if self._create(folder / name, data):
+                return f"{self.url}/{CATALOG}/{model}/{name}"
+        raise RemoteError(f"{self.url}: could not add a signature file for {model}@{version}")
+
+    def _signature_url(self, model: str, version: str, data: bytes) -> str | None:
+        """Where the catalog holds these signature bytes for the version."""
+        for _, path in self._signature_files(model, version):
+            if _read_file(path, _MAX_SIGNATURE) == data:
+                return f"{self.url}/{CATALOG}/{model}/{path.name}"
+        return None
+
     # -- publishing ------------------------------------------------------------------------
 
     def push(self, digest: Digest, store: Store, *, progress: Progress | None = None) -> bool:
@@ -340,6 +420,13 @@ class DirRemote:
                     files=tuple(sorted(out.files)),
                 )
             )
+        signed = None
+        if out.signature is not None:
+            # Beside the entry, before it: the version appears with its signature.
+            name = plan.tag.partition("@")[2]
+            signed = self._attach(out.model, name, out.signature) or self._signature_url(
+                out.model, name, out.signature
+            )
         self.record(
             out.model,
             out.version,
@@ -347,7 +434,7 @@ class DirRemote:
             requires=out.requires,
             package=out.package,
         )
-        return Published(self.url, None, uploaded, [], present, [])
+        return Published(self.url, None, uploaded, [], present, [], signed=signed)
 
 
 def _entry(
@@ -417,6 +504,19 @@ def _read_entry(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
+
+
+def _read_file(path: Path, limit: int) -> bytes | None:
+    """A regular file of the catalog, at most ``limit`` bytes (None: not one, or larger)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
 
 
 def _files(entry: Mapping[str, Any]) -> dict[str, Digest]:

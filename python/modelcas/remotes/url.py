@@ -227,6 +227,10 @@ class UrlRemote:
             hint="pull a new version from its own URL with `cas pull URL --version V`",
         )
 
+    def signatures(self, version: RemoteVersion) -> list[bytes]:  # noqa: ARG002
+        """A plain URL carries no signature (``cas pull URL --signature FILE`` gives one)."""
+        return []
+
     def _opener(
         self, validator: str | None, seen: list[str | None] | None = None
     ) -> transfer.Opener:

@@ -78,7 +78,7 @@ def check_trusted(
     if pinned is None and data is None:
         raise UntrustedSignerError(
             f"{label} is not signed, and {where} accepts only signed versions of {name} "
-            f"(trusted: {_names(trusted)})",
+            f"(trusted: {signer_names(trusted)})",
             hint=f"sign it with a trusted key: cas sign {label} --key PRIVATE.pem",
         )
     if data is None:
@@ -139,5 +139,6 @@ def stored_signature(store: Store, pinned: PinnedSignature, label: str) -> bytes
     return data
 
 
-def _names(trusted: list[TrustedSigner]) -> str:
+def signer_names(trusted: list[TrustedSigner]) -> str:
+    """The first few trusted signers, as messages name them."""
     return "; ".join(t.label for t in trusted[:3]) + (" ..." if len(trusted) > 3 else "")

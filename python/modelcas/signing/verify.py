@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ _PREDICATE = "https://model_signing/signature/v1.0"
 _STATEMENT = "https://in-toto.io/Statement/v1"
 _IN_TOTO = "application/vnd.in-toto+json"
 _BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,12 @@ def _open_key_signature(
             if hint is None or hint == _pem_hint(key):
                 candidates.append((entry, key))
     if not candidates:
-        raise _untrusted(label, f"key {claimed}" if claimed else "a key", trusted)
+        # A bundle names its key by model_signing's hint only (sha256 of the key's PEM, what
+        # `sha256sum KEY.pub` prints for the signer's public key file).
+        who = f"key {claimed}" if claimed else "a key"
+        if claimed is None and isinstance(hint, str) and _HEX64.fullmatch(hint):
+            who = f"the key whose PEM has sha256 {hint}"
+        raise _untrusted(label, who, trusted)
     pae = b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type.encode(), len(payload), payload)
     accepted = None
     for candidate, key in candidates:
