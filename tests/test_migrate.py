@@ -237,6 +237,7 @@ def test_lock_set_edits_requires_latest_and_package_in_place(tmp_path: Path, cas
             'REGISTRY = {"det": {\n  "v1.0": {"requires": 1.0}}}\n',
             "weights.py:2: det@v1.0: requires 1.0 is not a version range",
         ),
+        ("REGISTRY = {}\nLATEST = {}\n", "weights.py: REGISTRY records no version"),
     ],
     ids=[
         "list key",
@@ -248,6 +249,7 @@ def test_lock_set_edits_requires_latest_and_package_in_place(tmp_path: Path, cas
         "file name",
         "requires list",
         "requires number",
+        "empty",
     ],
 )
 def test_a_hostile_weights_py_is_one_line_before_any_fetch(

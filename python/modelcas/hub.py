@@ -97,6 +97,9 @@ def scrub(text: str) -> str:
     return text
 
 
+_MAX_METADATA = 1 << 20  # modelcas.json lists file names; far below this
+
+
 def _token() -> str | None:
     from huggingface_hub import get_token
 
@@ -916,10 +919,47 @@ def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
     except Exception as e:
         raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
     try:
-        raw = json.loads(untrusted.read_text(path, "modelcas.json", cap=1 << 20))
-    except (OSError, ValueError, ModelcasError) as e:
+        text = untrusted.read_text(path, "modelcas.json", cap=_MAX_METADATA)
+    except ModelcasError as e:  # the cache's entry is a FIFO, a device, far too large...
+        if _offline():
+            raise RemoteError(
+                f"{where}: the Hugging Face cache's copy cannot be read ({e.message})",
+                hint="delete that entry from the Hugging Face cache, or pull online",
+            ) from None
+        text = _read_from_hub(repo_id, METADATA_FILE, commit, where)  # pass the cache over
+    except OSError as e:
+        raise RemoteError(f"{where}: cannot read the Hugging Face cache's copy ({e})") from None
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
         raise RemoteError(f"{where} is not JSON ({e})") from None
     return raw if isinstance(raw, dict) else None
+
+
+def _read_from_hub(repo_id: str, path: str, commit: str, where: str) -> str:
+    """A small file of a commit, read from the Hub itself (bounded), never from the cache."""
+    from huggingface_hub import get_session, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+    url = hf_hub_url(repo_id, path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    try:
+        with get_session().stream(
+            "GET", url, headers=build_hf_headers(token=_token()), follow_redirects=True
+        ) as answer:
+            answer.raise_for_status()
+            data = b""
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > _MAX_METADATA:
+                    raise RemoteError(f"{where}: more than {_MAX_METADATA} bytes")
+    except RemoteError:
+        raise
+    except Exception as e:
+        raise _remote_error(f"cannot read {where}", e, _NETWORK_HINT) from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RemoteError(f"{where} is not UTF-8 text") from None
 
 
 def weight_tags(repo_id: str) -> dict[str, str]:

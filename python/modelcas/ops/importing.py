@@ -73,7 +73,7 @@ def import_registry(
 
     Raises:
         UsageError: the file cannot be read as a registry (a non-literal, no repo or file),
-            or ``requires`` is used and the package is unknown.
+            it records no version, or ``requires`` is used and the package is unknown.
         IntegrityError: a tag holds other bytes than the recorded sha256; nothing is pinned.
         RemoteError: the Hub failed.
         LockfileError: the lockfile already pins a version to other content.
@@ -83,6 +83,11 @@ def import_registry(
     legacy = read(req.source, script=req.script, repo=req.repo, file=req.file, model=req.model)
     if req.model is not None and not legacy.versions and not legacy.notes:
         raise UsageError(f"{req.source}: REGISTRY has no model {req.model!r}")
+    if not legacy.versions and not legacy.notes:
+        raise UsageError(
+            f"{req.source}: REGISTRY records no version: nothing to import (no lockfile written)",
+            hint="point at the weights.py whose REGISTRY lists your models",
+        )
     lock_path = req.lock if req.lock is not None else req.source.parent / DEFAULT_LOCK
     package = req.package or lockfile.project_name(req.source)
     if package is None and any(v.requires for v in legacy.versions):
