@@ -824,7 +824,13 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let ctl = Control::default();
         // No writer ever opens the FIFO: a blocking open would hang here.
-        let copied = copy_file(&fifo, &dir.path().join("out"), Algos::SHA256_BLAKE3, false, &ctl);
+        let copied = copy_file(
+            &fifo,
+            &dir.path().join("out"),
+            Algos::SHA256_BLAKE3,
+            false,
+            &ctl,
+        );
         assert!(copied.is_err());
         let source = ReadMode {
             mmap: Some(false),

@@ -63,7 +63,9 @@ impl Mapped {
         // `check` reports (see the module's comment).
         let map = unsafe { memmap2::Mmap::map(file) }.at(path, "map")?;
         let _ = map.advise(memmap2::Advice::Sequential);
-        let slot = install().then(|| register(map.as_ptr() as usize, map.len())).flatten();
+        let slot = install()
+            .then(|| register(map.as_ptr() as usize, map.len()))
+            .flatten();
         Ok(Mapped {
             map: Some(map),
             slot,

@@ -213,10 +213,10 @@ fn hash_file(
 ) -> PyResult<PyDigests> {
     let algos = parse_algos(algos)?;
     let mode = ReadMode {
-            mmap,
-            regular_only,
-            follow,
-        };
+        mmap,
+        regular_only,
+        follow,
+    };
     run(py, progress.as_ref(), |ctl| {
         hash::hash_file(&path, algos, mode, ctl)
     })
