@@ -393,6 +393,10 @@ def test_global_options_go_before_or_after_the_command(
     assert (other / "store.json").exists()
     quiet = run("-q", "verify", "--lock", lock)
     assert quiet.returncode == 0 and quiet.stdout == ""
+    # `cas verify --lock` takes an optional path; without one it checks the global --lock's.
+    for argv in (("--lock", lock, "verify", "--lock"), ("verify", "--lock", "--lock", lock)):
+        r = run(*argv)
+        assert r.returncode == 0 and lock in r.stdout, (argv, r.stderr)
 
 
 # -- --json on success and on failure, for every command ----------------------------------------
