@@ -91,7 +91,8 @@ def register(sub: Any) -> None:
         "--file",
         action="append",
         metavar="PATH",
-        help="weights file(s) to publish, this time only (default: the model's weights-path)",
+        help="weights file(s) to publish, this time only (default: the model's weights-path; "
+        "without one, a pinned version's stored files)",
     )
     p.add_argument(
         "--as",
