@@ -393,6 +393,10 @@ def test_global_options_go_before_or_after_the_command(
     assert (other / "store.json").exists()
     quiet = run("-q", "verify", "--lock", lock)
     assert quiet.returncode == 0 and quiet.stdout == ""
+    # `cas verify --lock` takes an optional path; without one it checks the global --lock's.
+    for argv in (("--lock", lock, "verify", "--lock"), ("verify", "--lock", "--lock", lock)):
+        r = run(*argv)
+        assert r.returncode == 0 and lock in r.stdout, (argv, r.stderr)
 
 
 # -- --json on success and on failure, for every command ----------------------------------------
@@ -635,3 +639,23 @@ def test_extract_again_into_the_same_files_succeeds_and_other_bytes_name_force(
     assert member.read_bytes() == b"other bytes"
     forced = _cas(["bundle", "extract", "b.zip", "-d", "x", "--force"], proj, env)
     assert forced.returncode == 0 and member.read_bytes() == b"some weights"
+
+
+def test_an_error_document_to_a_closed_pipe_is_no_traceback(tmp_path: Path) -> None:
+    # `cas --json update nosuch | head -1`: writing the cas.error/1 document to a reader that
+    # went away raised BrokenPipeError inside the error handler, with two tracebacks.
+    (tmp_path / "cas.lock").write_text("lock-version: 1\nmodels: {}\n")
+    env = {**os.environ, "MODELCAS_HOME": str(tmp_path / "store"), "CAS_NO_PROGRESS": "1"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "modelcas", "--json", "lock", "show", "nosuch"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader is gone before the command writes anything
+    err = p.stderr.read().decode()
+    code = p.wait(timeout=120)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert code == 1, err

@@ -714,9 +714,14 @@ def test_publish_keeps_files_cas_did_not_write(
     args = ("cser-detector", "--version", "v3.0", "--file", "runs/labels_detect/weights/best.pt")
     dry = cas("publish", *args, "--prune", "--dry-run", cwd=pkg)
     assert "prune    README.md (not written by cas; removed because of --prune)" in dry.stdout
-    pruned = cas("publish", *args, "--prune", "--json", cwd=pkg)
+    dry = cas("publish", *args, "--prune", "--dry-run", "--json", cwd=pkg)
+    assert json.loads(dry.stdout)["prune"] == ["README.md", "config.json"]
+    pruned = cas("publish", *args, "--prune", cwd=pkg)
     assert pruned.returncode == 0, pruned.stderr
-    assert json.loads(pruned.stdout)["prune"] == ["README.md", "config.json"]
+    # The real run says which too, not only "2 removed from the tree".
+    assert "removed 2 file(s) cas did not write (--prune): README.md, config.json" in (
+        pruned.stdout
+    )
     assert files("weights-v3.0") == {".gitattributes", "modelcas.json", "best.pt"}
 
 

@@ -617,6 +617,26 @@ def test_equal_versions_keep_the_spelling_first_pinned(
     assert r.returncode == 1 and "v1.0" in r.stderr, r.stderr
 
 
+@only("hub", "oci", "dir")
+def test_a_pinned_version_is_published_from_the_store_without_its_files_here(
+    place: Place, cas: Run, tmp_path: Path
+) -> None:
+    # A version pinned here (pulled, or added and the file since deleted) with no default
+    # weights file: publishing it elsewhere asked for --file, though the store holds it.
+    pkg = _project(tmp_path / "pkg")
+    data = _bytes(MiB, 21)
+    (pkg / "best.pt").write_bytes(data)
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0", cwd=pkg).returncode == 0
+    (pkg / "best.pt").unlink()
+    r = cas("publish", "det", "--version", "1.0.0", *place.target(), "--json", cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == "v1.0"
+    fresh = _project(tmp_path / "consumer")
+    r = cas("pull", *place.ref("v1.0"), cwd=fresh, store=tmp_path / "fresh")
+    assert r.returncode == 0, r.stderr
+    assert Store(tmp_path / "fresh").path(ref_sha256(data)).read_bytes() == data
+
+
 @only("dir")  # push is for directories
 def test_push_records_the_directory_for_sync_elsewhere(
     place: Place, cas: Run, tmp_path: Path

@@ -472,6 +472,27 @@ def test_trust_refuses_unsigned_and_untrusted_versions_everywhere(cas: Cas, tmp_
         path()
 
 
+def test_a_lockfile_naming_a_trusted_signer_for_another_key_s_signature_names_the_real_one(
+    cas: Cas, tmp_path: Path
+) -> None:
+    # The refusal named the signer the lockfile claims (a trusted one: "signed by key K, which
+    # is not trusted (trusted: key K)"), not the key that made the signature.
+    _pinned(cas, tmp_path)
+    key, other = _key(tmp_path / "release.pem"), _key(tmp_path / "other.pem")
+    assert cas("sign", "det@v1.0", "--key", other).returncode == 0
+    assert cas("trust", "add", key.with_suffix(".pub")).returncode == 0
+    trusted = _fingerprint(key.with_suffix(".pub"))
+    lock_path = tmp_path / "cas.lock"
+    text = lock_path.read_text()
+    lock_path.write_text(text.replace(_fingerprint(other.with_suffix(".pub")), trusted))
+    hint = hashlib.sha256((tmp_path / "other.pub").read_bytes()).hexdigest()
+    for args in (("sync",), ("verify", "--lock"), ("path", "det@v1.0", "--file", "best.pt")):
+        r = cas(*args)
+        assert r.returncode == 1, (args, r.stderr)
+        line = _one_line(r)
+        assert "det@v1.0" in line and hint in line and f"signed by key {trusted}," not in line
+
+
 def test_a_trusted_model_is_not_pulled_from_a_directory_remote_unsigned(
     cas: Cas, tmp_path: Path
 ) -> None:

@@ -526,6 +526,31 @@ def test_directory_round_trip_signature_beside_the_catalog_entry(
     assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in _one_line(r)
 
 
+def test_publishing_a_signed_version_to_a_second_remote_with_key_keeps_its_signature(
+    cas: Cas, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Re-signing made a new signature (ECDSA differs each run) and re-pinned it, so the first
+    # remote no longer carried the pinned one: a sync from the version's source failed.
+    release, _ = keys
+    first, second = tmp_path / "first", tmp_path / "second"
+    pkg = _project(tmp_path)
+    _weights(pkg, "v1.0")
+    for to in (first, second):
+        r = cas("publish", "det", "--version", "v1.0", "--to", to, "--file", "w/best.pt",
+                "--key", release, cwd=pkg)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    entry = Lockfile.load(pkg / "cas.lock").models["det"].versions["v1.0"]
+    assert entry.signature is not None
+    for to in (first, second):
+        sig = to / "catalog" / "det" / "v1.0.sig"
+        assert _sha256(sig.read_bytes()) == entry.signature.digest.sha256, to
+    r = cas("trust", "add", release.with_suffix(".pub"), cwd=pkg)
+    assert r.returncode == 0, r.stderr
+    (second / "catalog" / "det" / "v1.0.sig").unlink()  # the mirror's copy cannot help
+    r = cas("sync", cwd=pkg, extra_env=_fresh(tmp_path, {}, "fresh"))
+    assert r.returncode == 0, r.stderr
+
+
 # -- plain URLs --------------------------------------------------------------------------------
 
 

@@ -87,3 +87,8 @@ def test_cli_lookups_and_pins_use_the_first_spelling(tmp_path: Path, cas: Run) -
     assert r.returncode == 0, r.stderr
     r = cas("lock", "show", "det", "--json")
     assert list(json.loads(r.stdout)["versions"]) == ["1.0.0"]
+    # Removed under any spelling: the line names the version as pinned, and never "None".
+    r = cas("lock", "rm", "det@1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().startswith("removed det@1.0.0 from "), r.stdout
+    assert "None" not in r.stdout.decode() and "no version of det left" in r.stdout.decode()

@@ -386,6 +386,21 @@ def test_cas_get_into_a_directory_never_writes_through_a_link_below_it(
     assert (tmp_path / "real" / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n"
 
 
+def test_registry_path_of_a_version_with_several_files_is_its_directory_as_cas_path_prints(
+    tmp_path: Path, cas: Cas
+) -> None:
+    # `cas path tiny-bert@v1` printed the version's directory; Registry.path() refused it.
+    snap = _snapshot(tmp_path)
+    assert cas("add", snap, "--name", "tiny-bert", "--version", "v1").returncode == 0
+    reg = open_lock(tmp_path / "cas.lock", store=Store(tmp_path / "store"))
+    folder = reg.path("tiny-bert")
+    assert folder == reg.view("tiny-bert", "v1") == reg.path("tiny-bert", "v1")
+    assert (folder / "config.json").read_bytes() == b'{"model_type": "bert"}'
+    r = cas("path", "tiny-bert@v1")
+    assert r.returncode == 0 and Path(r.stdout.decode().strip()) == folder, r.stderr
+    assert reg.path("tiny-bert", "v1", "config.json") == folder / "config.json"
+
+
 def test_a_path_handed_out_survives_gc_while_other_files_of_its_version_are_not_fetched(
     tmp_path: Path,
 ) -> None:

@@ -329,17 +329,24 @@ class Registry:
         Args:
             name: the model.
             version: a version; default the latest compatible one.
-            file: which file of the version; needed only when it has several.
+            file: which file of the version; without it, a version with several files gives
+                its directory (as ``cas path`` prints it).
 
         Returns:
             A path in the store's named view of the version, ending in the pinned file name
             (``.../views/<key>/best.pt``, a symlink to the verified object): frameworks that
-            decide by the suffix accept it. Never write to it (``docs/store.md``).
+            decide by the suffix accept it. For a version with several files and no ``file``,
+            the view itself (:meth:`view`: what ``from_pretrained`` takes). Never write to it
+            (``docs/store.md``).
 
         Raises:
             WeightsCompatibilityError, CompatibilityCheckError: see :meth:`resolve`.
             NotPinnedError, IntegrityError, RemoteError: see :meth:`fetch`.
         """
+        if file is None:
+            chosen, entry = self.resolve(name, version)
+            if len(entry.files) > 1:
+                return self._fetch_all(name, chosen, entry)
         pin = self.pin(name, version, file)
         self.fetch(pin)
         return self.named(pin)

@@ -122,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
         _error(message, hint, details)
         if getattr(args, "json", False):
-            emit_error_json(f"cas {command}", message, hint, code, details)
+            try:
+                emit_error_json(f"cas {command}", message, hint, code, details)
+            except BrokenPipeError:
+                # The reader went away (`cas --json ... | head`): the line on stderr said it;
+                # stdout goes to /dev/null so the exit's flush raises nothing either.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return code
 
     try:

@@ -216,13 +216,16 @@ def run_rm(args: argparse.Namespace) -> int:
         raise UsageError("name the version to remove: NAME@VERSION")
     path = lockfile.locate(args.lock)
     with lockfile.edit(path) as lock:
+        # Named as pinned: `cas lock rm det@1` removes v1.0, and says so.
+        version = (lock.models[name].find(version) if name in lock.models else None) or version
         lock.unpin(name, version)
         latest = lock.models[name].latest if name in lock.models else None
     if args.json:
         doc = {"lock": show_path(path), "model": name, "version": version, "latest": latest}
         emit_json("lock-rm", doc)
         return 0
-    out(f"removed {name}@{version} from {show_path(path)} (latest: {latest})")
+    after = f"latest: {latest}" if latest else f"no version of {name} left"
+    out(f"removed {name}@{version} from {show_path(path)} ({after})")
     return 0
 
 

@@ -91,7 +91,8 @@ def register(sub: Any) -> None:
         "--file",
         action="append",
         metavar="PATH",
-        help="weights file(s) to publish, this time only (default: the model's weights-path)",
+        help="weights file(s) to publish, this time only (default: the model's weights-path; "
+        "without one, a pinned version's stored files)",
     )
     p.add_argument(
         "--as",
@@ -226,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if kept:
         say(args, f"kept {len(kept)} file(s) cas did not write: {', '.join(kept)}")
+    if pruned := plan.remote.named("prune"):
+        say(args, f"removed {len(pruned)} file(s) cas did not write (--prune): {', '.join(pruned)}")
     if request.read_back:
         say(args, f"read back every byte of {len(plan.files)} file(s): all as sent")
     if plan.signed is not None:

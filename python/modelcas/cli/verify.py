@@ -70,6 +70,8 @@ def register(sub: Any) -> None:
         nargs="?",
         const="",
         default=argparse.SUPPRESS,
+        # Its own dest: a bare `--lock` here must not erase a global `cas --lock PATH verify`.
+        dest="check_lock",
         metavar="PATH",
         help="check the files a lockfile pins instead (default: the nearest cas.lock)",
     )
@@ -95,6 +97,11 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas verify``."""
+    given = getattr(args, "check_lock", None)
+    if given:
+        args.lock = given
+    elif given == "" and getattr(args, "lock", None) is None:
+        args.lock = ""  # a bare --lock: the nearest cas.lock
     if args.remote is not None:
         if args.refs:
             raise UsageError("give addresses or --remote, not both")

@@ -308,9 +308,13 @@ def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> Loca
     lock_path = lockfile.locate(req.lock, must_exist=False)
     lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile(path=lock_path)
     model = lock.models.get(req.model)
-    local = _local_files(req, model)
-    names = _names(req, model, local)
-    requires = req.requires or _previous_requires(model, req.version)
+    pinned = _pinned_here(req, model, store)
+    local = [] if pinned is not None else _local_files(req, model)
+    names = [] if pinned is not None else _names(req, model, local)
+    if pinned is not None and model is not None:  # the version's own range, as plan() keeps it
+        requires = req.requires or model.versions[model.find(req.version) or ""].requires
+    else:
+        requires = req.requires or _previous_requires(model, req.version)
     package = req.package or lock.package or lockfile.project_name(lock_path)
     if requires is not None and package is None:
         raise UsageError(
@@ -318,7 +322,7 @@ def prepare(req: PublishRequest, store: Store, *, dry_run: bool = False) -> Loca
             f"version to check: {lock_path} has no `package:` and no pyproject.toml is above it",
             hint="pass --package DIST (the distribution name, e.g. structflo-cser)",
         )
-    files = {}
+    files = pinned or {}
     for name, path in zip(names, local, strict=True):
         refuse_lfs_pointer(path, allow=req.allow_lfs_pointer)
         digest = hash_file(path).digest() if dry_run else store.add_file(path).info.digest
@@ -398,6 +402,28 @@ def upload_bytes(p: PublishPlan) -> int:
 
 
 # -- planning ----------------------------------------------------------------------------------
+
+
+def _pinned_here(
+    req: PublishRequest, model: LockedModel | None, store: Store
+) -> dict[str, PlannedFile] | None:
+    """A pinned version, published from the store: no --file, and no default file to take.
+
+    A version pulled here, or added and its file since moved, goes to another place as the
+    lockfile pins it (the objects, verified, under their pinned names). A model with a
+    default weights file keeps using it, so a retrained file under a published version is
+    still refused rather than taken as "already published".
+
+    Raises:
+        ObjectNotFoundError, IntegrityError: a pinned file is not in the store intact.
+    """
+    if req.files or req.names or model is None or model.weights_path:
+        return None
+    pinned_as = model.find(req.version)
+    if pinned_as is None:
+        return None
+    files = model.versions[pinned_as].files
+    return {n: PlannedFile(store.path(d.sha256), d) for n, d in files.items()}
 
 
 def _local_files(req: PublishRequest, model: LockedModel | None) -> list[Path]:

@@ -218,11 +218,42 @@ def outgoing(  # noqa: PLR0917 (what one publish knows)
     """
     label = f"{model}@{version}"
     if key is not None:
+        same = _pinned_by(key, existing, files, store, label)
+        if same is not None:
+            return same
         signed = sign_files(files, label, key)
         return Travelling(signed.data, _pin_of(signed.data, signed.signer), made=True)
     if existing is None or existing.signature is None or existing.files != dict(files):
         return Travelling()
     data = stored_signature(store, existing.signature, label)
+    return Travelling(data, existing.signature)
+
+
+def _pinned_by(
+    key: KeySpec,
+    existing: LockedVersion | None,
+    files: Mapping[str, Digest],
+    store: Store,
+    label: str,
+) -> Travelling | None:
+    """The pinned signature when this key made it over these files, else None.
+
+    Publishing a signed version to a second remote with ``--key`` sends the signature the
+    first remote carries: a new one (ECDSA differs on every run) would replace the pin, and
+    the first remote would no longer carry what the lockfile pins.
+    """
+    if existing is None or existing.signature is None or existing.files != dict(files):
+        return None
+    if key.certificate is not None:  # a certificate signature is made anew (its chain may change)
+        return None
+    signer = load_public_key(key.key)
+    if existing.signature.signer != signer.key:
+        return None
+    try:
+        data = stored_signature(store, existing.signature, label)
+        verify_signature(data, files, [signer], label)
+    except SignatureError:  # UntrustedSignerError too
+        return None  # not here, or not valid: sign anew
     return Travelling(data, existing.signature)
 
 

@@ -118,8 +118,15 @@ def _open_key_signature(
         # A bundle names its key by model_signing's hint only (sha256 of the key's PEM, what
         # `sha256sum KEY.pub` prints for the signer's public key file).
         who = f"key {claimed}" if claimed else "a key"
-        if claimed is None and isinstance(hint, str) and _HEX64.fullmatch(hint):
+        # A claim of a trusted key is false here (no trusted key matches the hint): name the
+        # key the signature names, and the claim, never the claim as the signer.
+        lied = claimed is not None and any(t.key == claimed for t in trusted)
+        if (claimed is None or lied) and isinstance(hint, str) and _HEX64.fullmatch(hint):
             who = f"the key whose PEM has sha256 {hint}"
+            if lied:
+                who += f" (the lockfile records key {claimed})"
+        elif lied:
+            who = f"another key than the {claimed} the lockfile records"
         raise _untrusted(label, who, trusted)
     pae = b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type.encode(), len(payload), payload)
     accepted = None
