@@ -259,7 +259,8 @@ def _create(args: argparse.Namespace) -> int:
     if args.json:
         emit_json("bundle", _created_json(plan, created, dry_run=False))
         return 0
-    say(args, f"wrote {show_path(created.path)}  ({len(plan.models)} models, {human(size)})")
+    count = f"{len(plan.models)} model{'' if len(plan.models) == 1 else 's'}"
+    say(args, f"wrote {show_path(created.path)}  ({count}, {human(size)})")
     say(args, f"wrote {show_path(created.sidecar)}  sha256:{created.sha256}")
     return 0
 

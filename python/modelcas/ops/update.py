@@ -146,7 +146,7 @@ def _update_one(  # noqa: PLR0917 (one model of update's loop)
             why = "a pre-release (pass --pre to consider it)"
             result.skipped.append((version, why))
             if newer:
-                result.newer.append(Candidate(version, "pre-release", why))
+                result.newer.append(Candidate(version, "pre-release", "pass --pre to consider it"))
             continue
         if spec is not None and not spec.contains(  # type: ignore[attr-defined]
             Version(str(lockfile.parse_version(version))), prereleases=True

@@ -52,9 +52,11 @@ def key_fingerprint(key: Any) -> str:
 def _check_curve(key: Any, where: str) -> None:
     lib = _lib.crypto()
     if not isinstance(key, lib.ec.EllipticCurvePublicKey) or key.curve.name not in CURVES:
-        kind = getattr(getattr(key, "curve", None), "name", type(key).__name__)
+        name = type(key).__name__.removesuffix("PublicKey").removesuffix("PrivateKey")
+        kind = getattr(getattr(key, "curve", None), "name", None) or name
         raise UsageError(
-            f"{where}: a {kind} key; signatures use an elliptic-curve key (P-256, P-384 or P-521)",
+            f"{where}: is a key of type {kind}; signatures use an elliptic-curve key "
+            "(P-256, P-384 or P-521)",
             hint="make one: openssl ecparam -name prime256v1 -genkey -noout -out release.pem",
         )
 
