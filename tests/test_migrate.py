@@ -79,6 +79,10 @@ def test_lock_import_pins_every_version_with_requires_package_and_latest(
     # Again: nothing changes.
     r = cas("lock", "import", "structflo/cser/weights.py", cwd=legacy, extra_env=hf_env)
     assert r.returncode == 0 and b"already up to date" in r.stdout, r.stdout
+    # -q: only what needs attention (the unused key), no "pinned" or "already" lines.
+    r = cas("-q", "lock", "import", "structflo/cser/weights.py", cwd=legacy, extra_env=hf_env)
+    assert r.returncode == 0 and r.stdout.decode().startswith("not used:"), r.stdout
+    assert b"pinned" not in r.stdout and b"already" not in r.stdout, r.stdout
     # The consumer, as before: the seed's error for v2.0, a fallback to v1.0 otherwise.
     site = tmp_path / "site"
     pip = subprocess.run(

@@ -6,7 +6,16 @@ import argparse
 from typing import Any
 
 from modelcas import lockfile
-from modelcas.cli._common import add_action, add_command, emit_json, err, human, out, show_path
+from modelcas.cli._common import (
+    add_action,
+    add_command,
+    emit_json,
+    err,
+    human,
+    out,
+    say,
+    show_path,
+)
 from modelcas.errors import UsageError
 from modelcas.lockfile import Lockfile, split_ref
 from modelcas.remotes import pinned
@@ -370,9 +379,10 @@ def run_import(args: argparse.Namespace) -> int:
         return 0
     for v in result.versions:
         check = "sha256 matches weights.py" if v.checked else "no sha256 recorded"
-        out(
+        say(
+            args,
             f"pinned {v.model}@{v.version} {v.file} from {v.source} "
-            f"(commit {(v.commit or '')[:12]}; {check})"
+            f"(commit {(v.commit or '')[:12]}; {check})",
         )
     for note in result.notes:
         out(f"note: {note}")
@@ -380,5 +390,5 @@ def run_import(args: argparse.Namespace) -> int:
         out(f"not used: {key}")
     latest = ", ".join(f"{m} {v}" for m, v in result.latest.items())
     state = "wrote" if result.changed else "already up to date:"
-    out(f"{state} {show_path(result.lock)} (package {result.package}; latest: {latest})")
+    say(args, f"{state} {show_path(result.lock)} (package {result.package}; latest: {latest})")
     return 0
