@@ -526,6 +526,34 @@ def test_directory_round_trip_signature_beside_the_catalog_entry(
     assert r.returncode == 1 and f"det@v1.0: signed by key {other_fp}" in _one_line(r)
 
 
+def test_trusting_a_key_for_one_model_before_its_first_pull(
+    cas: Cas, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A consumer trusts its publisher's key for one model before anything is pinned (the
+    model gets an entry with no versions); the first pull is then checked against it."""
+    release, other = keys
+    shared = tmp_path / "shared"
+    pkg = _project(tmp_path)
+    _weights(pkg, "v1.0")
+    r = cas("publish", "det", "--version", "v1.0", "--to", shared, "--file", "w/best.pt",
+            "--key", release, cwd=pkg)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for key, name, code in ((release, "ok", 0), (other, "no", 1)):
+        consumer = tmp_path / name
+        consumer.mkdir()
+        r = cas("trust", "add", key.with_suffix(".pub"), "--model", "det", cwd=consumer)
+        assert r.returncode == 0, r.stderr
+        model = Lockfile.load(consumer / "cas.lock").models["det"]
+        assert not model.versions and len(model.trust) == 1
+        env = _fresh(tmp_path, {}, f"store-{name}")
+        r = cas("pull", shared, "--name", "det", "--version", "v1.0", cwd=consumer, extra_env=env)
+        assert r.returncode == code, r.stderr
+        pinned = Lockfile.load(consumer / "cas.lock").models["det"].versions
+        assert ("v1.0" in pinned) == (code == 0), pinned
+        if code:
+            assert "not trusted" in _one_line(r)
+
+
 def test_publishing_a_signed_version_to_a_second_remote_with_key_keeps_its_signature(
     cas: Cas, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -29,7 +29,8 @@ exit status: 0 ok; 1 no such signer or model; 2 usage error."""
 _ADD = """\
 Trust a public key (PEM; a private key file gives its public half), or with --certificate
 the signing certificates that name IDENTITY (an e-mail, URI or DNS name, else the common
-name) and chain to the root certificate given with --root."""
+name) and chain to the root certificate given with --root. A project without a lockfile gets one,
+and --model may name a model not pinned yet: trust before the first `cas pull`."""
 _ADD_EPILOG = """\
 examples:
   cas trust add release.pub

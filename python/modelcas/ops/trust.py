@@ -56,15 +56,15 @@ def certificate_signer(identity: str, root: Path) -> TrustedSigner:
 def add(path: Path | None, signer: TrustedSigner, model: str | None) -> TrustChange:
     """Trust a signer for one model, or for every model without a list of its own.
 
-    For every model, a project without a lockfile gets one (``./cas.lock``): a consumer
-    trusts its publisher's key before its first ``cas pull``.
-
-    Raises:
-        LockfileError: no lockfile (for one model).
-        NotPinnedError: no such model.
+    A project without a lockfile gets one (``./cas.lock``), and a model not pinned yet gets
+    an entry with no versions: a consumer trusts its publisher's key before its first
+    ``cas pull``, so that pull is checked too.
     """
-    lock_path = lockfile.locate(path, must_exist=model is not None)
+    lock_path = lockfile.locate(path, must_exist=False)
     with lockfile.edit(lock_path) as lock:
+        if model is not None:
+            lockfile.check_name(model)
+            lock.models.setdefault(model, LockedModel())
         trust = _list(lock, model)
         changed = all(t.sort_key() != signer.sort_key() for t in trust)
         if changed:
