@@ -615,6 +615,11 @@ def test_equal_versions_keep_the_spelling_first_pinned(
     (pkg / "best.pt").write_bytes(_bytes(MiB, 14))
     r = cas("publish", "det", "--version", "1.0", "--file", "best.pt", *place.target(), cwd=pkg)
     assert r.returncode == 1 and "v1.0" in r.stderr, r.stderr
+    if place.kind == "dir":  # asked for by another spelling, pinned as the remote keeps it
+        fresh = _project(tmp_path / "consumer")
+        r = cas("pull", *place.ref("1.0.0"), cwd=fresh, store=tmp_path / "fresh")
+        assert r.returncode == 0, r.stderr
+        assert list(Lockfile.load(fresh / "cas.lock").models["det"].versions) == ["v1.0"]
 
 
 @only("hub", "oci", "dir")

@@ -116,6 +116,8 @@ def pull(
     version = remote.resolve(_ask(ref, req))
     name = req.name or _default_name(ref, version)
     chosen = req.version or version.version
+    if req.version and version.version and lockfile.same_version(req.version, version.version):
+        chosen = version.version  # the spelling the remote keeps (v1.1 when asked for 1.1)
     if req.pin:
         if chosen is None:
             raise UsageError(
