@@ -80,6 +80,9 @@ def test_cli_lookups_and_pins_use_the_first_spelling(tmp_path: Path, cas: Run) -
     assert cas("add", "best.pt", "--name", "det", "--version", "1.0.0").returncode == 0
     r = cas("add", "best.pt", "--name", "det", "--version", "v1.0")
     assert r.returncode == 0, r.stderr
+    assert "already pinned det@1.0.0 in" in r.stdout.decode(), r.stdout
+    r = cas("add", "best.pt", "--name", "det", "--version", "v1.0", "--json")
+    assert json.loads(r.stdout)["pin"]["version"] == "1.0.0"
     r = cas("add", "other.pt", "--name", "det", "--version", "v1", "--json")
     assert r.returncode == 2
     assert "det@v1 is already pinned as 1.0.0" in r.stderr.decode()
@@ -92,3 +95,18 @@ def test_cli_lookups_and_pins_use_the_first_spelling(tmp_path: Path, cas: Run) -
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().startswith("removed det@1.0.0 from "), r.stdout
     assert "None" not in r.stdout.decode() and "no version of det left" in r.stdout.decode()
+
+
+def test_adding_the_same_files_again_after_a_push_keeps_the_pin(tmp_path: Path, cas: Run) -> None:
+    """A pushed (or published, or signed) version records where its bytes also live; adding
+    the same files again is "already pinned", not "pinned to other content" (exit 2)."""
+    (tmp_path / "best.pt").write_bytes(b"weights one")
+    assert cas("add", "best.pt", "--name", "det", "--version", "v1.0").returncode == 0
+    assert cas("push", tmp_path / "shared").returncode == 0
+    before = (tmp_path / "cas.lock").read_bytes()
+    assert Lockfile.load(tmp_path / "cas.lock").models["det"].versions["v1.0"].source
+    for spelling in ("v1.0", "1.0.0"):
+        r = cas("add", "best.pt", "--name", "det", "--version", spelling)
+        assert r.returncode == 0, r.stderr
+        assert "already pinned det@v1.0" in r.stdout.decode(), r.stdout
+    assert (tmp_path / "cas.lock").read_bytes() == before

@@ -560,6 +560,11 @@ class Lockfile:
                 raise self._repinned(name, version, model.versions[pinned_as], pinned_as)
             version = pinned_as
         old = model.versions.get(version)
+        if old is not None and source is None and old.files == dict(sorted(files.items())):
+            # The same files added again here (after a push, a publish or a sign): the pin
+            # keeps where its bytes also live and the range it was published with.
+            source, commit, validator = old.source, old.commit, old.validator
+            requires = old.requires if requires is None else requires
         # Re-pinning the same content keeps the mirrors already listed for it.
         mirrors = [m for m in old.mirrors if m != source] if old is not None else []
         # A signature is about the files: it stays while they do.

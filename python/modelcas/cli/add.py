@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if outcome.lock is not None:
             pinned = {
                 "model": args.name,
-                "version": args.version,
+                "version": outcome.version or args.version,
                 "lock": os.fsdecode(outcome.lock),
                 "latest": outcome.latest,
                 "changed": outcome.changed,
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
         state = "pinned" if outcome.changed else "already pinned"
         say(
             args,
-            f"{state} {args.name}@{args.version} in {show_path(outcome.lock)} "
-            f"(latest: {outcome.latest})",
+            f"{state} {args.name}@{outcome.version or args.version} in "
+            f"{show_path(outcome.lock)} (latest: {outcome.latest})",
         )
     return 0
 

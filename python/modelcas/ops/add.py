@@ -59,6 +59,7 @@ class AddOutcome:
     changed: bool = False
     latest: str | None = None
     moved: list[Path] = field(default_factory=list)
+    version: str | None = None  # as pinned: the first spelling of a PEP 440-equal version
 
 
 def expand(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -160,7 +161,7 @@ def add(
         refuse_lfs_pointer(f, allow=allow_lfs_pointer)
     lock_path, package = _check_pin(pin, named_files) if pin is not None else (None, None)
     results: list[AddResult] = []
-    changed, latest = False, None
+    changed, latest, version = False, None, None
     try:
         for f in files:
             results.append(store.ingest(f, take=move, progress=progress, lock=lock_path))
@@ -170,7 +171,7 @@ def add(
             names = [n for _, n in named_files]
             with store.claim(r.info.digest.sha256 for r in results):
                 results = [store.ensure(r, take=move) for r in results]
-                changed, latest = write_pins(
+                changed, latest, version = write_pins(
                     store,
                     lock_path,
                     lambda lock: _pin(lock, pin, package, results, names),
@@ -195,6 +196,7 @@ def add(
         changed,
         latest,
         [r.source for r in results] if move else [],
+        version,
     )
 
 
@@ -281,7 +283,7 @@ def _pin(
     package: str | None,
     results: list[AddResult],
     names: list[str],
-) -> tuple[bool, str | None]:
+) -> tuple[bool, str | None, str | None]:
     changed = lock.pin(
         pin.name,
         pin.version,
@@ -294,4 +296,5 @@ def _pin(
     if package is not None and lock.package != package:
         lock.package = package
         changed = True
-    return changed, lock.models[pin.name].latest
+    model = lock.models[pin.name]
+    return changed, model.latest, model.find(pin.version)
