@@ -219,6 +219,8 @@ def test_cas_verify_public_key(cas: Cas, tmp_path: Path) -> None:
     r = cas("verify", "det@v1.0", "--public-key", other.with_suffix(".pub"))
     assert r.returncode == 1
     assert "det@v1.0" in _one_line(r) and "not trusted" in _one_line(r)
+    # The key came from --public-key, not the lockfile: no `cas trust add` hint.
+    assert "not the key in" in _one_line(r) and b"cas trust" not in r.stderr, r.stderr
 
     good = _lock_text(tmp_path)
     sha = hashlib.sha256(FILES["best.pt"]).hexdigest()

@@ -208,7 +208,7 @@ def verify_signed(
         else:
             data = stored_signature(registry.store, entry.signature, label)
         claimed = entry.signature.signer if entry.signature and signature is None else None
-        signed = open_signature(data, [key], label, claimed=claimed)
+        signed = open_signature(data, [key], label, claimed=claimed, given=str(public_key))
         check_files(signed, entry.files, label)
         report.signed = signed
     except SignatureError as e:
@@ -256,7 +256,7 @@ def add_signed(
         raise UsageError(f"{folder}: not a folder; --signature takes the folder that was signed")
     key = load_public_key(public_key)
     data = read_signature(signature)
-    signed = open_signature(data, [key], str(folder))
+    signed = open_signature(data, [key], str(folder), given=str(public_key))
     found = _signed_files(folder, signature, signed)
     if not found:
         raise UsageError(f"{folder} holds no file: an empty directory is not added")

@@ -54,7 +54,12 @@ class SignedManifest:
 
 
 def open_signature(
-    data: bytes, trusted: Sequence[TrustedSigner], label: str, *, claimed: str | None = None
+    data: bytes,
+    trusted: Sequence[TrustedSigner],
+    label: str,
+    *,
+    claimed: str | None = None,
+    given: str | None = None,
 ) -> SignedManifest:
     """Check a signature's envelope against the accepted signers and read its manifest.
 
@@ -64,6 +69,8 @@ def open_signature(
             line).
         label: ``model@version`` (or a folder), for messages.
         claimed: the signer the lockfile records for it, named when it is not trusted.
+        given: where ``trusted`` came from when it is not the lockfile (``--public-key
+            FILE``), for the refusal.
 
     Returns:
         The signer and the signed file digests.
@@ -76,14 +83,18 @@ def open_signature(
     parsed = _bundle_json(data, label)
     material = parsed["verificationMaterial"]
     if material.get("x509CertificateChain") is not None:
-        return _open_with_library(parsed, trusted, label)
+        return _open_with_library(parsed, trusted, label, given)
     if material.get("publicKey") is not None:
-        return _open_key_signature(parsed, trusted, label, claimed)
+        return _open_key_signature(parsed, trusted, label, claimed, given)
     raise SignatureError(f"{label}: the signature names neither a key nor a certificate")
 
 
 def _open_key_signature(
-    parsed: dict[str, Any], trusted: Sequence[TrustedSigner], label: str, claimed: str | None
+    parsed: dict[str, Any],
+    trusted: Sequence[TrustedSigner],
+    label: str,
+    claimed: str | None,
+    given: str | None,
 ) -> SignedManifest:
     """A key signature, checked with cryptography alone.
 
@@ -127,7 +138,7 @@ def _open_key_signature(
                 who += f" (the lockfile records key {claimed})"
         elif lied:
             who = f"another key than the {claimed} the lockfile records"
-        raise _untrusted(label, who, trusted)
+        raise _untrusted(label, who, trusted, given)
     pae = b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type.encode(), len(payload), payload)
     accepted = None
     for candidate, key in candidates:
@@ -179,13 +190,13 @@ def _statement(payload: bytes, label: str) -> tuple[dict[str, Any], list[tuple[s
 
 
 def _open_with_library(
-    parsed: dict[str, Any], trusted: Sequence[TrustedSigner], label: str
+    parsed: dict[str, Any], trusted: Sequence[TrustedSigner], label: str, given: str | None
 ) -> SignedManifest:
     """A certificate signature, checked by model_signing's certificate verifier."""
     lib = _lib.load()
     signature = _parse(lib, parsed, label)
     chain = signature.bundle.verification_material.x509_certificate_chain
-    verifier, accepted, signer, names = _certificate_verifier(lib, chain, trusted, label)
+    verifier, accepted, signer, names = _certificate_verifier(lib, chain, trusted, label, given)
     try:
         # model_signing prints some warnings; they are not our output.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -377,7 +388,7 @@ def _pem_hint(key: Any) -> str:
 
 
 def _certificate_verifier(
-    lib: _lib.Lib, chain: Any, trusted: Sequence[TrustedSigner], label: str
+    lib: _lib.Lib, chain: Any, trusted: Sequence[TrustedSigner], label: str, given: str | None
 ) -> tuple[Any, TrustedSigner, str, list[str]]:
     """The verifier for the trusted entry that accepts the bundle's signing certificate.
 
@@ -404,10 +415,16 @@ def _certificate_verifier(
             if root is not None:
                 return _CertificateVerifier(lib, [root]), entry, signer, names
     who = f"certificate {names[0]!r} (key {signer})" if names else f"certificate key {signer}"
-    raise _untrusted(label, who, trusted)
+    raise _untrusted(label, who, trusted, given)
 
 
-def _untrusted(label: str, who: str, trusted: Sequence[TrustedSigner]) -> UntrustedSignerError:
+def _untrusted(
+    label: str, who: str, trusted: Sequence[TrustedSigner], given: str | None = None
+) -> UntrustedSignerError:
+    if given is not None:  # not about the lockfile's trust: no `cas trust` hint
+        return UntrustedSignerError(
+            f"{label}: signed by {who}, which is not trusted: not the key in {given}"
+        )
     accepted = "; ".join(t.label for t in trusted[:3]) + (" ..." if len(trusted) > 3 else "")
     return UntrustedSignerError(
         f"{label}: signed by {who}, which is not trusted (trusted: {accepted or 'nobody'})",
