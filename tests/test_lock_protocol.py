@@ -22,6 +22,7 @@ from modelcas.errors import LockfileError, LockHeldError
 from modelcas.lockfile import LockedModel, LockedVersion, Lockfile, edit, lock_path
 from modelcas.ops.add import PinRequest, add
 from modelcas.store import Store, owner
+from tests.users import AS_NOBODY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,10 +168,8 @@ def test_another_users_live_lock_is_not_broken_where_proc_hides_it(tmp_path: Pat
                 sys.exit(0)
             sys.exit("broke a live owner's lock")
         """)
-        script = (
-            "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 "
-            '--regid=65534 --clear-groups "$0" -c "$1"'
-        )
+        # As nobody, who may still search the checkout (CI clones into a 0700 folder).
+        script = f'mount -t proc -o hidepid=2 proc /proc && exec {" ".join(AS_NOBODY)} "$0" -c "$1"'
         r = subprocess.run(
             ["unshare", "-m", "sh", "-c", script, sys.executable, code],
             capture_output=True, text=True, env=_env(PYTHONPATH=str(ROOT)), check=False,
