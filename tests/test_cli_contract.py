@@ -403,7 +403,7 @@ def test_global_options_go_before_or_after_the_command(
 
 # Commands whose success needs a server: their success documents are checked in the remote
 # tests (and `lock import` in tests/test_migrate.py); their failures below like every other's.
-REMOTE = {"sync", "publish", "pull", "push", "update", "lock import"}
+REMOTE = {"sync", "publish", "pull", "push", "update", "outdated", "lock import"}
 BUNDLE = ["bundle", "-i", "cfg.yml", "-o", "b.zip", "--no-auto-date"]
 
 # command -> (argv, the schema its success document names, a setup command or None)
@@ -457,6 +457,7 @@ JSON_FAILURE: dict[str, list[str]] = {
     "pull": ["pull", "ftp://x/y"],
     "push": ["push", "remote-dir", "--lock", "nope.lock"],
     "update": ["update", "m", "--to", "garbage!"],
+    "outdated": ["outdated", "m", "--to", "garbage!"],
     "bundle": ["bundle", "-i", "nope.yml", "-o", "x.zip"],
     "bundle ls": ["bundle", "ls", "nope.zip"],
     "bundle verify": ["bundle", "verify", "nope.zip"],

@@ -98,6 +98,7 @@ NEEDS: dict[str, set[str]] = {
     "pull": {"hub-v1.1", "registry", "oci-v1.1", "lab", "web"},
     "push": {"pin-v1.0"},
     "update": {"hub-v1.1"},
+    "outdated": {"hub-v1.1"},
     "bundle ls": {"bundle-dated"},
     "bundle verify": {"bundle-dated"},
     "bundle extract": {"bundle-dated"},

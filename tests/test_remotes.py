@@ -257,6 +257,9 @@ def test_update_lists_then_pins_the_newest(place: Place, cas: Run, tmp_path: Pat
         return
     r = cas("update", "--dry-run", "--json", cwd=consumer)
     assert r.returncode == 0, r.stderr
+    same = cas("outdated", "--json", cwd=consumer)  # pip list --outdated's spelling
+    assert same.returncode == 0 and json.loads(same.stdout)["schema"] == "cas.outdated/1"
+    assert json.loads(same.stdout)["models"] == json.loads(r.stdout)["models"]
     (model,) = json.loads(r.stdout)["models"]
     assert model["status"] == "outdated" and model["version"] == "1.1.0"
     assert {c["version"]: c["status"] for c in model["newer"]} == {

@@ -36,6 +36,7 @@ COMMANDS = (
     "pull",
     "push",
     "update",
+    "outdated",
     "bundle",
     "gc",
     "store",

@@ -22,7 +22,7 @@ closed); opt out with --no-check-requires."""
 EPILOG = f"""\
 examples:
   cas update cser-detector
-  cas update --dry-run                 which models have newer versions (nothing changes)
+  cas update --dry-run                 which models have newer versions (also: cas outdated)
   cas update cser-detector --to '>=1.1,<2'
   cas update cser-detector --pre
 
@@ -36,16 +36,21 @@ failure."""
 def register(sub: Any) -> None:
     """Add ``cas update`` to the command parser."""
     p = add_command(sub, "update", HELP, DESCRIPTION, EPILOG)
+    add_options(p)
+    p.add_argument("--dry-run", action="store_true", help="list newer versions, change nothing")
+    p.set_defaults(run=run)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """What ``cas update`` and ``cas outdated`` both take."""
     p.add_argument("model", metavar="MODEL", nargs="?", help="the model (default: every model)")
     p.add_argument("--to", metavar="SPEC", help="versions to consider, e.g. '>=1.1,<2'")
     p.add_argument("--pre", action="store_true", help="consider pre-releases too")
-    p.add_argument("--dry-run", action="store_true", help="list newer versions, change nothing")
     p.add_argument(
         "--no-check-requires",
         action="store_true",
         help="do not check `requires` against the installed package",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         results = update(req, open_store(args), progress=bar, total=bar.total if bar else None)
     if args.json:
         emit_json(
-            "update",
+            args.command,
             {
                 "dry_run": args.dry_run,
                 "models": [
