@@ -564,6 +564,10 @@ READ_ONLY = [
     ["verify", "m@v1", "--public-key", "release.pub"],
     ["gc"],
     ["store", "info"],
+    # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).
+    ["push", "remote-dir"],
+    ["path", "sha256:" + hashlib.sha256(b"some weights").hexdigest()],
+    ["get", "sha256:" + hashlib.sha256(b"some weights").hexdigest(), "-o", "out.bin"],
 ]
 
 
