@@ -610,6 +610,22 @@ def test_verify_lock_with_no_pins_says_so_and_fails(
     assert "pins no file: nothing to verify" in r.stderr and "intact" not in r.stdout
 
 
+def test_verify_lock_checks_the_lockfile_named_before_the_command(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # `cas --lock other.lock verify --lock` is `cas verify --lock other.lock`, not the nearest.
+    proj, env = project
+    (proj / "other.lock").write_text("lock-version: 1\nmodels: {}\n")
+    for argv in (
+        ["--lock", "other.lock", "verify", "--lock"],
+        ["--lock", "other.lock", "verify"],
+        ["verify", "--lock", "other.lock"],
+    ):
+        r = _check_contract(argv, proj, env, tmp_path / "store")
+        assert r.returncode == 1, (argv, r.stdout)
+        assert "other.lock pins no file" in r.stderr, (argv, r.stderr)
+
+
 # -- re-running is idempotent -------------------------------------------------------------------
 
 

@@ -67,9 +67,10 @@ def register(sub: Any) -> None:
     p.add_argument("--repair", action="store_true", help="quarantine bad objects")
     p.add_argument(
         "--lock",
+        dest="verify_lock",  # its own name: `cas --lock X verify --lock` keeps X
         nargs="?",
         const="",
-        default=argparse.SUPPRESS,
+        default=None,
         metavar="PATH",
         help="check the files a lockfile pins instead (default: the nearest cas.lock)",
     )
@@ -95,6 +96,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cas verify``."""
+    if args.verify_lock:  # `--lock PATH` after the command names the lockfile
+        args.lock = args.verify_lock
     if args.remote is not None:
         if args.refs:
             raise UsageError("give addresses or --remote, not both")
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--read-data goes with --remote NAME[@VERSION]")
     if args.public_key is not None or args.signature is not None:
         return _run_signed(args)
-    if args.lock is not None:
+    if args.verify_lock is not None or args.lock is not None:
         if args.refs:
             raise UsageError("give addresses or --lock, not both")
         return _run_lock(args)
