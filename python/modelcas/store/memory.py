@@ -122,8 +122,12 @@ class Remembering(Moving):
             ) from None
         return set(local)
 
-    def forget_root(self, path: str | os.PathLike[str]) -> Path:
+    def forget_root(self, path: str | os.PathLike[str], *, dry_run: bool = False) -> Path:
         """Forget a registered root whose file is gone, and what it pinned.
+
+        Args:
+            path: the root's path.
+            dry_run: only check that it could be forgotten (``cas gc --dry-run --forget``).
 
         Returns:
             The root's absolute path.
@@ -146,6 +150,8 @@ class Remembering(Moving):
                 f"{absolute} still exists; gc keeps what it pins",
                 hint="delete or move it first, or unpin what it should no longer keep",
             )
+        if dry_run:
+            return absolute
         self._memory_path(record).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             record.unlink()
