@@ -814,3 +814,20 @@ def test_quote_escapes_what_a_terminal_acts_on_and_nothing_else() -> None:
     plain = "ünïcode 模型 naïve — “quoted” ✓ back\\slash"
     assert quote(plain) == plain
     assert one_line("first\nsecond\x1b[0m") == "first second\\x1b[0m"
+
+
+# -- settings from the environment ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf"])
+def test_a_lock_timeout_that_is_not_a_number_of_seconds_is_refused(
+    project: Project, tmp_path: Path, value: str
+) -> None:
+    # As MODELCAS_LOW_SPEED_TIME: a setting that is not a finite number of seconds >= 0 is one
+    # line and exit 2 (never silently 60 s, never a wait without end), and nothing is moved.
+    proj, env = project
+    (proj / "mine.bin").write_bytes(b"mine")
+    argv = ["add", "--move", "mine.bin", "--name", "m", "--version", "v2"]
+    r = _check_contract(argv, proj, {**env, "MODELCAS_LOCK_TIMEOUT": value}, tmp_path / "store")
+    assert r.returncode == 2 and "MODELCAS_LOCK_TIMEOUT" in r.stderr, r.stderr
+    assert (proj / "mine.bin").read_bytes() == b"mine"

@@ -211,6 +211,7 @@ def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
     Raises:
         StoreError: ``create`` is false and the named store does not exist, or the store
             cannot be opened.
+        UsageError: ``MODELCAS_LOCK_TIMEOUT`` is not a number of seconds.
     """
     named, how = (args.store, "--store") if args.store else (os.environ.get("MODELCAS_HOME"), "")
     if not create and named and not os.path.lexists(named):
@@ -220,7 +221,9 @@ def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
             hint="check the path, or create the store there with `cas store init`",
         )
     from modelcas.store import Store  # noqa: PLC0415 (commands without a store skip its import)
+    from modelcas.store.owner import timeout  # noqa: PLC0415
 
+    timeout()  # a bad MODELCAS_LOCK_TIMEOUT is refused now, before anything is written
     return Store(args.store)
 
 
