@@ -831,3 +831,55 @@ def test_a_lock_timeout_that_is_not_a_number_of_seconds_is_refused(
     r = _check_contract(argv, proj, {**env, "MODELCAS_LOCK_TIMEOUT": value}, tmp_path / "store")
     assert r.returncode == 2 and "MODELCAS_LOCK_TIMEOUT" in r.stderr, r.stderr
     assert (proj / "mine.bin").read_bytes() == b"mine"
+
+
+# -- JSON nested deeper than the parser's recursion ----------------------------------------------
+
+DEEP = b"[" * 3000  # 3 KiB: within every size cap, deeper than json's recursion limit
+
+
+def _deep_store_json(store: Path, proj: Path) -> list[str]:
+    (store / "store.json").chmod(0o644)
+    (store / "store.json").write_bytes(DEEP)
+    return ["verify"]
+
+
+def _deep_index(store: Path, proj: Path) -> list[str]:
+    for rec in (p for p in (store / "index").rglob("*") if p.is_file()):
+        rec.chmod(0o644)
+        rec.write_bytes(DEEP)
+    return ["verify", "--lock"]
+
+
+def _deep_root(store: Path, proj: Path) -> list[str]:
+    (store / "roots" / ("0" * 32 + ".json")).write_bytes(DEEP)
+    return ["gc", "--dry-run"]
+
+
+def _deep_lock_owner(store: Path, proj: Path) -> list[str]:
+    (proj / "cas.lock.lock").write_bytes(DEEP)
+    return ["lock", "set", "m@v1", "--latest"]
+
+
+DEEP_CASES = {
+    "store.json": _deep_store_json,
+    "index record": _deep_index,
+    "root record": _deep_root,
+    "lockfile's lock": _deep_lock_owner,
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEEP_CASES))
+def test_json_nested_too_deeply_in_the_store_is_an_error_not_a_bug(
+    project: Project, tmp_path: Path, case: str
+) -> None:
+    proj, env = project
+    argv = DEEP_CASES[case](tmp_path / "store", proj)
+    env = {**env, "MODELCAS_LOCK_TIMEOUT": "1"}
+    if case == "index record":
+        # A record is a cache of what the object's bytes say: verify re-hashes them.
+        r = _cas(argv, proj, env)
+        assert r.returncode == 0, r.stderr
+    else:
+        r = _check_contract(argv, proj, env, tmp_path / "store")
+    assert "RecursionError" not in r.stderr and "bug" not in r.stderr, r.stderr

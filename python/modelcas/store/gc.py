@@ -123,7 +123,7 @@ class Collecting(Remembering):
             if not (isinstance(path, str) and os.path.isabs(path) and isinstance(kind, str)):
                 raise TypeError
             return Root(Path(path), kind, float(registered), p)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise refuse("is not a root record (JSON with path, kind, registered)") from None
 
     def referenced(

@@ -121,7 +121,7 @@ class Layout:
         except FileNotFoundError:
             self._create(shared=False)
             return
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # (nested too deeply: not ours)
             raise StoreError(
                 f"{marker} is unreadable: {e}",
                 hint="point --store / MODELCAS_HOME at a modelcas store, or move this one away",
@@ -237,7 +237,7 @@ class Layout:
             raw = json.loads(self.index_path(sha256).read_bytes())
             digest = Digest(sha256, int(raw["size"]), raw.get("blake3"))
             return digest, float(raw["added"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def write_index(self, digest: Digest, added: float) -> None:

@@ -115,7 +115,7 @@ class Remembering(Moving):
                 isinstance(s, str) and is_hex64(s) for s in local
             ):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise StoreError(
                 f"{memory} (what {root.path} pinned) cannot be read; nothing was deleted",
                 hint=f"if {root.path} is gone for good, run `cas gc --forget {root.path}`",

@@ -74,7 +74,7 @@ class Owner:
                 int(raw["start"]),
                 str(raw.get("nonce", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         return owner if owner.pid > 0 else None
 
