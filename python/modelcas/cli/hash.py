@@ -127,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _expand(paths: list[str], recursive: bool) -> tuple[list[str], list[str], set[str]]:
-    """Files to hash in order, error messages for arguments that cannot be hashed, and the
-    files that were found by walking a directory (not named by the user)."""
+    """Files to hash, in order; errors for arguments that cannot be hashed; walked files.
+
+    The walked files were found in a directory (-r), not named by the user.
+    """
     files: list[str] = []
     errors: list[str] = []
     walked: set[str] = set()
