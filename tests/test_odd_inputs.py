@@ -883,3 +883,40 @@ def test_json_nested_too_deeply_in_the_store_is_an_error_not_a_bug(
     else:
         r = _check_contract(argv, proj, env, tmp_path / "store")
     assert "RecursionError" not in r.stderr and "bug" not in r.stderr, r.stderr
+
+
+# -- a folder that cannot be listed -------------------------------------------------------------
+
+# Root without the capabilities that let it read any folder, so that permissions apply to it as
+# to any user (CI runs as root; a uid of 0 keeps reading what root owns, such as the checkout).
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_never_a_partial_version(
+    project: Project, tmp_path: Path
+) -> None:
+    proj, env = project
+    (proj / "model" / "sub").mkdir(parents=True)
+    (proj / "model" / "config.json").write_text("{}")
+    (proj / "model" / "sub" / "weights.bin").write_bytes(b"the weights")
+    (proj / "model" / "sub").chmod(0)
+    before = _snapshot(tmp_path / "store", proj)
+    try:
+        argv = ["add", "model", "--name", "m", "--version", "v2"]
+        for as_json in ((), ("--json",)):
+            r = subprocess.run(
+                [*NO_DAC, sys.executable, "-m", "modelcas", *argv, *as_json],
+                cwd=proj,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert r.returncode == 2, (r.stdout, r.stderr)
+            assert r.stderr.splitlines() == ["cas: error: model/sub: Permission denied"], r.stderr
+            if as_json:
+                assert json.loads(r.stdout)["schema"] == "cas.error/1"
+    finally:
+        (proj / "model" / "sub").chmod(0o755)
+    assert _snapshot(tmp_path / "store", proj) == before, "nothing pinned, nothing stored"
