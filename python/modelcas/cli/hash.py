@@ -139,6 +139,7 @@ def _expand(paths: list[str], recursive: bool) -> tuple[list[str], list[str], se
             if not recursive:
                 errors.append(f"{p}: Is a directory (use --recursive)")
                 continue
+
             # A directory that cannot be listed is an error, never left out in silence.
             def unlisted(e: OSError) -> None:
                 errors.append(f"{e.filename}: {e.strerror or e}")
