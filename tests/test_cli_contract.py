@@ -528,6 +528,23 @@ def test_under_json_every_command_fails_with_one_error_document(
     assert json.loads(r.stdout)["command"].startswith(f"cas {command.split(maxsplit=1)[0]}")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["gc", "--grace", "-1"], ["lock"], ["get", "m", "-o", "x", "--link", "bogus"], ["add"]],
+    ids=" ".join,
+)
+def test_a_usage_error_of_a_command_is_cas_error_like_every_error(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, argv: list[str]
+) -> None:
+    # One contract (README): `cas: error: ...`, the command named in the hint.
+    proj, env = project
+    r = _check_contract(argv, proj, env, tmp_path / "store")
+    assert r.returncode == 2
+    first, hint = r.stderr.splitlines()
+    assert first.startswith("cas: error: "), r.stderr
+    assert f"`cas {argv[0]} --help`" in hint, r.stderr
+
+
 # -- did you mean ---------------------------------------------------------------------------
 
 

@@ -49,7 +49,8 @@ class Parser(argparse.ArgumentParser):
         hint = f"see `{where.prog} --help`"
         if guess := self._did_you_mean(message, where):
             hint = f"did you mean {guess}? ({hint})"
-        print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
+        # `cas: error:` as every error (README); the hint names the command's --help.
+        print(f"cas: error: {one_line(message)}", file=sys.stderr)
         print(f"  hint: {hint}", file=sys.stderr)
         if Parser.json_errors:
             emit_error_json(self.prog, message, hint, 2)
