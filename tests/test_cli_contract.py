@@ -579,6 +579,7 @@ READ_ONLY = [
     ["verify"],
     ["verify", "--lock"],
     ["verify", "m@v1", "--public-key", "release.pub"],
+    ["verify", "--remote", "m@v1"],
     ["gc"],
     ["store", "info"],
     # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).

@@ -256,7 +256,7 @@ def _run_remote(args: argparse.Namespace) -> int:
     lock = getattr(args, "lock", None) or None
     req = AuditRequest(args.remote, lock, read_data=args.read_data)
     with byte_bar(None, "reading back", quiet=args.quiet) as bar:
-        audits = audit(req, open_store(args), progress=bar)
+        audits = audit(req, open_store(args, create=False), progress=bar)
     failed = [a for a in audits if not a.ok]
     if args.json:
         emit_json(
