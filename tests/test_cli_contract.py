@@ -580,6 +580,7 @@ READ_ONLY = [
     ["verify", "--lock"],
     ["verify", "m@v1", "--public-key", "release.pub"],
     ["verify", "--remote", "m@v1"],
+    ["sign", "m@v1", "--key", "release.pem"],
     ["gc"],
     ["store", "info"],
     # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).
