@@ -582,8 +582,6 @@ READ_ONLY = [
     ["verify", "--remote", "m@v1"],
     ["sign", "m@v1", "--key", "release.pem"],
     ["bundle", "-i", "cfg.yml", "-o", "out.zip", "--dry-run"],
-    ["publish", "m", "--version", "v2", "--to", "./remote-dir", "--file", "w.bin", "--dry-run"],
-    ["update", "--dry-run"],
     ["gc"],
     ["store", "info"],
     # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         plain_http=args.plain_http,
         key=_key(args),
     )
-    store = open_store(args, create=not args.dry_run)  # a dry run changes nothing
+    store = open_store(args)
     plan = ops.plan(request, store, dry_run=args.dry_run)
     if args.dry_run:
         if args.json:

@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     with byte_bar(None, "downloading", quiet=args.quiet) as bar:
-        store = open_store(args, create=not args.dry_run)  # a dry run changes nothing
-        results = update(req, store, progress=bar, total=bar.total if bar else None)
+        results = update(req, open_store(args), progress=bar, total=bar.total if bar else None)
     if args.json:
         emit_json(
             "update",
