@@ -581,7 +581,6 @@ READ_ONLY = [
     ["verify", "m@v1", "--public-key", "release.pub"],
     ["verify", "--remote", "m@v1"],
     ["sign", "m@v1", "--key", "release.pem"],
-    ["bundle", "-i", "cfg.yml", "-o", "out.zip", "--dry-run"],
     ["gc"],
     ["store", "info"],
     # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).

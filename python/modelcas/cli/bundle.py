@@ -221,7 +221,7 @@ def _size(m: bundles.PlannedModel) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    store = open_store(args, create=not args.dry_run)  # a dry run writes nothing
+    store = open_store(args)
     plan = bundles.plan_bundle(
         args.input, args.output, auto_date=not args.no_auto_date, store=store, lock=args.lock
     )
