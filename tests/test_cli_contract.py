@@ -579,7 +579,6 @@ READ_ONLY = [
     ["verify"],
     ["verify", "--lock"],
     ["verify", "m@v1", "--public-key", "release.pub"],
-    ["verify", "--remote", "m@v1"],
     ["sign", "m@v1", "--key", "release.pem"],
     ["gc"],
     ["store", "info"],
@@ -608,6 +607,17 @@ def test_read_commands_on_a_missing_named_store_say_so_and_create_nothing(
     init = _cas(["--store", str(typo), "store", "init"], proj, env)
     assert init.returncode == 0, init.stderr
     assert _cas(["--store", str(typo), "ls"], proj, env).returncode == 0
+
+
+def test_auditing_a_remote_neither_needs_nor_makes_a_named_store(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    proj, env = project
+    typo = tmp_path / "typo" / "store"
+    assert _cas(["push", "./remote-dir"], proj, env).returncode == 0
+    r = _cas(["--store", str(typo), "verify", "--remote", "m@v1"], proj, env)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_the_default_store_on_a_fresh_machine_is_simply_empty(tmp_path: Path) -> None:

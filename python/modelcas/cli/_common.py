@@ -199,6 +199,12 @@ def seconds(text: str) -> float:
     return value
 
 
+def named_store_missing(args: argparse.Namespace) -> bool:
+    """Whether the store was named (``--store`` or ``MODELCAS_HOME``) and does not exist."""
+    named = args.store or os.environ.get("MODELCAS_HOME")
+    return named is not None and named != "" and not os.path.lexists(named)
+
+
 def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
     """The store named by --store, else MODELCAS_HOME, else the default cache directory.
 
@@ -215,7 +221,7 @@ def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
         UsageError: ``MODELCAS_LOCK_TIMEOUT`` is not a number of seconds.
     """
     named, how = (args.store, "--store") if args.store else (os.environ.get("MODELCAS_HOME"), "")
-    if not create and named and not os.path.lexists(named):
+    if not create and named and named_store_missing(args):
         how = how or "MODELCAS_HOME"
         raise StoreError(
             f"no store at {show_path(named)} (named by {how})",
