@@ -920,3 +920,21 @@ def test_a_folder_that_cannot_be_listed_is_an_error_never_a_partial_version(
     finally:
         (proj / "model" / "sub").chmod(0o755)
     assert _snapshot(tmp_path / "store", proj) == before, "nothing pinned, nothing stored"
+
+
+@pytest.mark.parametrize("field", ["model_type", "key"])
+def test_a_bundle_member_name_no_file_system_takes_is_refused(
+    project: Project, tmp_path: Path, field: str
+) -> None:
+    # A 300-character model type (or key) made a member that no `cas bundle extract` could
+    # write ("File name too long"), after a bundle and its sidecar were written.
+    proj, env = project
+    long = "T" * 300
+    key, mtype = (long, "UNet") if field == "key" else ("seg", long)
+    (proj / "long.yml").write_text(f'"{key}":\n  model_path: w.bin\n  model_type: {mtype}\n')
+    for as_json in (False, True):
+        argv = ["bundle", "-i", "long.yml", "-o", "long.zip", "--no-auto-date"]
+        r = _check_contract(argv, proj, env, tmp_path / "store", as_json=as_json)
+        assert r.returncode == 2
+        assert "more than a file name can be (255)" in r.stderr, r.stderr
+    assert not list(proj.glob("long*.zip*"))
