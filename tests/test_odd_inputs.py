@@ -395,6 +395,11 @@ def _odd_pins() -> dict[str, list[str]]:
         ],
         "lock set long package": ["lock", "set", "m@v1", "--package", LONG],
         "escape in name": ["add", "w.bin", "--name", "m\x1b[2J", "--version", "v2"],
+        # A name or version given to pull is checked before the remote is asked (a directory
+        # remote made a catalog path of it: "File name too long", the whole name echoed).
+        "pull long name": ["pull", "./remote-dir", "--name", LONG],
+        "pull long version": ["pull", "./remote-dir", "--name", "m", "--version", "v" + LONG],
+        "pull escape in name": ["pull", "./remote-dir", "--name", "m\x1b[2J"],
     }
     for c in BREAKS:
         code = f"U+{ord(c):04X}"
@@ -403,6 +408,7 @@ def _odd_pins() -> dict[str, list[str]]:
         package = ["--package", f"a{c}b"]
         cases[f"{code} in package"] = ["add", "w.bin", "--name", "m", "--version", "v2", *package]
         cases[f"{code} in file name"] = ["add", f"w{c}.bin", "--name", "m", "--version", "v2"]
+        cases[f"pull {code} in name"] = ["pull", "./remote-dir", "--name", f"m{c}x"]
     return cases
 
 
