@@ -944,3 +944,23 @@ def test_a_bundle_member_name_no_file_system_takes_is_refused(
         assert r.returncode == 2
         assert "more than a file name can be (255)" in r.stderr, r.stderr
     assert not list(proj.glob("long*.zip*"))
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "device-link"])
+def test_a_store_path_that_is_not_a_directory_is_named_as_such(
+    project: Project, tmp_path: Path, kind: str
+) -> None:
+    proj, env = project
+    where = tmp_path / "odd"
+    where.mkdir()
+    if kind == "file":
+        store = where / "a-file"
+        store.write_bytes(b"not a store")
+    else:
+        store = _special(kind, where)
+    for argv in (["ls"], ["store", "init"], ["add", "w.bin"]):
+        r = _check_contract(["--store", str(store), *argv], proj, env, tmp_path / "store")
+        assert r.returncode == 2
+        first = r.stderr.splitlines()[0]
+        assert first.startswith(f"cas: error: {store} is ") and "not a directory" in first, first
+        assert "Errno" not in r.stderr, r.stderr

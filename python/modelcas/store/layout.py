@@ -115,6 +115,13 @@ class Layout:
         )
 
     def _open(self) -> None:
+        with contextlib.suppress(FileNotFoundError):  # a new store is made below
+            mode = os.stat(self.root).st_mode
+            if not stat.S_ISDIR(mode):
+                raise StoreError(
+                    f"{self.root} is {kind_of(mode)}, not a directory: a store is a directory",
+                    hint="point --store / MODELCAS_HOME at a store, or at a new path",
+                )
         marker = self.root / "store.json"
         try:
             meta = json.loads(marker.read_bytes())
