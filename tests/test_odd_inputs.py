@@ -964,3 +964,30 @@ def test_a_store_path_that_is_not_a_directory_is_named_as_such(
         first = r.stderr.splitlines()[0]
         assert first.startswith(f"cas: error: {store} is ") and "not a directory" in first, first
         assert "Errno" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device-link", "directory", "dangling-link"])
+def test_a_nearest_cas_lock_that_is_not_a_file_is_named_never_passed_over(
+    project: Project, tmp_path: Path, kind: str
+) -> None:
+    # The nearest cas.lock is the project's, whatever it is: passing over a FIFO or a folder
+    # of that name to a parent's cas.lock would pin into, or check, another project's file.
+    proj, env = project
+    sub = proj / "sub"
+    sub.mkdir()
+    (sub / "w.bin").write_bytes(b"sub weights")
+    odd = sub / "cas.lock"
+    if kind == "directory":
+        odd.mkdir()
+    elif kind == "dangling-link":
+        odd.symlink_to(sub / "nowhere.lock")
+    else:
+        _special(kind, sub).rename(odd)
+    for argv in (
+        ["lock", "ls"],
+        ["verify", "--lock"],
+        ["add", "w.bin", "--name", "s", "--version", "v1"],
+    ):
+        r = _check_contract(argv, sub, env, tmp_path / "store")
+        assert r.returncode == 2, (argv, r.stdout)
+        assert str(odd) in r.stderr and "parents" not in r.stderr, (argv, r.stderr)
