@@ -28,7 +28,7 @@ def one_error(r: subprocess.CompletedProcess[bytes], code: int | None = None) ->
     )
     assert "Traceback" not in err, err
     lines = err.splitlines()
-    # `cas: error:` from a command, `cas bundle: error:` from its argument parser.
+    # `cas: error:` from a command and from its argument parser alike.
     assert lines and re.match(r"cas( [a-z-]+)*: error: ", lines[0]), err
     assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  hint: ")), err
     assert r.stdout == b"", r.stdout

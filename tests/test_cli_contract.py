@@ -533,6 +533,23 @@ def test_under_json_every_command_fails_with_one_error_document(
     assert json.loads(r.stdout)["command"].startswith(f"cas {command.split(maxsplit=1)[0]}")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["gc", "--grace", "-1"], ["lock"], ["get", "m", "-o", "x", "--link", "bogus"], ["add"]],
+    ids=" ".join,
+)
+def test_a_usage_error_of_a_command_is_cas_error_like_every_error(
+    project: tuple[Path, dict[str, str]], tmp_path: Path, argv: list[str]
+) -> None:
+    # One contract (README): `cas: error: ...`, the command named in the hint.
+    proj, env = project
+    r = _check_contract(argv, proj, env, tmp_path / "store")
+    assert r.returncode == 2
+    first, hint = r.stderr.splitlines()
+    assert first.startswith("cas: error: "), r.stderr
+    assert f"`cas {argv[0]} --help`" in hint, r.stderr
+
+
 # -- did you mean ---------------------------------------------------------------------------
 
 
@@ -567,8 +584,13 @@ READ_ONLY = [
     ["verify"],
     ["verify", "--lock"],
     ["verify", "m@v1", "--public-key", "release.pub"],
+    ["sign", "m@v1", "--key", "release.pem"],
     ["gc"],
     ["store", "info"],
+    # Commands that read the store but write elsewhere, and a bare address (nothing to fetch).
+    ["push", "remote-dir"],
+    ["path", "sha256:" + hashlib.sha256(b"some weights").hexdigest()],
+    ["get", "sha256:" + hashlib.sha256(b"some weights").hexdigest(), "-o", "out.bin"],
 ]
 
 
@@ -592,6 +614,17 @@ def test_read_commands_on_a_missing_named_store_say_so_and_create_nothing(
     assert _cas(["--store", str(typo), "ls"], proj, env).returncode == 0
 
 
+def test_auditing_a_remote_neither_needs_nor_makes_a_named_store(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    proj, env = project
+    typo = tmp_path / "typo" / "store"
+    assert _cas(["push", "./remote-dir"], proj, env).returncode == 0
+    r = _cas(["--store", str(typo), "verify", "--remote", "m@v1"], proj, env)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "typo").exists()
+
+
 def test_the_default_store_on_a_fresh_machine_is_simply_empty(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELCAS_")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "fresh-cache")
@@ -609,6 +642,22 @@ def test_verify_lock_with_no_pins_says_so_and_fails(
     r = _check_contract(["verify", "--lock"], proj, env, tmp_path / "store")
     assert r.returncode == 1
     assert "pins no file: nothing to verify" in r.stderr and "intact" not in r.stdout
+
+
+def test_verify_lock_checks_the_lockfile_named_before_the_command(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # `cas --lock other.lock verify --lock` is `cas verify --lock other.lock`, not the nearest.
+    proj, env = project
+    (proj / "other.lock").write_text("lock-version: 1\nmodels: {}\n")
+    for argv in (
+        ["--lock", "other.lock", "verify", "--lock"],
+        ["--lock", "other.lock", "verify"],
+        ["verify", "--lock", "other.lock"],
+    ):
+        r = _check_contract(argv, proj, env, tmp_path / "store")
+        assert r.returncode == 1, (argv, r.stdout)
+        assert "other.lock pins no file" in r.stderr, (argv, r.stderr)
 
 
 # -- re-running is idempotent -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,41 @@ def test_help_teaches(cas: Cas) -> None:
         assert word in r.stdout
     top = cas("--help")
     assert b"hash" in top.stdout
+
+
+def _deeper_than_path_max(top: Path) -> None:
+    """A file under top/, at a path longer than PATH_MAX (made one directory fd at a time)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(300):  # 300 x 21 characters
+            os.mkdir("d" * 20, dir_fd=fd)
+            inner = os.open("d" * 20, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        leaf = os.open("w.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"deep")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+
+
+def test_recursive_names_a_directory_it_cannot_read_never_skips_it(
+    cas: Cas, tmp_path: Path
+) -> None:
+    # os.walk drops what it cannot list; a checksum list missing a file without a word, and
+    # exit 0, would say the tree was covered.
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "a.bin").write_bytes(b"a")
+    _deeper_than_path_max(top)
+    # ... and what it finds that is not a regular file is named, never waited on or read.
+    os.mkfifo(top / "fifo")
+    (top / "zeros").symlink_to("/dev/zero")
+    for extra in ((), ("--json",)):
+        r = cas("hash", "-r", *extra, "top", cwd=tmp_path)
+        assert r.returncode == 1, r.stdout
+        assert b"File name too long" in r.stderr and b"Traceback" not in r.stderr
+        assert b"top/fifo: " in r.stderr and b"top/zeros: " in r.stderr, r.stderr
+        assert b"a.bin" in r.stdout, "what could be read is still listed"
+    doc = json.loads(cas("hash", "-r", "--json", "top", cwd=tmp_path).stdout)
+    assert any("File name too long" in e for e in doc["errors"]), doc

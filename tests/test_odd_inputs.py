@@ -395,6 +395,11 @@ def _odd_pins() -> dict[str, list[str]]:
         ],
         "lock set long package": ["lock", "set", "m@v1", "--package", LONG],
         "escape in name": ["add", "w.bin", "--name", "m\x1b[2J", "--version", "v2"],
+        # A name or version given to pull is checked before the remote is asked (a directory
+        # remote made a catalog path of it: "File name too long", the whole name echoed).
+        "pull long name": ["pull", "./remote-dir", "--name", LONG],
+        "pull long version": ["pull", "./remote-dir", "--name", "m", "--version", "v" + LONG],
+        "pull escape in name": ["pull", "./remote-dir", "--name", "m\x1b[2J"],
     }
     for c in BREAKS:
         code = f"U+{ord(c):04X}"
@@ -403,6 +408,7 @@ def _odd_pins() -> dict[str, list[str]]:
         package = ["--package", f"a{c}b"]
         cases[f"{code} in package"] = ["add", "w.bin", "--name", "m", "--version", "v2", *package]
         cases[f"{code} in file name"] = ["add", f"w{c}.bin", "--name", "m", "--version", "v2"]
+        cases[f"pull {code} in name"] = ["pull", "./remote-dir", "--name", f"m{c}x"]
     return cases
 
 
@@ -814,3 +820,174 @@ def test_quote_escapes_what_a_terminal_acts_on_and_nothing_else() -> None:
     plain = "ünïcode 模型 naïve — “quoted” ✓ back\\slash"
     assert quote(plain) == plain
     assert one_line("first\nsecond\x1b[0m") == "first second\\x1b[0m"
+
+
+# -- settings from the environment ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf"])
+def test_a_lock_timeout_that_is_not_a_number_of_seconds_is_refused(
+    project: Project, tmp_path: Path, value: str
+) -> None:
+    # As MODELCAS_LOW_SPEED_TIME: a setting that is not a finite number of seconds >= 0 is one
+    # line and exit 2 (never silently 60 s, never a wait without end), and nothing is moved.
+    proj, env = project
+    (proj / "mine.bin").write_bytes(b"mine")
+    argv = ["add", "--move", "mine.bin", "--name", "m", "--version", "v2"]
+    r = _check_contract(argv, proj, {**env, "MODELCAS_LOCK_TIMEOUT": value}, tmp_path / "store")
+    assert r.returncode == 2 and "MODELCAS_LOCK_TIMEOUT" in r.stderr, r.stderr
+    assert (proj / "mine.bin").read_bytes() == b"mine"
+
+
+# -- JSON nested deeper than the parser's recursion ----------------------------------------------
+
+DEEP = b"[" * 3000  # 3 KiB: within every size cap, deeper than json's recursion limit
+
+
+def _deep_store_json(store: Path, proj: Path) -> list[str]:
+    (store / "store.json").chmod(0o644)
+    (store / "store.json").write_bytes(DEEP)
+    return ["verify"]
+
+
+def _deep_index(store: Path, proj: Path) -> list[str]:
+    for rec in (p for p in (store / "index").rglob("*") if p.is_file()):
+        rec.chmod(0o644)
+        rec.write_bytes(DEEP)
+    return ["verify", "--lock"]
+
+
+def _deep_root(store: Path, proj: Path) -> list[str]:
+    (store / "roots" / ("0" * 32 + ".json")).write_bytes(DEEP)
+    return ["gc", "--dry-run"]
+
+
+def _deep_lock_owner(store: Path, proj: Path) -> list[str]:
+    (proj / "cas.lock.lock").write_bytes(DEEP)
+    return ["lock", "set", "m@v1", "--latest"]
+
+
+DEEP_CASES = {
+    "store.json": _deep_store_json,
+    "index record": _deep_index,
+    "root record": _deep_root,
+    "lockfile's lock": _deep_lock_owner,
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEEP_CASES))
+def test_json_nested_too_deeply_in_the_store_is_an_error_not_a_bug(
+    project: Project, tmp_path: Path, case: str
+) -> None:
+    proj, env = project
+    argv = DEEP_CASES[case](tmp_path / "store", proj)
+    env = {**env, "MODELCAS_LOCK_TIMEOUT": "1"}
+    if case == "index record":
+        # A record is a cache of what the object's bytes say: verify re-hashes them.
+        r = _cas(argv, proj, env)
+        assert r.returncode == 0, r.stderr
+    else:
+        r = _check_contract(argv, proj, env, tmp_path / "store")
+    assert "RecursionError" not in r.stderr and "bug" not in r.stderr, r.stderr
+
+
+# -- a folder that cannot be listed -------------------------------------------------------------
+
+# Root without the capabilities that let it read any folder, so that permissions apply to it as
+# to any user (CI runs as root; a uid of 0 keeps reading what root owns, such as the checkout).
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_never_a_partial_version(
+    project: Project, tmp_path: Path
+) -> None:
+    proj, env = project
+    (proj / "model" / "sub").mkdir(parents=True)
+    (proj / "model" / "config.json").write_text("{}")
+    (proj / "model" / "sub" / "weights.bin").write_bytes(b"the weights")
+    (proj / "model" / "sub").chmod(0)
+    before = _snapshot(tmp_path / "store", proj)
+    try:
+        argv = ["add", "model", "--name", "m", "--version", "v2"]
+        for as_json in ((), ("--json",)):
+            r = subprocess.run(
+                [*NO_DAC, sys.executable, "-m", "modelcas", *argv, *as_json],
+                cwd=proj,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert r.returncode == 2, (r.stdout, r.stderr)
+            assert r.stderr.splitlines() == ["cas: error: model/sub: Permission denied"], r.stderr
+            if as_json:
+                assert json.loads(r.stdout)["schema"] == "cas.error/1"
+    finally:
+        (proj / "model" / "sub").chmod(0o755)
+    assert _snapshot(tmp_path / "store", proj) == before, "nothing pinned, nothing stored"
+
+
+@pytest.mark.parametrize("field", ["model_type", "key"])
+def test_a_bundle_member_name_no_file_system_takes_is_refused(
+    project: Project, tmp_path: Path, field: str
+) -> None:
+    # A 300-character model type (or key) made a member that no `cas bundle extract` could
+    # write ("File name too long"), after a bundle and its sidecar were written.
+    proj, env = project
+    long = "T" * 300
+    key, mtype = (long, "UNet") if field == "key" else ("seg", long)
+    (proj / "long.yml").write_text(f'"{key}":\n  model_path: w.bin\n  model_type: {mtype}\n')
+    for as_json in (False, True):
+        argv = ["bundle", "-i", "long.yml", "-o", "long.zip", "--no-auto-date"]
+        r = _check_contract(argv, proj, env, tmp_path / "store", as_json=as_json)
+        assert r.returncode == 2
+        assert "more than a file name can be (255)" in r.stderr, r.stderr
+    assert not list(proj.glob("long*.zip*"))
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "device-link"])
+def test_a_store_path_that_is_not_a_directory_is_named_as_such(
+    project: Project, tmp_path: Path, kind: str
+) -> None:
+    proj, env = project
+    where = tmp_path / "odd"
+    where.mkdir()
+    if kind == "file":
+        store = where / "a-file"
+        store.write_bytes(b"not a store")
+    else:
+        store = _special(kind, where)
+    for argv in (["ls"], ["store", "init"], ["add", "w.bin"]):
+        r = _check_contract(["--store", str(store), *argv], proj, env, tmp_path / "store")
+        assert r.returncode == 2
+        first = r.stderr.splitlines()[0]
+        assert first.startswith(f"cas: error: {store} is ") and "not a directory" in first, first
+        assert "Errno" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device-link", "directory", "dangling-link"])
+def test_a_nearest_cas_lock_that_is_not_a_file_is_named_never_passed_over(
+    project: Project, tmp_path: Path, kind: str
+) -> None:
+    # The nearest cas.lock is the project's, whatever it is: passing over a FIFO or a folder
+    # of that name to a parent's cas.lock would pin into, or check, another project's file.
+    proj, env = project
+    sub = proj / "sub"
+    sub.mkdir()
+    (sub / "w.bin").write_bytes(b"sub weights")
+    odd = sub / "cas.lock"
+    if kind == "directory":
+        odd.mkdir()
+    elif kind == "dangling-link":
+        odd.symlink_to(sub / "nowhere.lock")
+    else:
+        _special(kind, sub).rename(odd)
+    for argv in (
+        ["lock", "ls"],
+        ["verify", "--lock"],
+        ["add", "w.bin", "--name", "s", "--version", "v1"],
+    ):
+        r = _check_contract(argv, sub, env, tmp_path / "store")
+        assert r.returncode == 2, (argv, r.stdout)
+        assert str(odd) in r.stderr and "parents" not in r.stderr, (argv, r.stderr)

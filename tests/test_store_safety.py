@@ -869,6 +869,16 @@ def test_a_moved_project_keeps_its_local_only_objects_until_forgotten(tmp_path: 
         assert len(r.stderr.decode().strip().splitlines()) <= 2
     shutil.rmtree(moved.parent)
     forget = ["--forget", gone, "--forget", moved]
+    # A dry run previews the forget (and refuses the same bad paths), changing nothing.
+    for bad in (tmp_path / "nope.lock",):
+        r = _run(_cas(store.root, "gc", "--dry-run", "--forget", bad), tmp_path)
+        assert r.returncode == 2 and b"no registered root" in r.stderr, r.stderr
+    r = _run(_cas(store.root, "gc", "--grace", "0", "--dry-run", *forget), tmp_path)
+    assert r.returncode == 0, r.stderr
+    preview = r.stdout.decode()
+    assert f"would delete sha256:{ref_sha256(local_data)}" in preview, preview
+    assert f"would forget root {gone}" in preview and "kept 1 object(s)" not in preview, preview
+    assert store.has(ref_sha256(local_data)) and any(root.path == lock for root in store.roots())
     r = _run(_cas(store.root, "gc", "--grace", "0", *forget), tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"forgot root {gone}" in r.stdout.decode()

@@ -931,7 +931,7 @@ def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
         raise RemoteError(f"{where}: cannot read the Hugging Face cache's copy ({e})") from None
     try:
         raw = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise RemoteError(f"{where} is not JSON ({e})") from None
     return raw if isinstance(raw, dict) else None
 

@@ -685,13 +685,29 @@ def project_name(lock_path: Path) -> str | None:
 
 
 def find(start: Path | None = None) -> Path | None:
-    """The nearest ``cas.lock`` in ``start`` or a parent directory."""
+    """The nearest ``cas.lock`` in ``start`` or a parent directory.
+
+    The nearest name wins whatever it is (a FIFO, a folder, a dangling link): passing over it
+    to a parent's ``cas.lock`` would work on another project's file. :func:`locate` names it.
+    """
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
         candidate = d / DEFAULT_NAME
-        if candidate.is_file():
+        if os.path.lexists(candidate):
             return candidate
     return None
+
+
+def _not_a_lockfile(p: Path) -> LockfileError:
+    """The error for a lockfile path that exists but is no regular file (or a link to one)."""
+    try:
+        what = untrusted.kind_of(p.stat().st_mode)
+    except OSError:
+        what = "a link to nothing"
+    return LockfileError(
+        f"{p} is {what}, not a regular file; expected a lockfile",
+        hint="remove or rename it, or pass --lock PATH",
+    )
 
 
 def locate(path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> Path:
@@ -703,6 +719,8 @@ def locate(path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> P
     if path is not None:
         p = Path(path)
         if must_exist and not p.is_file():
+            if os.path.lexists(p):
+                raise _not_a_lockfile(p)
             raise LockfileError(
                 f"no lockfile at {p}",
                 hint="check --lock, or create one with "
@@ -711,6 +729,8 @@ def locate(path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> P
         return p
     found = find()
     if found is not None:
+        if not found.is_file():
+            raise _not_a_lockfile(found)
         return found
     if must_exist:
         raise LockfileError(

@@ -24,6 +24,7 @@ SEED: dict[str, tuple[str, str]] = {
 # Where a model type may be given: the config entry, else the metadata JSON.
 TYPE_KEYS = ("model_type", "model_name", "architecture")
 SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*")
+NAME_MAX = 255  # bytes in a file name (Linux, macOS, Windows): a member's base name fits one
 
 
 def model_type(key: str, spec: Mapping[str, Any], metadata: Mapping[str, Any]) -> str | None:

@@ -61,7 +61,7 @@ def open(
     identity = _identity(p)
     try:
         known = json.loads(seen.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         known = None
     complete = all(s.has(d.sha256) for d in b.manifest.values())
     if not (known == identity and complete):

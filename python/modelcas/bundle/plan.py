@@ -272,6 +272,14 @@ class _Planner:
         model.model_type = mtype
         stem = names.stem(key, mtype)
         ext = Path(model.original_name).suffix or (model.source or Path()).suffix
+        longest = max(f"{stem}{ext}", f"{stem}.json", key=lambda n: len(os.fsencode(n)))
+        if len(os.fsencode(longest)) > names.NAME_MAX:
+            # Written, it could never be extracted: no file system takes such a name.
+            self.problems.append(
+                f"{key}: member name {longest[:40]}... is {len(os.fsencode(longest))} bytes, "
+                f"more than a file name can be ({names.NAME_MAX}); shorten the model type or key"
+            )
+            return
         model.member = f"models/{stem}{ext}"
         model.metadata_member = f"metadata/{stem}.json"
         model.metadata = {**metadata, "original_name": model.original_name}

@@ -49,7 +49,8 @@ class Parser(argparse.ArgumentParser):
         hint = f"see `{where.prog} --help`"
         if guess := self._did_you_mean(message, where):
             hint = f"did you mean {guess}? ({hint})"
-        print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
+        # `cas: error:` as every error (README); the hint names the command's --help.
+        print(f"cas: error: {one_line(message)}", file=sys.stderr)
         print(f"  hint: {hint}", file=sys.stderr)
         if Parser.json_errors:
             emit_error_json(self.prog, message, hint, 2)
@@ -198,6 +199,12 @@ def seconds(text: str) -> float:
     return value
 
 
+def named_store_missing(args: argparse.Namespace) -> bool:
+    """Whether the store was named (``--store`` or ``MODELCAS_HOME``) and does not exist."""
+    named = args.store or os.environ.get("MODELCAS_HOME")
+    return named is not None and named != "" and not os.path.lexists(named)
+
+
 def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
     """The store named by --store, else MODELCAS_HOME, else the default cache directory.
 
@@ -211,16 +218,19 @@ def open_store(args: argparse.Namespace, *, create: bool = True) -> Store:
     Raises:
         StoreError: ``create`` is false and the named store does not exist, or the store
             cannot be opened.
+        UsageError: ``MODELCAS_LOCK_TIMEOUT`` is not a number of seconds.
     """
     named, how = (args.store, "--store") if args.store else (os.environ.get("MODELCAS_HOME"), "")
-    if not create and named and not os.path.lexists(named):
+    if not create and named and named_store_missing(args):
         how = how or "MODELCAS_HOME"
         raise StoreError(
             f"no store at {show_path(named)} (named by {how})",
             hint="check the path, or create the store there with `cas store init`",
         )
     from modelcas.store import Store  # noqa: PLC0415 (commands without a store skip its import)
+    from modelcas.store.owner import timeout  # noqa: PLC0415
 
+    timeout()  # a bad MODELCAS_LOCK_TIMEOUT is refused now, before anything is written
     return Store(args.store)
 
 

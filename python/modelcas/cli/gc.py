@@ -98,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"{verb} {info.digest.address}  {human(info.digest.size)}")
     for tmp in report.temp_files:
         say(args, f"{verb} leftover {show_path(tmp)}")
+    forgot = "would forget" if args.dry_run else "forgot"
     for root in report.forgotten:
-        say(args, f"forgot root {show_path(root)} and what it kept")
+        say(args, f"{forgot} root {show_path(root)} and what it kept")
     for root in report.stale_roots:
-        say(args, f"forgot root {show_path(root)} (file is gone)")
+        say(args, f"{forgot} root {show_path(root)} (file is gone)")
     for v in report.vanished:
         gone = show_path(v.path)
         say(

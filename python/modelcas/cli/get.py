@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from modelcas.ops.resolve import resolve  # noqa: PLC0415
     from modelcas.ops.versions import is_directory_target  # noqa: PLC0415
 
-    store = open_store(args)
+    # A bare address has nothing to fetch: only a pinned model may fill a new store.
+    store = open_store(args, create=not args.ref.startswith("sha256:"))
     if is_directory_target(args.output):
         return _into_directory(args, store)
     if args.include or args.exclude:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import sys
+from collections.abc import Collection
 from typing import Any, BinaryIO
 
 from modelcas import hashing, sumfile, untrusted
@@ -125,21 +126,32 @@ def run(args: argparse.Namespace) -> int:
     return _print(args)
 
 
-def _expand(paths: list[str], recursive: bool) -> tuple[list[str], list[str]]:
-    """Files to hash in order, and error messages for arguments that cannot be hashed."""
+def _expand(paths: list[str], recursive: bool) -> tuple[list[str], list[str], set[str]]:
+    """Files to hash, in order; errors for arguments that cannot be hashed; walked files.
+
+    The walked files were found in a directory (-r), not named by the user.
+    """
     files: list[str] = []
     errors: list[str] = []
+    walked: set[str] = set()
     for p in paths or [STDIN]:
         if p != STDIN and os.path.isdir(p):
             if not recursive:
                 errors.append(f"{p}: Is a directory (use --recursive)")
                 continue
-            for root, dirs, names in os.walk(p):
+
+            # A directory that cannot be listed is an error, never left out in silence.
+            def unlisted(e: OSError) -> None:
+                errors.append(f"{e.filename}: {e.strerror or e}")
+
+            for root, dirs, names in os.walk(p, onerror=unlisted):
                 dirs.sort()
-                files.extend(os.path.join(root, n) for n in sorted(names))
+                found = [os.path.join(root, n) for n in sorted(names)]
+                files.extend(found)
+                walked.update(found)
         else:
             files.append(p)
-    return files, errors
+    return files, errors, walked
 
 
 def _hash_stdin(algos: tuple[hashing.Algo, ...]) -> Hashes:
@@ -156,23 +168,31 @@ def _hash_all(
     args: argparse.Namespace,
     *,
     listed: bool = False,
+    walked: Collection[str] = (),
 ) -> list[Hashes | OSError]:
     """Hash files named on the command line, or with ``listed`` by a checksum file.
 
     A file named on the command line is read as `sha256sum` reads it (a pipe too); one a
-    checksum file names is someone else's choice, so only a regular file is read (a FIFO or
-    device it names is "FAILED open or read", never waited on).
+    checksum file names, or one found by walking a directory (``walked``), is someone else's
+    choice, so only a regular file is read (a FIFO or device there is an error, "FAILED open
+    or read" under --check, never waited on).
     """
     on_disk = [f for f in files if f != STDIN]
     total = 0
     for f in on_disk:
         with contextlib.suppress(OSError):
             total += os.stat(f).st_size
+    strict = [f for f in on_disk if listed or f in walked]
+    named = [f for f in on_disk if not (listed or f in walked)]
+    done: dict[str, Hashes | OSError] = {}
     with byte_bar(total, "hashing", quiet=args.quiet or args.status) as bar:
-        results = iter(
-            hashing.hash_files(on_disk, algos, regular_only=listed, follow=True, progress=bar)
-        )
-    return [_hash_stdin(algos) if f == STDIN else next(results) for f in files]
+        for batch, regular_only in ((named, False), (strict, True)):
+            if batch:
+                hashed = hashing.hash_files(
+                    batch, algos, regular_only=regular_only, follow=True, progress=bar
+                )
+                done.update(zip(batch, hashed, strict=True))
+    return [_hash_stdin(algos) if f == STDIN else done[f] for f in files]
 
 
 def _algos(choice: str | None) -> tuple[hashing.Algo, ...]:
@@ -182,10 +202,10 @@ def _algos(choice: str | None) -> tuple[hashing.Algo, ...]:
 
 
 def _print(args: argparse.Namespace) -> int:
-    files, errors = _expand(args.paths, args.recursive)
+    files, errors, walked = _expand(args.paths, args.recursive)
     json_out = args.json
     algos = hashing.BOTH if json_out else _algos(args.algo)
-    results = _hash_all(files, algos, args)
+    results = _hash_all(files, algos, args, walked=walked)
     out: BinaryIO = sys.stdout.buffer
     records: list[dict[str, object]] = []
     for f, r in zip(files, results, strict=True):

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cas path``."""
     from modelcas.ops.versions import path_of  # noqa: PLC0415
 
-    store = open_store(args)
+    # A bare address has nothing to fetch: only a pinned model may fill a new store.
+    store = open_store(args, create=not args.ref.startswith("sha256:"))
     # Fetched if missing (a bar of unknown size, shown only if that takes a while); a single
     # file's bytes are then verified here, under a bar of known size.
     with byte_bar(None, "fetching", quiet=args.quiet) as bar:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     with byte_bar(None, "pushing", quiet=args.quiet) as bar:
         result = push(
             args.dest,
-            open_store(args),
+            open_store(args, create=False),  # push only reads the store
             addresses=tuple(args.addresses),
             lock=Path(args.lock) if args.lock else None,
             progress=bar,

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             lock=Path(args.lock) if args.lock else None,
             output=Path(args.output) if args.output else None,
         ),
-        open_store(args),
+        open_store(args, create=False),  # it signs only what is stored
     )
     if outcome.trusted is False:
         out(

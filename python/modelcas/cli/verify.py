@@ -13,6 +13,7 @@ from modelcas.cli._common import (
     err,
     human,
     json_help,
+    named_store_missing,
     open_store,
     out,
     problems,
@@ -260,7 +261,10 @@ def _run_remote(args: argparse.Namespace) -> int:
     lock = getattr(args, "lock", None) or None
     req = AuditRequest(args.remote, lock, read_data=args.read_data)
     with byte_bar(None, "reading back", quiet=args.quiet) as bar:
-        audits = audit(req, open_store(args), progress=bar)
+        # The store only spares reading small files again: a named one that does not exist
+        # is not made (nor needed).
+        store = None if named_store_missing(args) else open_store(args)
+        audits = audit(req, store, progress=bar)
     failed = [a for a in audits if not a.ok]
     if args.json:
         emit_json(

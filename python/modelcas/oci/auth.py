@@ -126,7 +126,7 @@ def _read_config(path: Path) -> dict[str, Any] | None:
         raise UsageError(
             e.message, hint="fix or remove it, or log in again (`docker login` / `podman login`)"
         ) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UsageError(
             f"{path}: unreadable credential file ({type(e).__name__})",
             hint="fix or remove it, or log in again (`docker login` / `podman login`)",
@@ -228,7 +228,7 @@ def _from_helper(name: str, registry: str) -> Credential | None:
     try:
         payload = json.loads(done.stdout)
         username, secret = payload["Username"], payload["Secret"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise RemoteError(f"{program} get {registry}: its answer is not JSON") from None
     if not isinstance(username, str) or not isinstance(secret, str) or not secret:
         return None

@@ -301,7 +301,7 @@ class Client:
                 link = r.getheader("Link")
             try:
                 found = json.loads(raw).get("tags") or []
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise RemoteError(
                     f"{self.registry}/{repository}: the tag list is not JSON"
                 ) from None
@@ -502,7 +502,7 @@ class Client:
             answer = json.loads(raw)
             value = answer.get("token") or answer.get("access_token")
             lifetime = float(answer.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             value = None
         if not isinstance(value, str) or not value:
             raise RemoteError(f"{self.registry}: the token service answered without a token")
@@ -690,7 +690,15 @@ def _error_detail(r: http.client.HTTPResponse) -> str:
         errors: Any = json.loads(raw).get("errors") or []
         first = errors[0]
         text = f"{first.get('code', '')} {first.get('message', '')}".strip()
-    except (ValueError, AttributeError, IndexError, TypeError, OSError, http.client.HTTPException):
+    except (
+        ValueError,
+        AttributeError,
+        IndexError,
+        TypeError,
+        OSError,
+        RecursionError,
+        http.client.HTTPException,
+    ):
         return ""
     return f": {text[:200]}" if text else ""
 

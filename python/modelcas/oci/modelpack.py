@@ -201,7 +201,7 @@ def parse_manifest(body: bytes, where: str) -> Manifest:
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     try:
         raw = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RemoteError(f"{where}: the manifest is not JSON") from None
     if not isinstance(raw, dict):
         raise RemoteError(f"{where}: the manifest is not a JSON object")
@@ -303,7 +303,7 @@ def parse_config(body: bytes, manifest: Manifest, where: str) -> Config:
     """
     try:
         raw = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RemoteError(f"{where}: the config blob is not JSON") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("descriptor"), dict):
         raise RemoteError(f"{where}: the config blob has no descriptor")

@@ -10,7 +10,7 @@ file back.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,17 +86,14 @@ def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
 
     Raises:
         FileNotFoundError: a path does not exist.
+        OSError: a folder below a directory cannot be listed (nothing is left out in silence).
         UsageError: a directory holds no file, or something that is not one (a link to a
             folder or to nothing, a FIFO).
     """
     out: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(
-                (f, f.relative_to(p).as_posix())
-                for f in p.rglob("*")
-                if f.is_symlink() or not f.is_dir()
-            )
+            found = sorted((f, f.relative_to(p).as_posix()) for f in _entries(p))
             kept = [(f, n) for f, n in found if not any(n.startswith(x + "/") for x in _NOT_LAYOUT)]
             # A link to a file is its file (an HF cache snapshot is all links into blobs/);
             # anything else is refused, never left out in silence.
@@ -116,6 +113,25 @@ def listing(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
         else:
             out.append((p, p.name))
     return out
+
+
+def _entries(top: Path) -> Iterator[Path]:
+    """Everything below ``top`` but folders (a link to one included, not followed).
+
+    A folder that cannot be listed is an error: ``Path.rglob`` leaves it out in silence, and
+    a version pinned without its files would look complete.
+
+    Raises:
+        OSError: a folder cannot be listed.
+    """
+
+    def fail(e: OSError) -> None:
+        raise e
+
+    for here, dirs, names in os.walk(top, onerror=fail):
+        base = Path(here)
+        yield from (base / n for n in names)
+        yield from (base / d for d in dirs if (base / d).is_symlink())
 
 
 def add(

@@ -56,7 +56,9 @@ def collect(
         StoreError: a root or a catalog entry cannot be read; nothing was deleted.
         UsageError: a path to forget is not a registered root, or still exists.
     """
-    forgotten = [store.forget_root(p) for p in forget] if not dry_run else []
-    report = store.gc(READERS, grace=grace, dry_run=dry_run, also=_catalog(store))
+    forgotten = [store.forget_root(p, dry_run=dry_run) for p in forget]
+    # A dry run leaves the roots in place; gc then reads them as forgotten.
+    named = {os.path.normpath(p) for f in forgotten for p in (f, f.resolve())}
+    report = store.gc(READERS, grace=grace, dry_run=dry_run, also=_catalog(store), forgetting=named)
     report.forgotten = forgotten
     return report

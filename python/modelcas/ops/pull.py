@@ -100,6 +100,11 @@ def pull(
             f"{req.source!r} is not a remote",
             hint="pull from hf://ORG/NAME@REV, oci://HOST/REPO:TAG, a directory or https://…",
         )
+    # A name or version given is checked before the remote is asked (it may become a path).
+    if req.name is not None:
+        lockfile.check_name(req.name)
+    if req.version is not None:
+        lockfile.parse_version(req.version, f"{req.name or 'the model'}@{req.version}")
     remote = open_remote(ref, plain_http=req.plain_http)
     if ref.kind == "dir" and (req.addresses or req.name is None):
         assert isinstance(remote, DirRemote)

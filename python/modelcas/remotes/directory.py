@@ -501,7 +501,7 @@ def _read_entry(path: Path) -> dict[str, Any] | None:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None  # a FIFO or device planted in the catalog is never read
             raw = json.loads(f.read(_MAX_ENTRY))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return raw if isinstance(raw, dict) else None
 

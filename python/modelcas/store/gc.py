@@ -22,7 +22,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from modelcas.digest import is_hex64
@@ -123,7 +123,7 @@ class Collecting(Remembering):
             if not (isinstance(path, str) and os.path.isabs(path) and isinstance(kind, str)):
                 raise TypeError
             return Root(Path(path), kind, float(registered), p)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise refuse("is not a root record (JSON with path, kind, registered)") from None
 
     def referenced(
@@ -187,6 +187,7 @@ class Collecting(Remembering):
         grace: float = DEFAULT_GRACE,
         dry_run: bool = False,
         also: Callable[[], set[str]] | None = None,
+        forgetting: Collection[str] = (),
     ) -> GcReport:
         """Delete unreferenced objects and old leftovers of interrupted writes.
 
@@ -200,6 +201,8 @@ class Collecting(Remembering):
             dry_run: report only.
             also: sha256s referenced from outside ``roots/`` (a directory remote's catalog),
                 read again at the second pass as the roots are.
+            forgetting: (dry run) paths of vanished roots taken as forgotten, so that the
+                preview of ``cas gc --dry-run --forget`` shows what forgetting releases.
 
         Returns:
             What was (or would be) removed.
@@ -219,6 +222,9 @@ class Collecting(Remembering):
         live |= intent.in_flight(self.tmp_dir)
         if also is not None:
             live |= also()
+        if dry_run and forgetting:
+            # (spelled as the user named it, or resolved, as forget_root finds its record)
+            stale = [r for r in stale if os.path.normpath(r.path.absolute()) not in forgetting]
         memories = self._memories(stale)
         keep = live.union(*memories.values())
         candidates: list[ObjectInfo] = []

@@ -60,7 +60,7 @@ class MoveJournal:
             raw = json.loads(data)
             owner = Owner(**raw.pop("owner"))
             journal = cls(owner=owner, **raw)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         if (
             not os.path.isabs(journal.source)
@@ -135,7 +135,7 @@ def in_flight(tmp_dir: Path) -> set[str]:
                 keep.add(journal.sha256)
         elif entry.name.endswith(CLAIM) and claim_counts(Path(entry.path), now):
             data = read_small(Path(entry.path))
-            with contextlib.suppress(ValueError, TypeError):
+            with contextlib.suppress(ValueError, TypeError, RecursionError):
                 listed = json.loads(data) if data else []
                 keep |= {s for s in listed if isinstance(s, str) and is_hex64(s)}
     return keep

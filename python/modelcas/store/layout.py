@@ -115,13 +115,20 @@ class Layout:
         )
 
     def _open(self) -> None:
+        with contextlib.suppress(FileNotFoundError):  # a new store is made below
+            mode = os.stat(self.root).st_mode
+            if not stat.S_ISDIR(mode):
+                raise StoreError(
+                    f"{self.root} is {kind_of(mode)}, not a directory: a store is a directory",
+                    hint="point --store / MODELCAS_HOME at a store, or at a new path",
+                )
         marker = self.root / "store.json"
         try:
             meta = json.loads(marker.read_bytes())
         except FileNotFoundError:
             self._create(shared=False)
             return
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # (nested too deeply: not ours)
             raise StoreError(
                 f"{marker} is unreadable: {e}",
                 hint="point --store / MODELCAS_HOME at a modelcas store, or move this one away",
@@ -237,7 +244,7 @@ class Layout:
             raw = json.loads(self.index_path(sha256).read_bytes())
             digest = Digest(sha256, int(raw["size"]), raw.get("blake3"))
             return digest, float(raw["added"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def write_index(self, digest: Digest, added: float) -> None:

@@ -115,15 +115,19 @@ class Remembering(Moving):
                 isinstance(s, str) and is_hex64(s) for s in local
             ):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise StoreError(
                 f"{memory} (what {root.path} pinned) cannot be read; nothing was deleted",
                 hint=f"if {root.path} is gone for good, run `cas gc --forget {root.path}`",
             ) from None
         return set(local)
 
-    def forget_root(self, path: str | os.PathLike[str]) -> Path:
+    def forget_root(self, path: str | os.PathLike[str], *, dry_run: bool = False) -> Path:
         """Forget a registered root whose file is gone, and what it pinned.
+
+        Args:
+            path: the root's path.
+            dry_run: only check that it could be forgotten (``cas gc --dry-run --forget``).
 
         Returns:
             The root's absolute path.
@@ -146,6 +150,8 @@ class Remembering(Moving):
                 f"{absolute} still exists; gc keeps what it pins",
                 hint="delete or move it first, or unpin what it should no longer keep",
             )
+        if dry_run:
+            return absolute
         self._memory_path(record).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             record.unlink()

@@ -24,6 +24,7 @@ import errno
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import socket
@@ -34,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from modelcas.errors import LockHeldError
+from modelcas.errors import LockHeldError, UsageError
 from modelcas.store.durable import named
 
 DEFAULT_TIMEOUT = 60.0  # seconds a lock is waited for; MODELCAS_LOCK_TIMEOUT overrides
@@ -73,7 +74,7 @@ class Owner:
                 int(raw["start"]),
                 str(raw.get("nonce", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         return owner if owner.pid > 0 else None
 
@@ -218,11 +219,25 @@ def _break_if_dead(path: Path, judged: Owner) -> bool:
 
 
 def timeout() -> float:
-    """How long a lock is waited for: ``MODELCAS_LOCK_TIMEOUT`` seconds, else 60."""
-    try:
-        return max(0.0, float(os.environ["MODELCAS_LOCK_TIMEOUT"]))
-    except (KeyError, ValueError):
+    """How long a lock is waited for: ``MODELCAS_LOCK_TIMEOUT`` seconds, else 60.
+
+    Raises:
+        UsageError: the setting is not a finite number of seconds >= 0 (fail closed: never
+            a silent default, never a wait without end).
+    """
+    raw = os.environ.get("MODELCAS_LOCK_TIMEOUT", "").strip()
+    if not raw:
         return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(
+            f"MODELCAS_LOCK_TIMEOUT={raw!r} is not a number of seconds",
+            hint=f"unset it for the default ({DEFAULT_TIMEOUT:g}), or set a number >= 0",
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
