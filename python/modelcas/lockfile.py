@@ -338,8 +338,12 @@ class Lockfile:
         try:
             raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as e:
-            first = str(e).strip().splitlines()
-            raise LockfileError(f"{where}: not valid YAML: {' '.join(first[:3])}") from None
+            # The parser's own message quotes the line it stopped at: name the place instead
+            # (the path may be a file that is not ours, a credentials file named by mistake).
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or "cannot parse"
+            raise LockfileError(f"{where}: not valid YAML{at}: {problem}") from None
         except RecursionError:
             raise LockfileError(f"{where}: nested too deeply to be a lockfile") from None
         if raw is None:
@@ -832,10 +836,23 @@ def _string(value: object, where: str, keypath: str) -> str:
 
 
 def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
+    if not isinstance(raw, dict) or "lock-version" not in raw:
+        # Probably not a lockfile at all (a path named by mistake, a planted root record):
+        # say so without quoting any of it.
+        raise LockfileError(
+            f"{where}: not a lockfile (no `lock-version:` key at the top)",
+            hint=f"a lockfile starts with `lock-version: {LOCK_VERSION}`; `cas add FILE --name "
+            "NAME --version V` creates one",
+        )
     top = _mapping(raw, where, "", {"lock-version", "package", "trust", "models"})
     version = top.get("lock-version")
     if not isinstance(version, int) or isinstance(version, bool):
-        found = f"{version!r}"
+        # A number or a boolean is shown; text is not (it may be someone else's secret).
+        found = (
+            repr(version)
+            if isinstance(version, int | float | None)
+            else {str: "text", list: "a list", dict: "a mapping"}.get(type(version), "a value")
+        )
         raise _fail(where, "lock-version", f"expected the integer {LOCK_VERSION}, found {found}")
     if version != LOCK_VERSION:
         if isinstance(version, int) and version > LOCK_VERSION:
