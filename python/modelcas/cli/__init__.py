@@ -117,8 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # user set it): the command imports the client only later.
         os.environ.setdefault("HF_HUB_VERBOSITY", "critical")
         logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
-        # ... and the client sets its own level when it is imported (later, on first use).
-        os.environ.setdefault("HF_HUB_VERBOSITY", "critical")
 
     def fail(code: int, message: str, hint: str | None = None, details: Sequence[str] = ()) -> int:
         _error(message, hint, details)

@@ -134,6 +134,7 @@ def add_action(actions: Any, name: str, help: str, description: str, epilog: str
     """A sub-subcommand (``cas lock ls``) with the house style and the global options."""
     p = actions.add_parser(name, help=help, description=description, epilog=epilog)
     add_global_options(p)
+    p.set_defaults(command=p.prog.removeprefix("cas").strip())  # "lock ls", for --json errors
     return p
 
 
