@@ -344,10 +344,13 @@ class Registry:
             NotPinnedError, IntegrityError, RemoteError: see :meth:`fetch`.
         """
         if file is None:
-            chosen, entry = self.resolve(name, version)
+            chosen, entry = self.resolve(name, version)  # resolved (and warned about) once
             if len(entry.files) > 1:
                 return self._fetch_all(name, chosen, entry)
-        pin = self.pin(name, version, file)
+            ((only, digest),) = entry.files.items()
+            pin = Pin(name, chosen, only, digest)
+        else:
+            pin = self.pin(name, version, file)
         self.fetch(pin)
         return self.named(pin)
 
