@@ -848,10 +848,11 @@ def _parse(raw: object, where: str, path: Path | None) -> Lockfile:
     version = top.get("lock-version")
     if not isinstance(version, int) or isinstance(version, bool):
         # A number or a boolean is shown; text is not (it may be someone else's secret).
+        kinds: dict[type, str] = {str: "text", list: "a list", dict: "a mapping"}
         found = (
             repr(version)
             if isinstance(version, int | float | None)
-            else {str: "text", list: "a list", dict: "a mapping"}.get(type(version), "a value")
+            else kinds.get(type(version), "a value")
         )
         raise _fail(where, "lock-version", f"expected the integer {LOCK_VERSION}, found {found}")
     if version != LOCK_VERSION:
