@@ -36,11 +36,11 @@ from modelcas.store.durable import (
     owned_name,
     writer_alive,
 )
-from modelcas.store.layout import kind_of
 from modelcas.store.memory import MEMORY, Pinned, Remembering
 from modelcas.store.read import STAGING
 from modelcas.store.records import GcReport, ObjectInfo, Root, VanishedRoot
 from modelcas.store.views import collect as collect_views
+from modelcas.untrusted import kind_of
 
 # gc keeps temporary files and unreferenced objects younger than this: they may belong to a
 # write in flight, or to a plain `cas add` whose user has not pinned it yet.

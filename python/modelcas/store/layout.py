@@ -27,6 +27,7 @@ from pathlib import Path
 from modelcas.digest import Digest, is_hex64
 from modelcas.errors import StoreError, StoreVersionError, UsageError
 from modelcas.store.durable import atomic_write, named, owned_name
+from modelcas.untrusted import kind_of
 
 FORMAT = 1
 _PRIVATE_DIR = 0o755  # and the umask
@@ -57,21 +58,6 @@ def check_hex(sha256: str) -> None:
     """
     if not is_hex64(sha256):
         raise UsageError(f"not a sha256 digest: {sha256!r} (expected 64 lowercase hex digits)")
-
-
-def kind_of(mode: int) -> str:
-    """A file type for messages: "a symlink", "a FIFO"..."""
-    if stat.S_ISLNK(mode):
-        return "a symlink"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
 class Layout:

@@ -18,8 +18,9 @@ from modelcas.digest import Digest, Hashes, is_hex64, mismatch, parse_address
 from modelcas.errors import IntegrityError, ObjectNotFoundError, StoreError, UsageError
 from modelcas.store import linking
 from modelcas.store.durable import fsync_dir, named, owned_name
-from modelcas.store.layout import Layout, kind_of
+from modelcas.store.layout import Layout
 from modelcas.store.records import ObjectInfo, Problem, StoreStats
+from modelcas.untrusted import kind_of
 
 STAGING = "gc-"  # gc's folders under tmp/, where it moves candidates before deciding
 LinkMode = Literal["auto", "reflink", "hardlink", "symlink", "copy"]
