@@ -69,17 +69,8 @@ def crypto(why: str = "signatures") -> Crypto:
         "x509": "cryptography.x509",
         "exceptions": "cryptography.exceptions",
     }
-    try:
-        modules = {key: importlib.import_module(name) for key, name in names.items()}
-        # Without the library the extra is not installed, whatever else is: say so now.
-        if importlib.util.find_spec("model_signing") is None:
-            raise ImportError(name="model_signing")
-    except ImportError as e:
-        raise MissingExtraError(
-            f"{why} need the model_signing library, which is not installed ({e.name})",
-            hint=EXTRA_HINT,
-        ) from None
-    return Crypto(**modules)
+    # Without the library the extra is not installed, whatever else is: say so now.
+    return Crypto(**_modules(names, why, require="model_signing"))
 
 
 @functools.cache
@@ -102,14 +93,22 @@ def load(why: str = "signatures") -> Lib:
         "crypto_exceptions": "cryptography.exceptions",
         "openssl": "OpenSSL.crypto",
     }
+    modules = _modules(names, why)
+    # The library logs certificate remarks through `logging`; without a handler of ours
+    # Python's last-resort handler would print them to stderr, beside our one-line errors.
+    logging.getLogger("model_signing").addHandler(logging.NullHandler())
+    return Lib(**modules)
+
+
+def _modules(names: dict[str, str], why: str, require: str | None = None) -> dict[str, Any]:
+    """Import each module (and check ``require`` is there), or say the extra is missing."""
     try:
         modules = {key: importlib.import_module(name) for key, name in names.items()}
+        if require is not None and importlib.util.find_spec(require) is None:
+            raise ImportError(name=require)
     except ImportError as e:
         raise MissingExtraError(
             f"{why} need the model_signing library, which is not installed ({e.name})",
             hint=EXTRA_HINT,
         ) from None
-    # The library logs certificate remarks through `logging`; without a handler of ours
-    # Python's last-resort handler would print them to stderr, beside our one-line errors.
-    logging.getLogger("model_signing").addHandler(logging.NullHandler())
-    return Lib(**modules)
+    return modules
