@@ -432,7 +432,7 @@ class HubRemote:
         key = transfer.resume_key(want.sha256 if want else f"hf:{self.repo_id}:{commit}:{f.path}")
         info = transfer.download(
             store,
-            self._opener(f.path, commit),
+            _file_opener(self.repo_id, f.path, commit),
             size=f.size,
             expected=want,
             where=where,
@@ -447,26 +447,8 @@ class HubRemote:
         """Read one file of the version's commit into ``sink`` (an audit's read-data)."""
         commit = self._commit_of(version)
         where = f"{listed.name} from hf://{self.repo_id} at {commit}"
-        transfer.copy(self._opener(listed.name, commit), listed.size, sink, where=where)
-
-    def _opener(self, path: str, commit: str) -> transfer.Opener:
-        from huggingface_hub import get_session, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
-        url = hf_hub_url(
-            self.repo_id, path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None
-        )
-        headers = build_hf_headers(token=_token())
-        limit = transfer.SpeedLimit.from_env()
-
-        def open_at(offset: int) -> transfer.Answer:
-            sent = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
-            context = get_session().stream(
-                "GET", url, headers=sent, follow_redirects=True, timeout=limit.seconds
-            )
-            return _SessionAnswer(context, context.__enter__())
-
-        return open_at
+        opener = _file_opener(self.repo_id, listed.name, commit)
+        transfer.copy(opener, listed.size, sink, where=where)
 
     def _give(self, store: Store, info: ObjectInfo, f: HubFile, commit: str) -> None:
         """Leave the object where ``hf_hub_download`` finds it.
@@ -684,7 +666,8 @@ class HubRemote:
             return None
         where = f"{SIGNATURE_FILE} from {self.url} at {commit}"
         got = bytearray()
-        transfer.copy(self._opener(SIGNATURE_FILE, commit), f.size, got.extend, where=where)
+        opener = _file_opener(self.repo_id, SIGNATURE_FILE, commit)
+        transfer.copy(opener, f.size, got.extend, where=where)
         data = bytes(got)
         if not _holds(f, data):
             raise IntegrityError(
@@ -936,22 +919,39 @@ def read_metadata(repo_id: str, commit: str) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
-def _read_from_hub(repo_id: str, path: str, commit: str, where: str) -> str:
-    """A small file of a commit, read from the Hub itself (bounded), never from the cache."""
+def _file_opener(repo_id: str, path: str, commit: str) -> transfer.Opener:
+    """Opens a file of a commit on the Hub, from an offset, under the low-speed limit."""
     from huggingface_hub import get_session, hf_hub_url
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     url = hf_hub_url(repo_id, path, revision=commit, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    headers = build_hf_headers(token=_token())
+    limit = transfer.SpeedLimit.from_env()
+
+    def open_at(offset: int) -> transfer.Answer:
+        sent = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
+        context = get_session().stream(
+            "GET", url, headers=sent, follow_redirects=True, timeout=limit.seconds
+        )
+        return _SessionAnswer(context, context.__enter__())
+
+    return open_at
+
+
+def _read_from_hub(repo_id: str, path: str, commit: str, where: str) -> str:
+    """A small file of a commit, read from the Hub itself (bounded), never from the cache."""
+    data = bytearray()
     try:
-        with get_session().stream(
-            "GET", url, headers=build_hf_headers(token=_token()), follow_redirects=True
-        ) as answer:
-            answer.raise_for_status()
-            data = b""
-            for chunk in answer.iter_bytes():
-                data += chunk
+        answer = _file_opener(repo_id, path, commit)(0)
+        try:
+            if answer.status != 200:
+                raise RemoteError(f"cannot read {where}: HTTP {answer.status}", hint=_NETWORK_HINT)
+            for piece in answer.pieces():
+                data += piece
                 if len(data) > _MAX_METADATA:
                     raise RemoteError(f"{where}: more than {_MAX_METADATA} bytes")
+        finally:
+            answer.close()
     except RemoteError:
         raise
     except Exception as e:
