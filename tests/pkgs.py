@@ -8,6 +8,24 @@ import sys
 import textwrap
 from pathlib import Path
 
+from modelcas.lockfile import Lockfile
+from modelcas.store import Store
+
+
+def registry_lock(shared: Store) -> str:
+    """The seed package's weights.lock: three versions of cser-detector, with their ranges."""
+    lock = Lockfile(package="structflo-cser")
+    for version, requires, payload in (
+        ("v1.0", ">=0.1,<1", b"old weights"),
+        ("v1.1", ">=0.2,<1", b"retrained weights"),
+        ("v2.0", ">=1.0.0,<2.0.0", b"three classes"),
+    ):
+        d = shared.add_bytes(payload).digest
+        lock.pin(
+            "cser-detector", version, {"best.pt": d}, requires=requires, source=shared.root.as_uri()
+        )
+    return lock.dumps()
+
 
 def fake_package(site: Path, dist_version: str, lock_text: str) -> None:
     """A real installed distribution: a dist-info directory and a package with weights.lock."""

@@ -10,23 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from modelcas.lockfile import Lockfile
 from modelcas.store import Store
-from tests.pkgs import fake_package
-
-
-def _registry_lock(shared: Store) -> str:
-    lock = Lockfile(package="structflo-cser")
-    for version, requires, payload in (
-        ("v1.0", ">=0.1,<1", b"old weights"),
-        ("v1.1", ">=0.2,<1", b"retrained weights"),
-        ("v2.0", ">=1.0.0,<2.0.0", b"three classes"),
-    ):
-        d = shared.add_bytes(payload).digest
-        lock.pin(
-            "cser-detector", version, {"best.pt": d}, requires=requires, source=shared.root.as_uri()
-        )
-    return lock.dumps()
+from tests.pkgs import fake_package, registry_lock
 
 
 def _user_script(tmp_path: Path, site: Path, code: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +34,7 @@ def _user_script(tmp_path: Path, site: Path, code: str) -> subprocess.CompletedP
 
 def test_the_fallback_warning_points_at_the_callers_line(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    fake_package(site, "0.2.0", _registry_lock(Store(tmp_path / "shared")))
+    fake_package(site, "0.2.0", registry_lock(Store(tmp_path / "shared")))
     r = _user_script(
         tmp_path,
         site,
@@ -76,7 +61,7 @@ def test_the_fallback_warning_points_at_the_callers_line(tmp_path: Path) -> None
 
 def test_an_older_version_says_downgrade_not_upgrade(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    fake_package(site, "1.5.0", _registry_lock(Store(tmp_path / "shared")))
+    fake_package(site, "1.5.0", registry_lock(Store(tmp_path / "shared")))
     r = _user_script(
         tmp_path,
         site,

@@ -24,7 +24,7 @@ from modelcas.lockfile import Lockfile
 from modelcas.registry import Registry, open_lock
 from modelcas.store import Store
 from tests.faults import strace_inject
-from tests.pkgs import fake_package, run_in_site
+from tests.pkgs import fake_package, registry_lock, run_in_site
 from tests.refs import ref_blake3, ref_sha256
 
 Cas = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -429,24 +429,10 @@ def test_crash_while_writing_lockfile_leaves_old_or_new(tmp_path: Path, when: in
 # -- package registries and compatibility ---------------------------------------------------
 
 
-def _registry_lock(shared: Store) -> str:
-    lock = Lockfile(package="structflo-cser")
-    for version, requires, payload in (
-        ("v1.0", ">=0.1,<1", b"old weights"),
-        ("v1.1", ">=0.2,<1", b"retrained weights"),
-        ("v2.0", ">=1.0.0,<2.0.0", b"three classes"),
-    ):
-        d = shared.add_bytes(payload).digest
-        lock.pin(
-            "cser-detector", version, {"best.pt": d}, requires=requires, source=shared.root.as_uri()
-        )
-    return lock.dumps()
-
-
 def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
     shared = Store(tmp_path / "shared")
     site = tmp_path / "site"
-    fake_package(site, "0.2.0", _registry_lock(shared))
+    fake_package(site, "0.2.0", registry_lock(shared))
     r = run_in_site(
         site,
         tmp_path / "user-store",
@@ -482,7 +468,7 @@ def test_registry_from_package_compatible_and_not(tmp_path: Path) -> None:
 def test_registry_with_no_compatible_version(tmp_path: Path) -> None:
     shared = Store(tmp_path / "shared")
     site = tmp_path / "site"
-    fake_package(site, "0.0.5", _registry_lock(shared))
+    fake_package(site, "0.0.5", registry_lock(shared))
     r = run_in_site(
         site,
         tmp_path / "user-store",
